@@ -1,0 +1,2 @@
+//! The chat client (filled in by its own issue).
+#![forbid(unsafe_code)]

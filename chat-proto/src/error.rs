@@ -1,0 +1,113 @@
+//! Errors, typed by layer: what went wrong decoding bytes, encoding a message,
+//! or moving frames over a byte stream.
+
+use std::io;
+
+/// A frame could not be decoded: the peer sent something this protocol does
+/// not allow.
+///
+/// Every variant except [`FrameTooLarge`](DecodeError::FrameTooLarge) and
+/// [`Truncated`](DecodeError::Truncated) is raised after the offending frame
+/// has been removed from the buffer, so the stream stays in step and a caller
+/// may choose to skip the frame (useful for [`UnknownVariant`](DecodeError::UnknownVariant)
+/// from a newer peer). After `FrameTooLarge` the stream cannot be resynchronised.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The length prefix exceeds the codec's maximum. Detected from the 4-byte
+    /// header alone: nothing of the payload is buffered or allocated.
+    #[error("frame of {len} bytes exceeds the {max}-byte limit")]
+    FrameTooLarge {
+        /// The length the peer claimed.
+        len: u64,
+        /// The codec's maximum payload length.
+        max: usize,
+    },
+    /// A length prefix of zero: no message is empty.
+    #[error("empty frame (length prefix 0)")]
+    EmptyFrame,
+    /// The payload's variant tag names no message this version knows.
+    #[error("unknown message variant {tag}")]
+    UnknownVariant {
+        /// The tag that was read.
+        tag: u32,
+    },
+    /// A text field is not valid UTF-8.
+    #[error("text is not valid UTF-8 (valid up to byte {valid_up_to})")]
+    InvalidUtf8 {
+        /// How many bytes of the string were valid.
+        valid_up_to: usize,
+    },
+    /// The payload decoded to a message but bytes were left over.
+    #[error("frame has {} trailing byte(s) after the message ({used} of {len} used)", len - used)]
+    TrailingBytes {
+        /// The payload length.
+        len: usize,
+        /// How many bytes the message used.
+        used: usize,
+    },
+    /// The payload does not decode as a message.
+    #[error("malformed payload: {0}")]
+    Malformed(String),
+    /// The stream ended inside a frame.
+    #[error("connection closed mid-frame ({have} of {need} bytes received)")]
+    Truncated {
+        /// Bytes of the frame received.
+        have: usize,
+        /// Bytes the frame needed (header included, when known).
+        need: usize,
+    },
+}
+
+/// A message could not be encoded. This is local misuse, not a peer's fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EncodeError {
+    /// The encoded message is larger than the codec's maximum frame length;
+    /// nothing was written.
+    #[error("message of {len} bytes exceeds the {max}-byte frame limit")]
+    TooLarge {
+        /// The encoded payload length.
+        len: usize,
+        /// The codec's maximum payload length.
+        max: usize,
+    },
+}
+
+/// A frame limit outside the range the codec supports.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("frame limit {value} is outside {min}..={max}")]
+pub struct LimitError {
+    /// The requested limit.
+    pub value: usize,
+    /// The smallest allowed limit.
+    pub min: usize,
+    /// The largest allowed limit.
+    pub max: usize,
+}
+
+/// An error moving frames over a byte stream: the blocking helpers and the
+/// tokio codec return this.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StreamError {
+    /// The stream itself failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+    /// The peer sent bytes that are not a valid frame.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// A message to send could not be encoded.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+}
+
+impl From<StreamError> for io::Error {
+    fn from(err: StreamError) -> Self {
+        match err {
+            StreamError::Io(e) => e,
+            StreamError::Decode(e) => io::Error::new(io::ErrorKind::InvalidData, e),
+            StreamError::Encode(e) => io::Error::new(io::ErrorKind::InvalidInput, e),
+        }
+    }
+}
