@@ -1,0 +1,170 @@
+//! `chat-server`: flags, logging, signals; the library does the rest.
+//!
+//! Once bound it prints exactly one line to stdout, `listening on ADDR`, so
+//! that scripts started with `--bind 127.0.0.1:0` can learn the port. Logs go
+//! to stderr.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use chat_server::{Config, Server};
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+/// A chat relay server: every message a client sends reaches all the others.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Address to listen on (IPv6 too, e.g. `[::]:8080`).
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8080")]
+    bind: String,
+    /// Most clients connected at once.
+    #[arg(long, value_name = "N", default_value_t = Config::default().max_clients)]
+    max_clients: usize,
+    /// Largest frame payload the server sends, in bytes (clients may send 20 less).
+    #[arg(long, value_name = "BYTES", default_value_t = Config::default().max_frame_len)]
+    max_frame: usize,
+    /// Outgoing queue depth per client, in frames; a client that lets it fill is evicted.
+    #[arg(long, value_name = "FRAMES", default_value_t = Config::default().outbox_depth)]
+    outbox: usize,
+    /// Time a new client has to say Hello (e.g. 10s, 500ms, 2m).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
+    handshake_timeout: Duration,
+    /// Silence after which a client is pinged (half of it) and closed (all of it); 0 disables.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration)]
+    idle_timeout: Duration,
+    /// Sustained messages per second a client may send; 0 disables flood control.
+    #[arg(long, value_name = "N", default_value_t = Config::default().rate)]
+    rate: u32,
+    /// Messages a client may send in a burst above the rate.
+    #[arg(long, value_name = "N", default_value_t = Config::default().burst)]
+    burst: u32,
+    /// On shutdown, time given to clients to receive what is queued and the final Exit.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = duration)]
+    shutdown_grace: Duration,
+    /// More logs: -v for debug, -vv for trace. RUST_LOG, when set, takes precedence.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+/// Parses `1.5s`, `500ms`, `2m`, `1h`, or a plain number of seconds.
+fn duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let num: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration such as 10s or 500ms"))?;
+    let scale = match unit.trim() {
+        "ms" => 0.001,
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        other => return Err(format!("unknown unit `{other}` (use ms, s, m or h)")),
+    };
+    Duration::try_from_secs_f64(num * scale).map_err(|e| format!("`{s}`: {e}"))
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logs(args.verbose);
+    match serve(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("chat-server: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logs(verbose: u8) {
+    let level = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+#[tokio::main]
+async fn serve(args: Args) -> anyhow::Result<()> {
+    let config = Config {
+        max_clients: args.max_clients,
+        max_frame_len: args.max_frame,
+        outbox_depth: args.outbox,
+        handshake_timeout: args.handshake_timeout,
+        idle_timeout: args.idle_timeout,
+        rate: args.rate,
+        burst: args.burst,
+        shutdown_grace: args.shutdown_grace,
+        ..Config::default()
+    };
+    let server = Server::bind(args.bind.as_str(), config)
+        .await
+        .with_context(|| format!("{} (--bind {})", "failed to start", args.bind))?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "listening on {}", server.local_addr())?;
+    stdout.flush()?;
+    drop(stdout);
+    server.run(signal()).await?;
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM: {e}");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("signal received");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(duration("ten").is_err());
+        assert!(duration("5 days").is_err());
+    }
+
+    #[test]
+    fn flags_parse() {
+        Args::command().debug_assert();
+        let args = Args::parse_from(["chat-server", "--bind", "[::1]:0", "-vv", "--rate", "0"]);
+        assert_eq!(args.bind, "[::1]:0");
+        assert_eq!(args.verbose, 2);
+        assert_eq!(args.rate, 0);
+    }
+
+    use clap::CommandFactory;
+}

@@ -1,0 +1,36 @@
+//! What can stop the server as a whole. Problems with one client (bad input,
+//! a slow reader, a dropped socket) never surface here: its session reports
+//! them to that client, logs them and ends, and the server goes on.
+
+use std::io;
+
+/// An error from [`Server::bind`](crate::Server::bind) or
+/// [`Server::run`](crate::Server::run).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The listening socket could not be set up (address in use, no
+    /// permission, address not resolvable, ...).
+    #[error("cannot bind: {0}")]
+    Bind(#[source] io::Error),
+    /// A limit in [`Config`](crate::Config) is out of range (caller misuse).
+    #[error("invalid configuration: {field}: {reason}")]
+    Config {
+        /// The offending field.
+        field: &'static str,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// Any other I/O failure of the listening socket.
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+}
+
+impl From<Error> for io::Error {
+    fn from(err: Error) -> Self {
+        match err {
+            Error::Bind(e) | Error::Io(e) => e,
+            other @ Error::Config { .. } => io::Error::new(io::ErrorKind::InvalidInput, other),
+        }
+    }
+}

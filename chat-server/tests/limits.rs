@@ -1,0 +1,234 @@
+//! The limits: slow consumers, server full, idle clients, floods.
+
+mod common;
+
+use std::time::Duration;
+
+use chat_proto::{ChatCodec, Message};
+use common::{Bystanders, Client, T, TestServer, config, connect, join};
+use tokio::net::TcpSocket;
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, timeout};
+use tokio_util::codec::Framed;
+
+#[tokio::test]
+async fn slow_consumer_is_evicted_and_others_get_everything() {
+    const MAX: usize = 5_000; // messages; eviction must happen well before
+    let server = TestServer::start(chat_server::Config {
+        outbox_depth: 8,
+        rate: 0,
+        ..config()
+    })
+    .await;
+    let mut sender = join(server.addr).await;
+    let mut fast = join(server.addr).await;
+    assert!(matches!(sender.recv().await, Message::Joined { .. }));
+
+    // The slow client: tiny receive buffer, says Hello, then never reads.
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = timeout(T, socket.connect(server.addr))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut slow = Client {
+        addr: stream.local_addr().unwrap(),
+        io: Framed::new(stream, ChatCodec::new()),
+    };
+    slow.send(Message::hello()).await;
+    slow.welcomed().await;
+    let slow_addr = slow.addr;
+
+    // The fast client reads everything in its own task and reports when it
+    // learns that the slow one is gone.
+    // The sender stays at most WINDOW messages ahead of the fast reader, so
+    // only the slow client can fall behind, however the tasks are scheduled.
+    const WINDOW: usize = 32;
+    let (evicted_tx, mut evicted_rx) = mpsc::channel(1);
+    let (progress_tx, mut progress) = watch::channel(0usize);
+    let from = sender.addr;
+    let reader = tokio::spawn(async move {
+        let mut next = 0usize;
+        loop {
+            match fast.recv().await {
+                Message::Joined { .. } => {}
+                Message::Left { ip, port } => {
+                    assert_eq!((ip, port), (slow_addr.ip(), slow_addr.port()));
+                    evicted_tx.send(next).await.unwrap();
+                }
+                Message::Relay { ip, port, text } => {
+                    assert_eq!((ip, port), (from.ip(), from.port()));
+                    if text == "done" {
+                        return next;
+                    }
+                    let n: usize = text[..text.find(' ').unwrap()].parse().unwrap();
+                    assert_eq!(n, next, "in order, none lost");
+                    next += 1;
+                    progress_tx.send_replace(next);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    });
+
+    let pad = "慢".repeat(1000); // ~3 KiB per message
+    let mut sent = 0;
+    while sent < MAX && evicted_rx.try_recv().is_err() {
+        if sent % 16 == 0 {
+            sender.flush().await;
+            timeout(T, progress.wait_for(|&got| got + WINDOW > sent))
+                .await
+                .expect("fast client keeps up")
+                .unwrap();
+        }
+        sender
+            .feed(Message::Send {
+                text: format!("{sent} {pad}"),
+            })
+            .await;
+        sent += 1;
+    }
+    assert!(sent < MAX, "slow consumer not evicted after {MAX} messages");
+    sender.say("done").await;
+    let received = timeout(T, reader).await.unwrap().unwrap();
+    assert_eq!(received, sent, "the fast client got every message");
+
+    // The slow client, read at last: relays in order (those that fit in its
+    // buffers and outbox, a bounded number), then the reason, then EOF.
+    let mut got = 0;
+    loop {
+        match slow.recv().await {
+            Message::Relay { text, .. } => {
+                assert!(text.starts_with(&format!("{got} ")));
+                got += 1;
+            }
+            Message::Error { reason } => {
+                assert_eq!(reason, "slow consumer");
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(got < sent, "{got} of {sent}");
+    slow.expect_eof().await;
+    drop((slow, sender));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn server_full() {
+    let server = TestServer::start(chat_server::Config {
+        max_clients: 2,
+        ..config()
+    })
+    .await;
+    let mut by = Bystanders::join(server.addr).await;
+    let mut third = connect(server.addr).await;
+    third.expect_error("server full").await;
+    by.still_talk("full").await;
+
+    // A place frees up when someone leaves.
+    let b_addr = by.b.addr;
+    by.b.send(Message::Exit).await;
+    by.b.expect_exit().await;
+    by.a.expect_left(b_addr).await;
+    let mut fourth = join(server.addr).await;
+    fourth.say("made it").await;
+    by.a.expect_relay(fourth.addr, "made it").await;
+    drop((by, third, fourth));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn idle_client_is_pinged_then_closed() {
+    let idle = Duration::from_millis(400);
+    let server = TestServer::start(chat_server::Config {
+        idle_timeout: idle,
+        ..config()
+    })
+    .await;
+    let mut quiet = join(server.addr).await;
+    let since = Instant::now();
+    assert!(matches!(quiet.recv().await, Message::Ping { .. }));
+    quiet.expect_error("idle timeout").await;
+    assert!(since.elapsed() >= idle / 2, "{:?}", since.elapsed());
+    drop(quiet);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn pong_keeps_a_quiet_client_alive() {
+    let idle = Duration::from_millis(400);
+    let server = TestServer::start(chat_server::Config {
+        idle_timeout: idle,
+        ..config()
+    })
+    .await;
+    let mut quiet = join(server.addr).await;
+    let since = Instant::now();
+    for _ in 0..3 {
+        let Message::Ping { nonce } = quiet.recv().await else {
+            panic!("expected Ping")
+        };
+        quiet.send(Message::Pong { nonce }).await;
+    }
+    assert!(
+        since.elapsed() > idle,
+        "three pings span more than the timeout"
+    );
+    // Still connected and served.
+    quiet.send(Message::Ping { nonce: 5 }).await;
+    assert!(matches!(
+        quiet.recv().await,
+        Message::Pong { nonce: 5 } | Message::Ping { .. }
+    ));
+    drop(quiet);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn flood_is_cut_off_after_the_burst() {
+    let server = TestServer::start(chat_server::Config {
+        rate: 20,
+        burst: 5,
+        ..config()
+    })
+    .await;
+    let mut by = Bystanders::join(server.addr).await;
+    let mut flooder = join(server.addr).await;
+    for i in 0..50 {
+        flooder
+            .feed(Message::Send {
+                text: format!("{i}"),
+            })
+            .await;
+    }
+    flooder.flush().await;
+    flooder.expect_error("flood: more than 20 messages/s").await;
+
+    // Both bystanders got the messages within the limit, in order, then the leave.
+    let a = within_limit(&mut by.a, flooder.addr).await;
+    let b = within_limit(&mut by.b, flooder.addr).await;
+    assert_eq!(a, b);
+    assert!((5..=10).contains(&a), "{a} relayed");
+    by.still_talk("flood").await;
+    drop((by, flooder));
+    server.stop().await;
+}
+
+/// Counts the relays `0`, `1`, ... from `flooder` until it leaves.
+async fn within_limit(client: &mut Client, flooder: std::net::SocketAddr) -> usize {
+    let mut got = 0;
+    loop {
+        match client.recv().await {
+            Message::Joined { .. } => {}
+            Message::Relay { ip, port, text } => {
+                assert_eq!((ip, port), (flooder.ip(), flooder.port()));
+                assert_eq!(text, got.to_string());
+                got += 1;
+            }
+            Message::Left { port, .. } if port == flooder.port() => return got,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
