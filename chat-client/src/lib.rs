@@ -1,2 +1,57 @@
-//! The chat client (filled in by its own issue).
+//! A client for the chat protocol of `chat-proto`: connect, send text, read
+//! what the others say, leave.
+//!
+//! [`Client::connect`] opens a TCP connection (host names, IPv4 and IPv6),
+//! sends `Hello` and waits for the server's `Welcome`, which tells the
+//! client its own address as others see it and the longest text the server
+//! accepts. From then on one driver task owns the socket; the caller holds a
+//! [`Sender`] (clonable) and an [`Events`] stream, so sending and receiving
+//! run concurrently. The driver answers the server's `Ping`s by itself.
+//!
+//! ```no_run
+//! use chat_client::{Client, Event};
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), chat_client::Error> {
+//!     let client = Client::connect("127.0.0.1:8080").await?;
+//!     let (sender, mut events) = client.split();
+//!
+//!     // Receive in the background while this task sends.
+//!     let printer = tokio::spawn(async move {
+//!         while let Some(event) = events.next_event().await? {
+//!             if let Event::Message { from, text } = event {
+//!                 println!("[{from}] {text}");
+//!             }
+//!         }
+//!         Ok::<_, chat_client::Error>(())
+//!     });
+//!
+//!     sender.send("hello I am jjj").await?;
+//!     sender.send("是的你是对的，我是中国人").await?;
+//!     sender.exit().await?; // the server acknowledges, the events end
+//!     printer.await.expect("printer task panicked")?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # Layout
+//!
+//! - `client`: connecting, the handshake, [`Client`], [`Sender`], [`Events`].
+//! - `driver`: the task that owns the socket.
+//! - `codec`: the read side's decoder, which skips unknown message kinds.
+//! - `event`: [`Event`], what the server says in the client's terms.
+//! - `error`: [`Error`].
+//!
+//! The `chat-client` binary (feature `cli`, on by default) is a thin
+//! terminal front end over this library.
 #![forbid(unsafe_code)]
+
+mod client;
+mod codec;
+mod driver;
+mod error;
+mod event;
+
+pub use client::{Client, Events, Options, Sender, Session};
+pub use error::Error;
+pub use event::Event;

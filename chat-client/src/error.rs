@@ -1,0 +1,144 @@
+//! The client's errors, one variant per thing a caller may want to tell apart.
+
+use std::io;
+use std::time::Duration;
+
+use chat_proto::{DecodeError, StreamError};
+
+/// Everything that can go wrong talking to a chat server.
+///
+/// Variants say who is at fault: the network ([`Refused`](Error::Refused),
+/// [`Connect`](Error::Connect), [`Io`](Error::Io)), the server's decision
+/// ([`Rejected`](Error::Rejected), [`ServerClosed`](Error::ServerClosed)), a
+/// server that broke the protocol ([`Decode`](Error::Decode),
+/// [`Protocol`](Error::Protocol)), or the caller ([`TooLong`](Error::TooLong),
+/// [`Disconnected`](Error::Disconnected)).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The address could not be resolved to any socket address.
+    #[error("cannot resolve {addr}: {source}")]
+    Resolve {
+        /// The address as given.
+        addr: String,
+        /// Why resolution failed.
+        #[source]
+        source: io::Error,
+    },
+    /// Nothing listens at the address.
+    #[error("cannot connect to {addr}: connection refused")]
+    Refused {
+        /// The address as given.
+        addr: String,
+    },
+    /// The TCP connection could not be made for another reason.
+    #[error("cannot connect to {addr}: {}", describe(.source))]
+    Connect {
+        /// The address as given.
+        addr: String,
+        /// The underlying failure.
+        #[source]
+        source: io::Error,
+    },
+    /// The server answered the handshake with `Error` (for example "server full").
+    #[error("the server rejected the connection: {reason}")]
+    Rejected {
+        /// The server's reason, as it sent it.
+        reason: String,
+    },
+    /// Something the server should have done did not happen in time.
+    #[error("timed out after {after:?} waiting for {waiting_for}")]
+    Timeout {
+        /// What was awaited, e.g. "the server's Welcome".
+        waiting_for: &'static str,
+        /// How long was waited.
+        after: Duration,
+    },
+    /// The server closed the connection without saying goodbye with `Exit`.
+    #[error("the server closed the connection")]
+    ServerClosed,
+    /// The server sent bytes that are not a valid frame.
+    #[error("protocol error: {0}")]
+    Decode(#[from] DecodeError),
+    /// The server sent a valid message that makes no sense at this point.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The text is longer than the server accepts; nothing was sent.
+    #[error("text too long: {len} bytes, the server accepts at most {max}")]
+    TooLong {
+        /// The text's length in bytes (UTF-8).
+        len: usize,
+        /// The longest text the server accepts, in bytes.
+        max: usize,
+    },
+    /// The session has ended (left, or lost); nothing more can be sent.
+    #[error("not connected: the session has ended")]
+    Disconnected,
+    /// Reading from or writing to the socket failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+}
+
+impl From<StreamError> for Error {
+    fn from(err: StreamError) -> Self {
+        match err {
+            StreamError::Io(e) => Error::Io(e),
+            StreamError::Decode(e) => Error::Decode(e),
+            // Our own frames are checked before they reach the socket, so this
+            // is a bug, but it is still reported, not panicked on.
+            other => Error::Protocol(format!("could not encode a message: {other}")),
+        }
+    }
+}
+
+impl Error {
+    /// A copy for a second recipient (the driver reports one failure both to
+    /// the sender that hit it and to the event stream). `io::Error` is not
+    /// `Clone`, so its copy keeps the kind and message.
+    pub(crate) fn duplicate(&self) -> Error {
+        match self {
+            Error::Resolve { addr, source } => Error::Resolve {
+                addr: addr.clone(),
+                source: copy_io(source),
+            },
+            Error::Refused { addr } => Error::Refused { addr: addr.clone() },
+            Error::Connect { addr, source } => Error::Connect {
+                addr: addr.clone(),
+                source: copy_io(source),
+            },
+            Error::Rejected { reason } => Error::Rejected {
+                reason: reason.clone(),
+            },
+            Error::Timeout { waiting_for, after } => Error::Timeout {
+                waiting_for,
+                after: *after,
+            },
+            Error::ServerClosed => Error::ServerClosed,
+            Error::Decode(e) => Error::Decode(e.clone()),
+            Error::Protocol(s) => Error::Protocol(s.clone()),
+            Error::TooLong { len, max } => Error::TooLong {
+                len: *len,
+                max: *max,
+            },
+            Error::Disconnected => Error::Disconnected,
+            Error::Io(e) => Error::Io(copy_io(e)),
+        }
+    }
+}
+
+fn copy_io(e: &io::Error) -> io::Error {
+    io::Error::new(e.kind(), e.to_string())
+}
+
+/// Short lower-case wording for the common connect failures, instead of the
+/// OS's "Connection timed out (os error 110)".
+fn describe(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::TimedOut => "timed out".into(),
+        io::ErrorKind::HostUnreachable => "host unreachable".into(),
+        io::ErrorKind::NetworkUnreachable => "network unreachable".into(),
+        io::ErrorKind::AddrNotAvailable => "address not available".into(),
+        io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
+}
