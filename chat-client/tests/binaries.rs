@@ -179,8 +179,13 @@ impl Proc {
 
     /// Sends SIGTERM, as `kill` or a service manager would.
     fn terminate(&self) {
+        self.signal("-TERM");
+    }
+
+    /// Sends a signal with `kill(1)` (our crates forbid `unsafe`, so no libc).
+    fn signal(&self, which: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([which, &self.child.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
@@ -406,6 +411,23 @@ fn text_over_the_servers_limit_is_not_sent() {
     b.expect("* left the chat");
     assert!(b.finish().success());
     a.expect(&format!("* {b_addr} left"));
+    a.type_line("exit;");
+    a.expect("* left the chat");
+    assert!(a.finish().success());
+    server.terminate();
+    assert!(server.finish().success());
+}
+
+#[test]
+fn ctrl_c_leaves_gracefully() {
+    let (server, addr) = Proc::server(&[]);
+    let (mut a, _) = Proc::client("a", addr);
+    let (mut b, b_addr) = Proc::client("b", addr);
+    a.expect(&format!("* {b_addr} joined"));
+    b.signal("-INT");
+    b.expect("* left the chat");
+    a.expect(&format!("* {b_addr} left"));
+    assert!(b.finish().success());
     a.type_line("exit;");
     a.expect("* left the chat");
     assert!(a.finish().success());

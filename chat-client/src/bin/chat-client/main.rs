@@ -87,6 +87,9 @@ async fn run(args: Args) -> ExitCode {
         }
     };
     let session = *client.session();
+    // Listen for Ctrl-C before saying we are connected, so that a signal
+    // sent from then on always means "leave".
+    let interrupted = interrupts();
     println!("connected to {} as {}", session.server, session.me);
 
     let (inputs_tx, inputs) = mpsc::channel(16);
@@ -100,7 +103,7 @@ async fn run(args: Args) -> ExitCode {
     };
 
     let (sender, events) = client.split();
-    let code = chat(sender, events, inputs, &out).await;
+    let code = chat(sender, events, inputs, interrupted, &out).await;
     drop(out);
     if let Some(editor) = editor {
         let _ = tokio::task::spawn_blocking(move || editor.finish()).await;
@@ -113,12 +116,11 @@ async fn chat(
     sender: Sender,
     mut events: Events,
     mut inputs: mpsc::Receiver<Input>,
+    mut interrupted: mpsc::Receiver<()>,
     out: &Out,
 ) -> ExitCode {
     let mut leaving = false;
     let mut server_gone = false;
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
     loop {
         tokio::select! {
             event = events.next_event() => match event {
@@ -145,7 +147,7 @@ async fn chat(
                 Input::Nothing => {}
                 Input::Invalid(message) => out.error(message).await,
             },
-            _ = &mut ctrl_c, if !leaving => leaving = leave(&sender),
+            Some(()) = interrupted.recv(), if !leaving => leaving = leave(&sender),
         }
     }
     if server_gone {
@@ -154,6 +156,32 @@ async fn chat(
         out.line("* left the chat").await;
         ExitCode::SUCCESS
     }
+}
+
+/// Ctrl-C (SIGINT), as a channel that is listening from the moment this returns.
+fn interrupts() -> mpsc::Receiver<()> {
+    let (tx, rx) = mpsc::channel(1);
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::interrupt()) {
+            Ok(mut sigint) => {
+                tokio::spawn(async move {
+                    while sigint.recv().await.is_some() {
+                        let _ = tx.try_send(());
+                    }
+                });
+            }
+            Err(e) => tracing::warn!("cannot listen for Ctrl-C: {e}"),
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::spawn(async move {
+        while tokio::signal::ctrl_c().await.is_ok() {
+            let _ = tx.try_send(());
+        }
+    });
+    rx
 }
 
 /// Starts leaving; the event stream ends once the server has acknowledged.

@@ -173,7 +173,6 @@ pub(crate) fn terminal(inputs: mpsc::Sender<Input>) -> (Out, Editor) {
 
     let input = thread::spawn(move || {
         let prompt = Prompt;
-        let mut left = false;
         loop {
             let input = match editor.read_line(&prompt) {
                 Ok(Signal::Success(line)) => parse(&line),
@@ -186,17 +185,14 @@ pub(crate) fn terminal(inputs: mpsc::Sender<Input>) -> (Out, Editor) {
                 Ok(_) => continue,
                 Err(e) => {
                     let _ = inputs.blocking_send(Input::Invalid(format!("terminal error: {e}")));
-                    let _ = inputs.blocking_send(Input::Leave);
-                    return;
+                    Input::Leave
                 }
             };
-            // Keep the editor up while leaving, so late lines still print
-            // above the prompt; what is typed then is ignored.
-            if !left {
-                left = input == Input::Leave;
-                if inputs.blocking_send(input).is_err() {
-                    return;
-                }
+            let leave = input == Input::Leave;
+            if inputs.blocking_send(input).is_err() || leave {
+                // Dropping the editor makes the printer thread print plainly
+                // from now on; the terminal is back in its normal mode.
+                return;
             }
         }
     });
