@@ -52,9 +52,7 @@ pub fn read_message<R: Read + ?Sized>(
         }
         .into());
     }
-    let len = codec
-        .header(&head)?
-        .expect("a whole header was read");
+    let len = codec.header(&head)?.expect("a whole header was read");
     let mut payload = vec![0u8; len];
     let got = read_full(r, &mut payload)?;
     if got < len {

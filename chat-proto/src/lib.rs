@@ -72,6 +72,8 @@ mod message;
 mod tokio_codec;
 mod wire;
 
-pub use codec::{ChatCodec, Frame, HEADER_LEN, MAX_FRAME_LEN, MAX_FRAME_LEN_CEILING, MIN_FRAME_LEN};
+pub use codec::{
+    ChatCodec, Frame, HEADER_LEN, MAX_FRAME_LEN, MAX_FRAME_LEN_CEILING, MIN_FRAME_LEN,
+};
 pub use error::{DecodeError, EncodeError, LimitError, StreamError};
 pub use message::{Message, VERSION, features};

@@ -54,8 +54,8 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Message, DecodeError> {
     if tag >= VARIANT_COUNT {
         return Err(DecodeError::UnknownVariant { tag });
     }
-    let (msg, used) =
-        bincode::serde::borrow_decode_from_slice::<Message, _>(payload, CONFIG).map_err(malformed)?;
+    let (msg, used) = bincode::serde::borrow_decode_from_slice::<Message, _>(payload, CONFIG)
+        .map_err(malformed)?;
     if used != payload.len() {
         return Err(DecodeError::TrailingBytes {
             len: payload.len(),
