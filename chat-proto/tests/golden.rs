@@ -44,7 +44,12 @@ fn golden_bytes_decode_to_messages() {
     let codec = ChatCodec::new();
     for v in vectors() {
         let mut buf = BytesMut::from(&unhex(&v.hex)[..]);
-        assert_eq!(codec.decode(&mut buf).unwrap(), Some(v.message), "decoding of {}", v.name);
+        assert_eq!(
+            codec.decode(&mut buf).unwrap(),
+            Some(v.message),
+            "decoding of {}",
+            v.name
+        );
         assert!(buf.is_empty(), "{} left bytes behind", v.name);
     }
 }
@@ -59,7 +64,11 @@ fn golden_bytes_decode_through_blocking_reader() {
         let got = chat_proto::blocking::read_message(&mut rx, &codec).unwrap();
         assert_eq!(got, Some(v.message), "blocking read of {}", v.name);
     }
-    assert!(chat_proto::blocking::read_message(&mut rx, &codec).unwrap().is_none());
+    assert!(
+        chat_proto::blocking::read_message(&mut rx, &codec)
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[test]
@@ -76,5 +85,8 @@ fn vectors_cover_chinese_text_and_ipv6_relay() {
     let vs = vectors();
     assert!(vs.iter().any(|v| matches!(&v.message,
         Message::Send { text } if text.chars().any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c)))));
-    assert!(vs.iter().any(|v| matches!(&v.message, Message::Relay { ip, .. } if ip.is_ipv6())));
+    assert!(
+        vs.iter()
+            .any(|v| matches!(&v.message, Message::Relay { ip, .. } if ip.is_ipv6()))
+    );
 }
