@@ -43,9 +43,12 @@
 //! - `error`: [`Error`].
 //!
 //! The `chat-client` binary (feature `cli`, on by default) is a thin
-//! terminal front end over this library.
+//! terminal front end over this library. The `chat-bench` load generator
+//! (feature `bench`, on by default) lives in the `bench` module.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "bench")]
+pub mod bench;
 mod client;
 mod codec;
 mod driver;
