@@ -417,8 +417,9 @@ impl Session {
                 unreachable!("serve runs after the handshake")
             };
             let room_for = MAX_IOV.saturating_sub(self.out.queue.len());
+            // Unbiased: with a busy outbox and a busy socket, reading and
+            // writing must both get their turn.
             let event = tokio::select! {
-                biased;
                 () = self.shared.shutdown.cancelled() => Event::Shutdown,
                 () = link.kick.cancelled() => Event::Evicted,
                 ready = self.stream.writable(), if !self.out.is_empty() => Event::Writable(ready),

@@ -8,14 +8,16 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
 use chat_server::{Config, Server};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 /// A chat relay server: every message a client sends reaches all the others.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(
+    version,
+    about = "A chat relay server: every message a client sends reaches all the others"
+)]
 struct Args {
     /// Address to listen on (IPv6 too, e.g. `[::]:8080`).
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8080")]
@@ -44,6 +46,9 @@ struct Args {
     /// On shutdown, time given to clients to receive what is queued and the final Exit.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = duration)]
     shutdown_grace: Duration,
+    /// How long a client that is sent a final Error or Exit gets to take it and close.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = duration)]
+    close_timeout: Duration,
     /// More logs: -v for debug, -vv for trace. RUST_LOG, when set, takes precedence.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -90,6 +95,7 @@ fn init_logs(verbose: u8) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
 }
@@ -105,11 +111,13 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         rate: args.rate,
         burst: args.burst,
         shutdown_grace: args.shutdown_grace,
-        ..Config::default()
+        close_timeout: args.close_timeout,
     };
-    let server = Server::bind(args.bind.as_str(), config)
-        .await
-        .with_context(|| format!("{} (--bind {})", "failed to start", args.bind))?;
+    let server = match Server::bind(args.bind.as_str(), config).await {
+        Ok(server) => server,
+        Err(chat_server::Error::Bind(e)) => anyhow::bail!("cannot bind {}: {e}", args.bind),
+        Err(e) => return Err(e.into()),
+    };
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "listening on {}", server.local_addr())?;
     stdout.flush()?;
