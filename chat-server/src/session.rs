@@ -394,6 +394,10 @@ impl Session {
         let peers = self.shared.room.len();
         info!(peer = %self.addr, version, peers, "client connected");
         self.last_rx = Instant::now();
+        if self.rbuf.is_empty() {
+            // Most clients say nothing more for a while: hold no buffer.
+            self.rbuf = BytesMut::new();
+        }
     }
 
     /// The welcomed client's life: relay, answer, watch the clock.

@@ -15,7 +15,7 @@ use tokio_util::codec::Framed;
 async fn slow_consumer_is_evicted_and_others_get_everything() {
     const MAX: usize = 5_000; // messages; eviction must happen well before
     let server = TestServer::start(chat_server::Config {
-        outbox_depth: 8,
+        outbox_depth: 64,
         rate: 0,
         ..config()
     })
@@ -42,8 +42,10 @@ async fn slow_consumer_is_evicted_and_others_get_everything() {
     // The fast client reads everything in its own task and reports when it
     // learns that the slow one is gone.
     // The sender stays at most WINDOW messages ahead of the fast reader, so
-    // only the slow client can fall behind, however the tasks are scheduled.
-    const WINDOW: usize = 32;
+    // the fast client never has more than WINDOW buffers queued (fewer than
+    // the outbox depth) however the tasks are scheduled; only the slow
+    // client can fall behind.
+    const WINDOW: usize = 16;
     let (evicted_tx, mut evicted_rx) = mpsc::channel(1);
     let (progress_tx, mut progress) = watch::channel(0usize);
     let from = sender.addr;
@@ -74,7 +76,7 @@ async fn slow_consumer_is_evicted_and_others_get_everything() {
     let pad = "慢".repeat(1000); // ~3 KiB per message
     let mut sent = 0;
     while sent < MAX && evicted_rx.try_recv().is_err() {
-        if sent % 16 == 0 {
+        if sent % 8 == 0 {
             sender.flush().await;
             timeout(T, progress.wait_for(|&got| got + WINDOW > sent))
                 .await

@@ -113,6 +113,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         shutdown_grace: args.shutdown_grace,
         close_timeout: args.close_timeout,
     };
+    let stop = signals()?;
     let server = match Server::bind(args.bind.as_str(), config).await {
         Ok(server) => server,
         Err(chat_server::Error::Bind(e)) => anyhow::bail!("cannot bind {}: {e}", args.bind),
@@ -122,33 +123,34 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     writeln!(stdout, "listening on {}", server.local_addr())?;
     stdout.flush()?;
     drop(stdout);
-    server.run(signal()).await?;
+    server.run(stop).await?;
     Ok(())
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn signal() {
+/// Listens for SIGINT and SIGTERM from the moment it is called (so a
+/// signal sent right after the `listening on` line is never missed); the
+/// returned future completes on the first of them.
+fn signals() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(e) => {
-                tracing::warn!("cannot listen for SIGTERM: {e}");
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut term = signal(SignalKind::terminate())?;
+        Ok(async move {
+            let name = tokio::select! {
+                _ = int.recv() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            };
+            tracing::info!("{name} received");
+        })
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("Ctrl-C received");
+        })
     }
-    tracing::info!("signal received");
 }
 
 #[cfg(test)]
