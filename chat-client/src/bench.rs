@@ -716,6 +716,10 @@ pub struct Idle {
     pub parallel: usize,
     /// How long to hold them once all are open.
     pub hold: Duration,
+    /// Whether the server announces joins (its default). If so, every client
+    /// reads the K(K-1)/2 notices and the measurement starts once all have
+    /// arrived; if not, it starts as soon as all are connected.
+    pub presence: bool,
 }
 
 /// What an [`idle`] run measured.
@@ -767,6 +771,7 @@ pub async fn idle(opts: &Idle, server: Option<Proc>) -> Result<IdleReport, Error
     // in all. Read them (a client that did not would be a slow consumer) and
     // measure once they have all arrived, when the outboxes are empty again.
     let k = opts.connections as u64;
+    let expected = if opts.presence { k * (k - 1) / 2 } else { 0 };
     let notices = Arc::new(AtomicU64::new(0));
     let settled = Arc::new(Notify::new());
     let mut readers = JoinSet::new();
@@ -776,7 +781,7 @@ pub async fn idle(opts: &Idle, server: Option<Proc>) -> Result<IdleReport, Error
             loop {
                 match read_one(&mut c.rd, &mut c.buf, &codec).await {
                     Ok(Message::Joined { .. }) => {
-                        if notices.fetch_add(1, Ordering::Relaxed) + 1 == k * (k - 1) / 2 {
+                        if notices.fetch_add(1, Ordering::Relaxed) + 1 == expected {
                             settled.notify_one();
                         }
                     }
@@ -796,13 +801,15 @@ pub async fn idle(opts: &Idle, server: Option<Proc>) -> Result<IdleReport, Error
             }
         });
     }
+    if expected == 0 {
+        settled.notify_one();
+    }
     let wait = tokio::time::timeout(opts.hold.max(Duration::from_secs(30)), settled.notified());
     tokio::select! {
         r = wait => if r.is_err() {
             return Err(Error::Options(format!(
-                "only {} of {} join notices arrived",
+                "only {} of {expected} join notices arrived (is the server's presence setting the same as ours?)",
                 notices.load(Ordering::Relaxed),
-                k * (k - 1) / 2
             )));
         },
         Some(r) = readers.join_next() => {

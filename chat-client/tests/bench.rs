@@ -111,6 +111,7 @@ async fn idle_connections_are_held_and_counted() {
         connections: 40,
         parallel: 8,
         hold: Duration::from_millis(200),
+        presence: true,
     };
     let report = tokio::time::timeout(Duration::from_secs(30), bench::idle(&o, None))
         .await

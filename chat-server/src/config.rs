@@ -74,6 +74,11 @@ pub struct Config {
     /// to a client that is not reading, and waits for it to close its end,
     /// before dropping the connection. Default: 2 s.
     pub close_timeout: Duration,
+    /// Whether peers are told of joins and leaves (`Joined`/`Left`). Every
+    /// join is announced to everyone already connected, so a crowd arriving
+    /// at once costs N²/2 notices; very large rooms may turn this off, as
+    /// large chat channels often do. Default: on.
+    pub presence: bool,
 }
 
 impl Default for Config {
@@ -88,6 +93,7 @@ impl Default for Config {
             burst: 4000,
             shutdown_grace: Duration::from_secs(5),
             close_timeout: Duration::from_secs(2),
+            presence: true,
         }
     }
 }

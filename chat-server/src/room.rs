@@ -1,18 +1,121 @@
 //! The registry of connected peers and the fan-out policy.
 //!
-//! The room holds each peer's outbox `Sender` and eviction token, never a
-//! socket. A broadcast takes the read lock, offers the same [`Bytes`] to every
-//! other peer with `try_send` (a reference-count increment, no copy) and
-//! never waits: a peer whose outbox is full is a slow consumer and is told to
-//! leave through its token. Joins and leaves take the write lock briefly;
-//! nothing holds the lock across an `.await`.
+//! The room holds each peer's [`Outbox`], never a socket. A broadcast takes
+//! the read lock and pushes the same [`Bytes`] into every other peer's
+//! outbox (a reference-count increment, no copy) and never waits: a peer
+//! whose outbox is full is a slow consumer, marked evicted there, and its
+//! session closes it. Joins and leaves take the write lock briefly; nothing
+//! holds the lock across an `.await`.
 
-use std::sync::{PoisonError, RwLock};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TrySendError;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::Notify;
+
+/// A queue this small is kept when drained; a larger one is freed, so that a
+/// burst (a join storm, a busy minute) leaves no memory behind on an idle
+/// connection.
+const KEEP: usize = 8;
+
+/// A peer's bounded queue of encoded frames: the room pushes, the peer's own
+/// session drains. Unlike a channel, it gives its memory back when drained,
+/// and it carries the eviction mark, so an idle peer costs one small
+/// allocation.
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    state: Mutex<State>,
+    /// Signalled on every push; a permit is stored when the session is not
+    /// waiting, so no wake-up is lost.
+    ready: Notify,
+    /// Signalled on eviction, which the session must notice even while it
+    /// waits for a full socket rather than for frames.
+    kick: Notify,
+    depth: usize,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    frames: VecDeque<Bytes>,
+    /// Set when a push found the queue full: the peer is a slow consumer.
+    evicted: bool,
+    /// Set when the session has left: pushes are dropped.
+    closed: bool,
+}
+
+/// The session must close: its outbox overflowed.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Evicted;
+
+impl Outbox {
+    /// An empty outbox holding at most `depth` frames.
+    pub(crate) fn new(depth: usize) -> Self {
+        Outbox {
+            state: Mutex::new(State::default()),
+            ready: Notify::new(),
+            kick: Notify::new(),
+            depth,
+        }
+    }
+
+    /// Queues `frame` without waiting. False if the queue is full (the
+    /// peer is then marked evicted and woken) or already evicted.
+    pub(crate) fn push(&self, frame: Bytes) -> bool {
+        let mut state = self.lock();
+        if state.closed {
+            return true;
+        }
+        if state.evicted {
+            return false;
+        }
+        if state.frames.len() >= self.depth {
+            state.evicted = true;
+            state.frames = VecDeque::new();
+            drop(state);
+            self.kick.notify_one();
+            return false;
+        }
+        state.frames.push_back(frame);
+        drop(state);
+        self.ready.notify_one();
+        true
+    }
+
+    /// Moves up to `max` frames into `out`, oldest first.
+    pub(crate) fn drain_into(&self, out: &mut Vec<Bytes>, max: usize) -> Result<(), Evicted> {
+        let mut state = self.lock();
+        if state.evicted {
+            return Err(Evicted);
+        }
+        let n = state.frames.len().min(max);
+        out.extend(state.frames.drain(..n));
+        if state.frames.is_empty() && state.frames.capacity() > KEEP {
+            state.frames = VecDeque::new();
+        }
+        Ok(())
+    }
+
+    /// Waits until something was pushed since the last wait. May wake once
+    /// spuriously; callers drain and check.
+    pub(crate) async fn ready(&self) {
+        self.ready.notified().await;
+    }
+
+    /// Waits until the peer is evicted.
+    pub(crate) async fn evicted(&self) {
+        self.kick.notified().await;
+    }
+
+    /// The session is leaving: later pushes are dropped.
+    pub(crate) fn close(&self) {
+        self.lock().closed = true;
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every critical section leaves the state consistent; keep serving.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
 
 /// A connected (welcomed) peer, as the others see it.
 #[derive(Debug)]
@@ -20,9 +123,7 @@ pub(crate) struct Peer {
     /// Unique for the server's lifetime; addresses can be reused.
     pub(crate) id: u64,
     /// The peer's bounded outbox of encoded frames.
-    pub(crate) tx: mpsc::Sender<Bytes>,
-    /// Cancelled to evict the peer as a slow consumer.
-    pub(crate) kick: CancellationToken,
+    pub(crate) outbox: Arc<Outbox>,
 }
 
 /// Every welcomed peer.
@@ -51,19 +152,11 @@ impl Room {
     }
 
     /// Offers `bytes` to every peer but `from`, without waiting. A peer whose
-    /// outbox is full is evicted (its token cancelled); one that is already
-    /// gone is skipped.
+    /// outbox is full is evicted; one that is already gone is skipped.
     pub(crate) fn broadcast(&self, from: u64, bytes: &Bytes) {
         let peers = self.read();
         for peer in peers.iter().filter(|p| p.id != from) {
-            match peer.tx.try_send(bytes.clone()) {
-                Ok(()) | Err(TrySendError::Closed(_)) => {}
-                Err(TrySendError::Full(_)) => {
-                    if !peer.kick.is_cancelled() {
-                        peer.kick.cancel();
-                    }
-                }
-            }
+            peer.outbox.push(bytes.clone());
         }
     }
 
@@ -82,41 +175,99 @@ impl Room {
 mod tests {
     use super::*;
 
-    fn peer(id: u64, depth: usize) -> (Peer, mpsc::Receiver<Bytes>) {
-        let (tx, rx) = mpsc::channel(depth);
-        let kick = CancellationToken::new();
-        (Peer { id, tx, kick }, rx)
+    fn peer(id: u64, depth: usize) -> (Peer, Arc<Outbox>) {
+        let outbox = Arc::new(Outbox::new(depth));
+        (
+            Peer {
+                id,
+                outbox: outbox.clone(),
+            },
+            outbox,
+        )
     }
 
     #[test]
     fn broadcast_skips_the_sender_and_shares_the_bytes() {
         let room = Room::default();
-        let (a, mut ra) = peer(1, 4);
-        let (b, mut rb) = peer(2, 4);
+        let (a, oa) = peer(1, 4);
+        let (b, ob) = peer(2, 4);
         room.join(a);
         room.join(b);
         let bytes = Bytes::from_static(b"frame");
         room.broadcast(1, &bytes);
-        assert!(ra.try_recv().is_err());
-        let got = rb.try_recv().unwrap();
-        assert_eq!(got.as_ptr(), bytes.as_ptr());
+        let mut got = Vec::new();
+        oa.drain_into(&mut got, 8).unwrap();
+        assert!(got.is_empty());
+        ob.drain_into(&mut got, 8).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].as_ptr(), bytes.as_ptr());
     }
 
     #[test]
     fn full_outbox_evicts_only_that_peer() {
         let room = Room::default();
-        let (a, _ra) = peer(1, 1);
-        let (b, mut rb) = peer(2, 8);
-        let (kick_a, kick_b) = (a.kick.clone(), b.kick.clone());
+        let (a, oa) = peer(1, 1);
+        let (b, ob) = peer(2, 8);
         room.join(a);
         room.join(b);
         for _ in 0..3 {
             room.broadcast(9, &Bytes::from_static(b"x"));
         }
-        assert!(kick_a.is_cancelled());
-        assert!(!kick_b.is_cancelled());
-        assert_eq!((0..3).filter(|_| rb.try_recv().is_ok()).count(), 3);
+        let mut got = Vec::new();
+        assert_eq!(oa.drain_into(&mut got, 8), Err(Evicted));
+        ob.drain_into(&mut got, 8).unwrap();
+        assert_eq!(got.len(), 3);
         room.leave(1);
         assert_eq!(room.len(), 1);
+    }
+
+    #[test]
+    fn drain_respects_max_and_order() {
+        let o = Outbox::new(16);
+        for i in 0..5u8 {
+            assert!(o.push(Bytes::from(vec![i])));
+        }
+        let mut got = Vec::new();
+        o.drain_into(&mut got, 2).unwrap();
+        o.drain_into(&mut got, 10).unwrap();
+        let order: Vec<u8> = got.iter().map(|b| b[0]).collect();
+        assert_eq!(order, [0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn a_drained_burst_gives_its_memory_back() {
+        let o = Outbox::new(1024);
+        for _ in 0..500 {
+            assert!(o.push(Bytes::from_static(b"joined")));
+        }
+        let mut got = Vec::new();
+        o.drain_into(&mut got, usize::MAX).unwrap();
+        assert_eq!(got.len(), 500);
+        assert_eq!(o.lock().frames.capacity(), 0);
+    }
+
+    #[test]
+    fn pushes_after_close_are_dropped() {
+        let o = Outbox::new(1);
+        o.close();
+        assert!(o.push(Bytes::from_static(b"a")));
+        assert!(o.push(Bytes::from_static(b"b")));
+        let mut got = Vec::new();
+        o.drain_into(&mut got, 8).unwrap();
+        assert!(got.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_push_wakes_a_waiting_session() {
+        let o = Arc::new(Outbox::new(4));
+        let waiter = tokio::spawn({
+            let o = o.clone();
+            async move { o.ready().await }
+        });
+        o.push(Bytes::from_static(b"x"));
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("woken")
+            .unwrap();
     }
 }

@@ -24,20 +24,33 @@ use bytes::{Buf, Bytes, BytesMut};
 use chat_proto::{ChatCodec, DecodeError, Message, VERSION, features};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, sleep_until, timeout_at};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
-use crate::room::{Peer, Room};
+use crate::room::{Outbox, Peer, Room};
 
 /// Bytes reserved for a read when the read buffer is empty.
 const READ_CHUNK: usize = 16 * 1024;
+/// Bytes reserved for a read during the handshake: a `Hello` is 7 bytes, and
+/// thousands of clients connecting at once should not each touch 16 KiB.
+const HELLO_CHUNK: usize = 64;
 /// Relays are sent on once their batch reaches this size.
 const BATCH_BYTES: usize = 64 * 1024;
 /// Most buffers written by one vectored write (and held out of the outbox).
 const MAX_IOV: usize = 64;
+/// Vectored writes in a row before the session yields to other tasks.
+const FLUSH_ROUNDS: usize = 16;
+
+/// Why a flush stopped early.
+enum Flush {
+    Evicted,
+    Gone(io::Error),
+    /// Still more to write after `FLUSH_ROUNDS`: yield, then go on.
+    Busy,
+}
 
 /// What every session shares: limits, codecs, the room, the stop signal.
 #[derive(Debug)]
@@ -259,9 +272,7 @@ struct Session {
 
 /// A welcomed session's end of its outbox.
 struct Link {
-    tx: mpsc::Sender<Bytes>,
-    rx: mpsc::Receiver<Bytes>,
-    kick: CancellationToken,
+    outbox: Arc<Outbox>,
 }
 
 impl Session {
@@ -295,9 +306,9 @@ impl Session {
     }
 
     /// Reads once into the read buffer. `Ok(None)`: nothing to read after all.
-    fn read(&mut self) -> io::Result<Option<usize>> {
-        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
-            self.rbuf.reserve(READ_CHUNK);
+    fn read(&mut self, chunk: usize) -> io::Result<Option<usize>> {
+        if self.rbuf.capacity() - self.rbuf.len() < chunk / 4 {
+            self.rbuf.reserve(chunk);
         }
         match self.stream.try_read_buf(&mut self.rbuf) {
             Ok(n) => Ok(Some(n)),
@@ -307,6 +318,12 @@ impl Session {
                     io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
                 ) =>
             {
+                // A readiness wake-up can be stale (tokio clears it only on
+                // WouldBlock): don't keep a buffer reserved for nothing, or
+                // every idle connection would hold one.
+                if self.rbuf.is_empty() {
+                    self.rbuf = BytesMut::new();
+                }
                 Ok(None)
             }
             Err(e) => Err(e),
@@ -360,7 +377,7 @@ impl Session {
                 }
                 ready = self.stream.readable() => {
                     ready.map_err(Close::Gone)?;
-                    match self.read().map_err(Close::Gone)? {
+                    match self.read(HELLO_CHUNK).map_err(Close::Gone)? {
                         Some(0) => return Err(self.eof()),
                         _ => continue,
                     }
@@ -381,16 +398,16 @@ impl Session {
         };
         // Queued before joining, so it precedes anything the room sends.
         self.out.queue.push(self.shared.frame(&welcome));
-        let (tx, rx) = mpsc::channel(self.shared.config.outbox_depth);
-        let kick = CancellationToken::new();
+        let outbox = Arc::new(Outbox::new(self.shared.config.outbox_depth));
         self.shared.room.join(Peer {
             id: self.id,
-            tx: tx.clone(),
-            kick: kick.clone(),
+            outbox: outbox.clone(),
         });
-        self.peer = Some(Link { tx, rx, kick });
-        let joined = self.shared.frame(&Message::Joined { ip, port });
-        self.shared.room.broadcast(self.id, &joined);
+        self.peer = Some(Link { outbox });
+        if self.shared.config.presence {
+            let joined = self.shared.frame(&Message::Joined { ip, port });
+            self.shared.room.broadcast(self.id, &joined);
+        }
         let peers = self.shared.room.len();
         info!(peer = %self.addr, version, peers, "client connected");
         self.last_rx = Instant::now();
@@ -411,23 +428,26 @@ impl Session {
                 return close;
             }
         }
+        let Some(outbox) = self.peer.as_ref().map(|link| link.outbox.clone()) else {
+            unreachable!("serve runs after the handshake")
+        };
         loop {
-            if !self.out.is_empty() {
-                if let Err(e) = self.out.write(&self.stream) {
-                    return Close::Gone(e);
-                }
+            // Write what is queued until the socket is full or nothing is
+            // left. When this ends with nothing to write, the outbox was
+            // empty at the last look, so any later push wakes `ready`.
+            match self.flush(&outbox) {
+                Ok(()) => {}
+                Err(Flush::Evicted) => return Close::Evicted,
+                Err(Flush::Gone(e)) => return Close::Gone(e),
+                Err(Flush::Busy) => tokio::task::yield_now().await,
             }
-            let Some(link) = self.peer.as_mut() else {
-                unreachable!("serve runs after the handshake")
-            };
-            let room_for = MAX_IOV.saturating_sub(self.out.queue.len());
             // Unbiased: with a busy outbox and a busy socket, reading and
             // writing must both get their turn.
             let event = tokio::select! {
                 () = self.shared.shutdown.cancelled() => Event::Shutdown,
-                () = link.kick.cancelled() => Event::Evicted,
+                () = outbox.evicted() => Event::Evicted,
                 ready = self.stream.writable(), if !self.out.is_empty() => Event::Writable(ready),
-                _ = link.rx.recv_many(&mut self.out.queue, room_for), if room_for > 0 => Event::Queued,
+                () = outbox.ready(), if self.out.is_empty() => Event::Queued,
                 ready = self.stream.readable() => Event::Readable(ready),
                 () = &mut timer, if !idle.is_zero() => Event::Timer,
             };
@@ -436,7 +456,7 @@ impl Session {
                 Event::Evicted => return Close::Evicted,
                 Event::Writable(Err(e)) | Event::Readable(Err(e)) => return Close::Gone(e),
                 Event::Writable(Ok(())) | Event::Queued => {}
-                Event::Readable(Ok(())) => match self.read() {
+                Event::Readable(Ok(())) => match self.read(READ_CHUNK) {
                     Err(e) => return Close::Gone(e),
                     Ok(None) => {}
                     Ok(Some(0)) => return self.eof(),
@@ -472,11 +492,34 @@ impl Session {
         }
     }
 
+    /// Moves queued frames from the outbox to the socket until the socket
+    /// would block or both are empty. Gives up the turn after a while so a
+    /// client with a never-ending stream of relays cannot starve the others.
+    fn flush(&mut self, outbox: &Outbox) -> Result<(), Flush> {
+        for _ in 0..FLUSH_ROUNDS {
+            let room = MAX_IOV.saturating_sub(self.out.queue.len());
+            if room > 0 {
+                outbox
+                    .drain_into(&mut self.out.queue, room)
+                    .map_err(|_| Flush::Evicted)?;
+            }
+            if self.out.is_empty() {
+                return Ok(());
+            }
+            match self.out.write(&self.stream) {
+                Ok(true) => {}
+                Ok(false) => return Ok(()),
+                Err(e) => return Err(Flush::Gone(e)),
+            }
+        }
+        Err(Flush::Busy)
+    }
+
     /// Queues a reply to this client through its own outbox, so replies
     /// obey the same bound as relays. False if the outbox is full.
     fn enqueue(&mut self, frame: Bytes) -> bool {
         match &self.peer {
-            Some(link) => link.tx.try_send(frame).is_ok(),
+            Some(link) => link.outbox.push(frame),
             None => {
                 self.out.queue.push(frame);
                 true
@@ -556,11 +599,11 @@ impl Session {
         let mut link = self.peer.take();
         if let Some(link) = &mut link {
             self.shared.room.leave(self.id);
-            link.rx.close();
+            link.outbox.close();
         }
         // A leaving client no longer counts against the limit.
         self.permit.take();
-        if link.is_some() && !shutting_down {
+        if link.is_some() && !shutting_down && self.shared.config.presence {
             let left = self.shared.frame(&Message::Left {
                 ip: addr.ip(),
                 port: addr.port(),
@@ -583,10 +626,9 @@ impl Session {
             }
             Close::Exit | Close::Shutdown => {
                 // Deliver everything already queued for the client, then Exit.
-                if let Some(link) = &mut link {
-                    while let Ok(frame) = link.rx.try_recv() {
-                        self.out.queue.push(frame);
-                    }
+                if let Some(link) = &link {
+                    // Evicted meanwhile: what is queued was discarded.
+                    let _ = link.outbox.drain_into(&mut self.out.queue, usize::MAX);
                 }
                 let budget = if shutting_down {
                     debug!(peer = %addr, "shutting down: sending Exit");
@@ -630,7 +672,7 @@ impl Session {
         loop {
             self.stream.readable().await?;
             self.rbuf.clear();
-            match self.read()? {
+            match self.read(READ_CHUNK)? {
                 Some(0) => return Ok(()),
                 Some(n) => discarded += n,
                 None => {}

@@ -202,3 +202,26 @@ async fn largest_allowed_message_is_relayed_and_received() {
     drop((a, b));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn without_presence_nobody_hears_of_joins_or_leaves() {
+    let server = TestServer::start(chat_server::Config {
+        presence: false,
+        ..config()
+    })
+    .await;
+    let mut a = join(server.addr).await;
+    let mut b = join(server.addr).await;
+    let mut c = join(server.addr).await;
+    // The first frame `a` sees after b and c joined is b's message, not a join.
+    b.say("hi").await;
+    assert_eq!(a.recv().await, Message::relay(b.addr, "hi"));
+    assert_eq!(c.recv().await, Message::relay(b.addr, "hi"));
+    // c leaves; a and b hear nothing of it, only the next message.
+    c.send(Message::Exit).await;
+    c.expect_exit().await;
+    a.say("still here").await;
+    assert_eq!(b.recv().await, Message::relay(a.addr, "still here"));
+    drop((a, b, c));
+    server.stop().await;
+}

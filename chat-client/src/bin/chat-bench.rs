@@ -67,6 +67,9 @@ enum Cmd {
         /// Seconds to hold the connections once open.
         #[arg(long, default_value_t = 2)]
         hold: u64,
+        /// The server runs with --no-presence: expect no join notices.
+        #[arg(long)]
+        no_presence: bool,
     },
 }
 
@@ -131,12 +134,14 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                 connections,
                 parallel,
                 hold,
+                no_presence,
             } => {
                 let opts = Idle {
                     server: cli.server,
                     connections,
                     parallel,
                     hold: Duration::from_secs(hold),
+                    presence: !no_presence,
                 };
                 let r = bench::idle(&opts, server).await?;
                 if cli.json {

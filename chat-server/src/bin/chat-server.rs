@@ -49,6 +49,10 @@ struct Args {
     /// How long a client that is sent a final Error or Exit gets to take it and close.
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = duration)]
     close_timeout: Duration,
+    /// Don't announce joins and leaves (for very large rooms: a crowd of N
+    /// arriving at once otherwise costs N²/2 notices).
+    #[arg(long)]
+    no_presence: bool,
     /// More logs: -v for debug, -vv for trace. RUST_LOG, when set, takes precedence.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -112,6 +116,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         burst: args.burst,
         shutdown_grace: args.shutdown_grace,
         close_timeout: args.close_timeout,
+        presence: !args.no_presence,
     };
     let stop = signals()?;
     let server = match Server::bind(args.bind.as_str(), config).await {
