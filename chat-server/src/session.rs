@@ -435,19 +435,24 @@ impl Session {
             // Write what is queued until the socket is full or nothing is
             // left. When this ends with nothing to write, the outbox was
             // empty at the last look, so any later push wakes `ready`.
-            match self.flush(&outbox) {
-                Ok(()) => {}
+            let busy = match self.flush(&outbox) {
+                Ok(()) => false,
                 Err(Flush::Evicted) => return Close::Evicted,
                 Err(Flush::Gone(e)) => return Close::Gone(e),
-                Err(Flush::Busy) => tokio::task::yield_now().await,
-            }
+                Err(Flush::Busy) => {
+                    tokio::task::yield_now().await;
+                    true
+                }
+            };
             // Unbiased: with a busy outbox and a busy socket, reading and
-            // writing must both get their turn.
+            // writing must both get their turn. A busy flush may have left
+            // frames in the outbox without a wake-up pending: go round again.
             let event = tokio::select! {
                 () = self.shared.shutdown.cancelled() => Event::Shutdown,
                 () = outbox.evicted() => Event::Evicted,
                 ready = self.stream.writable(), if !self.out.is_empty() => Event::Writable(ready),
-                () = outbox.ready(), if self.out.is_empty() => Event::Queued,
+                () = outbox.ready(), if self.out.is_empty() && !busy => Event::Queued,
+                () = std::future::ready(()), if self.out.is_empty() && busy => Event::Queued,
                 ready = self.stream.readable() => Event::Readable(ready),
                 () = &mut timer, if !idle.is_zero() => Event::Timer,
             };
