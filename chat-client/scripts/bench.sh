@@ -57,7 +57,7 @@ python3 - "$out" "$runs" <<'PY'
 import json, statistics, sys, glob, os
 out, runs = sys.argv[1], int(sys.argv[2])
 def load(name):
-    return [json.load(open(f)) for f in sorted(glob.glob(os.path.join(out, name + "-*.json")))]
+    return [json.load(open(f)) for f in sorted(glob.glob(os.path.join(out, name + "-[0-9]*.json")))]
 med = lambda xs: statistics.median(xs)
 print(f"medians of {runs} runs")
 print(f"{'workload':<18} {'deliveries/s':>13} {'cpu us/deliv':>13} {'p50 us':>8} {'p99 us':>8} {'p99.9 us':>9} {'lost':>5} {'peak rss KiB':>13}")

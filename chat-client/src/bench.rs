@@ -397,7 +397,9 @@ pub async fn fanout(opts: &Fanout, server: Option<Proc>) -> Result<FanoutReport,
         progress: Notify::new(),
     });
     let fill: Arc<str> = filler(opts.size).into();
-    let start = Arc::new(Barrier::new(2 * opts.clients + 1));
+    let paced = opts.rate.is_some();
+    let tasks_per_client = if paced { 1 } else { 2 };
+    let start = Arc::new(Barrier::new(tasks_per_client * opts.clients + 1));
     let cpu_before = match server {
         Some(p) => Some(p.cpu()?),
         None => None,
@@ -405,16 +407,29 @@ pub async fn fanout(opts: &Fanout, server: Option<Proc>) -> Result<FanoutReport,
 
     let mut receivers = JoinSet::new();
     let mut senders = JoinSet::new();
+    let mut open = Vec::with_capacity(opts.clients);
+    let mut paced_out = Vec::new();
     for (id, c) in conns.into_iter().enumerate() {
         let Conn { rd, wr, buf, .. } = c;
+        let rd = if paced {
+            // Paced sends come from one thread with a precise clock; it
+            // writes through a clone of the socket. The tokio write half
+            // stays open: dropping it would look like leaving.
+            let (rd, wr, std) = clone_for_pacer(rd, wr)?;
+            open.push(wr);
+            paced_out.push(std);
+            rd
+        } else {
+            let (run3, start3, fill3) = (run.clone(), start.clone(), fill.clone());
+            let o = opts.clone();
+            senders.spawn(async move { send(id, wr, &o, &run3, &fill3, &start3).await });
+            rd
+        };
         let (run2, addrs, fill2, start2) =
             (run.clone(), addrs.clone(), fill.clone(), start.clone());
         let o = opts.clone();
         receivers
             .spawn(async move { receive(id, rd, buf, &o, &run2, &addrs, &fill2, &start2).await });
-        let (run3, start3, fill3) = (run.clone(), start.clone(), fill.clone());
-        let o = opts.clone();
-        senders.spawn(async move { send(id, wr, &o, &run3, &fill3, &start3).await });
     }
     let (done_tx, done) = tokio::sync::watch::channel(false);
     let evictions = tokio::spawn(watch_stalled(stalled, done, opts.timeout));
@@ -436,7 +451,12 @@ pub async fn fanout(opts: &Fanout, server: Option<Proc>) -> Result<FanoutReport,
             }
         })
     });
-    let mut open = Vec::with_capacity(opts.clients);
+    let mut keep = Vec::new();
+    if let Some(rate) = opts.rate {
+        let (o, run, fill) = (opts.clone(), run.clone(), fill.clone());
+        let pacer = tokio::task::spawn_blocking(move || pace(paced_out, rate, &o, &run, &fill));
+        keep = pacer.await.expect("pacer panicked")?;
+    }
     while let Some(r) = senders.join_next().await {
         open.push(r.expect("sender panicked")?);
     }
@@ -462,7 +482,7 @@ pub async fn fanout(opts: &Fanout, server: Option<Proc>) -> Result<FanoutReport,
     if let Some(t) = ticker {
         t.abort();
     }
-    drop(open);
+    drop((open, keep));
     let _ = done_tx.send(true);
     let stalled_evicted = evictions.await.expect("watcher panicked");
     if let Some(e) = failure {
@@ -501,7 +521,70 @@ pub async fn fanout(opts: &Fanout, server: Option<Proc>) -> Result<FanoutReport,
     })
 }
 
-/// Sends this client's messages, as fast as the window allows or paced.
+/// Splits a connection so that a plain thread can write to it while tokio
+/// reads: returns the read half, the (idle) tokio write half and a clone of
+/// the socket for writing.
+fn clone_for_pacer(
+    rd: OwnedReadHalf,
+    wr: OwnedWriteHalf,
+) -> Result<(OwnedReadHalf, OwnedWriteHalf, std::net::TcpStream), Error> {
+    let stream = rd.reunite(wr).map_err(|e| Error::Options(e.to_string()))?;
+    let std = stream.into_std()?;
+    let clone = std.try_clone()?;
+    let (rd, wr) = TcpStream::from_std(std)?.into_split();
+    Ok((rd, wr, clone))
+}
+
+/// Sends every client's messages at `rate` per client from one thread, the
+/// clients' turns spread evenly over each period, as independent people's
+/// would be. tokio's timers tick in whole milliseconds, which would bunch
+/// the sends up and measure the bunching rather than the server.
+fn pace(
+    mut streams: Vec<std::net::TcpStream>,
+    rate: f64,
+    opts: &Fanout,
+    run: &Run,
+    fill: &str,
+) -> Result<Vec<std::net::TcpStream>, Error> {
+    use std::io::Write;
+    let codec = ChatCodec::new();
+    let period = Duration::from_secs_f64(1.0 / rate);
+    let n = streams.len();
+    let t0 = Instant::now();
+    let mut buf = BytesMut::new();
+    for seq in 0..opts.messages as u32 {
+        for (id, stream) in streams.iter_mut().enumerate() {
+            let at = t0 + period * seq + period.mul_f64(id as f64 / n as f64);
+            let now = Instant::now();
+            if at > now {
+                std::thread::sleep(at - now);
+            }
+            let ts = run.base.elapsed().as_nanos() as u64;
+            let msg = Message::Send {
+                text: text(id, seq, ts, fill),
+            };
+            buf.clear();
+            codec
+                .encode(&msg, &mut buf)
+                .map_err(|e| Error::Options(e.to_string()))?;
+            let mut rest = &buf[..];
+            while !rest.is_empty() {
+                // The socket is non-blocking (tokio reads the other handle).
+                match stream.write(rest) {
+                    Ok(k) => rest = &rest[k..],
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_micros(50));
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+    }
+    Ok(streams)
+}
+
+/// Sends this client's messages as fast as the window allows.
 async fn send(
     id: usize,
     mut wr: OwnedWriteHalf,
@@ -514,19 +597,8 @@ async fn send(
     let receivers = (opts.clients - 1) as u64;
     let mut buf = BytesMut::with_capacity(64 * 1024);
     start.wait().await;
-    let mut pace = opts.rate.map(|r| {
-        // Spread the clients' ticks over the period, as independent people
-        // would be, instead of every client sending in the same instant.
-        let period = Duration::from_secs_f64(1.0 / r);
-        let offset = period.mul_f64(id as f64 / opts.clients as f64);
-        let mut i = tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
-        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        i
-    });
     for seq in 0..opts.messages as u32 {
-        if let Some(p) = &mut pace {
-            p.tick().await;
-        } else if opts.window > 0 {
+        if opts.window > 0 {
             // Wait until the slowest receiver is within the window of us.
             let floor = (u64::from(seq).saturating_sub(opts.window as u64)) * receivers;
             while run.got[id].load(Ordering::Acquire) < floor {
@@ -548,7 +620,7 @@ async fn send(
         codec
             .encode(&msg, &mut buf)
             .map_err(|e| Error::Options(e.to_string()))?;
-        if pace.is_some() || buf.len() >= 32 * 1024 {
+        if buf.len() >= 32 * 1024 {
             wr.write_all(&buf).await?;
             buf.clear();
         }
@@ -580,6 +652,8 @@ async fn receive(
     buf.reserve(256 * 1024);
     start.wait().await;
     while t.deliveries + t.corrupt < expected {
+        // Everything in one read arrived at the same moment: one clock read.
+        let now = run.base.elapsed().as_nanos() as u64;
         loop {
             let msg = match codec.decode(&mut buf) {
                 Ok(Some(m)) => m,
@@ -616,7 +690,6 @@ async fn receive(
                     next[from] = seq + 1;
                     t.deliveries += 1;
                     batch[from] += 1;
-                    let now = run.base.elapsed().as_nanos() as u64;
                     hist.saturating_record(now.saturating_sub(ts).max(1));
                 }
                 Message::Error { reason } => return Err(Error::Disconnected { id, reason }),

@@ -131,8 +131,10 @@ impl ChatCodec {
         let Some(len) = self.check(src)? else {
             return Ok(None);
         };
-        let frame = src.split_to(HEADER_LEN + len);
-        wire::decode(&frame[HEADER_LEN..]).map(Some)
+        // Decode in place, then drop the frame: cheaper than splitting it off.
+        let msg = wire::decode(&src[HEADER_LEN..HEADER_LEN + len]);
+        src.advance(HEADER_LEN + len);
+        msg.map(Some)
     }
 
     /// Like [`decode`](ChatCodec::decode), for when the stream has ended:

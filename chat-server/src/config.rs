@@ -51,6 +51,11 @@ pub struct Config {
     /// `Error { reason: "slow consumer" }` (best effort) and is disconnected.
     /// Default: 1024.
     pub outbox_depth: usize,
+    /// Most bytes queued for one client; a client whose queue would grow past
+    /// it is a slow consumer too. Together with `outbox_depth` this bounds the
+    /// server's memory per client whatever the frame sizes. Must be at least
+    /// `max_frame_len`. Default: 8 MiB.
+    pub outbox_bytes: usize,
     /// How long a new client has to send its `Hello`. Default: 10 s.
     pub handshake_timeout: Duration,
     /// A client silent for half of this is sent a `Ping`; one still silent
@@ -87,6 +92,7 @@ impl Default for Config {
             max_clients: 10_000,
             max_frame_len: MAX_FRAME_LEN,
             outbox_depth: 1024,
+            outbox_bytes: 8 * 1024 * 1024,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             rate: 1000,
@@ -111,6 +117,15 @@ impl Config {
         }
         if self.outbox_depth == 0 {
             return bad("outbox_depth", "must be at least 1".into());
+        }
+        if self.outbox_bytes < self.max_frame_len {
+            return bad(
+                "outbox_bytes",
+                format!(
+                    "{} is less than max_frame_len ({})",
+                    self.outbox_bytes, self.max_frame_len
+                ),
+            );
         }
         let min = MIN_FRAME_LEN + RELAY_OVERHEAD;
         if !(min..=MAX_FRAME_LEN_CEILING).contains(&self.max_frame_len) {

@@ -32,11 +32,14 @@ pub(crate) struct Outbox {
     /// waits for a full socket rather than for frames.
     kick: Notify,
     depth: usize,
+    max_bytes: usize,
 }
 
 #[derive(Debug, Default)]
 struct State {
     frames: VecDeque<Bytes>,
+    /// Bytes in `frames`.
+    bytes: usize,
     /// Set when a push found the queue full: the peer is a slow consumer.
     evicted: bool,
     /// Set when the session has left: pushes are dropped.
@@ -48,13 +51,14 @@ struct State {
 pub(crate) struct Evicted;
 
 impl Outbox {
-    /// An empty outbox holding at most `depth` frames.
-    pub(crate) fn new(depth: usize) -> Self {
+    /// An empty outbox holding at most `depth` frames and `max_bytes` bytes.
+    pub(crate) fn new(depth: usize, max_bytes: usize) -> Self {
         Outbox {
             state: Mutex::new(State::default()),
             ready: Notify::new(),
             kick: Notify::new(),
             depth,
+            max_bytes,
         }
     }
 
@@ -68,13 +72,15 @@ impl Outbox {
         if state.evicted {
             return false;
         }
-        if state.frames.len() >= self.depth {
+        if state.frames.len() >= self.depth || state.bytes + frame.len() > self.max_bytes {
             state.evicted = true;
             state.frames = VecDeque::new();
+            state.bytes = 0;
             drop(state);
             self.kick.notify_one();
             return false;
         }
+        state.bytes += frame.len();
         state.frames.push_back(frame);
         drop(state);
         self.ready.notify_one();
@@ -88,7 +94,9 @@ impl Outbox {
             return Err(Evicted);
         }
         let n = state.frames.len().min(max);
-        out.extend(state.frames.drain(..n));
+        let mut taken = 0;
+        out.extend(state.frames.drain(..n).inspect(|f| taken += f.len()));
+        state.bytes -= taken;
         if state.frames.is_empty() && state.frames.capacity() > KEEP {
             state.frames = VecDeque::new();
         }
@@ -176,7 +184,7 @@ mod tests {
     use super::*;
 
     fn peer(id: u64, depth: usize) -> (Peer, Arc<Outbox>) {
-        let outbox = Arc::new(Outbox::new(depth));
+        let outbox = Arc::new(Outbox::new(depth, usize::MAX));
         (
             Peer {
                 id,
@@ -222,8 +230,20 @@ mod tests {
     }
 
     #[test]
+    fn too_many_bytes_evicts() {
+        let o = Outbox::new(100, 10);
+        assert!(o.push(Bytes::from_static(b"12345")));
+        assert!(o.push(Bytes::from_static(b"12345")));
+        let mut got = Vec::new();
+        o.drain_into(&mut got, 1).unwrap();
+        assert!(o.push(Bytes::from_static(b"12345")), "draining frees room");
+        assert!(!o.push(Bytes::from_static(b"1")), "11 bytes > 10");
+        assert_eq!(o.drain_into(&mut got, 8), Err(Evicted));
+    }
+
+    #[test]
     fn drain_respects_max_and_order() {
-        let o = Outbox::new(16);
+        let o = Outbox::new(16, usize::MAX);
         for i in 0..5u8 {
             assert!(o.push(Bytes::from(vec![i])));
         }
@@ -236,7 +256,7 @@ mod tests {
 
     #[test]
     fn a_drained_burst_gives_its_memory_back() {
-        let o = Outbox::new(1024);
+        let o = Outbox::new(1024, usize::MAX);
         for _ in 0..500 {
             assert!(o.push(Bytes::from_static(b"joined")));
         }
@@ -248,7 +268,7 @@ mod tests {
 
     #[test]
     fn pushes_after_close_are_dropped() {
-        let o = Outbox::new(1);
+        let o = Outbox::new(1, usize::MAX);
         o.close();
         assert!(o.push(Bytes::from_static(b"a")));
         assert!(o.push(Bytes::from_static(b"b")));
@@ -259,7 +279,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_push_wakes_a_waiting_session() {
-        let o = Arc::new(Outbox::new(4));
+        let o = Arc::new(Outbox::new(4, usize::MAX));
         let waiter = tokio::spawn({
             let o = o.clone();
             async move { o.ready().await }

@@ -398,7 +398,8 @@ impl Session {
         };
         // Queued before joining, so it precedes anything the room sends.
         self.out.queue.push(self.shared.frame(&welcome));
-        let outbox = Arc::new(Outbox::new(self.shared.config.outbox_depth));
+        let config = &self.shared.config;
+        let outbox = Arc::new(Outbox::new(config.outbox_depth, config.outbox_bytes));
         self.shared.room.join(Peer {
             id: self.id,
             outbox: outbox.clone(),
@@ -431,6 +432,14 @@ impl Session {
         let Some(outbox) = self.peer.as_ref().map(|link| link.outbox.clone()) else {
             unreachable!("serve runs after the handshake")
         };
+        // Futures that wait on a `Notify` are made once and kept across
+        // iterations: re-creating them on every wake-up would register and
+        // unregister with each notifier every time, a cost paid per delivery.
+        let token = self.shared.shutdown.clone();
+        let shutdown = token.cancelled();
+        let evicted = outbox.evicted();
+        let ready = outbox.ready();
+        tokio::pin!(shutdown, evicted, ready);
         loop {
             // Write what is queued until the socket is full or nothing is
             // left. When this ends with nothing to write, the outbox was
@@ -448,10 +457,13 @@ impl Session {
             // writing must both get their turn. A busy flush may have left
             // frames in the outbox without a wake-up pending: go round again.
             let event = tokio::select! {
-                () = self.shared.shutdown.cancelled() => Event::Shutdown,
-                () = outbox.evicted() => Event::Evicted,
+                () = &mut shutdown => Event::Shutdown,
+                () = &mut evicted => Event::Evicted,
                 ready = self.stream.writable(), if !self.out.is_empty() => Event::Writable(ready),
-                () = outbox.ready(), if self.out.is_empty() && !busy => Event::Queued,
+                () = &mut ready, if self.out.is_empty() && !busy => {
+                    ready.set(outbox.ready());
+                    Event::Queued
+                }
                 () = std::future::ready(()), if self.out.is_empty() && busy => Event::Queued,
                 ready = self.stream.readable() => Event::Readable(ready),
                 () = &mut timer, if !idle.is_zero() => Event::Timer,

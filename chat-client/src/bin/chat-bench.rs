@@ -23,6 +23,9 @@ struct Cli {
     /// Print the result as JSON on stdout.
     #[arg(long, global = true)]
     json: bool,
+    /// Worker threads for the clients (default: one per core).
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -86,7 +89,14 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<bool> {
-    let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = cli.threads {
+        rt.worker_threads(n.into());
+    }
+    let rt = rt
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
     let server = cli.server_pid.map(Proc);
     if let Some(p) = server {
         p.cpu()

@@ -31,6 +31,9 @@ struct Args {
     /// Outgoing queue depth per client, in frames; a client that lets it fill is evicted.
     #[arg(long, value_name = "FRAMES", default_value_t = Config::default().outbox_depth)]
     outbox: usize,
+    /// Most bytes queued for one client; past it the client is evicted as a slow consumer.
+    #[arg(long, value_name = "BYTES", default_value_t = Config::default().outbox_bytes)]
+    outbox_bytes: usize,
     /// Time a new client has to say Hello (e.g. 10s, 500ms, 2m).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
     handshake_timeout: Duration,
@@ -53,6 +56,10 @@ struct Args {
     /// arriving at once otherwise costs N²/2 notices).
     #[arg(long)]
     no_presence: bool,
+    /// Worker threads (default: one per core). On a machine shared with a
+    /// load generator, 1 leaves it a core of its own.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
     /// More logs: -v for debug, -vv for trace. RUST_LOG, when set, takes precedence.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -81,7 +88,18 @@ fn duration(s: &str) -> Result<Duration, String> {
 fn main() -> ExitCode {
     let args = Args::parse();
     init_logs(args.verbose);
-    match serve(args) {
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.threads {
+        rt.worker_threads(n.into());
+    }
+    let rt = match rt.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("chat-server: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(serve(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("chat-server: {e:#}");
@@ -104,12 +122,12 @@ fn init_logs(verbose: u8) {
         .init();
 }
 
-#[tokio::main]
 async fn serve(args: Args) -> anyhow::Result<()> {
     let config = Config {
         max_clients: args.max_clients,
         max_frame_len: args.max_frame,
         outbox_depth: args.outbox,
+        outbox_bytes: args.outbox_bytes,
         handshake_timeout: args.handshake_timeout,
         idle_timeout: args.idle_timeout,
         rate: args.rate,
