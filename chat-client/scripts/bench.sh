@@ -20,48 +20,56 @@ server_pid=
 stop() { [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null; server_pid=; true; }
 trap stop EXIT
 
-# start FLAGS...: a fresh server on a free loopback port; sets $addr and $server_pid.
+# start PREFIX FLAGS...: a fresh server on a free loopback port, run under
+# PREFIX (e.g. `taskset -c 0`, or `env`); sets $addr and $server_pid.
 start() {
+    local prefix=$1; shift
     local fifo
     fifo=$(mktemp -u)
     mkfifo "$fifo"
-    "$bin/chat-server" --bind 127.0.0.1:0 "$@" >"$fifo" 2>/dev/null &
+    $prefix "$bin/chat-server" --bind 127.0.0.1:0 "$@" >"$fifo" 2>/dev/null &
     server_pid=$!
     read -r -t 10 line <"$fifo" || { echo "bench.sh: the server did not start" >&2; exit 1; }
     rm -f "$fifo"
     addr=${line#listening on }
 }
 
-# workload NAME SERVER-FLAGS -- BENCH-ARGS...
+# workload NAME SERVER-PREFIX BENCH-PREFIX SERVER-FLAGS... -- BENCH-ARGS...
 workload() {
-    local name=$1; shift
+    local name=$1 sprefix=$2 bprefix=$3; shift 3
     local sflags=()
     while [ "$1" != "--" ]; do sflags+=("$1"); shift; done
     shift
     for i in $(seq 1 "$runs"); do
-        start "${sflags[@]}"
-        echo "== $name, run $i/$runs: chat-server ${sflags[*]} ; chat-bench $*" >&2
-        "$bin/chat-bench" --server "$addr" --server-pid "$server_pid" --json "$@" >"$out/$name-$i.json"
+        start "$sprefix" "${sflags[@]}"
+        echo "== $name, run $i/$runs: $sprefix chat-server ${sflags[*]} ; $bprefix chat-bench $*" >&2
+        $bprefix "$bin/chat-bench" --server "$addr" --server-pid "$server_pid" --json "$@" >"$out/$name-$i.json"
         stop
     done
 }
 
-workload fanout --rate 0 -- fanout
-workload paced --rate 0 -- fanout --rate 100 -m 500
-workload stalled --rate 0 -- fanout --stalled 1
-workload idle --max-clients 20000 -- idle -k 5000
-workload idle-no-presence --max-clients 20000 --no-presence -- idle -k 5000 --no-presence
-workload idle-10k --max-clients 20000 --no-presence -- idle -k 10000 --no-presence --parallel 512
+# Fan-out as the issue states it: 50 clients x 2000 messages x 64 B, full speed.
+workload fanout env env --threads 1 --rate 0 -- fanout
+# A longer run, and the same with one client that never reads.
+workload fanout-10k env env --threads 1 --rate 0 -- fanout -m 10000
+workload stalled env env --threads 1 --rate 0 -- fanout -m 10000 --stalled 1
+# Latency at 50 clients x 100 messages/s, server and load generator each on a core of its own.
+workload paced "taskset -c 0" "taskset -c 1" --threads 1 --rate 0 -- --threads 1 fanout --rate 100 -m 500
+# Idle connections: with join notices (K(K-1)/2 of them), without, and 10,000 clients.
+workload idle env env --max-clients 20000 -- idle -k 5000
+workload idle-quiet env env --max-clients 20000 --no-presence -- idle -k 5000 --no-presence
+workload idle-10k env env --max-clients 20000 --no-presence -- idle -k 10000 --no-presence --parallel 512
 
 python3 - "$out" "$runs" <<'PY'
-import json, statistics, sys, glob, os
+import json, os, re, statistics, sys
 out, runs = sys.argv[1], int(sys.argv[2])
 def load(name):
-    return [json.load(open(f)) for f in sorted(glob.glob(os.path.join(out, name + "-[0-9]*.json")))]
+    runs = re.compile(re.escape(name) + r"-[0-9]+\.json$")
+    return [json.load(open(os.path.join(out, f))) for f in sorted(os.listdir(out)) if runs.match(f)]
 med = lambda xs: statistics.median(xs)
 print(f"medians of {runs} runs")
 print(f"{'workload':<18} {'deliveries/s':>13} {'cpu us/deliv':>13} {'p50 us':>8} {'p99 us':>8} {'p99.9 us':>9} {'lost':>5} {'peak rss KiB':>13}")
-for name in ["fanout", "paced", "stalled"]:
+for name in ["fanout", "fanout-10k", "stalled", "paced"]:
     rs = load(name)
     if not rs: continue
     print(f"{name:<18} {med([r['rate'] for r in rs]):>13.0f} {med([r['server']['cpu_us_per_unit'] for r in rs]):>13.4f} "
@@ -69,9 +77,12 @@ for name in ["fanout", "paced", "stalled"]:
           f"{med([r['latency_us']['p999'] for r in rs]):>9.0f} {max(r['losses'] for r in rs):>5} "
           f"{med([r['server']['peak_rss_kib'] for r in rs]):>13.0f}"
           + (f"   evicted {min(r['stalled_evicted'] for r in rs)}/{rs[0]['stalled']}" if rs[0]['stalled'] else ""))
+base, slow = load("fanout-10k"), load("stalled")
+if base and slow:
+    print(f"stalled/fanout-10k deliveries/s ratio: {med([r['rate'] for r in slow]) / med([r['rate'] for r in base]):.3f}")
 print()
 print(f"{'workload':<18} {'connections':>11} {'rss/conn B':>11} {'peak rss KiB':>13} {'connect s':>10}")
-for name in ["idle", "idle-no-presence", "idle-10k"]:
+for name in ["idle", "idle-quiet", "idle-10k"]:
     rs = load(name)
     if not rs: continue
     print(f"{name:<18} {rs[0]['connections']:>11} {med([r['rss_per_connection'] for r in rs]):>11.0f} "
