@@ -90,6 +90,14 @@ impl ChatCodec {
     /// [`EncodeError::TooLarge`] if the payload exceeds the limit; `dst` is
     /// then left as it was.
     pub fn encode(&self, msg: &Message, dst: &mut BytesMut) -> Result<(), EncodeError> {
+        // A text longer than the limit cannot fit: say so without first
+        // copying a possibly huge message into the buffer.
+        if text(msg).is_some_and(|t| t.len() > self.max_frame_len) {
+            return Err(EncodeError::TooLarge {
+                len: wire::encoded_len(msg),
+                max: self.max_frame_len,
+            });
+        }
         let start = dst.len();
         dst.put_u32(0); // patched below, once the payload length is known
         wire::encode(msg, dst);
@@ -192,14 +200,19 @@ impl ChatCodec {
     }
 }
 
-/// A rough payload size, so a frame's buffer is allocated once.
-fn estimate(msg: &Message) -> usize {
+/// The message's text, if it carries one.
+fn text(msg: &Message) -> Option<&str> {
     match msg {
         Message::Send { text } | Message::Relay { text, .. } | Message::Error { reason: text } => {
-            text.len() + 32
+            Some(text)
         }
-        _ => 32,
+        _ => None,
     }
+}
+
+/// A rough payload size, so a frame's buffer is allocated once.
+fn estimate(msg: &Message) -> usize {
+    text(msg).map_or(0, str::len) + 32
 }
 
 /// One encoded frame, header included, ready to be written as is.

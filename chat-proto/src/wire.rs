@@ -12,7 +12,7 @@
 //! set to the largest frame the codec accepts.
 
 use bincode::config::{self, Configuration, Limit, LittleEndian, Varint};
-use bincode::enc::write::Writer;
+use bincode::enc::write::{SizeWriter, Writer};
 use bincode::error::{DecodeError as BinDecodeError, EncodeError as BinEncodeError};
 use bytes::{BufMut, BytesMut};
 
@@ -41,6 +41,14 @@ pub(crate) fn encode(msg: &Message, dst: &mut BytesMut) {
     // serializable, so an error here is a bug in this crate, not bad input.
     bincode::serde::encode_into_writer(msg, Append(dst), CONFIG)
         .expect("encoding a Message into memory cannot fail");
+}
+
+/// The payload length of `msg`, counted without writing it anywhere.
+pub(crate) fn encoded_len(msg: &Message) -> usize {
+    let mut size = SizeWriter::default();
+    bincode::serde::encode_into_writer(msg, &mut size, CONFIG)
+        .expect("counting the bytes of a Message cannot fail");
+    size.bytes_written
 }
 
 /// Decodes exactly one message from a whole payload.

@@ -902,3 +902,29 @@ mod framed {
         assert_eq!(&dst[..], &[0, 0, 0, 1, 1, 0, 0, 0, 1, 1]);
     }
 }
+
+#[test]
+fn encode_refuses_a_huge_text_with_its_exact_size() {
+    // 20 MiB of text: over even the largest limit. The error still gives the
+    // exact payload size (tag 1 byte + 0xfc and a u32 length + the text).
+    let text = "是".repeat(20 * 1024 * 1024 / 3);
+    let len = 1 + 5 + text.len();
+    let msg = Message::Relay {
+        ip: "::1".parse().unwrap(),
+        port: 8080,
+        text,
+    };
+    let codec = ChatCodec::with_max_frame_len(MAX_FRAME_LEN_CEILING).unwrap();
+    let mut dst = BytesMut::new();
+    let err = codec.encode(&msg, &mut dst).unwrap_err();
+    // Relay adds the address: tag 1, ip tag 1 + 16, port 0xfb + u16.
+    assert_eq!(
+        err,
+        EncodeError::TooLarge {
+            len: len + 17 + 3,
+            max: MAX_FRAME_LEN_CEILING
+        }
+    );
+    assert!(dst.is_empty());
+    assert_eq!(dst.capacity(), 0, "nothing was copied into the buffer");
+}
