@@ -27,32 +27,58 @@ const CLIENT: &str = env!("CARGO_BIN_EXE_chat-client");
 fn server_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-        let out = Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "chat-server",
-                "--bin",
-                "chat-server",
-            ])
-            .args(["--message-format=json", "--manifest-path"])
-            .arg(&manifest)
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("cannot run cargo");
-        assert!(out.status.success(), "building chat-server failed");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .filter(|msg| {
-                msg["reason"] == "compiler-artifact" && msg["target"]["name"] == "chat-server"
-            })
-            .find_map(|msg| msg["executable"].as_str().map(PathBuf::from))
-            .expect("cargo reported no chat-server executable")
+        // A second attempt, because a nested cargo can trip over the outer
+        // one's transient state; a real build failure fails both, and its
+        // messages are shown.
+        let mut why = String::new();
+        for _ in 0..2 {
+            match build_server() {
+                Ok(path) => return path,
+                Err(e) => why.push_str(&e),
+            }
+        }
+        panic!("building chat-server failed:\n{why}");
     })
+}
+
+fn build_server() -> Result<PathBuf, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let out = Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "chat-server",
+            "--bin",
+            "chat-server",
+        ])
+        .args(["--message-format=json", "--manifest-path"])
+        .arg(&manifest)
+        .output()
+        .map_err(|e| format!("cannot run cargo: {e}\n"))?;
+    let messages: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    if !out.status.success() {
+        let rendered: String = messages
+            .iter()
+            .filter_map(|msg| msg["message"]["rendered"].as_str())
+            .collect();
+        return Err(format!(
+            "cargo exited with {}\n{}{rendered}\n",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    messages
+        .iter()
+        .filter(|msg| {
+            msg["reason"] == "compiler-artifact" && msg["target"]["name"] == "chat-server"
+        })
+        .find_map(|msg| msg["executable"].as_str().map(PathBuf::from))
+        .ok_or_else(|| "cargo reported no chat-server executable\n".to_owned())
 }
 
 /// A child process that is killed if the test fails before it ends.
