@@ -40,7 +40,11 @@
 //!   close; so does silence (`"handshake timeout"`).
 //! - **Joins and leaves.** After its `Welcome`, the others receive
 //!   `Joined { ip, port }`; when it goes (exit, drop, eviction, error) they
-//!   receive `Left { ip, port }`.
+//!   receive `Left { ip, port }`. Notices are batched for up to 10 ms (a
+//!   crowd arriving at once would otherwise queue N²/2 of them) but always
+//!   go out before the next relay, so a peer's `Joined` precedes its first
+//!   message and its `Left` follows its last. [`Config::presence`] turns
+//!   them off.
 //! - **Relay.** `Send { text }` reaches every *other* client as
 //!   `Relay { ip, port, text }`, encoded once and shared by all recipients,
 //!   in the order the server received it; one sender's messages are never
@@ -175,6 +179,7 @@ impl Server {
         tokio::select! {
             () = shutdown => {}
             () = listener::accept(&listener, &shared, &tracker) => {}
+            () = shared.room.send_presence() => {}
         }
         info!("shutting down");
         drop(listener);

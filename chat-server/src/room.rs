@@ -6,12 +6,28 @@
 //! whose outbox is full is a slow consumer, marked evicted there, and its
 //! session closes it. Joins and leaves take the write lock briefly; nothing
 //! holds the lock across an `.await`.
+//!
+//! Join and leave notices are batched: they collect in one buffer that is
+//! pushed to everyone as a single shared frame run, at the latest
+//! [`PRESENCE_DELAY`] later and always before the next relay (so a peer's
+//! `Joined` still precedes its first message, and its last message its
+//! `Left`). A crowd of N arriving at once would otherwise queue N²/2
+//! separate notices; batched, each peer queues one buffer per batch.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
-use bytes::Bytes;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
+
+/// Longest a join or leave notice waits for others to share its batch.
+pub(crate) const PRESENCE_DELAY: Duration = Duration::from_millis(10);
+
+/// A batch this large is sent at once rather than after the delay.
+const PRESENCE_BATCH: usize = 16 * 1024;
 
 /// A queue this small is kept when drained; a larger one is freed, so that a
 /// burst (a join storm, a busy minute) leaves no memory behind on an idle
@@ -138,6 +154,22 @@ pub(crate) struct Peer {
 #[derive(Debug, Default)]
 pub(crate) struct Room {
     peers: RwLock<Vec<Peer>>,
+    /// Join and leave notices not yet sent.
+    presence: Mutex<Presence>,
+    /// Whether `presence` holds anything: checked on every broadcast
+    /// without taking the lock.
+    pending: AtomicBool,
+    /// Signalled when a batch starts, for the task that sends it on time.
+    started: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Presence {
+    /// `Joined`/`Left` frames, back to back.
+    frames: BytesMut,
+    /// Peers whose own `Joined` is in `frames`, with the offset just past
+    /// it: they receive only what follows, not their own notice.
+    joiners: Vec<(u64, usize)>,
 }
 
 impl Room {
@@ -159,9 +191,65 @@ impl Room {
         self.read().len()
     }
 
+    /// Queues a `Joined` or `Left` frame for everyone in the room; `joiner`
+    /// is the peer a `Joined` announces, who must not receive it.
+    pub(crate) fn announce(&self, frame: &[u8], joiner: Option<u64>) {
+        let mut presence = self.lock_presence();
+        let first = presence.frames.is_empty();
+        presence.frames.extend_from_slice(frame);
+        if let Some(id) = joiner {
+            let end = presence.frames.len();
+            presence.joiners.push((id, end));
+        }
+        self.pending.store(true, Ordering::Release);
+        let full = presence.frames.len() >= PRESENCE_BATCH;
+        drop(presence);
+        if full {
+            self.flush_presence();
+        } else if first {
+            self.started.notify_one();
+        }
+    }
+
+    /// Sends each batch of notices [`PRESENCE_DELAY`] after it starts
+    /// (unless a broadcast sent it sooner). Runs until dropped.
+    pub(crate) async fn send_presence(&self) {
+        loop {
+            self.started.notified().await;
+            tokio::time::sleep(PRESENCE_DELAY).await;
+            self.flush_presence();
+        }
+    }
+
+    /// Sends the pending notices, if any, to everyone in the room.
+    pub(crate) fn flush_presence(&self) {
+        if !self.pending.load(Ordering::Acquire) {
+            return;
+        }
+        // Held while pushing: a broadcast racing this one waits here, so its
+        // relay cannot overtake a notice that must come first.
+        let mut presence = self.lock_presence();
+        if presence.frames.is_empty() {
+            return;
+        }
+        let batch = presence.frames.split().freeze();
+        let joiners = std::mem::take(&mut presence.joiners);
+        for peer in self.read().iter() {
+            let bytes = match joiners.iter().find(|(id, _)| *id == peer.id) {
+                Some(&(_, end)) if end == batch.len() => continue,
+                Some(&(_, end)) => batch.slice(end..),
+                None => batch.clone(),
+            };
+            peer.outbox.push(bytes);
+        }
+        self.pending.store(false, Ordering::Release);
+    }
+
     /// Offers `bytes` to every peer but `from`, without waiting. A peer whose
     /// outbox is full is evicted; one that is already gone is skipped.
+    /// Pending notices go first.
     pub(crate) fn broadcast(&self, from: u64, bytes: &Bytes) {
+        self.flush_presence();
         let peers = self.read();
         for peer in peers.iter().filter(|p| p.id != from) {
             peer.outbox.push(bytes.clone());
@@ -176,6 +264,10 @@ impl Room {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Peer>> {
         self.peers.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn lock_presence(&self) -> MutexGuard<'_, Presence> {
+        self.presence.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -275,6 +367,64 @@ mod tests {
         let mut got = Vec::new();
         o.drain_into(&mut got, 8).unwrap();
         assert!(got.is_empty());
+    }
+
+    fn drain(o: &Outbox) -> Vec<u8> {
+        let mut got = Vec::new();
+        o.drain_into(&mut got, usize::MAX).unwrap();
+        got.concat()
+    }
+
+    #[test]
+    fn joiners_get_later_notices_but_not_their_own() {
+        let room = Room::default();
+        let (a, oa) = peer(1, 8);
+        let (b, ob) = peer(2, 8);
+        let (c, oc) = peer(3, 8);
+        room.join(a);
+        room.join(b);
+        room.announce(b"J2", Some(2));
+        room.join(c);
+        room.announce(b"J3", Some(3));
+        room.announce(b"L9", None);
+        assert!(drain(&oa).is_empty(), "nothing is sent before the flush");
+        room.flush_presence();
+        assert_eq!(drain(&oa), b"J2J3L9");
+        assert_eq!(drain(&ob), b"J3L9");
+        assert_eq!(drain(&oc), b"L9");
+        room.flush_presence();
+        assert!(drain(&oa).is_empty(), "a batch is sent once");
+    }
+
+    #[test]
+    fn a_relay_never_overtakes_its_senders_join() {
+        let room = Room::default();
+        let (a, oa) = peer(1, 8);
+        let (b, _ob) = peer(2, 8);
+        room.join(a);
+        room.join(b);
+        room.announce(b"J2", Some(2));
+        room.broadcast(2, &Bytes::from_static(b"R2"));
+        assert_eq!(drain(&oa), b"J2R2");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_goes_out_after_the_delay_on_its_own() {
+        let room = Arc::new(Room::default());
+        let (a, oa) = peer(1, 8);
+        room.join(a);
+        let pacer = tokio::spawn({
+            let room = room.clone();
+            async move { room.send_presence().await }
+        });
+        room.announce(b"J7", Some(7));
+        let t0 = tokio::time::Instant::now();
+        tokio::time::timeout(std::time::Duration::from_secs(1), oa.ready())
+            .await
+            .expect("the notice arrives");
+        assert!(t0.elapsed() >= PRESENCE_DELAY);
+        assert_eq!(drain(&oa), b"J7");
+        pacer.abort();
     }
 
     #[tokio::test]

@@ -407,7 +407,7 @@ impl Session {
         self.peer = Some(Link { outbox });
         if self.shared.config.presence {
             let joined = self.shared.frame(&Message::Joined { ip, port });
-            self.shared.room.broadcast(self.id, &joined);
+            self.shared.room.announce(&joined, Some(self.id));
         }
         let peers = self.shared.room.len();
         info!(peer = %self.addr, version, peers, "client connected");
@@ -625,7 +625,7 @@ impl Session {
                 ip: addr.ip(),
                 port: addr.port(),
             });
-            self.shared.room.broadcast(self.id, &left);
+            self.shared.room.announce(&left, None);
         }
         let config = &self.shared.config;
         let (goodbye, budget) = match close {
