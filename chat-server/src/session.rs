@@ -170,8 +170,6 @@ impl Out {
                 Err(e) => return Err(e),
             }
         }
-        // Give the memory back: an idle connection should cost almost nothing.
-        self.queue = Vec::new();
         Ok(true)
     }
 
@@ -321,9 +319,7 @@ impl Session {
                 // A readiness wake-up can be stale (tokio clears it only on
                 // WouldBlock): don't keep a buffer reserved for nothing, or
                 // every idle connection would hold one.
-                if self.rbuf.is_empty() {
-                    self.rbuf = BytesMut::new();
-                }
+                self.release_rbuf();
                 Ok(None)
             }
             Err(e) => Err(e),
@@ -412,8 +408,13 @@ impl Session {
         let peers = self.shared.room.len();
         info!(peer = %self.addr, version, peers, "client connected");
         self.last_rx = Instant::now();
+        // Most clients say nothing more for a while.
+        self.release_rbuf();
+    }
+
+    /// An idle connection holds no read buffer: drop it once it is empty.
+    fn release_rbuf(&mut self) {
         if self.rbuf.is_empty() {
-            // Most clients say nothing more for a while: hold no buffer.
             self.rbuf = BytesMut::new();
         }
     }
@@ -521,6 +522,10 @@ impl Session {
                     .map_err(|_| Flush::Evicted)?;
             }
             if self.out.is_empty() {
+                // Nothing left to send: the session is about to wait, so give
+                // the queue's memory back (not after every write, which would
+                // reallocate it on every round under load).
+                self.out.queue = Vec::new();
                 return Ok(());
             }
             match self.out.write(&self.stream) {
@@ -555,10 +560,7 @@ impl Session {
         if !batch.is_empty() {
             self.shared.room.broadcast(self.id, &batch.freeze());
         }
-        if self.rbuf.is_empty() {
-            // Give the memory back: an idle connection holds no read buffer.
-            self.rbuf = BytesMut::new();
-        }
+        self.release_rbuf();
         result
     }
 
