@@ -18,6 +18,9 @@ pub const MIN_FRAME_LEN: usize = 64;
 /// Largest frame limit a codec may be given (16 MiB).
 pub const MAX_FRAME_LEN_CEILING: usize = 16 * 1024 * 1024;
 
+/// Most bytes `decode` reserves ahead of what has arrived of a frame.
+const RESERVE_AHEAD: usize = 8 * 1024;
+
 /// Encodes messages into frames and decodes frames into messages.
 ///
 /// The codec works on [`BytesMut`] buffers and never touches a socket:
@@ -129,7 +132,8 @@ impl ChatCodec {
     /// Takes one frame off the front of `src` and decodes it.
     ///
     /// Returns `Ok(None)` while the frame is incomplete, having reserved room
-    /// for the rest of it (never more than the limit allows).
+    /// for the next 8 KiB of it at most, so memory follows the bytes that
+    /// arrive rather than the length a peer claims.
     ///
     /// # Errors
     ///
@@ -170,7 +174,9 @@ impl ChatCodec {
         };
         let need = HEADER_LEN + len;
         if src.len() < need {
-            src.reserve(need - src.len());
+            // Room for the next part of the frame, not all of it: a peer
+            // that claims 64 KiB and sends 10 bytes must not cost 64 KiB.
+            src.reserve((need - src.len()).min(RESERVE_AHEAD));
             return Ok(None);
         }
         Ok(Some(len))

@@ -111,3 +111,74 @@ impl From<StreamError> for io::Error {
         }
     }
 }
+
+/// A rule of the protocol broken by the peer, as a [`Connection`](crate::Connection)
+/// detects it. Its text is the `reason` of the `Error` the machine sends
+/// the peer before closing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// A frame could not be decoded (or the stream ended inside one).
+    #[error("invalid frame: {0}")]
+    Frame(#[from] DecodeError),
+    /// A server was sent an HTTP request.
+    #[error("this is a chat server, not an HTTP server")]
+    Http,
+    /// A version this end cannot speak: 0 in `Hello`, or one in `Welcome`
+    /// that the client did not offer.
+    #[error("unsupported protocol version {version} (this end speaks 1..={})", crate::VERSION)]
+    Version {
+        /// The version received.
+        version: u16,
+    },
+    /// The handshake's message was expected first.
+    #[error("expected {expected} first, got {got}")]
+    OutOfTurn {
+        /// What the rules call for (`Hello` or `Welcome`).
+        expected: &'static str,
+        /// What arrived.
+        got: &'static str,
+    },
+    /// A handshake message after the handshake.
+    #[error("protocol violation: {got} after the handshake")]
+    Repeated {
+        /// `Hello` or `Welcome`.
+        got: &'static str,
+    },
+    /// A message the peer's role may not send.
+    #[error("protocol violation: {role}s may not send {got}")]
+    NotAllowed {
+        /// The peer's role.
+        role: crate::Role,
+        /// The message's name.
+        got: &'static str,
+    },
+    /// A `Welcome` the client cannot work with.
+    #[error("unusable Welcome: {0}")]
+    BadWelcome(String),
+}
+
+/// Why [`Connection`](crate::Connection) refused to send a message (caller
+/// misuse; nothing was queued).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The connection is not in its open state.
+    #[error("the connection is not open (state {state:?})")]
+    NotOpen {
+        /// Its state.
+        state: crate::State,
+    },
+    /// This role may not send this message, or it has its own call
+    /// (`Hello`, `Welcome`, `Exit`, `Error`).
+    #[error("a {role} does not send {name} this way")]
+    NotAllowed {
+        /// This end's role.
+        role: crate::Role,
+        /// The message's name.
+        name: &'static str,
+    },
+    /// Over the peer's frame limit.
+    #[error(transparent)]
+    TooLarge(#[from] EncodeError),
+}

@@ -66,6 +66,7 @@
 
 pub mod blocking;
 mod codec;
+pub mod connection;
 mod error;
 mod message;
 #[cfg(feature = "tokio-codec")]
@@ -75,5 +76,8 @@ mod wire;
 pub use codec::{
     ChatCodec, Frame, HEADER_LEN, MAX_FRAME_LEN, MAX_FRAME_LEN_CEILING, MIN_FRAME_LEN,
 };
-pub use error::{DecodeError, EncodeError, LimitError, StreamError};
+pub use connection::{
+    ClientConfig, Connection, Event, Negotiated, RELAY_OVERHEAD, Role, ServerConfig, State,
+};
+pub use error::{DecodeError, EncodeError, LimitError, ProtocolError, SendError, StreamError};
 pub use message::{Message, VERSION, features};

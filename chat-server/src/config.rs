@@ -84,6 +84,36 @@ pub struct Config {
     /// at once costs N²/2 notices; very large rooms may turn this off, as
     /// large chat channels often do. Default: on.
     pub presence: bool,
+    /// Longest a join or leave notice waits for others to share its batch
+    /// (notices always go out before the next relay). Default: 10 ms.
+    pub presence_delay: Duration,
+    /// A batch of notices this large is sent at once rather than after
+    /// `presence_delay`. Default: 16 KiB.
+    pub presence_batch: usize,
+    /// Once a client has started a frame, the rest of it must arrive within
+    /// this time, or the client gets `Error { reason: "frame timeout" }`
+    /// and is closed: trickling one byte at a time cannot hold a slot.
+    /// Default: 20 s.
+    pub frame_timeout: Duration,
+    /// Relays of `Send`s that arrive together from one client are encoded
+    /// into one shared buffer of at most this many bytes (plus one frame)
+    /// before being handed to the recipients. Default: 64 KiB.
+    pub relay_batch: usize,
+    /// Bytes reserved for one read from a client. Default: 16 KiB.
+    pub read_chunk: usize,
+    /// Most buffers handed to one vectored write. Default: 64.
+    pub max_iov: usize,
+    /// Vectored writes in a row before a session lets other tasks run.
+    /// Default: 16.
+    pub flush_rounds: usize,
+    /// Length of the listening socket's queue of connections not yet
+    /// accepted. `None`: `max_clients`, clamped to 1,024..=65,535 (the kernel
+    /// may cap it further, see `net.core.somaxconn`). Default: `None`.
+    pub backlog: Option<u32>,
+    /// Connections beyond `max_clients` held at once just to tell them
+    /// `Error { reason: "server full" }`; past it, new connections wait in
+    /// the listen queue until a slot frees. Default: 64.
+    pub reject_slots: usize,
 }
 
 impl Default for Config {
@@ -100,6 +130,15 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(5),
             close_timeout: Duration::from_secs(2),
             presence: true,
+            presence_delay: Duration::from_millis(10),
+            presence_batch: 16 * 1024,
+            frame_timeout: Duration::from_secs(20),
+            relay_batch: 64 * 1024,
+            read_chunk: 16 * 1024,
+            max_iov: 64,
+            flush_rounds: 16,
+            backlog: None,
+            reject_slots: 64,
         }
     }
 }

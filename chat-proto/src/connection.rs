@@ -1,0 +1,756 @@
+//! The protocol's rules as a state machine: bytes in, events and bytes out,
+//! no socket and no clock.
+//!
+//! A [`Connection`] is one end of one chat connection, in the client or the
+//! server [`Role`]. It owns everything PROTOCOL.md says about a conversation:
+//! the handshake and the version and feature negotiation, who may send what,
+//! answering `Ping`, the `Exit` and `Error` close sequences, and the frame
+//! limit in each direction. Whoever owns the socket only moves bytes:
+//!
+//! 1. append what the socket gave to [`Connection::input`] (or call
+//!    [`Connection::receive`]);
+//! 2. call [`Connection::poll`] until it returns `Ok(None)`, handling each
+//!    [`Event`];
+//! 3. write what [`Connection::transmit`] hands out;
+//! 4. at the end of the stream, call [`Connection::eof`].
+//!
+//! A rule broken by the peer comes out of `poll` as a [`ProtocolError`];
+//! by then the machine has already queued the `Error` frame that tells the
+//! peer why, and is closed: write the output, then close the socket.
+//!
+//! # Examples
+//!
+//! A client and a server machine talking through two buffers:
+//!
+//! ```
+//! use chat_proto::{Connection, Event, Message};
+//!
+//! let mut client = Connection::client(Default::default());
+//! let mut server = Connection::server(Default::default());
+//!
+//! // Client -> server: Hello.
+//! server.receive(&client.transmit().unwrap());
+//! assert!(matches!(server.poll()?, Some(Event::Hello { version: 1, .. })));
+//! server.accept("127.0.0.1:3075".parse().unwrap());
+//!
+//! // Server -> client: Welcome.
+//! client.receive(&server.transmit().unwrap());
+//! let Some(Event::Welcome(session)) = client.poll()? else { panic!() };
+//! assert_eq!(session.max_frame, 65_516);
+//! assert_eq!(client.max_text_len(), 65_512);
+//!
+//! // The server pings; the client answers by itself.
+//! server.ping(7);
+//! client.receive(&server.transmit().unwrap());
+//! assert_eq!(client.poll()?, None);
+//! server.receive(&client.transmit().unwrap());
+//! assert_eq!(server.poll()?, Some(Event::Message(Message::Pong { nonce: 7 })));
+//! # Ok::<(), chat_proto::ProtocolError>(())
+//! ```
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::codec::{ChatCodec, HEADER_LEN, MAX_FRAME_LEN, MAX_FRAME_LEN_CEILING, MIN_FRAME_LEN};
+use crate::error::{DecodeError, LimitError, ProtocolError, SendError};
+use crate::message::{Message, VERSION, features};
+
+/// Bytes a `Relay` payload can take beyond the `Send` it relays: the
+/// sender's address (an IP tag plus up to 16 octets) and port (a varint of
+/// up to 3 bytes).
+///
+/// A server with frame limit `L` accepts `Send` payloads of up to
+/// `L - RELAY_OVERHEAD` bytes and announces that figure in
+/// `Welcome.max_frame`, so that the relay of any `Send` it accepts fits `L`.
+/// A client therefore receives frames of up to `max_frame + RELAY_OVERHEAD`.
+pub const RELAY_OVERHEAD: usize = 20;
+
+/// Which end of the connection a [`Connection`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Connects, says `Hello`, sends `Send`.
+    Client,
+    /// Accepts, answers `Welcome`, sends `Relay`, `Joined`, `Left`.
+    Server,
+}
+
+impl Role {
+    /// Whether this role may send `msg` (the "sent by" column of PROTOCOL.md).
+    pub fn may_send(self, msg: &Message) -> bool {
+        match self {
+            Role::Client => msg.from_client(),
+            Role::Server => msg.from_server(),
+        }
+    }
+
+    fn peer(self) -> Role {
+        match self {
+            Role::Client => Role::Server,
+            Role::Server => Role::Client,
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Client => "client",
+            Role::Server => "server",
+        })
+    }
+}
+
+/// Settings of a client-role [`Connection`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// Highest version to offer in `Hello`. Default: [`VERSION`].
+    pub version: u16,
+    /// Capabilities to ask for in `Hello`. Default: [`features::ALL`].
+    pub features: u64,
+    /// Largest frame payload this client accepts. The server's
+    /// `max_frame + RELAY_OVERHEAD` raises it once known, so no relay the
+    /// server may send is refused. Default: [`MAX_FRAME_LEN`].
+    pub max_frame_len: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            version: VERSION,
+            features: features::ALL,
+            max_frame_len: MAX_FRAME_LEN,
+        }
+    }
+}
+
+/// Settings of a server-role [`Connection`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Capabilities the server offers; `Welcome` carries the intersection
+    /// with the client's. Default: [`features::ALL`].
+    pub features: u64,
+    /// The server's frame limit `L`: no frame it sends is longer. It
+    /// accepts `L - RELAY_OVERHEAD` from clients and says so in `Welcome`.
+    /// Default: [`MAX_FRAME_LEN`].
+    pub max_frame_len: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            features: features::ALL,
+            max_frame_len: MAX_FRAME_LEN,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// A server configuration with frame limit `max_frame_len`.
+    ///
+    /// # Errors
+    ///
+    /// [`LimitError`] unless `max_frame_len` is within
+    /// `MIN_FRAME_LEN + RELAY_OVERHEAD ..= MAX_FRAME_LEN_CEILING`.
+    pub fn with_max_frame_len(max_frame_len: usize) -> Result<Self, LimitError> {
+        let min = MIN_FRAME_LEN + RELAY_OVERHEAD;
+        if !(min..=MAX_FRAME_LEN_CEILING).contains(&max_frame_len) {
+            return Err(LimitError {
+                value: max_frame_len,
+                min,
+                max: MAX_FRAME_LEN_CEILING,
+            });
+        }
+        Ok(ServerConfig {
+            max_frame_len,
+            ..ServerConfig::default()
+        })
+    }
+
+    /// What `Welcome.max_frame` announces: the largest payload a client may send.
+    pub fn client_max_frame(&self) -> usize {
+        self.max_frame_len.saturating_sub(RELAY_OVERHEAD)
+    }
+
+    /// The codec for everything the server sends, relays included.
+    pub fn outbound(&self) -> ChatCodec {
+        codec(self.max_frame_len)
+    }
+}
+
+/// What the handshake settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct Negotiated {
+    /// Version both sides speak.
+    pub version: u16,
+    /// Capabilities in force.
+    pub features: u64,
+    /// Largest payload the server accepts from the client.
+    pub max_frame: usize,
+    /// The client's address as the server sees it: what peers are shown.
+    pub addr: SocketAddr,
+}
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum State {
+    /// Before the handshake is done: a client waits for `Welcome`, a server
+    /// for `Hello`.
+    Handshake,
+    /// Server role: `Hello` received; waiting for [`Connection::accept`] or
+    /// [`Connection::refuse`].
+    Admitting,
+    /// The handshake is done: chat.
+    Open,
+    /// Client role: our `Exit` is sent; waiting for the server's.
+    Leaving,
+    /// Server role: the client sent `Exit`; waiting for
+    /// [`Connection::exit`] to acknowledge it once queued frames are out.
+    PeerExited,
+    /// Nothing more will be read or sent (output already queued aside).
+    Closed,
+}
+
+/// What the peer did, as [`Connection::poll`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// Server role: the client said `Hello`. Call [`Connection::accept`] or
+    /// [`Connection::refuse`]; nothing more is read until then.
+    Hello {
+        /// Highest version the client speaks (at least 1).
+        version: u16,
+        /// Capabilities it asks for.
+        features: u64,
+    },
+    /// Client role: the server's `Welcome`; the session is open.
+    Welcome(Negotiated),
+    /// A message for the application, allowed in this state: `Send` to a
+    /// server; `Relay`, `Joined`, `Left` to a client; `Pong` to either.
+    /// (`Ping` is answered by the machine and never reported.)
+    Message(Message),
+    /// The peer sent `Exit`. A server answers with [`Connection::exit`]
+    /// after what is queued for the client; for a client this is the
+    /// server's acknowledgement, or, unprompted, its shutdown.
+    Exit,
+    /// The peer sent `Error { reason }` and is closing; so is this machine.
+    Error(String),
+}
+
+/// One end of a chat connection; see the [module docs](self).
+#[derive(Debug)]
+pub struct Connection {
+    role: Role,
+    state: State,
+    /// Limits what we accept.
+    inbound: ChatCodec,
+    /// Limits what we send.
+    outbound: ChatCodec,
+    /// Server role: what we offer. Client role: what we asked for.
+    features: u64,
+    /// Client role: the version offered in `Hello`.
+    version: u16,
+    negotiated: Option<Negotiated>,
+    /// Server role: the `Hello` being admitted.
+    hello: Option<(u16, u64)>,
+    rx: BytesMut,
+    tx: BytesMut,
+    /// Client role: frames of unknown kinds skipped so far.
+    skipped: u64,
+}
+
+impl Connection {
+    /// A client that has queued its `Hello`: [`transmit`](Self::transmit) it.
+    pub fn client(config: ClientConfig) -> Self {
+        let max = config.max_frame_len.clamp(MIN_FRAME_LEN, MAX_FRAME_LEN_CEILING);
+        let mut conn = Connection::new(Role::Client, codec(max), codec(max), config.features);
+        conn.version = config.version;
+        conn.queue(&Message::Hello {
+            version: config.version,
+            features: config.features,
+        });
+        conn
+    }
+
+    /// A server waiting for the client's `Hello`.
+    pub fn server(config: ServerConfig) -> Self {
+        let max = config
+            .max_frame_len
+            .clamp(MIN_FRAME_LEN + RELAY_OVERHEAD, MAX_FRAME_LEN_CEILING);
+        Connection::new(
+            Role::Server,
+            codec(max - RELAY_OVERHEAD),
+            codec(max),
+            config.features,
+        )
+    }
+
+    fn new(role: Role, inbound: ChatCodec, outbound: ChatCodec, features: u64) -> Self {
+        Connection {
+            role,
+            state: State::Handshake,
+            inbound,
+            outbound,
+            features,
+            version: VERSION,
+            negotiated: None,
+            hello: None,
+            rx: BytesMut::new(),
+            tx: BytesMut::new(),
+            skipped: 0,
+        }
+    }
+
+    /// This end's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// Where the connection is in its life.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Whether the connection is over: nothing more is read or sent once the
+    /// output already queued is written.
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// What the handshake settled, once it is done.
+    pub fn negotiated(&self) -> Option<&Negotiated> {
+        self.negotiated.as_ref()
+    }
+
+    /// Longest payload this end accepts now.
+    pub fn max_frame_in(&self) -> usize {
+        self.inbound.max_frame_len()
+    }
+
+    /// Longest payload this end sends now (the peer's limit, once known).
+    pub fn max_frame_out(&self) -> usize {
+        self.outbound.max_frame_len()
+    }
+
+    /// Longest text a `Send` may carry now, in bytes of UTF-8.
+    pub fn max_text_len(&self) -> usize {
+        max_text(self.outbound.max_frame_len())
+    }
+
+    /// Client role: frames of message kinds this crate does not know that
+    /// were skipped (a newer server's, sent despite the negotiation).
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+
+    /// The input buffer: append bytes read from the peer, then [`poll`](Self::poll).
+    ///
+    /// Reading straight into it saves a copy; [`receive`](Self::receive)
+    /// does the same from a slice.
+    pub fn input(&mut self) -> &mut BytesMut {
+        &mut self.rx
+    }
+
+    /// Appends bytes read from the peer.
+    pub fn receive(&mut self, bytes: &[u8]) {
+        self.rx.extend_from_slice(bytes);
+    }
+
+    /// Bytes received but not yet part of a complete frame. Non-zero after
+    /// `poll` returned `Ok(None)` means the peer is in the middle of a frame.
+    pub fn buffered(&self) -> usize {
+        self.rx.len()
+    }
+
+    /// Gives back the memory of empty buffers: call when the connection goes
+    /// idle, so an idle connection holds no buffer.
+    pub fn release(&mut self) {
+        if self.rx.is_empty() {
+            self.rx = BytesMut::new();
+        }
+        if self.tx.is_empty() {
+            self.tx = BytesMut::new();
+        }
+    }
+
+    /// Bytes to write to the peer, if any: frames are whole and in order.
+    pub fn transmit(&mut self) -> Option<Bytes> {
+        if self.tx.is_empty() {
+            None
+        } else {
+            Some(self.tx.split().freeze())
+        }
+    }
+
+    /// Whether [`transmit`](Self::transmit) has something.
+    pub fn wants_write(&self) -> bool {
+        !self.tx.is_empty()
+    }
+
+    /// Takes the next frame off the input and applies the protocol's rules.
+    ///
+    /// `Ok(None)`: nothing more until more bytes arrive (or ever, once
+    /// closed or while a server is admitting). `Ping` is answered here and
+    /// never reported; a client skips message kinds it does not know.
+    ///
+    /// # Errors
+    ///
+    /// [`ProtocolError`] when the peer broke a rule. The machine has then
+    /// queued `Error { reason }` with the error's text and is closed.
+    pub fn poll(&mut self) -> Result<Option<Event>, ProtocolError> {
+        loop {
+            if matches!(
+                self.state,
+                State::Closed | State::Admitting | State::PeerExited
+            ) {
+                return Ok(None);
+            }
+            if self.role == Role::Server
+                && self.state == State::Handshake
+                && self.rx.get(..HEADER_LEN).is_some_and(is_http)
+            {
+                return Err(self.violation(ProtocolError::Http));
+            }
+            let msg = match self.inbound.decode(&mut self.rx) {
+                Ok(Some(msg)) => msg,
+                Ok(None) => return Ok(None),
+                Err(DecodeError::UnknownVariant { .. })
+                    if self.role == Role::Client && self.state != State::Handshake =>
+                {
+                    // A capability we did not ask for: skippable by design.
+                    self.skipped += 1;
+                    continue;
+                }
+                Err(e) => return Err(self.violation(ProtocolError::Frame(e))),
+            };
+            match self.role {
+                Role::Server => {
+                    if let Some(event) = self.server_rules(msg)? {
+                        return Ok(Some(event));
+                    }
+                }
+                Role::Client => {
+                    if let Some(event) = self.client_rules(msg)? {
+                        return Ok(Some(event));
+                    }
+                }
+            }
+        }
+    }
+
+    fn server_rules(&mut self, msg: Message) -> Result<Option<Event>, ProtocolError> {
+        if self.state == State::Handshake {
+            return match msg {
+                Message::Hello { version: 0, .. } => {
+                    Err(self.violation(ProtocolError::Version { version: 0 }))
+                }
+                Message::Hello { version, features } => {
+                    self.hello = Some((version, features));
+                    self.state = State::Admitting;
+                    Ok(Some(Event::Hello { version, features }))
+                }
+                other => Err(self.violation(ProtocolError::OutOfTurn {
+                    expected: "Hello",
+                    got: other.name(),
+                })),
+            };
+        }
+        self.common_rules(msg)
+    }
+
+    fn client_rules(&mut self, msg: Message) -> Result<Option<Event>, ProtocolError> {
+        if self.state == State::Handshake {
+            return match msg {
+                Message::Welcome {
+                    version,
+                    features,
+                    max_frame,
+                    ip,
+                    port,
+                } => self.welcomed(version, features, max_frame, SocketAddr::new(ip, port)),
+                Message::Error { reason } => {
+                    self.state = State::Closed;
+                    Ok(Some(Event::Error(reason)))
+                }
+                other => Err(self.violation(ProtocolError::OutOfTurn {
+                    expected: "Welcome",
+                    got: other.name(),
+                })),
+            };
+        }
+        self.common_rules(msg)
+    }
+
+    /// The rules once the handshake is done, the same for both roles.
+    fn common_rules(&mut self, msg: Message) -> Result<Option<Event>, ProtocolError> {
+        match msg {
+            Message::Ping { nonce } => {
+                self.queue(&Message::Pong { nonce });
+                Ok(None)
+            }
+            Message::Exit => {
+                self.state = match self.role {
+                    Role::Server => State::PeerExited,
+                    Role::Client => State::Closed,
+                };
+                Ok(Some(Event::Exit))
+            }
+            Message::Error { reason } => {
+                self.state = State::Closed;
+                Ok(Some(Event::Error(reason)))
+            }
+            Message::Hello { .. } | Message::Welcome { .. } => {
+                Err(self.violation(ProtocolError::Repeated { got: msg.name() }))
+            }
+            msg if !self.role.peer().may_send(&msg) => {
+                Err(self.violation(ProtocolError::NotAllowed {
+                    role: self.role.peer(),
+                    got: msg.name(),
+                }))
+            }
+            msg => Ok(Some(Event::Message(msg))),
+        }
+    }
+
+    fn welcomed(
+        &mut self,
+        version: u16,
+        features: u64,
+        max_frame: u32,
+        addr: SocketAddr,
+    ) -> Result<Option<Event>, ProtocolError> {
+        if version == 0 || version > self.version {
+            return Err(self.violation(ProtocolError::Version { version }));
+        }
+        if features & !self.features != 0 {
+            return Err(self.violation(ProtocolError::BadWelcome(format!(
+                "features {features:#x} include some this client did not ask for ({:#x})",
+                self.features
+            ))));
+        }
+        let max_frame = max_frame as usize;
+        let Ok(outbound) = ChatCodec::with_max_frame_len(max_frame) else {
+            return Err(self.violation(ProtocolError::BadWelcome(format!(
+                "max_frame {max_frame} is outside {MIN_FRAME_LEN}..={MAX_FRAME_LEN_CEILING}"
+            ))));
+        };
+        self.outbound = outbound;
+        // The server's relays may be RELAY_OVERHEAD longer than our sends.
+        let inbound = (max_frame + RELAY_OVERHEAD)
+            .max(self.inbound.max_frame_len())
+            .min(MAX_FRAME_LEN_CEILING);
+        self.inbound = codec(inbound);
+        let negotiated = Negotiated {
+            version,
+            features,
+            max_frame,
+            addr,
+        };
+        self.negotiated = Some(negotiated);
+        self.state = State::Open;
+        Ok(Some(Event::Welcome(negotiated)))
+    }
+
+    /// Server role: admits the client whose `Hello` was just reported, as
+    /// seen from `addr`. Queues `Welcome` with the negotiated version and
+    /// features and the longest payload the client may send.
+    ///
+    /// Returns `None`, doing nothing, unless the state is
+    /// [`State::Admitting`].
+    pub fn accept(&mut self, addr: SocketAddr) -> Option<Negotiated> {
+        if self.state != State::Admitting {
+            return None;
+        }
+        let (version, features) = self.hello.take()?;
+        let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
+        let negotiated = Negotiated {
+            version: version.min(VERSION),
+            features: features & self.features,
+            max_frame: self.inbound.max_frame_len(),
+            addr,
+        };
+        self.queue(&Message::Welcome {
+            version: negotiated.version,
+            features: negotiated.features,
+            max_frame: u32::try_from(negotiated.max_frame).unwrap_or(u32::MAX),
+            ip: addr.ip(),
+            port: addr.port(),
+        });
+        self.negotiated = Some(negotiated);
+        self.state = State::Open;
+        Some(negotiated)
+    }
+
+    /// Refuses the peer: queues `Error { reason }` and closes. Works in any
+    /// state but `Closed` (a server full, a name taken, a shutdown...).
+    pub fn refuse(&mut self, reason: &str) {
+        if self.state != State::Closed {
+            self.queue_error(reason);
+            self.state = State::Closed;
+        }
+    }
+
+    /// Leaves cleanly. Client role: queues `Exit` and waits for the server's
+    /// (state [`State::Leaving`]). Server role: queues `Exit`, the answer to
+    /// the client's or a shutdown notice, and closes; call it once every
+    /// frame that must precede it is written.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::NotOpen`] before the handshake is done (a server then
+    /// [`refuse`](Self::refuse)s instead, as [`shutdown`](Self::shutdown)
+    /// does) or after the connection closed.
+    pub fn exit(&mut self) -> Result<(), SendError> {
+        match (self.role, self.state) {
+            (Role::Client, State::Open) => {
+                self.queue(&Message::Exit);
+                self.state = State::Leaving;
+                Ok(())
+            }
+            (Role::Server, State::Open | State::PeerExited) => {
+                self.queue(&Message::Exit);
+                self.state = State::Closed;
+                Ok(())
+            }
+            (_, state) => Err(SendError::NotOpen { state }),
+        }
+    }
+
+    /// Server role, on shutdown: `Exit` to an open session, `Error` to a
+    /// client still in its handshake (which may only be sent `Welcome` or
+    /// `Error`), nothing once closed.
+    pub fn shutdown(&mut self) {
+        if self.exit().is_err() {
+            self.refuse("server shutting down");
+        }
+    }
+
+    /// Sends `Ping { nonce }`; the answer comes back as a `Pong` message event.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::NotOpen`] outside the open session.
+    pub fn ping(&mut self, nonce: u64) -> Result<(), SendError> {
+        self.send(&Message::Ping { nonce })
+    }
+
+    /// Queues an application message: `Send` for a client; `Relay`,
+    /// `Joined`, `Left` for a server; `Ping` or `Pong` for either. The
+    /// handshake and the close sequences have their own calls.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::NotOpen`] outside the open session,
+    /// [`SendError::NotAllowed`] for a message this role may not send or one
+    /// with its own call, [`SendError::TooLarge`] over the peer's limit
+    /// (nothing is queued).
+    pub fn send(&mut self, msg: &Message) -> Result<(), SendError> {
+        let open = self.state == State::Open
+            || (self.role == Role::Server && self.state == State::PeerExited);
+        if !open {
+            return Err(SendError::NotOpen { state: self.state });
+        }
+        if !self.role.may_send(msg)
+            || matches!(
+                msg,
+                Message::Hello { .. } | Message::Welcome { .. } | Message::Exit | Message::Error { .. }
+            )
+        {
+            return Err(SendError::NotAllowed {
+                role: self.role,
+                name: msg.name(),
+            });
+        }
+        self.outbound.encode(msg, &mut self.tx)?;
+        Ok(())
+    }
+
+    /// At the end of the peer's stream: `Ok` if it ended between frames.
+    ///
+    /// # Errors
+    ///
+    /// [`ProtocolError::Frame`] with [`DecodeError::Truncated`] if it ended
+    /// inside a frame (an `Error` saying so is queued, in case the peer
+    /// still reads).
+    pub fn eof(&mut self) -> Result<(), ProtocolError> {
+        if self.rx.is_empty() || self.state == State::Closed {
+            self.state = State::Closed;
+            return Ok(());
+        }
+        let need = match self.inbound.decode_eof(&mut self.rx) {
+            Err(DecodeError::Truncated { have, need }) => (have, need),
+            // Whole frames are decoded by `poll`; anything else left here
+            // is a frame `poll` was not asked to take yet.
+            _ => (self.rx.len(), self.rx.len()),
+        };
+        Err(self.violation(ProtocolError::Frame(DecodeError::Truncated {
+            have: need.0,
+            need: need.1,
+        })))
+    }
+
+    /// Records a violation: the peer is told why, and the machine closes.
+    fn violation(&mut self, err: ProtocolError) -> ProtocolError {
+        self.refuse(&err.to_string());
+        err
+    }
+
+    fn queue(&mut self, msg: &Message) {
+        if let Err(e) = self.outbound.encode(msg, &mut self.tx) {
+            // Only an `Error` carries text of our own making; it is cut to
+            // fit. Every other control message fits the smallest limit.
+            debug_assert!(false, "a {} exceeds the frame limit: {e}", msg.name());
+        }
+    }
+
+    /// Queues `Error { reason }`, cut on a character boundary to fit the
+    /// peer's limit.
+    fn queue_error(&mut self, reason: &str) {
+        let room = self.outbound.max_frame_len() - 1 - 9; // tag, widest length varint
+        let mut end = reason.len().min(room);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.queue(&Message::Error {
+            reason: reason[..end].to_owned(),
+        });
+    }
+}
+
+/// Longest text whose `Send` payload fits `max`: 1 tag byte, the length
+/// varint, the text.
+pub(crate) fn max_text(max: usize) -> usize {
+    let mut text = max.saturating_sub(2);
+    // The varint is at most 9 bytes, so this steps back at most 8 times.
+    while text > 0 && 1 + varint_width(text) + text > max {
+        text -= 1;
+    }
+    text
+}
+
+fn varint_width(n: usize) -> usize {
+    match n {
+        0..=250 => 1,
+        251..=65_535 => 3,
+        65_536..=0xffff_ffff => 5,
+        _ => 9,
+    }
+}
+
+fn codec(max: usize) -> ChatCodec {
+    ChatCodec::with_max_frame_len(max).unwrap_or_else(|_| ChatCodec::new())
+}
+
+/// Whether a stream starts with an HTTP method, as a browser or curl would.
+fn is_http(head: &[u8]) -> bool {
+    const METHODS: [&[u8; 4]; 10] = [
+        b"GET ", b"POST", b"PUT ", b"HEAD", b"DELE", b"OPTI", b"PATC", b"CONN", b"TRAC", b"PRI ",
+    ];
+    METHODS.iter().any(|m| head == &m[..])
+}
+
