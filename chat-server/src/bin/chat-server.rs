@@ -135,6 +135,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         shutdown_grace: args.shutdown_grace,
         close_timeout: args.close_timeout,
         presence: !args.no_presence,
+        ..Config::default()
     };
     let stop = signals()?;
     let server = match Server::bind(args.bind.as_str(), config).await {
