@@ -1,19 +1,15 @@
-//! Connecting and the handshake; the handles a caller holds afterwards.
+//! Connecting, and the handles a caller holds afterwards.
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use chat_proto::{ChatCodec, EncodeError, MAX_FRAME_LEN, Message, VERSION};
-use futures::{SinkExt, StreamExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use chat_proto::{ClientConfig, Connection};
 use tokio::net::{TcpStream, ToSocketAddrs, lookup_host};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout;
-use tokio_util::codec::{FramedRead, FramedWrite};
 
-use crate::codec::SkipUnknown;
-use crate::driver::{Command, Driver};
+use crate::driver::{Command, Driver, handshake};
 use crate::error::Error;
 use crate::event::Event;
 
@@ -61,7 +57,10 @@ pub struct Session {
     pub server: SocketAddr,
     /// This client's address as the server sees it: what peers are shown.
     pub me: SocketAddr,
-    /// Longest text the server accepts, in bytes of UTF-8.
+    /// Longest text the server accepts, in bytes of UTF-8: what a `Send`
+    /// within the `Welcome`'s `max_frame` can carry
+    /// ([`chat_proto::Connection::max_text_len`]; 65,512 on a default
+    /// server). [`Sender::send`] refuses longer texts locally.
     pub max_text_len: usize,
     /// Protocol version in force.
     pub version: u16,
@@ -72,8 +71,9 @@ pub struct Session {
 /// A connected chat client.
 ///
 /// Connecting performs the handshake and starts a driver task that owns the
-/// socket: it writes what [`Sender`]s ask for, answers the server's `Ping`s,
-/// and passes everything else on as [`Event`]s. Use the client as is, or
+/// socket and drives chat-proto's protocol machine: it writes what
+/// [`Sender`]s ask for, answers the server's `Ping`s, and passes everything
+/// else on as [`Event`]s. Use the client as is, or
 /// [`split`](Client::split) it to send and receive from different tasks.
 ///
 /// # Examples
@@ -117,8 +117,8 @@ impl Client {
     ///
     /// [`Error::Resolve`], [`Error::Refused`] or [`Error::Connect`] if no
     /// connection could be made; [`Error::Rejected`] if the server said no;
-    /// [`Error::Timeout`], [`Error::ServerClosed`], [`Error::Decode`] or
-    /// [`Error::Protocol`] if the handshake went wrong.
+    /// [`Error::Timeout`], [`Error::ServerClosed`], [`Error::Decode`],
+    /// [`Error::Protocol`] or [`Error::Io`] if the handshake went wrong.
     pub async fn connect<A>(addr: A) -> Result<Client, Error>
     where
         A: ToSocketAddrs + fmt::Display,
@@ -136,57 +136,33 @@ impl Client {
         A: ToSocketAddrs + fmt::Display,
     {
         let shown = addr.to_string();
-        let stream = dial(addr, &shown, options.connect_timeout).await?;
+        let mut stream = dial(addr, &shown, options.connect_timeout).await?;
         let server = stream.peer_addr()?;
-        // The driver's reader and writer do the handshake too, so bytes that
-        // arrive right behind the Welcome stay in the reader's buffer.
-        let (read_half, write_half) = stream.into_split();
-        let mut reader = FramedRead::new(read_half, SkipUnknown(ChatCodec::new()));
-        let mut writer = FramedWrite::new(write_half, ChatCodec::new());
+        // The machine keeps whatever arrives right behind the Welcome in its
+        // input buffer, and goes on to the driver with it.
+        let mut conn = Connection::client(ClientConfig::default());
         let waited = options.handshake_timeout;
-        let welcome = timeout(waited, handshake(&mut reader, &mut writer))
+        let negotiated = timeout(waited, handshake(&mut stream, &mut conn))
             .await
             .map_err(|_| Error::Timeout {
                 waiting_for: "the server's Welcome",
                 after: waited,
             })??;
-        let Welcome {
-            version,
-            features,
-            max_frame,
-            me,
-        } = welcome;
-        let write_codec = ChatCodec::with_max_frame_len(max_frame).map_err(|e| {
-            Error::Protocol(format!("the server announced an unusable frame limit: {e}"))
-        })?;
-        // A relay carries the sender's address on top of the text, so it may
-        // be slightly larger than what the server accepts from us.
-        *reader.decoder_mut() = SkipUnknown(
-            ChatCodec::with_max_frame_len(
-                max_frame
-                    .saturating_add(64)
-                    .clamp(MAX_FRAME_LEN, chat_proto::MAX_FRAME_LEN_CEILING),
-            )
-            .map_err(|e| Error::Protocol(e.to_string()))?,
-        );
-        *writer.encoder_mut() = write_codec;
+        let session = Session {
+            server,
+            me: negotiated.addr,
+            max_text_len: conn.max_text_len(),
+            version: negotiated.version,
+            features: negotiated.features,
+        };
 
         let (command_tx, command_rx) = mpsc::channel(COMMAND_QUEUE);
         let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
-        let driver = Driver::new(reader, writer, command_rx, event_tx, options.exit_timeout);
+        let driver = Driver::new(stream, conn, command_rx, event_tx, options.exit_timeout);
         tokio::spawn(driver.run());
-
-        let session = Session {
-            server,
-            me,
-            max_text_len: max_text_len(&write_codec),
-            version,
-            features,
-        };
         Ok(Client {
             sender: Sender {
                 commands: command_tx,
-                codec: write_codec,
                 session,
             },
             events: Events { rx: event_rx },
@@ -240,7 +216,6 @@ impl Client {
 #[derive(Debug, Clone)]
 pub struct Sender {
     commands: mpsc::Sender<Command>,
-    codec: ChatCodec,
     session: Session,
 }
 
@@ -255,20 +230,16 @@ impl Sender {
     /// ended or is ending; [`Error::Io`] if the write failed.
     pub async fn send(&self, text: impl Into<String>) -> Result<(), Error> {
         let text = text.into();
-        let len = text.len();
-        let frame = match self.codec.frame(&Message::Send { text }) {
-            Ok(frame) => frame,
-            Err(EncodeError::TooLarge { .. }) => {
-                return Err(Error::TooLong {
-                    len,
-                    max: self.session.max_text_len,
-                });
-            }
-            Err(other) => return Err(Error::Protocol(other.to_string())),
-        };
+        let max = self.session.max_text_len;
+        if text.len() > max {
+            return Err(Error::TooLong {
+                len: text.len(),
+                max,
+            });
+        }
         let (done, result) = oneshot::channel();
         self.commands
-            .send(Command::Send { frame, done })
+            .send(Command::Send { text, done })
             .await
             .map_err(|_| Error::Disconnected)?;
         result.await.map_err(|_| Error::Disconnected)?
@@ -327,14 +298,6 @@ impl Events {
     }
 }
 
-/// The parts of the server's `Welcome` the client keeps.
-struct Welcome {
-    version: u16,
-    features: u64,
-    max_frame: usize,
-    me: SocketAddr,
-}
-
 /// Resolves `addr` and connects to the first address that accepts.
 async fn dial<A: ToSocketAddrs>(addr: A, shown: &str, wait: Duration) -> Result<TcpStream, Error> {
     let resolve = |source| Error::Resolve {
@@ -370,68 +333,4 @@ async fn dial<A: ToSocketAddrs>(addr: A, shown: &str, wait: Duration) -> Result<
             source,
         },
     })
-}
-
-/// Sends `Hello` and waits for `Welcome` (or the server's refusal).
-async fn handshake(
-    reader: &mut FramedRead<OwnedReadHalf, SkipUnknown>,
-    writer: &mut FramedWrite<OwnedWriteHalf, ChatCodec>,
-) -> Result<Welcome, Error> {
-    writer.send(Message::hello()).await?;
-    loop {
-        let msg = match reader.next().await {
-            None => return Err(Error::ServerClosed),
-            Some(Err(e)) => return Err(e.into()),
-            Some(Ok(msg)) => msg,
-        };
-        match msg {
-            Message::Welcome {
-                version,
-                features,
-                max_frame,
-                ip,
-                port,
-            } => {
-                if version == 0 || version > VERSION {
-                    return Err(Error::Protocol(format!(
-                        "the server chose protocol version {version}; this client speaks 1..={VERSION}"
-                    )));
-                }
-                let welcome = Welcome {
-                    version,
-                    features,
-                    max_frame: usize::try_from(max_frame).unwrap_or(usize::MAX),
-                    me: SocketAddr::new(ip, port),
-                };
-                return Ok(welcome);
-            }
-            Message::Error { reason } => return Err(Error::Rejected { reason }),
-            Message::Ping { nonce } => writer.send(Message::Pong { nonce }).await?,
-            other => {
-                return Err(Error::Protocol(format!(
-                    "expected Welcome, the server sent {}",
-                    other.name()
-                )));
-            }
-        }
-    }
-}
-
-/// The longest text whose `Send` fits `codec`'s limit.
-fn max_text_len(codec: &ChatCodec) -> usize {
-    let fits = |n: usize| {
-        codec
-            .frame(&Message::Send {
-                text: "a".repeat(n),
-            })
-            .is_ok()
-    };
-    // The payload is a tag, a varint length and the text: at most 9 bytes of
-    // overhead, so the answer is within a few bytes below the limit.
-    let limit = codec.max_frame_len();
-    let mut n = limit.saturating_sub(9);
-    while n < limit && fits(n + 1) {
-        n += 1;
-    }
-    n
 }

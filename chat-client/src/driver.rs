@@ -1,42 +1,60 @@
-//! The one task that owns the socket.
+//! The one task that owns the socket and drives the protocol machine.
 //!
-//! It `select!`s over three things: commands from [`Sender`](crate::Sender)s,
-//! frames from the server, and (while leaving) the exit deadline. Owning both
-//! halves in one task means a `Ping` is answered even when the caller only
-//! ever sends, and writes never interleave.
+//! Every rule of the conversation (the handshake, answering `Ping`,
+//! skipping message kinds a newer server may send, the `Exit` sequence, the
+//! frame limits) lives in [`chat_proto::Connection`]; this file only moves
+//! bytes between it and the [`TcpStream`], and turns its events into
+//! [`Event`]s for the caller.
 //!
-//! Backpressure: an event read from the socket waits in `pending` until the
-//! event queue has room, and nothing more is read meanwhile, so a caller who
-//! stops reading slows the server down instead of growing a buffer. A caller
-//! who drops [`Events`](crate::Events) has its events discarded.
+//! [`handshake`] runs first, inside [`Client::connect`](crate::Client::connect);
+//! bytes that arrive right behind the `Welcome` stay in the machine's input
+//! buffer for the [`Driver`]. The driver then `select!`s over commands from
+//! [`Sender`](crate::Sender)s, the socket becoming readable or writable, and
+//! (while leaving) the exit deadline. Reads and writes wait on readiness
+//! rather than on each other, so a `Ping` is answered even while a large
+//! `Send` is still being written, and writes never interleave.
+//!
+//! Backpressure, both ways:
+//! - an event taken from the machine waits in `pending` until the event
+//!   queue has room, and nothing more is read meanwhile, so a caller who
+//!   stops reading slows the server down instead of growing a buffer (a
+//!   caller who drops [`Events`](crate::Events) has its events discarded);
+//! - while more than [`HIGH_WATER`] bytes wait to be written, the driver
+//!   takes no command and reads nothing, so neither the caller nor a server
+//!   that pings without reading can grow the output buffer.
 
+use std::collections::VecDeque;
+use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use chat_proto::{ChatCodec, Frame, Message};
-use futures::{SinkExt, StreamExt};
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use bytes::{Buf, BytesMut};
+use chat_proto::{Connection, Message, Negotiated, SendError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep_until, timeout};
-use tokio_util::codec::{FramedRead, FramedWrite};
 
-use crate::codec::SkipUnknown;
 use crate::error::Error;
 use crate::event::Event;
+
+/// Bytes waiting to be written above which the driver stops taking commands
+/// and reading: one maximal frame fits below it, a few small ones batch.
+const HIGH_WATER: usize = 64 * 1024;
+/// Spare room made in the input buffer before a read.
+const READ_CHUNK: usize = 8 * 1024;
+/// Longest wait, at the end, to write what is queued (an `Error` telling a
+/// misbehaving server why) and to half-close.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What a [`Sender`](crate::Sender) asks of the driver; `done` gets the outcome.
 #[derive(Debug)]
 pub(crate) enum Command {
-    /// Write this already-checked `Send` frame.
-    Send {
-        frame: Frame,
-        done: oneshot::Sender<Result<(), Error>>,
-    },
+    /// Send this text (its length already checked against the limit);
+    /// reply once it is written to the socket.
+    Send { text: String, done: Waiter },
     /// Leave: reply once the server has acknowledged (or not, in time).
-    Exit {
-        done: oneshot::Sender<Result<(), Error>>,
-    },
+    Exit { done: Waiter },
 }
 
 type Waiter = oneshot::Sender<Result<(), Error>>;
@@ -49,51 +67,128 @@ enum End {
     ServerExit,
 }
 
+/// Sends the machine's `Hello` and feeds it the server's bytes until the
+/// handshake is settled.
+///
+/// # Errors
+///
+/// [`Error::Rejected`] if the server answered `Error`, [`Error::ServerClosed`]
+/// if it hung up, [`Error::Decode`]/[`Error::Protocol`] if it broke the
+/// protocol (the server is told why), [`Error::Io`].
+pub(crate) async fn handshake(
+    stream: &mut TcpStream,
+    conn: &mut Connection,
+) -> Result<Negotiated, Error> {
+    loop {
+        if let Some(bytes) = conn.transmit() {
+            stream.write_all(&bytes).await?;
+        }
+        match conn.poll() {
+            Ok(Some(chat_proto::Event::Welcome(negotiated))) => return Ok(negotiated),
+            Ok(Some(chat_proto::Event::Error(reason))) => return Err(Error::Rejected { reason }),
+            // A client machine reports nothing else before its Welcome.
+            Ok(Some(other)) => tracing::debug!(?other, "ignored during the handshake"),
+            Ok(None) => {}
+            Err(e) => {
+                if let Some(bytes) = conn.transmit() {
+                    let _ = timeout(CLOSE_TIMEOUT, stream.write_all(&bytes)).await;
+                }
+                return Err(e.into());
+            }
+        }
+        reserve(conn);
+        if stream.read_buf(conn.input()).await? == 0 {
+            conn.eof()?;
+            return Err(Error::ServerClosed);
+        }
+    }
+}
+
+/// Makes room in the machine's input buffer for the next read.
+fn reserve(conn: &mut Connection) {
+    let input = conn.input();
+    if input.capacity() - input.len() < READ_CHUNK / 4 {
+        input.reserve(READ_CHUNK);
+    }
+}
+
+/// The session after the handshake; see the module docs.
+#[derive(Debug)]
 pub(crate) struct Driver {
-    reader: FramedRead<OwnedReadHalf, SkipUnknown>,
-    writer: FramedWrite<OwnedWriteHalf, ChatCodec>,
+    stream: TcpStream,
+    conn: Connection,
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<Result<Event, Error>>,
     exit_timeout: Duration,
+    /// Bytes taken from the machine, not yet written.
+    out: BytesMut,
+    /// Bytes ever written, and ever taken from the machine: a send is done
+    /// once `written` reaches where its frame ended.
+    written: u64,
+    queued: u64,
+    /// Senders waiting for their frame to be written, with its end offset.
+    sends: VecDeque<(u64, Waiter)>,
 }
 
 impl Driver {
     pub(crate) fn new(
-        reader: FramedRead<OwnedReadHalf, SkipUnknown>,
-        writer: FramedWrite<OwnedWriteHalf, ChatCodec>,
+        stream: TcpStream,
+        conn: Connection,
         commands: mpsc::Receiver<Command>,
         events: mpsc::Sender<Result<Event, Error>>,
         exit_timeout: Duration,
     ) -> Self {
         Driver {
-            reader,
-            writer,
+            stream,
+            conn,
             commands,
             events,
             exit_timeout,
+            out: BytesMut::new(),
+            written: 0,
+            queued: 0,
+            sends: VecDeque::new(),
         }
     }
 
     /// Runs the session to its end, then reports how it ended to everyone
-    /// waiting: `exit()` callers, then the event stream.
+    /// waiting: senders, `exit()` callers, then the event stream.
     pub(crate) async fn run(mut self) {
         let mut waiters = Vec::new();
         let outcome = self.serve(&mut waiters).await;
         // Refuse further commands; queued ones see `Disconnected`.
         self.commands.close();
         while let Ok(cmd) = self.commands.try_recv() {
-            let done = match cmd {
-                Command::Send { done, .. } => done,
-                Command::Exit { done } => {
-                    waiters.push(done);
-                    continue;
+            match cmd {
+                Command::Send { done, .. } => {
+                    let _ = done.send(Err(Error::Disconnected));
+                }
+                Command::Exit { done } => waiters.push(done),
+            }
+        }
+        // Write what is left (sends already accepted, the `Error` that tells
+        // a misbehaving server why), then half-close so the server sees a
+        // clean end; bounded in case the server stopped reading.
+        let flushed = match &outcome {
+            Err(Error::Io(_)) => false,
+            _ => timeout(CLOSE_TIMEOUT, self.flush())
+                .await
+                .is_ok_and(|r| r.is_ok()),
+        };
+        if flushed {
+            let _ = timeout(CLOSE_TIMEOUT, self.stream.shutdown()).await;
+        }
+        for (end, done) in self.sends.drain(..) {
+            let result = if self.written >= end {
+                Ok(())
+            } else {
+                match &outcome {
+                    Err(e) => Err(e.duplicate()),
+                    Ok(_) => Err(Error::Disconnected),
                 }
             };
-            let _ = done.send(Err(Error::Disconnected));
+            let _ = done.send(result);
         }
-        // Half-close so the server sees a clean end; bounded in case the
-        // server stopped reading.
-        let _ = timeout(Duration::from_secs(1), self.writer.get_mut().shutdown()).await;
         match outcome {
             Ok(end) => {
                 tracing::debug!(
@@ -118,68 +213,81 @@ impl Driver {
     }
 
     async fn serve(&mut self, waiters: &mut Vec<Waiter>) -> Result<End, Error> {
-        // An event read but not yet handed over (see the module docs).
+        // An event taken from the machine but not yet handed over.
         let mut pending: Option<Event> = None;
+        // The server sent `Error`: once its event is handed over, the session is over.
+        let mut server_error = false;
         // Set once we have sent `Exit`: the acknowledgement must come by then.
         let mut deadline: Option<Instant> = None;
         let mut commands_open = true;
+        // A handle of our own, so a reserved slot does not borrow `self`.
+        let events = self.events.clone();
         loop {
+            while pending.is_none() && !server_error {
+                let Some(event) = self.conn.poll()? else {
+                    break;
+                };
+                match event {
+                    chat_proto::Event::Message(msg) => pending = to_event(msg),
+                    chat_proto::Event::Exit if deadline.is_some() => return Ok(End::Left),
+                    chat_proto::Event::Exit => return Ok(End::ServerExit),
+                    chat_proto::Event::Error(reason) => {
+                        pending = Some(Event::ServerError(reason));
+                        server_error = true;
+                    }
+                    other => tracing::debug!(?other, "ignored"),
+                }
+            }
+            if server_error && pending.is_none() {
+                return Err(Error::ServerClosed);
+            }
             if !commands_open && deadline.is_none() {
                 // Every Sender is gone: nobody can send, so leave.
-                deadline = Some(begin_leave(&mut self.writer, self.exit_timeout).await?);
+                deadline = Some(self.leave());
             }
+            self.take_output();
+            let room = self.out.len() < HIGH_WATER;
             tokio::select! {
-                cmd = self.commands.recv(), if commands_open => match cmd {
+                cmd = self.commands.recv(), if commands_open && room => match cmd {
                     None => commands_open = false,
-                    Some(Command::Send { frame, done }) => {
-                        if deadline.is_some() {
-                            let _ = done.send(Err(Error::Disconnected));
-                        } else if let Err(e) = self.writer.send(frame).await {
-                            let err = Error::from(e);
-                            let _ = done.send(Err(err.duplicate()));
-                            return Err(err);
-                        } else {
-                            let _ = done.send(Ok(()));
-                        }
-                    }
+                    Some(Command::Send { text, done }) => self.send(text, done),
                     Some(Command::Exit { done }) => {
                         waiters.push(done);
                         if deadline.is_none() {
-                            deadline = Some(begin_leave(&mut self.writer, self.exit_timeout).await?);
+                            deadline = Some(self.leave());
                         }
                     }
                 },
-                permit = self.events.reserve(), if pending.is_some() => {
+                permit = events.reserve(), if pending.is_some() => {
                     // If nobody reads events any more, the event is dropped.
                     if let (Ok(permit), Some(event)) = (permit, pending.take()) {
                         permit.send(Ok(event));
                     }
                 }
-                frame = self.reader.next(), if pending.is_none() => {
-                    let msg = match frame {
-                        // Closing instead of acknowledging our Exit still means we are out.
-                        None if deadline.is_some() => return Ok(End::Left),
-                        None => return Err(Error::ServerClosed),
-                        Some(Err(e)) => return Err(e.into()),
-                        Some(Ok(msg)) => msg,
-                    };
-                    match msg {
-                        Message::Relay { ip, port, text } => {
-                            pending = Some(Event::Message { from: SocketAddr::new(ip, port), text });
+                ready = self.stream.readable(), if pending.is_none() && !server_error && room => {
+                    ready?;
+                    reserve(&mut self.conn);
+                    match self.stream.try_read_buf(self.conn.input()) {
+                        Ok(0) => {
+                            self.conn.eof()?;
+                            // Closing instead of acknowledging our Exit still means we are out.
+                            return if deadline.is_some() {
+                                Ok(End::Left)
+                            } else {
+                                Err(Error::ServerClosed)
+                            };
                         }
-                        Message::Joined { ip, port } => pending = Some(Event::Joined(SocketAddr::new(ip, port))),
-                        Message::Left { ip, port } => pending = Some(Event::Left(SocketAddr::new(ip, port))),
-                        Message::Error { reason } => pending = Some(Event::ServerError(reason)),
-                        Message::Exit if deadline.is_some() => return Ok(End::Left),
-                        Message::Exit => return Ok(End::ServerExit),
-                        Message::Ping { nonce } => self.writer.send(Message::Pong { nonce }).await?,
-                        Message::Pong { nonce } => tracing::debug!(nonce, "unsolicited Pong"),
-                        other => {
-                            return Err(Error::Protocol(format!(
-                                "the server sent {} after the handshake",
-                                other.name()
-                            )));
-                        }
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                ready = self.stream.writable(), if !self.out.is_empty() => {
+                    ready?;
+                    match self.stream.try_write(&self.out) {
+                        Ok(n) => self.wrote(n),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(e.into()),
                     }
                 }
                 () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
@@ -191,22 +299,83 @@ impl Driver {
             }
         }
     }
-}
 
-/// Sends `Exit`; returns the deadline for the server's answer.
-async fn begin_leave(
-    writer: &mut FramedWrite<OwnedWriteHalf, ChatCodec>,
-    exit_timeout: Duration,
-) -> Result<Instant, Error> {
-    let deadline = Instant::now() + exit_timeout;
-    match timeout(exit_timeout, writer.send(Message::Exit)).await {
-        Ok(sent) => sent?,
-        Err(_) => {
-            return Err(Error::Timeout {
-                waiting_for: "the socket to take our Exit",
-                after: exit_timeout,
-            });
+    /// Queues a `Send`; its waiter is answered once the frame is written.
+    fn send(&mut self, text: String, done: Waiter) {
+        let len = text.len();
+        match self.conn.send(&Message::Send { text }) {
+            Ok(()) => {
+                self.take_output();
+                self.sends.push_back((self.queued, done));
+            }
+            Err(SendError::TooLarge(_)) => {
+                let max = self.conn.max_text_len();
+                let _ = done.send(Err(Error::TooLong { len, max }));
+            }
+            // Leaving (or closed): nothing more goes out.
+            Err(_) => {
+                let _ = done.send(Err(Error::Disconnected));
+            }
         }
     }
-    Ok(deadline)
+
+    /// Queues `Exit`; returns the deadline for the server's answer.
+    fn leave(&mut self) -> Instant {
+        if let Err(e) = self.conn.exit() {
+            tracing::debug!(error = %e, "not sending Exit");
+        }
+        Instant::now() + self.exit_timeout
+    }
+
+    /// Moves what the machine has to send into the output buffer.
+    fn take_output(&mut self) {
+        if let Some(bytes) = self.conn.transmit() {
+            self.queued += bytes.len() as u64;
+            self.out.extend_from_slice(&bytes);
+        }
+    }
+
+    /// Records `n` bytes written and answers the sends they completed.
+    fn wrote(&mut self, n: usize) {
+        self.out.advance(n);
+        self.written += n as u64;
+        while let Some((end, _)) = self.sends.front() {
+            if *end > self.written {
+                break;
+            }
+            if let Some((_, done)) = self.sends.pop_front() {
+                let _ = done.send(Ok(()));
+            }
+        }
+    }
+
+    /// Writes everything queued, the machine's last words included.
+    async fn flush(&mut self) -> io::Result<()> {
+        self.take_output();
+        while !self.out.is_empty() {
+            let n = self.stream.write(&self.out).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            self.wrote(n);
+        }
+        Ok(())
+    }
+}
+
+/// The caller's view of a message the machine let through.
+fn to_event(msg: Message) -> Option<Event> {
+    match msg {
+        Message::Relay { ip, port, text } => Some(Event::Message {
+            from: SocketAddr::new(ip, port),
+            text,
+        }),
+        Message::Joined { ip, port } => Some(Event::Joined(SocketAddr::new(ip, port))),
+        Message::Left { ip, port } => Some(Event::Left(SocketAddr::new(ip, port))),
+        // We never ping, so a Pong is unsolicited; nothing else reaches here.
+        other => {
+            tracing::debug!(message = other.name(), "ignored");
+            None
+        }
+    }
 }

@@ -3,7 +3,7 @@
 use std::io;
 use std::time::Duration;
 
-use chat_proto::{DecodeError, StreamError};
+use chat_proto::{DecodeError, ProtocolError};
 
 /// Everything that can go wrong talking to a chat server.
 ///
@@ -57,12 +57,15 @@ pub enum Error {
     /// The server closed the connection without saying goodbye with `Exit`.
     #[error("the server closed the connection")]
     ServerClosed,
-    /// The server sent bytes that are not a valid frame.
+    /// The server sent bytes that are not a valid frame (or closed the
+    /// connection inside one).
     #[error("protocol error: {0}")]
     Decode(#[from] DecodeError),
-    /// The server sent a valid message that makes no sense at this point.
+    /// The server broke another rule of the protocol: a message out of
+    /// turn, one only clients send, or an unusable `Welcome`. The client
+    /// told the server why (an `Error` frame) before closing.
     #[error("protocol error: {0}")]
-    Protocol(String),
+    Protocol(ProtocolError),
     /// The text is longer than the server accepts; nothing was sent.
     #[error("text too long: {len} bytes, the server accepts at most {max}")]
     TooLong {
@@ -79,14 +82,13 @@ pub enum Error {
     Io(#[from] io::Error),
 }
 
-impl From<StreamError> for Error {
-    fn from(err: StreamError) -> Self {
+impl From<ProtocolError> for Error {
+    /// A bad frame is [`Error::Decode`]; any other broken rule is
+    /// [`Error::Protocol`].
+    fn from(err: ProtocolError) -> Self {
         match err {
-            StreamError::Io(e) => Error::Io(e),
-            StreamError::Decode(e) => Error::Decode(e),
-            // Our own frames are checked before they reach the socket, so this
-            // is a bug, but it is still reported, not panicked on.
-            other => Error::Protocol(format!("could not encode a message: {other}")),
+            ProtocolError::Frame(e) => Error::Decode(e),
+            other => Error::Protocol(other),
         }
     }
 }

@@ -1,12 +1,16 @@
 //! A client for the chat protocol of `chat-proto`: connect, send text, read
 //! what the others say, leave.
 //!
-//! [`Client::connect`] opens a TCP connection (host names, IPv4 and IPv6),
-//! sends `Hello` and waits for the server's `Welcome`, which tells the
-//! client its own address as others see it and the longest text the server
-//! accepts. From then on one driver task owns the socket; the caller holds a
+//! [`Client::connect`] opens a TCP connection (host names, IPv4 and IPv6)
+//! and performs the handshake through chat-proto's protocol machine,
+//! [`chat_proto::Connection`]: `Hello`, then the server's `Welcome`, which
+//! tells the client its own address as others see it and the longest text
+//! the server accepts ([`Session::max_text_len`]). From then on one driver
+//! task owns the socket and drives the machine; the caller holds a
 //! [`Sender`] (clonable) and an [`Events`] stream, so sending and receiving
-//! run concurrently. The driver answers the server's `Ping`s by itself.
+//! run concurrently. The machine answers the server's `Ping`s by itself, so
+//! a client that neither sends nor reads stays connected past the server's
+//! idle timeout; it also skips message kinds a newer server may send.
 //!
 //! ```no_run
 //! use chat_client::{Client, Event};
@@ -36,21 +40,21 @@
 //!
 //! # Layout
 //!
-//! - `client`: connecting, the handshake, [`Client`], [`Sender`], [`Events`].
-//! - `driver`: the task that owns the socket.
-//! - `codec`: the read side's decoder, which skips unknown message kinds.
+//! - `client`: connecting, [`Client`], [`Sender`], [`Events`], [`Session`],
+//!   [`Options`].
+//! - `driver`: the handshake, and the task that owns the socket and moves
+//!   bytes between it and the protocol machine; every protocol rule is the
+//!   machine's.
 //! - `event`: [`Event`], what the server says in the client's terms.
 //! - `error`: [`Error`].
 //!
 //! The `chat-client` binary (feature `cli`, on by default) is a thin
-//! terminal front end over this library. The `chat-bench` load generator
-//! (feature `bench`, on by default) lives in the `bench` module.
+//! terminal front end over this library: `src/bin/chat-client/` (`main.rs`
+//! the conversation, `command.rs` what a line means, `ui.rs` the terminal
+//! and the pipe).
 #![forbid(unsafe_code)]
 
-#[cfg(feature = "bench")]
-pub mod bench;
 mod client;
-mod codec;
 mod driver;
 mod error;
 mod event;

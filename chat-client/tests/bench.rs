@@ -1,20 +1,27 @@
-//! The load generator's logic against an in-process server: every delivery
-//! must arrive exactly once, in per-sender order, intact.
-#![cfg(feature = "bench")]
+//! The real `chat-bench` binary against an in-process server (or a scripted
+//! one): every delivery must arrive exactly once, in per-sender order,
+//! intact; evictions and silence must end a run within its timeout.
 
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
 
-use chat_client::bench::{self, Fanout, Idle};
+use chat_proto::{Connection, Event, Message, ServerConfig};
 use chat_server::{Config, Server};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
-async fn server(
-    config: Config,
-) -> (
-    std::net::SocketAddr,
-    oneshot::Sender<()>,
-    tokio::task::JoinHandle<()>,
-) {
+/// A real server in this process, on a free loopback port.
+struct Running {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+async fn start(config: Config) -> Running {
     let server = Server::bind("127.0.0.1:0", config).await.expect("bind");
     let addr = server.local_addr();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -26,116 +33,335 @@ async fn server(
             .await
             .expect("server runs");
     });
-    (addr, stop, task)
+    Running { addr, stop, task }
 }
 
-fn opts(server: std::net::SocketAddr) -> Fanout {
-    Fanout {
-        server,
-        clients: 6,
-        messages: 300,
-        size: 64,
-        rate: None,
-        stalled: 0,
-        window: 50,
-        timeout: Duration::from_secs(10),
-        progress: false,
+impl Running {
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("server stops")
+            .expect("server task");
     }
+}
+
+/// Flood control off, as for any load test.
+fn load_config() -> Config {
+    Config {
+        rate: 0,
+        ..Config::default()
+    }
+}
+
+/// What a `chat-bench` run gave.
+struct Bench {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+    took: Duration,
+}
+
+impl Bench {
+    fn json(&self) -> Value {
+        serde_json::from_str(self.stdout.trim())
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
+    }
+}
+
+/// Runs the chat-bench binary against `addr`; gives up after two minutes.
+async fn bench(addr: SocketAddr, args: &[&str]) -> Bench {
+    let t0 = Instant::now();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chat-bench"))
+        .arg("--server")
+        .arg(addr.to_string())
+        .args(["--threads", "2"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("chat-bench starts");
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("chat-bench finishes within two minutes")
+        .expect("chat-bench output");
+    Bench {
+        code: status.code(),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        took: t0.elapsed(),
+    }
+}
+
+/// Runs `chat-bench --json fanout ARGS` (split at spaces), checks its exit
+/// status, and gives back the run and its report.
+async fn fanout(addr: SocketAddr, args: &str, code: i32) -> (Bench, Value) {
+    let mut all = vec!["--json", "fanout"];
+    all.extend(args.split_whitespace());
+    let run = bench(addr, &all).await;
+    assert_eq!(run.code, Some(code), "{}{}", run.stdout, run.stderr);
+    let report = run.json();
+    (run, report)
+}
+
+fn assert_clean(r: &Value) {
+    assert_eq!(r["deliveries"], r["expected"], "{r}");
+    for field in ["losses", "duplicates", "order_violations", "corrupt"] {
+        assert_eq!(r[field], 0, "{field}: {r}");
+    }
+    assert_eq!(r["evicted"], Value::Array(vec![]), "{r}");
+    assert_eq!(r["timed_out"], false, "{r}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout_delivers_everything_once_in_order() {
-    let (addr, stop, task) = server(Config::default()).await;
-    let report = tokio::time::timeout(Duration::from_secs(60), bench::fanout(&opts(addr), None))
-        .await
-        .expect("fan-out finishes")
-        .expect("fan-out runs");
-    assert_eq!(report.expected, 6 * 5 * 300);
-    assert_eq!(report.deliveries, report.expected);
-    assert_eq!(
-        (
-            report.losses,
-            report.duplicates,
-            report.order_violations,
-            report.corrupt
-        ),
-        (0, 0, 0, 0)
-    );
-    assert!(report.passed());
-    assert!(report.latency_us.max > 0.0, "latencies were recorded");
-    let _ = stop.send(());
-    task.await.unwrap();
+    let server = start(load_config()).await;
+    let (_, r) = fanout(server.addr, "-n 6 -m 300 --window 50", 0).await;
+    assert_eq!(r["expected"], 6 * 5 * 300);
+    assert_clean(&r);
+    assert!(r["latency_us"]["max"].as_f64().unwrap() > 0.0, "{r}");
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paced_fanout_with_large_chinese_text() {
-    let (addr, stop, task) = server(Config::default()).await;
-    let o = Fanout {
-        clients: 3,
-        messages: 40,
-        size: 4000,
-        rate: Some(400.0),
-        ..opts(addr)
-    };
-    let report = tokio::time::timeout(Duration::from_secs(60), bench::fanout(&o, None))
-        .await
-        .expect("fan-out finishes")
-        .expect("fan-out runs");
-    assert!(report.passed(), "{report}");
-    assert_eq!(report.deliveries, 3 * 2 * 40);
-    let _ = stop.send(());
-    task.await.unwrap();
+    let server = start(load_config()).await;
+    let (_, r) = fanout(server.addr, "-n 3 -m 40 -s 4000 --rate 400", 0).await;
+    assert_eq!(r["expected"], 3 * 2 * 40);
+    assert_clean(&r);
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_refuses_clients_is_a_clear_error() {
-    let config = Config {
+    let server = start(Config {
         max_clients: 2,
-        ..Config::default()
-    };
-    let (addr, stop, task) = server(config).await;
-    let err = tokio::time::timeout(Duration::from_secs(30), bench::fanout(&opts(addr), None))
-        .await
-        .expect("fails fast")
-        .expect_err("six clients do not fit in two places");
-    assert!(err.to_string().contains("server full"), "{err}");
-    let _ = stop.send(());
-    task.await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idle_connections_are_held_and_counted() {
-    let (addr, stop, task) = server(Config::default()).await;
-    let o = Idle {
-        server: addr,
-        connections: 40,
-        parallel: 8,
-        hold: Duration::from_millis(200),
-        presence: true,
-    };
-    let report = tokio::time::timeout(Duration::from_secs(30), bench::idle(&o, None))
-        .await
-        .expect("idle run finishes")
-        .expect("idle run works");
-    assert_eq!(report.connections, 40);
-    let _ = stop.send(());
-    task.await.unwrap();
+        ..load_config()
+    })
+    .await;
+    let run = bench(server.addr, &["fanout", "-n", "6", "-m", "10"]).await;
+    assert_eq!(run.code, Some(2), "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("server full"), "{}", run.stderr);
+    server.stop().await;
 }
 
 #[tokio::test]
 async fn options_are_checked() {
-    let o = Fanout {
-        clients: 1,
-        ..opts("127.0.0.1:9".parse().unwrap())
-    };
-    let err = bench::fanout(&o, None)
-        .await
-        .expect_err("one client cannot fan out");
-    assert!(err.to_string().contains("at least 2 clients"), "{err}");
-    let o = Fanout {
-        size: 10,
-        ..opts("127.0.0.1:9".parse().unwrap())
-    };
-    let err = bench::fanout(&o, None).await.expect_err("too small");
-    assert!(err.to_string().contains("at least 31 bytes"), "{err}");
+    let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let run = bench(addr, &["fanout", "-n", "1"]).await;
+    assert_eq!(run.code, Some(2));
+    assert!(run.stderr.contains("at least 2 clients"), "{}", run.stderr);
+    let run = bench(addr, &["fanout", "-s", "10"]).await;
+    assert_eq!(run.code, Some(2));
+    assert!(run.stderr.contains("at least 31 bytes"), "{}", run.stderr);
+    let run = bench(addr, &["soak"]).await;
+    assert_eq!(run.code, Some(2));
+    assert!(run.stderr.contains("--server-pid"), "{}", run.stderr);
+}
+
+#[test]
+fn help_says_the_server_needs_flood_control_off() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_chat-bench"))
+        .arg("--help")
+        .output()
+        .expect("chat-bench runs");
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("--rate 0"), "{help}");
+    for workload in ["fanout", "idle", "soak"] {
+        assert!(help.contains(workload), "{help}");
+    }
+}
+
+/// A client of our own, driven by the protocol machine, that counts the
+/// notices the server sends.
+struct Probe {
+    stream: TcpStream,
+    conn: Connection,
+}
+
+impl Probe {
+    async fn connect(addr: SocketAddr) -> Probe {
+        let mut p = Probe {
+            stream: TcpStream::connect(addr).await.expect("probe connects"),
+            conn: Connection::client(Default::default()),
+        };
+        let event = p.next().await;
+        assert!(matches!(event, Event::Welcome(_)), "{event:?}");
+        p
+    }
+
+    async fn next(&mut self) -> Event {
+        loop {
+            if let Some(event) = self.conn.poll().expect("server follows the protocol") {
+                return event;
+            }
+            if let Some(out) = self.conn.transmit() {
+                self.stream.write_all(&out).await.expect("probe writes");
+            }
+            let n = self
+                .stream
+                .read_buf(self.conn.input())
+                .await
+                .expect("probe reads");
+            assert_ne!(n, 0, "the server closed the probe");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_seen_by_the_server() {
+    let server = start(load_config()).await;
+    let mut probe = Probe::connect(server.addr).await;
+    let run = bench(
+        server.addr,
+        &[
+            "--json",
+            "idle",
+            "-k",
+            "40",
+            "--parallel",
+            "8",
+            "--hold",
+            "0",
+        ],
+    )
+    .await;
+    assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
+    // The bench's clients heard each other arrive (each at least of those
+    // after it)...
+    let notices = run.json()["joined_notices"].as_u64().unwrap();
+    assert!(notices >= 40 * 39 / 2, "{notices}");
+    // ...and the server announced 40 distinct clients, and then 40
+    // departures, to a client the bench knows nothing about.
+    let mut joined = std::collections::HashSet::new();
+    let mut left = std::collections::HashSet::new();
+    while left.len() < 40 {
+        let event = tokio::time::timeout(Duration::from_secs(30), probe.next())
+            .await
+            .unwrap_or_else(|_| panic!("{} joins and {} leaves seen", joined.len(), left.len()));
+        match event {
+            Event::Message(Message::Joined { ip, port }) => {
+                assert!(joined.insert(SocketAddr::new(ip, port)));
+            }
+            Event::Message(Message::Left { ip, port }) => {
+                let addr = SocketAddr::new(ip, port);
+                assert!(joined.contains(&addr), "{addr} left before joining");
+                assert!(left.insert(addr));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(joined.len(), 40);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_client_the_server_keeps_is_a_failure() {
+    // Too little traffic to fill anything: the stalled client is not
+    // evicted, and the run must say so rather than pass.
+    let server = start(load_config()).await;
+    let (_, r) = fanout(server.addr, "-n 3 -m 5 --stalled 1 --timeout 1", 1).await;
+    assert_clean(&r);
+    assert_eq!(r["stalled_evicted"], 0, "{r}");
+    assert_eq!(r["stalled_outcomes"][0]["outcome"], "not_evicted", "{r}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_client_is_evicted_as_a_slow_consumer() {
+    // 18 MB for the stalled client: more than its server-side socket buffer
+    // (4 MiB at most) and its outbox (8 MiB by default) can hold.
+    let server = start(load_config()).await;
+    let (_, r) = fanout(server.addr, "-n 3 -m 1500 -s 4000 --stalled 1", 0).await;
+    assert_clean(&r);
+    assert_eq!(r["stalled_evicted"], 1, "{r}");
+    assert_eq!(r["stalled_outcomes"][0]["reason"], "slow consumer", "{r}");
+    server.stop().await;
+}
+
+/// A scripted server: welcomes `clients` clients, tells the first about the
+/// others, then evicts the last with `reason` if there is one, and relays
+/// nothing. Holds every connection until dropped.
+async fn scripted(clients: usize, reason: Option<&'static str>) -> (SocketAddr, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let task = tokio::spawn(async move {
+        let mut held: Vec<(TcpStream, Connection)> = Vec::new();
+        for _ in 0..clients {
+            let (mut stream, peer) = listener.accept().await.expect("accept");
+            let mut conn = Connection::server(ServerConfig::default());
+            loop {
+                stream
+                    .read_buf(conn.input())
+                    .await
+                    .expect("the client says Hello");
+                if let Some(Event::Hello { .. }) = conn.poll().expect("a client's Hello") {
+                    break;
+                }
+            }
+            conn.accept(peer);
+            if let Some((_, first)) = held.first_mut() {
+                first
+                    .send(&Message::Joined {
+                        ip: peer.ip(),
+                        port: peer.port(),
+                    })
+                    .expect("Joined is a server's");
+            }
+            held.push((stream, conn));
+            for (stream, conn) in &mut held {
+                if let Some(out) = conn.transmit() {
+                    stream.write_all(&out).await.expect("write");
+                }
+            }
+        }
+        if let Some(reason) = reason {
+            let (mut stream, mut conn) = held.pop().expect("a client");
+            conn.refuse(reason);
+            stream
+                .write_all(&conn.transmit().expect("the Error"))
+                .await
+                .expect("write");
+            stream.shutdown().await.expect("half-close");
+            held.push((stream, conn));
+        }
+        std::future::pending::<()>().await;
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eviction_stops_the_run_with_the_servers_reason() {
+    let (addr, server) = scripted(3, Some("slow consumer")).await;
+    // The timeout is long: the run must end because of the eviction.
+    let (run, r) = fanout(addr, "-n 3 -m 100 --timeout 60", 1).await;
+    server.abort();
+    assert!(run.took < Duration::from_secs(30), "took {:?}", run.took);
+    assert!(run.stderr.contains("slow consumer"), "{}", run.stderr);
+    assert_eq!(r["evicted"][0]["client"], 2, "{r}");
+    assert!(
+        r["evicted"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("slow consumer"),
+        "{r}"
+    );
+    assert!(r["losses"].as_u64().unwrap() > 0, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silence_ends_the_run_at_its_timeout() {
+    let (addr, server) = scripted(3, None).await;
+    let (run, r) = fanout(addr, "-n 3 -m 100 --timeout 2", 1).await;
+    server.abort();
+    assert!(run.took >= Duration::from_secs(2), "took {:?}", run.took);
+    assert!(run.took < Duration::from_secs(15), "took {:?}", run.took);
+    assert_eq!(r["timed_out"], true, "{r}");
+    assert_eq!(r["deliveries"], 0, "{r}");
 }

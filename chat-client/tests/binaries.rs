@@ -1,84 +1,83 @@
-//! End to end with the real programs: a `chat-server` process and
-//! `chat-client` processes driven through their standard input, as a person
-//! in a terminal (or a script in a pipe) would.
+//! End to end with the real program: `chat-client` processes driven through
+//! their standard input, as a person in a terminal (or a script in a pipe)
+//! would, against the real server run in this process through the
+//! `chat_server` library.
 //!
 //! Every wait is for a line of output, bounded by a timeout; nothing sleeps.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use chat_server::{Config, Server};
+use tokio::runtime::Runtime;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 /// Upper bound on any single wait; only reached when something is broken.
 const T: Duration = Duration::from_secs(10);
 
 const CLIENT: &str = env!("CARGO_BIN_EXE_chat-client");
 
-/// The `chat-server` binary, built once per test run.
-///
-/// It belongs to another package, so cargo does not hand us its path:
-/// ask cargo to build it (a no-op when it is up to date) and read the path
-/// from its JSON messages. Cargo releases its build lock before running
-/// tests, so this nested call does not wait on the outer `cargo test`.
-fn server_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        // A second attempt, because a nested cargo can trip over the outer
-        // one's transient state; a real build failure fails both, and its
-        // messages are shown.
-        let mut why = String::new();
-        for _ in 0..2 {
-            match build_server() {
-                Ok(path) => return path,
-                Err(e) => why.push_str(&e),
-            }
-        }
-        panic!("building chat-server failed:\n{why}");
-    })
+/// A chat server on 127.0.0.1, run on a runtime of its own in this process.
+struct InProcess {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), chat_server::Error>>>,
+    runtime: Option<Runtime>,
 }
 
-fn build_server() -> Result<PathBuf, String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-    let out = Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "chat-server",
-            "--bin",
-            "chat-server",
-        ])
-        .args(["--message-format=json", "--manifest-path"])
-        .arg(&manifest)
-        .output()
-        .map_err(|e| format!("cannot run cargo: {e}\n"))?;
-    let messages: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect();
-    if !out.status.success() {
-        let rendered: String = messages
-            .iter()
-            .filter_map(|msg| msg["message"]["rendered"].as_str())
-            .collect();
-        return Err(format!(
-            "cargo exited with {}\n{}{rendered}\n",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ));
+impl InProcess {
+    fn start(config: Config) -> InProcess {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let server = runtime
+            .block_on(Server::bind("127.0.0.1:0", config))
+            .unwrap();
+        let addr = server.local_addr();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = runtime.spawn(server.run(async move {
+            let _ = stopped.await;
+        }));
+        InProcess {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+            runtime: Some(runtime),
+        }
     }
-    messages
-        .iter()
-        .filter(|msg| {
-            msg["reason"] == "compiler-artifact" && msg["target"]["name"] == "chat-server"
-        })
-        .find_map(|msg| msg["executable"].as_str().map(PathBuf::from))
-        .ok_or_else(|| "cargo reported no chat-server executable\n".to_owned())
+
+    /// Shuts down gracefully, as on SIGTERM: every client is told `Exit`.
+    fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        let task = self.task.take().unwrap();
+        let runtime = self.runtime.take().unwrap();
+        let ended = runtime.block_on(async { tokio::time::timeout(T, task).await });
+        ended
+            .expect("the server did not stop in time")
+            .expect("the server panicked")
+            .expect("the server failed");
+    }
+
+    /// Vanishes without a goodbye, as a killed process does: every task is
+    /// dropped, and with it every socket.
+    fn kill(mut self) {
+        self.runtime.take().unwrap().shutdown_timeout(T);
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// A child process that is killed if the test fails before it ends.
@@ -111,19 +110,6 @@ impl Proc {
         }
     }
 
-    fn server(extra: &[&str]) -> (Proc, SocketAddr) {
-        let mut cmd = Command::new(server_bin());
-        cmd.args(["--bind", "127.0.0.1:0"]).args(extra);
-        let mut server = Proc::spawn("server", cmd);
-        let line = server.line();
-        let addr = line
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("server said {line:?}"))
-            .parse()
-            .unwrap();
-        (server, addr)
-    }
-
     /// Starts a client and reads its greeting; returns it and its address.
     fn client(name: &str, server: SocketAddr) -> (Proc, SocketAddr) {
         let mut cmd = Command::new(CLIENT);
@@ -136,6 +122,24 @@ impl Proc {
             .parse()
             .unwrap();
         (client, me)
+    }
+
+    /// Starts two clients, `a` then `b`, and reads how each learns of the other.
+    fn pair(server: SocketAddr) -> ((Proc, SocketAddr), (Proc, SocketAddr)) {
+        let (mut a, a_addr) = Proc::client("a", server);
+        let (mut b, b_addr) = Proc::client("b", server);
+        a.expect(&format!("* {b_addr} joined"));
+        b.expect_joined(&[a_addr]);
+        ((a, a_addr), (b, b_addr))
+    }
+
+    /// Types `exit;`: the server acknowledges, the program ends with status 0.
+    fn leave(mut self) {
+        self.type_line("exit;");
+        self.expect("* left the chat");
+        let name = self.name.clone();
+        let status = self.finish();
+        assert!(status.success(), "{name} exited with {status}");
     }
 
     /// Types one line.
@@ -162,6 +166,16 @@ impl Proc {
 
     fn expect(&mut self, want: &str) {
         assert_eq!(self.line(), want, "{}'s next line", self.name);
+    }
+
+    /// The next lines announce these peers, in any order: a newcomer is
+    /// told who was already there.
+    fn expect_joined(&mut self, peers: &[SocketAddr]) {
+        let mut want: Vec<String> = peers.iter().map(|p| format!("* {p} joined")).collect();
+        let mut got: Vec<String> = peers.iter().map(|_| self.line()).collect();
+        want.sort();
+        got.sort();
+        assert_eq!(got, want, "{}'s next lines", self.name);
     }
 
     /// Waits for the process to end; nothing more may have been printed.
@@ -201,11 +215,6 @@ impl Proc {
             }
         }
         (status, rest)
-    }
-
-    /// Sends SIGTERM, as `kill` or a service manager would.
-    fn terminate(&self) {
-        self.signal("-TERM");
     }
 
     /// Sends a signal with `kill(1)` (our crates forbid `unsafe`, so no libc).
@@ -251,39 +260,37 @@ fn next(rx: &Receiver<String>, name: &str, stream: &str) -> String {
 /// English and Chinese, `send:` lines and `exit;`.
 #[test]
 fn the_labs_conversation() {
-    let (server, addr) = Proc::server(&[]);
+    let server = InProcess::start(Config::default());
+    let addr = server.addr;
     let (mut a, a_addr) = Proc::client("client 1", addr);
     let (mut b, b_addr) = Proc::client("client 2", addr);
     a.expect(&format!("* {b_addr} joined"));
+    b.expect_joined(&[a_addr]);
     let (mut c, c_addr) = Proc::client("client 3", addr);
+    c.expect_joined(&[a_addr, b_addr]);
     a.expect(&format!("* {c_addr} joined"));
     b.expect(&format!("* {c_addr} joined"));
 
-    let say = |from: SocketAddr, text: &str| format!("[{from}] {text}");
-
-    c.type_line("send:hello I am jjj");
-    a.expect(&say(c_addr, "hello I am jjj"));
-    b.expect(&say(c_addr, "hello I am jjj"));
-
-    a.type_line("send:hello!!");
-    b.expect(&say(a_addr, "hello!!"));
-    c.expect(&say(a_addr, "hello!!"));
-
-    b.type_line("send:where r u? I think u r all Chinese?");
-    a.expect(&say(b_addr, "where r u? I think u r all Chinese?"));
-    c.expect(&say(b_addr, "where r u? I think u r all Chinese?"));
-
-    c.type_line("send:是的你是对的，我是中国人");
-    a.expect(&say(c_addr, "是的你是对的，我是中国人"));
-    b.expect(&say(c_addr, "是的你是对的，我是中国人"));
-
-    a.type_line("send:okfine");
-    b.expect(&say(a_addr, "okfine"));
-    c.expect(&say(a_addr, "okfine"));
-
-    a.type_line("send:bye I will go");
-    b.expect(&say(a_addr, "bye I will go"));
-    c.expect(&say(a_addr, "bye I will go"));
+    // Who types what, in the report's order; the other two see it.
+    let script = [
+        (2, "hello I am jjj"),
+        (0, "hello!!"),
+        (1, "where r u? I think u r all Chinese?"),
+        (2, "是的你是对的，我是中国人"),
+        (0, "okfine"),
+        (0, "bye I will go"),
+    ];
+    let addrs = [a_addr, b_addr, c_addr];
+    let mut clients = [a, b, c];
+    for (speaker, text) in script {
+        clients[speaker].type_line(&format!("send:{text}"));
+        for (i, listener) in clients.iter_mut().enumerate() {
+            if i != speaker {
+                listener.expect(&format!("[{}] {text}", addrs[speaker]));
+            }
+        }
+    }
+    let [mut a, mut b, mut c] = clients;
 
     a.type_line("exit;");
     a.expect("* left the chat");
@@ -291,7 +298,7 @@ fn the_labs_conversation() {
     c.expect(&format!("* {a_addr} left"));
 
     c.type_line("send:bye");
-    b.expect(&say(c_addr, "bye"));
+    b.expect(&format!("[{c_addr}] bye"));
 
     c.type_line("exit;");
     c.expect("* left the chat");
@@ -306,16 +313,14 @@ fn the_labs_conversation() {
         assert!(status.success(), "{name} exited with {status}");
         assert_eq!(stderr, Vec::<String>::new(), "{name}'s stderr");
     }
-    server.terminate();
-    assert!(server.finish().success());
+    server.stop();
 }
 
 #[test]
 fn friendlier_forms_and_end_of_input() {
-    let (server, addr) = Proc::server(&[]);
-    let (mut a, a_addr) = Proc::client("a", addr);
-    let (mut b, b_addr) = Proc::client("b", addr);
-    a.expect(&format!("* {b_addr} joined"));
+    let server = InProcess::start(Config::default());
+    let addr = server.addr;
+    let ((mut a, a_addr), (mut b, b_addr)) = Proc::pair(addr);
 
     // A plain line is a message; empty and blank lines send nothing.
     b.type_line("");
@@ -337,6 +342,7 @@ fn friendlier_forms_and_end_of_input() {
 
     // So does the end of input, after sending what came before it.
     let (mut c, c_addr) = Proc::client("c", addr);
+    c.expect_joined(&[a_addr]);
     a.expect(&format!("* {c_addr} joined"));
     a.type_line("last words");
     c.expect(&format!("[{a_addr}] last words"));
@@ -348,8 +354,7 @@ fn friendlier_forms_and_end_of_input() {
     c.expect("* left the chat");
     assert!(c.finish().success());
 
-    server.terminate();
-    assert!(server.finish().success());
+    server.stop();
 }
 
 #[test]
@@ -394,22 +399,22 @@ fn bad_usage_exits_2() {
 
 #[test]
 fn server_shutdown_ends_the_client_with_a_clear_line() {
-    let (server, addr) = Proc::server(&[]);
+    let server = InProcess::start(Config::default());
+    let addr = server.addr;
     let (mut a, _) = Proc::client("a", addr);
-    server.terminate();
+    // Returns once every session has ended: the client was told and left.
+    server.stop();
     a.expect("* the server is shutting down");
     let status = a.finish();
     assert_eq!(status.code(), Some(1));
-    assert!(server.finish().success());
 }
 
 #[test]
 fn server_vanishing_is_reported() {
-    let (mut server, addr) = Proc::server(&[]);
-    let (mut a, _) = Proc::client("a", addr);
-    // No goodbye at all: the process is killed.
-    server.child.kill().unwrap();
-    server.child.wait().unwrap();
+    let server = InProcess::start(Config::default());
+    let (mut a, _) = Proc::client("a", server.addr);
+    // No goodbye at all: every server task and socket is dropped.
+    server.kill();
     assert_eq!(a.err_line(), "the server closed the connection");
     assert_eq!(a.finish().code(), Some(1));
 }
@@ -417,10 +422,11 @@ fn server_vanishing_is_reported() {
 #[test]
 fn text_over_the_servers_limit_is_not_sent() {
     // Frames of at most 100 bytes: clients may send 80, so 78 bytes of text.
-    let (server, addr) = Proc::server(&["--max-frame", "100"]);
-    let (mut a, _) = Proc::client("a", addr);
-    let (mut b, b_addr) = Proc::client("b", addr);
-    a.expect(&format!("* {b_addr} joined"));
+    let server = InProcess::start(Config {
+        max_frame_len: 100,
+        ..Config::default()
+    });
+    let ((mut a, _), (mut b, b_addr)) = Proc::pair(server.addr);
 
     b.type_line(&format!("send:{}", "长".repeat(30)));
     assert_eq!(
@@ -433,30 +439,83 @@ fn text_over_the_servers_limit_is_not_sent() {
     b.type_line(&format!("send:{}", "x".repeat(78)));
     a.expect(&format!("[{b_addr}] {}", "x".repeat(78)));
 
-    b.type_line("exit;");
-    b.expect("* left the chat");
-    assert!(b.finish().success());
+    b.leave();
     a.expect(&format!("* {b_addr} left"));
-    a.type_line("exit;");
-    a.expect("* left the chat");
-    assert!(a.finish().success());
-    server.terminate();
-    assert!(server.finish().success());
+    a.leave();
+    server.stop();
 }
 
 #[test]
 fn ctrl_c_leaves_gracefully() {
-    let (server, addr) = Proc::server(&[]);
-    let (mut a, _) = Proc::client("a", addr);
-    let (mut b, b_addr) = Proc::client("b", addr);
-    a.expect(&format!("* {b_addr} joined"));
+    let server = InProcess::start(Config::default());
+    let ((mut a, _), (mut b, b_addr)) = Proc::pair(server.addr);
     b.signal("-INT");
     b.expect("* left the chat");
     a.expect(&format!("* {b_addr} left"));
     assert!(b.finish().success());
+    a.leave();
+    server.stop();
+}
+
+/// Every command, in the form help shows it.
+const COMMANDS: [&str; 4] = ["send:TEXT", "exit;", "/quit", "/help"];
+
+/// `--help` and `/help` list exactly the commands the program accepts, and
+/// each one it lists does what it says.
+#[test]
+fn help_lists_every_command() {
+    let out = Command::new(CLIENT).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let long_help = String::from_utf8(out.stdout).unwrap();
+
+    let server = InProcess::start(Config::default());
+    let ((mut a, a_addr), (mut b, _)) = Proc::pair(server.addr);
+
+    // Each command is accepted and works: `/help` prints the list, `send:`
+    // sends, `exit;` and `/quit` leave (a command the program did not parse
+    // would be sent as text or reported as unknown on stderr).
+    a.type_line("/help");
+    a.type_line("send:probe");
+    b.expect(&format!("[{a_addr}] probe"));
     a.type_line("exit;");
-    a.expect("* left the chat");
-    assert!(a.finish().success());
-    server.terminate();
-    assert!(server.finish().success());
+    let mut short_help = Vec::new();
+    loop {
+        match a.line() {
+            line if line == "* left the chat" => break,
+            line => short_help.push(line),
+        }
+    }
+    let short_help = short_help.join("\n");
+    b.expect(&format!("* {a_addr} left"));
+    b.type_line("/quit");
+    b.expect("* left the chat");
+    for client in [a, b] {
+        let name = client.name.clone();
+        let (status, stderr) = client.finish_with_stderr();
+        assert!(status.success(), "{name} exited with {status}");
+        assert_eq!(stderr, Vec::<String>::new(), "{name}'s stderr");
+    }
+    server.stop();
+
+    for help in [&long_help, &short_help] {
+        for command in COMMANDS {
+            assert!(help.contains(command), "help lacks {command}:\n{help}");
+        }
+        // Nothing that looks like a command is listed but unknown here.
+        for word in help.split_whitespace() {
+            let word = word.trim_end_matches([',', '.', ')']);
+            if word.starts_with('/') {
+                assert!(COMMANDS.contains(&word), "help lists {word}, not a command");
+            }
+        }
+    }
+    // `/help` is the list of commands: each line's first word is one (or
+    // the text of a plain line), or the line continues prose.
+    for line in short_help.lines().filter(|l| l.starts_with("  ")) {
+        let first = line.split_whitespace().next().unwrap_or_default();
+        assert!(
+            COMMANDS.contains(&first) || ["TEXT", "(empty"].contains(&first),
+            "/help lists {first:?}, not a command"
+        );
+    }
 }

@@ -7,8 +7,8 @@
 //! answering `Ping`, the `Exit` and `Error` close sequences, and the frame
 //! limit in each direction. Whoever owns the socket only moves bytes:
 //!
-//! 1. append what the socket gave to [`Connection::input`] (or call
-//!    [`Connection::receive`]);
+//! 1. while [`Connection::wants_read`], append what the socket gave to
+//!    [`Connection::input`] (or call [`Connection::receive`]);
 //! 2. call [`Connection::poll`] until it returns `Ok(None)`, handling each
 //!    [`Event`];
 //! 3. write what [`Connection::transmit`] hands out;
@@ -262,12 +262,17 @@ pub struct Connection {
     tx: BytesMut,
     /// Client role: frames of unknown kinds skipped so far.
     skipped: u64,
+    /// The peer's stream has ended ([`Connection::eof`]): once the frames
+    /// still buffered are taken, the connection closes.
+    ended: bool,
 }
 
 impl Connection {
     /// A client that has queued its `Hello`: [`transmit`](Self::transmit) it.
     pub fn client(config: ClientConfig) -> Self {
-        let max = config.max_frame_len.clamp(MIN_FRAME_LEN, MAX_FRAME_LEN_CEILING);
+        let max = config
+            .max_frame_len
+            .clamp(MIN_FRAME_LEN, MAX_FRAME_LEN_CEILING);
         let mut conn = Connection::new(Role::Client, codec(max), codec(max), config.features);
         conn.version = config.version;
         conn.queue(&Message::Hello {
@@ -303,6 +308,7 @@ impl Connection {
             rx: BytesMut::new(),
             tx: BytesMut::new(),
             skipped: 0,
+            ended: false,
         }
     }
 
@@ -356,9 +362,20 @@ impl Connection {
         &mut self.rx
     }
 
-    /// Appends bytes read from the peer.
+    /// Appends bytes read from the peer (dropped once the connection is
+    /// closed: nothing more is read then).
     pub fn receive(&mut self, bytes: &[u8]) {
-        self.rx.extend_from_slice(bytes);
+        if self.state != State::Closed {
+            self.rx.extend_from_slice(bytes);
+        }
+    }
+
+    /// Whether the machine takes more input now. `false` while a server is
+    /// admitting (until [`accept`](Self::accept) or [`refuse`](Self::refuse)),
+    /// after the peer's `Exit` reached a server, after the end of the stream,
+    /// and once closed: stop reading then, so that input cannot pile up.
+    pub fn wants_read(&self) -> bool {
+        !self.ended && matches!(self.state, State::Handshake | State::Open | State::Leaving)
     }
 
     /// Bytes received but not yet part of a complete frame. Non-zero after
@@ -404,11 +421,14 @@ impl Connection {
     /// queued `Error { reason }` with the error's text and is closed.
     pub fn poll(&mut self) -> Result<Option<Event>, ProtocolError> {
         loop {
-            if matches!(
-                self.state,
-                State::Closed | State::Admitting | State::PeerExited
-            ) {
-                return Ok(None);
+            match self.state {
+                State::Closed => {
+                    // Nothing more is read: let go of what the peer sent after.
+                    self.rx.clear();
+                    return Ok(None);
+                }
+                State::Admitting | State::PeerExited => return Ok(None),
+                _ => {}
             }
             if self.role == Role::Server
                 && self.state == State::Handshake
@@ -418,7 +438,13 @@ impl Connection {
             }
             let msg = match self.inbound.decode(&mut self.rx) {
                 Ok(Some(msg)) => msg,
-                Ok(None) => return Ok(None),
+                Ok(None) => {
+                    if self.ended {
+                        // `eof` checked that the stream ended between frames.
+                        self.state = State::Closed;
+                    }
+                    return Ok(None);
+                }
                 Err(DecodeError::UnknownVariant { .. })
                     if self.role == Role::Client && self.state != State::Handshake =>
                 {
@@ -453,6 +479,11 @@ impl Connection {
                     self.hello = Some((version, features));
                     self.state = State::Admitting;
                     Ok(Some(Event::Hello { version, features }))
+                }
+                // The peer is closing: nothing is sent back to an `Error`.
+                Message::Error { reason } => {
+                    self.state = State::Closed;
+                    Ok(Some(Event::Error(reason)))
                 }
                 other => Err(self.violation(ProtocolError::OutOfTurn {
                     expected: "Hello",
@@ -658,7 +689,10 @@ impl Connection {
         if !self.role.may_send(msg)
             || matches!(
                 msg,
-                Message::Hello { .. } | Message::Welcome { .. } | Message::Exit | Message::Error { .. }
+                Message::Hello { .. }
+                    | Message::Welcome { .. }
+                    | Message::Exit
+                    | Message::Error { .. }
             )
         {
             return Err(SendError::NotAllowed {
@@ -672,26 +706,45 @@ impl Connection {
 
     /// At the end of the peer's stream: `Ok` if it ended between frames.
     ///
+    /// The connection then closes, except that frames still buffered stay
+    /// to be taken: a server that is admitting can still
+    /// [`accept`](Self::accept) and [`poll`](Self::poll) the rest (the
+    /// machine closes once they are taken), and one that received `Exit`
+    /// can still answer it with [`exit`](Self::exit), in case the peer
+    /// only shut down its sending half.
+    ///
     /// # Errors
     ///
     /// [`ProtocolError::Frame`] with [`DecodeError::Truncated`] if it ended
-    /// inside a frame (an `Error` saying so is queued, in case the peer
-    /// still reads).
+    /// inside a frame (or with [`DecodeError::FrameTooLarge`] if a frame not
+    /// yet polled announced more than the limit); an `Error` saying so is
+    /// queued, in case the peer still reads.
     pub fn eof(&mut self) -> Result<(), ProtocolError> {
-        if self.rx.is_empty() || self.state == State::Closed {
-            self.state = State::Closed;
+        if self.state == State::Closed {
             return Ok(());
         }
-        let need = match self.inbound.decode_eof(&mut self.rx) {
-            Err(DecodeError::Truncated { have, need }) => (have, need),
-            // Whole frames are decoded by `poll`; anything else left here
-            // is a frame `poll` was not asked to take yet.
-            _ => (self.rx.len(), self.rx.len()),
-        };
-        Err(self.violation(ProtocolError::Frame(DecodeError::Truncated {
-            have: need.0,
-            need: need.1,
-        })))
+        // Walk the frames left, without taking them: they may be a server's
+        // to poll after `accept`.
+        let mut at = 0;
+        while at < self.rx.len() {
+            let have = self.rx.len() - at;
+            let need = match self.inbound.header(&self.rx[at..]) {
+                Ok(Some(len)) => HEADER_LEN + len,
+                Ok(None) => HEADER_LEN,
+                Err(e) => return Err(self.violation(ProtocolError::Frame(e))),
+            };
+            if need > have {
+                let truncated = DecodeError::Truncated { have, need };
+                return Err(self.violation(ProtocolError::Frame(truncated)));
+            }
+            at += need;
+        }
+        self.ended = true;
+        let waiting = matches!(self.state, State::Admitting | State::PeerExited);
+        if self.rx.is_empty() && !waiting {
+            self.state = State::Closed;
+        }
+        Ok(())
     }
 
     /// Records a violation: the peer is told why, and the machine closes.
@@ -753,4 +806,3 @@ fn is_http(head: &[u8]) -> bool {
     ];
     METHODS.iter().any(|m| head == &m[..])
 }
-

@@ -126,7 +126,10 @@ pub enum ProtocolError {
     Http,
     /// A version this end cannot speak: 0 in `Hello`, or one in `Welcome`
     /// that the client did not offer.
-    #[error("unsupported protocol version {version} (this end speaks 1..={})", crate::VERSION)]
+    #[error(
+        "unsupported protocol version {version} (this end speaks 1..={})",
+        crate::VERSION
+    )]
     Version {
         /// The version received.
         version: u16,
@@ -181,4 +184,28 @@ pub enum SendError {
     /// Over the peer's frame limit.
     #[error(transparent)]
     TooLarge(#[from] EncodeError),
+}
+
+/// Why a [`blocking::Client`](crate::blocking::Client) call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The stream itself failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+    /// The server broke a rule of the protocol; it was told why before the
+    /// connection closed.
+    #[error("the server broke the protocol: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// A message this client was asked to send could not be sent (too long
+    /// for the server, or the connection is not open); nothing was sent.
+    #[error(transparent)]
+    Send(#[from] SendError),
+    /// The server answered `Hello` with `Error { reason }` (full, shutting
+    /// down, ...).
+    #[error("the server refused the connection: {0}")]
+    Refused(String),
+    /// The stream ended before the server's `Welcome`.
+    #[error("the server closed the connection during the handshake")]
+    Closed,
 }

@@ -1,15 +1,92 @@
-//! Typed messages and a length-prefixed codec for a small TCP chat protocol.
+//! The chat protocol: typed messages, a length-prefixed codec, and the
+//! protocol's rules as a state machine, with no I/O of their own.
 //!
 //! A client says `Hello`, the server answers `Welcome`, then the client sends
 //! [`Message::Send`] and every *other* connected client receives it as a
 //! [`Message::Relay`] tagged with the sender's address. [`Message::Exit`]
 //! leaves; the server acknowledges it with `Exit` before closing.
 //!
-//! The core is sans-I/O: [`ChatCodec`] turns messages into bytes and bytes
-//! into messages over [`bytes::BytesMut`], and never touches a socket. On top
-//! of it sit [`blocking`] helpers for `std::io` streams and, with the
-//! `tokio-codec` feature, tokio-util's `Decoder`/`Encoder` so that
-//! `Framed<TcpStream, ChatCodec>` works.
+//! # Speaking the protocol: `Connection`
+//!
+//! [`Connection`] is one end of a chat connection, client or server
+//! ([`Role`]), in the manner of quinn-proto and rustls: bytes in, events and
+//! bytes out, no socket and no clock. It owns everything `PROTOCOL.md` says
+//! about a conversation: the handshake and the version and feature
+//! negotiation, who may send what, answering `Ping`, the `Exit` and `Error`
+//! close sequences, and the frame limit in each direction: a server with
+//! frame limit `L` accepts payloads of `L -` [`RELAY_OVERHEAD`] from a
+//! client and announces that in `Welcome`, so that every relay fits `L`; the
+//! client raises its own inbound limit to match, and
+//! [`Connection::max_text_len`] is then the longest text it may send
+//! (65,512 bytes by default). Whoever owns the socket only moves bytes:
+//!
+//! 1. read from the socket into [`Connection::input`];
+//! 2. call [`Connection::poll`] until `Ok(None)`, handling each [`Event`];
+//! 3. write what [`Connection::transmit`] hands out (the `Hello`, `Pong`
+//!    answers, a final `Error` or `Exit`);
+//! 4. at the end of the stream, call [`Connection::eof`].
+//!
+//! A client over a tokio `TcpStream`, which stays connected as long as the
+//! server does (it answers the server's `Ping`s without being asked):
+//!
+//! ```no_run
+//! use std::net::SocketAddr;
+//!
+//! use chat_proto::{Connection, Event, Message};
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//! use tokio::net::TcpStream;
+//!
+//! async fn chat(mut stream: TcpStream) -> Result<(), Box<dyn std::error::Error>> {
+//!     let mut conn = Connection::client(Default::default());
+//!     loop {
+//!         // Take every complete frame; Ping is answered inside `poll`.
+//!         let polled = loop {
+//!             match conn.poll() {
+//!                 Ok(Some(Event::Welcome(session))) => {
+//!                     println!("connected as {}", session.addr);
+//!                     conn.send(&Message::Send {
+//!                         text: "你好, world".into(),
+//!                     })?;
+//!                 }
+//!                 Ok(Some(Event::Message(Message::Relay { ip, port, text }))) => {
+//!                     println!("{}: {text}", SocketAddr::new(ip, port));
+//!                 }
+//!                 Ok(Some(other)) => println!("{other:?}"),
+//!                 Ok(None) => break Ok(()),
+//!                 Err(broken) => break Err(broken),
+//!             }
+//!         };
+//!         // Write what the machine queued: Hello, Pongs, our Send, a last Error.
+//!         if let Some(bytes) = conn.transmit() {
+//!             stream.write_all(&bytes).await?;
+//!         }
+//!         polled?;
+//!         if conn.is_closed() {
+//!             return Ok(()); // the server's Exit or Error
+//!         }
+//!         if stream.read_buf(conn.input()).await? == 0 {
+//!             return Ok(conn.eof()?);
+//!         }
+//!     }
+//! }
+//! ```
+//!
+//! A server drives the same machine in the [`Role::Server`] role: it is told
+//! of the client's `Hello` ([`Event::Hello`]), admits it with
+//! [`Connection::accept`] or turns it away with [`Connection::refuse`], and
+//! ends with [`Connection::exit`] or [`Connection::shutdown`]. The
+//! [`connection`] module shows both ends talking through buffers.
+//!
+//! Without an async runtime, [`blocking::Client`] drives a `Connection`
+//! over any `std::io::Read + Write` stream.
+//!
+//! Underneath, [`ChatCodec`] turns messages into frames and frames into
+//! messages over [`bytes::BytesMut`]. [`blocking::read_message`] and
+//! [`blocking::write_message`] move frames over `std::io` streams and, with
+//! the `tokio-codec` feature, `ChatCodec` implements tokio-util's
+//! `Decoder`/`Encoder` for `Framed<TcpStream, ChatCodec>`; these move frames
+//! only, and leave the protocol's rules (answering `Ping` included) to their
+//! caller.
 //!
 //! # Wire format
 //!
@@ -79,5 +156,7 @@ pub use codec::{
 pub use connection::{
     ClientConfig, Connection, Event, Negotiated, RELAY_OVERHEAD, Role, ServerConfig, State,
 };
-pub use error::{DecodeError, EncodeError, LimitError, ProtocolError, SendError, StreamError};
+pub use error::{
+    ClientError, DecodeError, EncodeError, LimitError, ProtocolError, SendError, StreamError,
+};
 pub use message::{Message, VERSION, features};

@@ -1,19 +1,54 @@
-//! Every limit of the server in one place.
+//! Every limit of the server in one place, and the rules that keep them
+//! consistent.
+//!
+//! [`Config::validate`] (called by [`Server::bind`](crate::Server::bind))
+//! refuses any combination under which the server could misbehave:
+//!
+//! - **No eviction of a client that keeps up.** A client is evicted when its
+//!   outbox overflows. A client that reads whatever it is sent can still be
+//!   handed, at one moment, one buffer of relays from a sender (cut once it
+//!   reaches `relay_batch` bytes, so up to `relay_batch` plus one frame of
+//!   `max_frame_len` and its 4-byte header), one batch of presence notices
+//!   (`presence_batch` plus one notice), a `Ping` and a `Pong`. So
+//!   `outbox_bytes` must be at least [`Config::min_outbox_bytes`] and
+//!   `outbox_depth` at least [`Config::MIN_OUTBOX_DEPTH`]. (`outbox_bytes`
+//!   equal to `max_frame_len` used to be accepted: one maximal relay, 4
+//!   header bytes longer, evicted its reader.)
+//! - **No time arithmetic overflow.** Every duration is at most
+//!   [`Config::MAX_DURATION`] (365 days), so `Instant::now() + d` cannot
+//!   panic; `Duration::MAX` used to panic in every session.
+//! - **No zero that means nothing.** `max_clients`, `outbox_depth`,
+//!   `max_iov`, `flush_rounds`, `backlog`, `handshake_timeout`,
+//!   `frame_timeout`, `close_timeout` and `shutdown_grace` must be non-zero,
+//!   `read_chunk` at least [`Config::MIN_READ_CHUNK`], and `burst` non-zero
+//!   when `rate` is. Zero is meaningful, and allowed, for `idle_timeout` and
+//!   `rate` (the check is off), `presence_delay`, `presence_batch` and
+//!   `relay_batch` (no batching) and `reject_slots` (nobody is told "server
+//!   full": new connections wait in the listen queue).
+//! - **Within what the system takes.** `max_frame_len` within
+//!   `MIN_FRAME_LEN + RELAY_OVERHEAD ..= MAX_FRAME_LEN_CEILING`; `max_iov` at
+//!   most [`Config::MAX_IOV`] (`IOV_MAX`); `backlog` at most
+//!   [`Config::MAX_BACKLOG`]; `read_chunk`, `relay_batch` and
+//!   `presence_batch` at most `MAX_FRAME_LEN_CEILING`; `max_clients` and
+//!   `reject_slots` at most tokio's `Semaphore::MAX_PERMITS`.
+//!
+//! An [`Error::Config`] names the field at fault; its reason may name
+//! others. The `chat-server` binary shows both as flags.
 
 use std::time::Duration;
 
-use chat_proto::{MAX_FRAME_LEN, MAX_FRAME_LEN_CEILING, MIN_FRAME_LEN};
+use chat_proto::{HEADER_LEN, MAX_FRAME_LEN, MAX_FRAME_LEN_CEILING, MIN_FRAME_LEN};
+use tokio::sync::Semaphore;
 
 use crate::error::Error;
 
-/// Bytes a `Relay` payload can take beyond the `Send` it relays: the sender's
-/// address (an IP tag plus up to 16 bytes) and port (a varint of up to 3 bytes).
-///
-/// A client's `Send` is therefore limited to `max_frame_len - RELAY_OVERHEAD`
-/// bytes of payload, so that its relay never exceeds `max_frame_len` (which
-/// is also the default limit of every client's decoder). That smaller figure
-/// is what [`Welcome::max_frame`](chat_proto::Message::Welcome) announces.
-pub const RELAY_OVERHEAD: usize = 20;
+pub use chat_proto::RELAY_OVERHEAD;
+
+/// Longest `Joined`/`Left` frame, header included (an IPv6 address, a
+/// 3-byte port varint).
+const NOTICE_MAX: usize = 32;
+/// Longest `Ping`/`Pong` frame, header included (a 10-byte nonce varint).
+const CONTROL_MAX: usize = 16;
 
 /// The server's limits. Every field is public; start from
 /// [`Config::default()`] and change what you need.
@@ -49,14 +84,16 @@ pub struct Config {
     /// one frame, or the relays of several `Send`s that arrived together from
     /// one sender). A client whose queue is full is a slow consumer: it gets
     /// `Error { reason: "slow consumer" }` (best effort) and is disconnected.
-    /// Default: 1024.
+    /// At least [`Config::MIN_OUTBOX_DEPTH`]. Default: 1024.
     pub outbox_depth: usize,
     /// Most bytes queued for one client; a client whose queue would grow past
     /// it is a slow consumer too. Together with `outbox_depth` this bounds the
-    /// server's memory per client whatever the frame sizes. Must be at least
-    /// `max_frame_len`. Default: 8 MiB.
+    /// server's memory per client whatever the frame sizes. At least
+    /// [`Config::min_outbox_bytes`], so that a client that keeps up is never
+    /// evicted. Default: 8 MiB.
     pub outbox_bytes: usize,
-    /// How long a new client has to send its `Hello`. Default: 10 s.
+    /// How long a new client has to send its `Hello`. Not zero.
+    /// Default: 10 s.
     pub handshake_timeout: Duration,
     /// A client silent for half of this is sent a `Ping`; one still silent
     /// after all of it gets `Error { reason: "idle timeout" }` and is closed.
@@ -73,11 +110,12 @@ pub struct Config {
     /// size). Default: 4000.
     pub burst: u32,
     /// On shutdown, how long sessions get to deliver what is queued and the
-    /// final `Exit` before they are dropped. Default: 5 s.
+    /// final `Exit` before they are dropped. Not zero. Default: 5 s.
     pub shutdown_grace: Duration,
     /// How long the server keeps trying to deliver a final `Error` or `Exit`
     /// to a client that is not reading, and waits for it to close its end,
-    /// before dropping the connection. Default: 2 s.
+    /// before dropping the connection. Not zero. A client refused because
+    /// the server is full is given at most 1 s of it. Default: 2 s.
     pub close_timeout: Duration,
     /// Whether peers are told of joins and leaves (`Joined`/`Left`). Every
     /// join is announced to everyone already connected, so a crowd arriving
@@ -85,34 +123,42 @@ pub struct Config {
     /// large chat channels often do. Default: on.
     pub presence: bool,
     /// Longest a join or leave notice waits for others to share its batch
-    /// (notices always go out before the next relay). Default: 10 ms.
+    /// (notices always go out before the next relay). Zero: no waiting.
+    /// Default: 10 ms.
     pub presence_delay: Duration,
     /// A batch of notices this large is sent at once rather than after
-    /// `presence_delay`. Default: 16 KiB.
+    /// `presence_delay`. Zero: every notice is sent at once.
+    /// Default: 16 KiB.
     pub presence_batch: usize,
     /// Once a client has started a frame, the rest of it must arrive within
     /// this time, or the client gets `Error { reason: "frame timeout" }`
     /// and is closed: trickling one byte at a time cannot hold a slot.
-    /// Default: 20 s.
+    /// Not zero. Default: 20 s.
     pub frame_timeout: Duration,
     /// Relays of `Send`s that arrive together from one client are encoded
     /// into one shared buffer of at most this many bytes (plus one frame)
-    /// before being handed to the recipients. Default: 64 KiB.
+    /// before being handed to the recipients. Zero: one buffer per relay.
+    /// Default: 64 KiB.
     pub relay_batch: usize,
-    /// Bytes reserved for one read from a client. Default: 16 KiB.
+    /// Bytes reserved for one read from a client. At least
+    /// [`Config::MIN_READ_CHUNK`]. Default: 16 KiB.
     pub read_chunk: usize,
-    /// Most buffers handed to one vectored write. Default: 64.
+    /// Most buffers handed to one vectored write, 1 to [`Config::MAX_IOV`].
+    /// Default: 64.
     pub max_iov: usize,
-    /// Vectored writes in a row before a session lets other tasks run.
-    /// Default: 16.
+    /// Vectored writes in a row before a session lets other tasks run. Not
+    /// zero. Default: 16.
     pub flush_rounds: usize,
     /// Length of the listening socket's queue of connections not yet
-    /// accepted. `None`: `max_clients`, clamped to 1,024..=65,535 (the kernel
-    /// may cap it further, see `net.core.somaxconn`). Default: `None`.
+    /// accepted, 1 to [`Config::MAX_BACKLOG`]. `None`: `max_clients`, clamped
+    /// to 1,024..=65,535 (see [`Config::listen_backlog`]; the kernel may cap
+    /// it further, see `net.core.somaxconn`). Default: `None`.
     pub backlog: Option<u32>,
     /// Connections beyond `max_clients` held at once just to tell them
     /// `Error { reason: "server full" }`; past it, new connections wait in
-    /// the listen queue until a slot frees. Default: 64.
+    /// the listen queue until a slot frees. Zero: nobody is told, every
+    /// connection beyond `max_clients` waits in the listen queue.
+    /// Default: 64.
     pub reject_slots: usize,
 }
 
@@ -144,61 +190,167 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Checks that the limits make sense together.
+    /// Longest duration any field may hold: 365 days.
+    pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+    /// Smallest `outbox_depth`: a relay buffer, a presence batch, a `Ping`
+    /// and a `Pong` may be queued for a client at the same moment.
+    pub const MIN_OUTBOX_DEPTH: usize = 4;
+    /// Smallest `read_chunk`.
+    pub const MIN_READ_CHUNK: usize = 64;
+    /// Largest `max_iov`: the usual `IOV_MAX`.
+    pub const MAX_IOV: usize = 1024;
+    /// Largest `backlog`.
+    pub const MAX_BACKLOG: u32 = 65_535;
+    /// Smallest listen queue derived from `max_clients`.
+    const MIN_DEFAULT_BACKLOG: u32 = 1024;
+
+    /// Checks that the limits make sense together; the rules are in the
+    /// [module docs](self).
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] naming the first field out of range.
+    /// [`Error::Config`] naming the first field at fault.
     pub fn validate(&self) -> Result<(), Error> {
-        let bad = |field: &'static str, reason: String| Err(Error::Config { field, reason });
-        if self.max_clients == 0 {
-            return bad("max_clients", "must be at least 1".into());
-        }
-        if self.outbox_depth == 0 {
-            return bad("outbox_depth", "must be at least 1".into());
-        }
-        if self.outbox_bytes < self.max_frame_len {
-            return bad(
+        self.check()
+            .map_err(|(field, reason)| Error::Config { field, reason })
+    }
+
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        let permits = Semaphore::MAX_PERMITS;
+        within("max_clients", self.max_clients, 1, permits)?;
+        within("reject_slots", self.reject_slots, 0, permits)?;
+        let min = MIN_FRAME_LEN + RELAY_OVERHEAD;
+        within(
+            "max_frame_len",
+            self.max_frame_len,
+            min,
+            MAX_FRAME_LEN_CEILING,
+        )?;
+        within("relay_batch", self.relay_batch, 0, MAX_FRAME_LEN_CEILING)?;
+        within(
+            "presence_batch",
+            self.presence_batch,
+            0,
+            MAX_FRAME_LEN_CEILING,
+        )?;
+        within(
+            "outbox_depth",
+            self.outbox_depth,
+            Self::MIN_OUTBOX_DEPTH,
+            usize::MAX,
+        )?;
+        let min = self.min_outbox_bytes();
+        if self.outbox_bytes < min {
+            return Err((
                 "outbox_bytes",
                 format!(
-                    "{} is less than max_frame_len ({})",
-                    self.outbox_bytes, self.max_frame_len
+                    "{} is less than the minimum, {min}: one relay buffer \
+                     (relay_batch + max_frame_len + {HEADER_LEN}), one batch of notices \
+                     (presence_batch + {NOTICE_MAX}), a Ping and a Pong ({}); \
+                     less could evict a client that keeps up",
+                    self.outbox_bytes,
+                    2 * CONTROL_MAX
                 ),
-            );
+            ));
         }
-        let min = MIN_FRAME_LEN + RELAY_OVERHEAD;
-        if !(min..=MAX_FRAME_LEN_CEILING).contains(&self.max_frame_len) {
-            return bad(
-                "max_frame_len",
-                format!(
-                    "{} is outside {min}..={MAX_FRAME_LEN_CEILING}",
-                    self.max_frame_len
-                ),
-            );
+        within(
+            "read_chunk",
+            self.read_chunk,
+            Self::MIN_READ_CHUNK,
+            MAX_FRAME_LEN_CEILING,
+        )?;
+        within("max_iov", self.max_iov, 1, Self::MAX_IOV)?;
+        within("flush_rounds", self.flush_rounds, 1, usize::MAX)?;
+        if let Some(backlog) = self.backlog {
+            within("backlog", backlog, 1, Self::MAX_BACKLOG)?;
         }
-        if self.handshake_timeout.is_zero() {
-            return bad("handshake_timeout", "must be more than zero".into());
+        for (field, value, zero_ok) in [
+            ("handshake_timeout", self.handshake_timeout, false),
+            ("idle_timeout", self.idle_timeout, true),
+            ("shutdown_grace", self.shutdown_grace, false),
+            ("close_timeout", self.close_timeout, false),
+            ("presence_delay", self.presence_delay, true),
+            ("frame_timeout", self.frame_timeout, false),
+        ] {
+            if value.is_zero() && !zero_ok {
+                return Err((field, "must be more than zero".into()));
+            }
+            if value > Self::MAX_DURATION {
+                return Err((
+                    field,
+                    format!("{value:?} is more than the maximum, 365 days"),
+                ));
+            }
         }
         if self.rate > 0 && self.burst == 0 {
-            return bad("burst", "must be at least 1 when rate is set".into());
+            return Err(("burst", "must be at least 1 unless rate is 0".into()));
         }
         Ok(())
+    }
+
+    /// The least `outbox_bytes` that can never evict a client that keeps
+    /// up: one relay buffer (`relay_batch` plus one frame of `max_frame_len`
+    /// and its header), one batch of presence notices (`presence_batch` plus
+    /// one notice), a `Ping` and a `Pong`. 147,524 with the defaults.
+    pub fn min_outbox_bytes(&self) -> usize {
+        self.relay_batch
+            .saturating_add(self.max_frame_len)
+            .saturating_add(HEADER_LEN)
+            .saturating_add(self.presence_batch)
+            .saturating_add(NOTICE_MAX)
+            .saturating_add(2 * CONTROL_MAX)
     }
 
     /// The largest payload a client may send: what `Welcome` announces.
     pub fn client_max_frame(&self) -> usize {
         self.max_frame_len.saturating_sub(RELAY_OVERHEAD)
     }
+
+    /// The listen queue's length: `backlog`, or by default `max_clients`
+    /// clamped to 1,024..=65,535, so that a crowd arriving at once is not
+    /// dropped by the kernel while the server accepts.
+    pub fn listen_backlog(&self) -> u32 {
+        self.backlog.unwrap_or_else(|| {
+            u32::try_from(self.max_clients)
+                .unwrap_or(u32::MAX)
+                .clamp(Self::MIN_DEFAULT_BACKLOG, Self::MAX_BACKLOG)
+        })
+    }
+}
+
+/// `Ok` if `min <= value <= max`, else why not.
+fn within<T>(field: &'static str, value: T, min: T, max: T) -> Result<(), (&'static str, String)>
+where
+    T: PartialOrd + std::fmt::Display + Copy,
+{
+    if value < min {
+        return Err((field, format!("{value} is less than the minimum, {min}")));
+    }
+    if value > max {
+        return Err((field, format!("{value} is more than the maximum, {max}")));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The field `config` is refused for, and the reason.
+    fn refused(config: Config) -> (&'static str, String) {
+        match config.validate() {
+            Err(Error::Config { field, reason }) => (field, reason),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
     #[test]
     fn default_is_valid() {
-        Config::default().validate().unwrap();
-        assert_eq!(Config::default().client_max_frame(), MAX_FRAME_LEN - 20);
+        let config = Config::default();
+        config.validate().unwrap();
+        assert_eq!(config.client_max_frame(), MAX_FRAME_LEN - 20);
+        assert_eq!(config.min_outbox_bytes(), 147_524);
+        assert_eq!(config.listen_backlog(), 10_000);
     }
 
     #[test]
@@ -211,35 +363,302 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "invalid configuration: max_frame_len: 10 is outside 84..=16777216"
+            "invalid configuration: max_frame_len: 10 is less than the minimum, 84"
         );
-        let err = Config {
-            outbox_depth: 0,
-            ..Config::default()
-        }
-        .validate()
-        .unwrap_err();
-        assert!(err.to_string().contains("outbox_depth"), "{err}");
     }
 
     #[test]
-    fn relay_overhead_covers_the_worst_case() {
+    fn outbox_must_hold_what_a_client_that_keeps_up_is_sent() {
+        // The defect: equal to the frame limit was accepted, and one maximal
+        // relay (a frame of max_frame_len plus its header) evicted its reader.
+        let (field, reason) = refused(Config {
+            outbox_bytes: MAX_FRAME_LEN,
+            ..Config::default()
+        });
+        assert_eq!(field, "outbox_bytes");
+        assert!(reason.contains("less than the minimum, 147524"), "{reason}");
+        // Exactly the minimum is fine, one byte less is not.
+        let base = Config {
+            relay_batch: 1000,
+            presence_batch: 100,
+            max_frame_len: 5000,
+            ..Config::default()
+        };
+        let min = 1000 + 5000 + 4 + 100 + 32 + 32;
+        assert_eq!(base.min_outbox_bytes(), min);
+        Config {
+            outbox_bytes: min,
+            ..base.clone()
+        }
+        .validate()
+        .unwrap();
+        assert_eq!(
+            refused(Config {
+                outbox_bytes: min - 1,
+                ..base
+            })
+            .0,
+            "outbox_bytes"
+        );
+        // A bigger relay batch needs a bigger outbox.
+        let (field, _) = refused(Config {
+            relay_batch: 8 * 1024 * 1024,
+            ..Config::default()
+        });
+        assert_eq!(field, "outbox_bytes");
+        for depth in [0, Config::MIN_OUTBOX_DEPTH - 1] {
+            let config = Config {
+                outbox_depth: depth,
+                ..Config::default()
+            };
+            assert_eq!(refused(config).0, "outbox_depth");
+        }
+    }
+
+    #[test]
+    fn zeros_that_mean_nothing_are_refused() {
+        let zero = Duration::ZERO;
+        let cases: Vec<(&str, Config)> = vec![
+            (
+                "max_clients",
+                Config {
+                    max_clients: 0,
+                    ..Config::default()
+                },
+            ),
+            (
+                "read_chunk",
+                Config {
+                    read_chunk: 0,
+                    ..Config::default()
+                },
+            ),
+            (
+                "read_chunk",
+                Config {
+                    read_chunk: 63,
+                    ..Config::default()
+                },
+            ),
+            (
+                "max_iov",
+                Config {
+                    max_iov: 0,
+                    ..Config::default()
+                },
+            ),
+            (
+                "flush_rounds",
+                Config {
+                    flush_rounds: 0,
+                    ..Config::default()
+                },
+            ),
+            (
+                "backlog",
+                Config {
+                    backlog: Some(0),
+                    ..Config::default()
+                },
+            ),
+            (
+                "handshake_timeout",
+                Config {
+                    handshake_timeout: zero,
+                    ..Config::default()
+                },
+            ),
+            (
+                "shutdown_grace",
+                Config {
+                    shutdown_grace: zero,
+                    ..Config::default()
+                },
+            ),
+            (
+                "close_timeout",
+                Config {
+                    close_timeout: zero,
+                    ..Config::default()
+                },
+            ),
+            (
+                "frame_timeout",
+                Config {
+                    frame_timeout: zero,
+                    ..Config::default()
+                },
+            ),
+            (
+                "burst",
+                Config {
+                    burst: 0,
+                    ..Config::default()
+                },
+            ),
+        ];
+        for (field, config) in cases {
+            assert_eq!(refused(config).0, field);
+        }
+    }
+
+    #[test]
+    fn meaningful_zeros_are_allowed() {
+        Config {
+            idle_timeout: Duration::ZERO,
+            rate: 0,
+            burst: 0,
+            presence_delay: Duration::ZERO,
+            presence_batch: 0,
+            relay_batch: 0,
+            reject_slots: 0,
+            ..Config::default()
+        }
+        .validate()
+        .unwrap();
+    }
+
+    #[test]
+    fn durations_that_could_overflow_are_refused() {
+        let fields = [
+            "handshake_timeout",
+            "idle_timeout",
+            "shutdown_grace",
+            "close_timeout",
+            "presence_delay",
+            "frame_timeout",
+        ];
+        for field in fields {
+            for (value, ok) in [
+                (Config::MAX_DURATION, true),
+                (Config::MAX_DURATION + Duration::from_nanos(1), false),
+                (Duration::MAX, false),
+            ] {
+                let mut config = Config::default();
+                *match field {
+                    "handshake_timeout" => &mut config.handshake_timeout,
+                    "idle_timeout" => &mut config.idle_timeout,
+                    "shutdown_grace" => &mut config.shutdown_grace,
+                    "close_timeout" => &mut config.close_timeout,
+                    "presence_delay" => &mut config.presence_delay,
+                    _ => &mut config.frame_timeout,
+                } = value;
+                if ok {
+                    config.validate().unwrap();
+                    // The largest allowed duration is safe to add to now.
+                    let _ = std::time::Instant::now() + value;
+                    let _ = tokio::time::Instant::now() + value;
+                } else {
+                    let (got, reason) = refused(config);
+                    assert_eq!(got, field);
+                    assert!(reason.contains("365 days"), "{reason}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn upper_bounds() {
+        let big = MAX_FRAME_LEN_CEILING + 1;
+        let cases: Vec<(&str, Config)> = vec![
+            (
+                "max_frame_len",
+                Config {
+                    max_frame_len: big,
+                    ..Config::default()
+                },
+            ),
+            (
+                "relay_batch",
+                Config {
+                    relay_batch: big,
+                    ..Config::default()
+                },
+            ),
+            (
+                "presence_batch",
+                Config {
+                    presence_batch: big,
+                    ..Config::default()
+                },
+            ),
+            (
+                "read_chunk",
+                Config {
+                    read_chunk: big,
+                    ..Config::default()
+                },
+            ),
+            (
+                "max_iov",
+                Config {
+                    max_iov: Config::MAX_IOV + 1,
+                    ..Config::default()
+                },
+            ),
+            (
+                "backlog",
+                Config {
+                    backlog: Some(65_536),
+                    ..Config::default()
+                },
+            ),
+            (
+                "max_clients",
+                Config {
+                    max_clients: usize::MAX,
+                    ..Config::default()
+                },
+            ),
+            (
+                "reject_slots",
+                Config {
+                    reject_slots: usize::MAX,
+                    ..Config::default()
+                },
+            ),
+        ];
+        for (field, config) in cases {
+            assert_eq!(refused(config).0, field);
+        }
+        // What validation lets through, the semaphores take.
+        let _ = Semaphore::new(Semaphore::MAX_PERMITS);
+    }
+
+    #[test]
+    fn backlog_follows_max_clients_within_bounds() {
+        let with = |max_clients, backlog| Config {
+            max_clients,
+            backlog,
+            ..Config::default()
+        };
+        assert_eq!(with(1, None).listen_backlog(), 1024);
+        assert_eq!(with(5000, None).listen_backlog(), 5000);
+        assert_eq!(with(1 << 20, None).listen_backlog(), 65_535);
+        assert_eq!(with(1 << 20, Some(7)).listen_backlog(), 7);
+    }
+
+    #[test]
+    fn frame_bounds_cover_the_worst_case() {
         use bytes::BytesMut;
         use chat_proto::{ChatCodec, Message};
         let codec = ChatCodec::with_max_frame_len(MAX_FRAME_LEN_CEILING).unwrap();
+        let len = |msg: &Message| {
+            let mut buf = BytesMut::new();
+            codec.encode(msg, &mut buf).unwrap();
+            buf.len()
+        };
+        let from: std::net::SocketAddr = "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535"
+            .parse()
+            .unwrap();
         for text in ["", "x", &"y".repeat(200), &"z".repeat(70_000)] {
-            let mut send = BytesMut::new();
-            codec
-                .encode(&Message::Send { text: text.into() }, &mut send)
-                .unwrap();
-            let mut relay = BytesMut::new();
-            let from = "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535"
-                .parse()
-                .unwrap();
-            codec
-                .encode(&Message::relay(from, text), &mut relay)
-                .unwrap();
-            assert!(relay.len() - send.len() <= RELAY_OVERHEAD, "{}", text.len());
+            let send = len(&Message::Send { text: text.into() });
+            assert!(len(&Message::relay(from, text)) - send <= RELAY_OVERHEAD);
         }
+        let (ip, port) = (from.ip(), from.port());
+        assert!(len(&Message::Joined { ip, port }) <= NOTICE_MAX);
+        assert!(len(&Message::Left { ip, port }) <= NOTICE_MAX);
+        assert!(len(&Message::Ping { nonce: u64::MAX }) <= CONTROL_MAX);
+        assert!(len(&Message::Pong { nonce: u64::MAX }) <= CONTROL_MAX);
     }
 }

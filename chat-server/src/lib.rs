@@ -105,11 +105,17 @@
 //! - `error.rs`: [`Error`].
 #![forbid(unsafe_code)]
 
+mod admission;
 mod config;
 mod error;
+mod flood;
+mod hub;
 mod listener;
-mod room;
+mod outbox;
+mod presence;
 mod session;
+mod transport;
+mod writer;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -135,15 +141,20 @@ pub struct Server {
 
 impl Server {
     /// Validates `config` and binds a listening socket to `addr` (port 0
-    /// picks a free port; see [`local_addr`](Server::local_addr)).
+    /// picks a free port; see [`local_addr`](Server::local_addr)), with a
+    /// listen queue of [`Config::listen_backlog`]. A host name is resolved
+    /// and each of its addresses tried in turn, IPv4 or IPv6.
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] if a limit is out of range, [`Error::Bind`] if the
-    /// address cannot be resolved or bound.
+    /// [`Error::Config`] if a limit is out of range (see
+    /// [`Config::validate`]), [`Error::Bind`] if the address cannot be
+    /// resolved or bound.
     pub async fn bind(addr: impl ToSocketAddrs, config: Config) -> Result<Server, Error> {
         config.validate()?;
-        let listener = TcpListener::bind(addr).await.map_err(Error::Bind)?;
+        let listener = listener::bind(addr, config.listen_backlog())
+            .await
+            .map_err(Error::Bind)?;
         let addr = listener.local_addr().map_err(Error::Bind)?;
         Ok(Server {
             listener,
@@ -179,10 +190,14 @@ impl Server {
         tokio::select! {
             () = shutdown => {}
             () = listener::accept(&listener, &shared, &tracker) => {}
-            () = shared.room.send_presence() => {}
+            () = shared.hub.pace_presence() => {}
         }
         info!("shutting down");
         drop(listener);
+        // Closed before the sessions are told: every broadcast under way
+        // completes and later ones are refused, so each relay is in every
+        // outbox or in none when the sessions take their final drain.
+        shared.hub.close();
         token.cancel();
         tracker.close();
         // Every session bounds its own goodbye by the grace period; this

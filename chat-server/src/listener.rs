@@ -1,58 +1,111 @@
-//! The accept loop: admits clients up to `max_clients` and gives each its
-//! own session task.
+//! The accept loop: takes a slot (see [`admission`](crate::admission)),
+//! then accepts one connection for it and hands the socket to its task.
+//!
+//! Accept errors that concern one connection are skipped. The others (out
+//! of file descriptors, out of memory) leave the connection in the listen
+//! queue; the loop pauses briefly and tries again. The pause is capped at
+//! [`Backoff::MAX`] and cut short when any socket closes, so the server
+//! recovers within tens of milliseconds once descriptors free up.
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpSocket, ToSocketAddrs, lookup_host};
 use tokio::time::sleep;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, error, warn};
+use tracing::{debug, error};
 
+use crate::admission::{self, Admission, Slot};
 use crate::session::{self, Shared};
 
-/// First pause after an accept error that means "out of resources".
-const BACKOFF_MIN: Duration = Duration::from_millis(10);
-/// Longest pause between attempts.
-const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Binds a listening socket with a listen queue of `backlog`, trying each
+/// address `addr` resolves to, as `TcpListener::bind` does (which would
+/// leave the queue at 1,024).
+pub(crate) async fn bind(addr: impl ToSocketAddrs, backlog: u32) -> io::Result<TcpListener> {
+    let mut last = None;
+    for addr in lookup_host(addr).await? {
+        match listen(addr, backlog) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "could not resolve to any address",
+        )
+    }))
+}
+
+fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    // As `TcpListener::bind` does: a restarted server can bind its port
+    // while the last run's connections linger in TIME_WAIT.
+    #[cfg(not(windows))]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
 
 /// Accepts until the server's shutdown token is cancelled. Every task it
 /// starts is registered in `tracker`, so shutdown can wait for them.
 pub(crate) async fn accept(listener: &TcpListener, shared: &Arc<Shared>, tracker: &TaskTracker) {
-    let slots = Arc::new(Semaphore::new(shared.config.max_clients));
-    let mut backoff = BACKOFF_MIN;
+    let admission = Admission::new(&shared.config);
+    let mut backoff = Backoff::default();
     loop {
+        let slot = tokio::select! {
+            biased;
+            () = shared.shutdown.cancelled() => return,
+            slot = admission.slot() => slot,
+        };
+        let Some(slot) = slot else { return };
         let accepted = tokio::select! {
+            biased;
             () = shared.shutdown.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
         match accepted {
             Ok((stream, addr)) => {
-                backoff = BACKOFF_MIN;
-                match slots.clone().try_acquire_owned() {
-                    Ok(permit) => {
+                backoff.reset();
+                let closed = admission.on_close();
+                match admission.upgrade(slot) {
+                    Slot::Client(permit) => {
                         debug!(peer = %addr, "accepted");
-                        tracker.spawn(session::run(shared.clone(), stream, addr, permit));
+                        let shared = shared.clone();
+                        tracker.spawn(async move {
+                            let _closed = closed;
+                            session::run(shared, stream, addr, permit).await;
+                        });
                     }
-                    Err(_) => {
-                        warn!(peer = %addr, "server full: refusing client");
-                        tracker.spawn(session::reject(shared.clone(), stream, addr));
+                    Slot::Refuse(permit) => {
+                        let shared = shared.clone();
+                        tracker.spawn(async move {
+                            let _closed = closed;
+                            admission::refuse(stream, addr, &shared.config, permit).await;
+                        });
                     }
                 }
             }
             // The client gave up before we accepted it: nothing to do.
             Err(e) if transient(&e) => debug!("accept: {e}"),
-            // Out of file descriptors or memory: wait for sessions to end
-            // rather than spin. The pending connection stays in the backlog.
+            // Out of file descriptors or memory: pause rather than spin,
+            // until a socket closes or the pause ends. The pending
+            // connection stays in the listen queue.
             Err(e) => {
-                error!("accept failed: {e}; retrying in {backoff:?}");
+                drop(slot);
+                let pause = backoff.next();
+                error!("accept failed: {e}; retrying in {pause:?} or when a connection closes");
                 tokio::select! {
+                    biased;
                     () = shared.shutdown.cancelled() => return,
-                    () = sleep(backoff) => {}
+                    () = admission.closed() => {}
+                    () = sleep(pause) => {}
                 }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
             }
         }
     }
@@ -67,4 +120,86 @@ fn transient(e: &io::Error) -> bool {
             | io::ErrorKind::ConnectionRefused
             | io::ErrorKind::Interrupted
     )
+}
+
+/// Pauses between failed accepts: doubling from [`Backoff::MIN`], capped at
+/// [`Backoff::MAX`], back to the start after a success. The cap bounds how
+/// long a client waits once the shortage is over (it used to be 1 s); a
+/// failed accept is a cheap system call, so retrying 20 times a second
+/// costs nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    /// First pause.
+    pub(crate) const MIN: Duration = Duration::from_millis(5);
+    /// Longest pause.
+    pub(crate) const MAX: Duration = Duration::from_millis(50);
+
+    /// The pause to take now; the following one is twice as long, up to
+    /// [`Backoff::MAX`].
+    pub(crate) fn next(&mut self) -> Duration {
+        let pause = self.next;
+        self.next = (pause * 2).min(Self::MAX);
+        pause
+    }
+
+    /// After a success: the next pause is [`Backoff::MIN`] again.
+    pub(crate) fn reset(&mut self) {
+        self.next = Self::MIN;
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { next: Self::MIN }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap_and_resets() {
+        let mut backoff = Backoff::default();
+        let pauses: Vec<_> = (0..8).map(|_| backoff.next()).collect();
+        let ms = |n| Duration::from_millis(n);
+        assert_eq!(
+            pauses,
+            [
+                ms(5),
+                ms(10),
+                ms(20),
+                ms(40),
+                ms(50),
+                ms(50),
+                ms(50),
+                ms(50)
+            ]
+        );
+        // However long the shortage, no pause exceeds the cap.
+        assert!((0..10_000).all(|_| backoff.next() <= Backoff::MAX));
+        backoff.reset();
+        assert_eq!(backoff.next(), Backoff::MIN);
+    }
+
+    #[test]
+    fn only_per_connection_errors_are_transient() {
+        use io::ErrorKind::*;
+        for kind in [
+            ConnectionAborted,
+            ConnectionReset,
+            ConnectionRefused,
+            Interrupted,
+        ] {
+            assert!(transient(&kind.into()), "{kind:?}");
+        }
+        // EMFILE, ENFILE, ENOBUFS, ENOMEM: out of resources, back off.
+        for errno in [24, 23, 105, 12] {
+            assert!(!transient(&io::Error::from_raw_os_error(errno)), "{errno}");
+        }
+    }
 }

@@ -1,111 +1,124 @@
-//! One task per client: it owns the socket, reads and writes it, and is the
-//! only thing that ever touches it.
+//! One task per client: it owns the client's transport and its protocol
+//! machine, and is the only thing that ever touches either.
 //!
-//! The task waits on whichever comes first: bytes to read, room in the socket
-//! for queued output, new frames in its outbox, its idle timer, an eviction
-//! (slow consumer) or the server's shutdown. Reads and writes use tokio's
-//! readiness API (`readable`/`try_read_buf`, `writable`/`try_write_vectored`)
-//! so a read and a pending write never block each other and no buffer lives
-//! across an `.await` that is not needed: an idle session holds no read
-//! buffer and no write queue.
+//! The rules of the conversation (handshake, HTTP detection, versions,
+//! who may send what, answering `Ping`, the `Exit` and `Error` sequences,
+//! frame limits) are [`chat_proto::Connection`]'s, in the server role; the
+//! session moves bytes between it and the transport, and adds what is the
+//! server's own: the room, flood control, timers, eviction and shutdown.
 //!
-//! Output is a queue of shared [`Bytes`] written with one vectored write per
-//! wake-up, however many frames are queued. Input is decoded in place; the
-//! relays of all `Send`s that arrived in one read are encoded back to back
-//! into one buffer and handed to the room once, so the fan-out cost is paid
-//! per read, not per message.
+//! The task waits on whichever comes first: bytes to read, room in the
+//! transport for queued output, new frames in its outbox, its timer, an
+//! eviction or the server's shutdown. Output is a queue of shared [`Bytes`]
+//! written with vectored writes. The relays of the `Send`s that arrived
+//! together are encoded back to back into one buffer, handed to the room
+//! once and shared by every recipient, so the fan-out cost is paid per
+//! batch, not per message; a batch never exceeds what the outbox of a
+//! client that keeps up can take.
 
-use std::io::{self, IoSlice};
+use std::future::{Future, poll_fn};
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
-use chat_proto::{ChatCodec, DecodeError, Message, VERSION, features};
-use tokio::io::AsyncWriteExt;
+use bytes::BytesMut;
+use chat_proto::{ChatCodec, Connection, Event, HEADER_LEN, Message, ServerConfig};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
-use tokio::time::{Instant, sleep_until, timeout_at};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::futures::Notified;
+use tokio::time::{Instant, Sleep, sleep_until, timeout_at};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
-use crate::room::{Outbox, Peer, Room};
+use crate::flood::Bucket;
+use crate::hub::{Hub, Membership, Peer, PresencePolicy};
+use crate::outbox::Outbox;
+use crate::transport::Transport;
+use crate::writer::Writer;
 
-/// Bytes reserved for a read when the read buffer is empty.
-const READ_CHUNK: usize = 16 * 1024;
-/// Bytes reserved for a read during the handshake: a `Hello` is 7 bytes, and
-/// thousands of clients connecting at once should not each touch 16 KiB.
-const HELLO_CHUNK: usize = 64;
-/// Relays are sent on once their batch reaches this size.
-const BATCH_BYTES: usize = 64 * 1024;
-/// Most buffers written by one vectored write (and held out of the outbox).
-const MAX_IOV: usize = 64;
-/// Vectored writes in a row before the session yields to other tasks.
-const FLUSH_ROUNDS: usize = 16;
+/// Stand-in for "never" where a duration would overflow `Instant`.
+const FAR: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
 
-/// Why a flush stopped early.
-enum Flush {
-    Evicted,
-    Gone(io::Error),
-    /// Still more to write after `FLUSH_ROUNDS`: yield, then go on.
-    Busy,
-}
-
-/// What every session shares: limits, codecs, the room, the stop signal.
+/// What every session shares: limits, codecs, the hub, the stop signal.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) config: Config,
-    pub(crate) room: Room,
-    /// Decodes what clients send: at most `config.client_max_frame()`.
-    pub(crate) inbound: ChatCodec,
-    /// Encodes what the server sends: at most `config.max_frame_len`.
-    pub(crate) outbound: ChatCodec,
+    pub(crate) hub: Hub,
+    /// Each session's protocol machine is made from this.
+    server: ServerConfig,
+    /// Encodes relays: at most `config.max_frame_len`.
+    outbound: ChatCodec,
     /// Cancelled when the server shuts down.
     pub(crate) shutdown: CancellationToken,
-    next_id: AtomicU64,
 }
 
 impl Shared {
     /// `config` must have been validated.
     pub(crate) fn new(config: Config, shutdown: CancellationToken) -> Self {
-        let codec = |len| ChatCodec::with_max_frame_len(len).expect("validated by Config");
+        let server = ServerConfig::with_max_frame_len(config.max_frame_len)
+            .unwrap_or_else(|_| ServerConfig::default());
+        let outbound = server.outbound();
+        let hub = Hub::new(PresencePolicy {
+            enabled: config.presence,
+            delay: config.presence_delay,
+            batch: config.presence_batch,
+            codec: outbound,
+        });
         Shared {
-            inbound: codec(config.client_max_frame()),
-            outbound: codec(config.max_frame_len),
             config,
-            room: Room::default(),
+            hub,
+            server,
+            outbound,
             shutdown,
-            next_id: AtomicU64::new(1),
         }
     }
 
-    /// Encodes a server message of the server's own making (never a relay).
-    /// All fit the smallest frame limit but an `Error` with a long reason,
-    /// which is cut to fit.
-    fn frame(&self, msg: &Message) -> Bytes {
-        match (self.outbound.frame(msg), msg) {
-            (Ok(frame), _) => frame.into_bytes(),
-            (Err(_), Message::Error { reason }) => {
-                let mut end = self.config.max_frame_len - 16;
-                while !reason.is_char_boundary(end) {
-                    end -= 1;
-                }
-                self.frame(&error(&reason[..end]))
-            }
-            (Err(e), _) => unreachable!("a {} never exceeds the frame limit: {e}", msg.name()),
-        }
+    /// Most relay bytes one turn of a session hands to the room: at most
+    /// `relay_batch`, and with one more frame still within the outbox of a
+    /// client that had drained its own, so that keeping up is enough never
+    /// to be evicted.
+    fn batch_cap(&self) -> usize {
+        let frame = self.config.max_frame_len + HEADER_LEN;
+        self.config
+            .relay_batch
+            .min(self.config.outbox_bytes.saturating_sub(frame))
+            .max(1)
     }
 }
 
-/// Serves one accepted client until it leaves, then closes its socket.
+/// `now + d`, or a far future where that overflows.
+fn after(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .or_else(|| now.checked_add(FAR))
+        .unwrap_or(now)
+}
+
+/// Serves one accepted TCP client until it leaves, then closes its socket.
 pub(crate) async fn run(
     shared: Arc<Shared>,
     stream: TcpStream,
     addr: SocketAddr,
     permit: OwnedSemaphorePermit,
 ) {
-    let mut session = Session::new(shared, stream, addr, Some(permit));
+    // Relays must go out at once; batching is done by the writer.
+    if let Err(e) = stream.set_nodelay(true) {
+        debug!(peer = %addr, "cannot set TCP_NODELAY: {e}");
+    }
+    serve(shared, stream, addr, Some(permit)).await;
+}
+
+/// Serves one client over any transport until it leaves.
+pub(crate) async fn serve<T: Transport>(
+    shared: Arc<Shared>,
+    io: T,
+    addr: SocketAddr,
+    permit: Option<OwnedSemaphorePermit>,
+) {
+    let mut session = Session::new(shared, io, addr, permit);
     let close = match session.handshake().await {
         Ok(()) => session.serve().await,
         Err(close) => close,
@@ -113,20 +126,12 @@ pub(crate) async fn run(
     session.finish(close).await;
 }
 
-/// Tells a client the server is full, and closes.
-pub(crate) async fn reject(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
-    let session = Session::new(shared, stream, addr, None);
-    session
-        .finish(Close::Refuse("server full".to_owned()))
-        .await;
-}
-
 /// Why a session ends.
 #[derive(Debug)]
 enum Close {
-    /// The client closed its socket between frames.
+    /// The client closed its end between frames.
     Eof,
-    /// The socket failed (reset, broken pipe, ...).
+    /// The transport failed (reset, broken pipe, ...).
     Gone(io::Error),
     /// The client sent `Exit`.
     Exit,
@@ -136,501 +141,404 @@ enum Close {
     Shutdown,
     /// The outbox overflowed: slow consumer.
     Evicted,
-    /// The client broke a rule: tell it why, then close.
+    /// The client broke a protocol rule; the machine has queued the `Error`.
+    Violation(String),
+    /// A limit of the server's: tell the client why, then close.
     Refuse(String),
 }
 
-/// The outgoing bytes taken from the outbox but not yet written.
-#[derive(Debug, Default)]
-struct Out {
-    queue: Vec<Bytes>,
-    /// The front buffer has been partly written: it must be finished before
-    /// anything else goes out, or the peer would see a cut frame.
-    partial: bool,
+/// The wake-ups a serving session waits on besides its transport, made
+/// once and kept across wake-ups: re-creating them every time would
+/// register and unregister with each notifier, a cost paid per delivery.
+struct Waits<'a, 'p> {
+    shutdown: Pin<&'p mut WaitForCancellationFuture<'a>>,
+    evicted: Pin<&'p mut Notified<'a>>,
+    ready: Pin<&'p mut Notified<'a>>,
+    timer: Pin<&'p mut Sleep>,
 }
 
-impl Out {
-    fn is_empty(&self) -> bool {
-        self.queue.is_empty()
-    }
-
-    /// Writes as much as the socket takes now. `Ok(true)` once all is written.
-    fn write(&mut self, stream: &TcpStream) -> io::Result<bool> {
-        while !self.queue.is_empty() {
-            let mut slices = [IoSlice::new(&[]); MAX_IOV];
-            let n = self.queue.len().min(MAX_IOV);
-            for (slice, buf) in slices.iter_mut().zip(&self.queue) {
-                *slice = IoSlice::new(buf);
-            }
-            match stream.try_write_vectored(&slices[..n]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(written) => self.advance(written),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(true)
-    }
-
-    fn advance(&mut self, mut written: usize) {
-        let done = self
-            .queue
-            .iter()
-            .take_while(|buf| {
-                let whole = written >= buf.len();
-                if whole {
-                    written -= buf.len();
-                }
-                whole
-            })
-            .count();
-        self.queue.drain(..done);
-        if done > 0 {
-            self.partial = false;
-        }
-        if written > 0 {
-            self.queue[0].advance(written);
-            self.partial = true;
-        }
-    }
-
-    /// Drops everything queued except the rest of a partly written frame.
-    fn discard(&mut self) {
-        let keep = usize::from(self.partial);
-        self.queue.truncate(keep);
-    }
-}
-
-/// Token bucket for flood control.
-#[derive(Debug)]
-struct Bucket {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl Bucket {
-    fn new(config: &Config, now: Instant) -> Self {
-        let burst = f64::from(config.burst.max(1));
-        Bucket {
-            rate: f64::from(config.rate),
-            burst,
-            tokens: burst,
-            last: now,
-        }
-    }
-
-    fn refill(&mut self, now: Instant) {
-        let secs = now.saturating_duration_since(self.last).as_secs_f64();
-        self.tokens = (self.tokens + secs * self.rate).min(self.burst);
-        self.last = now;
-    }
-
-    fn take(&mut self) -> bool {
-        if self.rate == 0.0 {
-            return true;
-        }
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
-/// What woke the session up.
-enum Event {
+/// What woke the serving session up.
+enum Wake {
     Shutdown,
     Evicted,
-    Writable(io::Result<()>),
-    Queued,
-    Readable(io::Result<()>),
+    Gone(io::Error),
+    /// Bytes arrived (or the stream ended: `false`).
+    Input(bool),
+    /// Complete frames are still waiting, or output is: let others run first.
+    Busy,
     Timer,
 }
 
-struct Session {
+struct Session<T> {
     shared: Arc<Shared>,
-    stream: TcpStream,
+    io: T,
+    /// The client's address as the others see it.
     addr: SocketAddr,
-    id: u64,
-    rbuf: BytesMut,
-    out: Out,
+    conn: Connection,
+    out: Writer,
     /// Present while the client counts against `max_clients`.
     permit: Option<OwnedSemaphorePermit>,
     /// Set once welcomed: the client is in the room.
-    peer: Option<Link>,
+    member: Option<Membership>,
     bucket: Bucket,
+    /// When the last complete frame arrived.
     last_rx: Instant,
     pinged: bool,
     nonce: u64,
+    /// When the frame under way must be complete.
+    frame_deadline: Option<Instant>,
+    /// Complete frames left unread in the machine after a full batch.
+    backlog: bool,
+    /// Relay bytes handed to the room since the session last let the other
+    /// tasks run: the recipients drain their outboxes in between, so this
+    /// is what the outbox of a client that keeps up must hold at most.
+    relayed: usize,
 }
 
-/// A welcomed session's end of its outbox.
-struct Link {
-    outbox: Arc<Outbox>,
-}
-
-impl Session {
+impl<T: Transport> Session<T> {
     fn new(
         shared: Arc<Shared>,
-        stream: TcpStream,
+        io: T,
         addr: SocketAddr,
         permit: Option<OwnedSemaphorePermit>,
     ) -> Self {
         // Peers see the address in its plain form, not IPv4-mapped IPv6.
         let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
-        // Relays must go out at once; batching is done by the writer.
-        if let Err(e) = stream.set_nodelay(true) {
-            debug!(peer = %addr, "cannot set TCP_NODELAY: {e}");
-        }
         let now = Instant::now();
         Session {
-            id: shared.next_id.fetch_add(1, Ordering::Relaxed),
-            bucket: Bucket::new(&shared.config, now),
+            bucket: Bucket::new(shared.config.rate, shared.config.burst, now),
+            conn: Connection::server(shared.server),
             shared,
-            stream,
+            io,
             addr,
-            rbuf: BytesMut::new(),
-            out: Out::default(),
+            out: Writer::default(),
             permit,
-            peer: None,
+            member: None,
             last_rx: now,
             pinged: false,
             nonce: 0,
+            frame_deadline: None,
+            backlog: false,
+            relayed: 0,
         }
     }
 
-    /// Reads once into the read buffer. `Ok(None)`: nothing to read after all.
-    fn read(&mut self, chunk: usize) -> io::Result<Option<usize>> {
-        if self.rbuf.capacity() - self.rbuf.len() < chunk / 4 {
-            self.rbuf.reserve(chunk);
-        }
-        match self.stream.try_read_buf(&mut self.rbuf) {
-            Ok(n) => Ok(Some(n)),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) =>
-            {
-                // A readiness wake-up can be stale (tokio clears it only on
-                // WouldBlock): don't keep a buffer reserved for nothing, or
-                // every idle connection would hold one.
-                self.release_rbuf();
-                Ok(None)
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// After a read returned 0: a clean end, or a frame cut short.
-    fn eof(&mut self) -> Close {
-        match self.shared.inbound.decode_eof(&mut self.rbuf) {
-            Ok(None) => Close::Eof,
-            Ok(Some(_)) => unreachable!("complete frames are decoded before reading on"),
-            Err(e) => bad_frame(&e),
-        }
-    }
-
-    /// Waits for `Hello` and answers `Welcome`, then joins the room.
+    /// Waits for `Hello`, then welcomes the client into the lobby.
     async fn handshake(&mut self) -> Result<(), Close> {
-        let deadline = Instant::now() + self.shared.config.handshake_timeout;
+        let deadline = after(Instant::now(), self.shared.config.handshake_timeout);
+        let chunk = self.shared.config.read_chunk;
         loop {
-            if let Some(head) = self.rbuf.get(..4) {
-                if is_http(head) {
-                    return Err(Close::Refuse(
-                        "this is a chat server, not an HTTP server".into(),
-                    ));
-                }
-            }
-            match self.shared.inbound.decode(&mut self.rbuf) {
+            match self.conn.poll() {
+                Ok(Some(Event::Hello { version, .. })) => return self.admit(version),
+                Ok(Some(Event::Error(reason))) => return Err(Close::ClientError(reason)),
+                Ok(Some(other)) => debug!(peer = %self.addr, "ignored in handshake: {other:?}"),
                 Ok(None) => {}
-                Ok(Some(Message::Hello { version: 0, .. })) => {
-                    return Err(Close::Refuse(format!(
-                        "unsupported protocol version 0 (this server speaks 1..={VERSION})"
-                    )));
-                }
-                Ok(Some(Message::Hello { version, features })) => {
-                    self.welcome(version.min(VERSION), features & features::ALL);
-                    return Ok(());
-                }
-                Ok(Some(other)) => {
-                    return Err(Close::Refuse(format!(
-                        "expected Hello first, got {}",
-                        other.name()
-                    )));
-                }
-                Err(e) => return Err(bad_frame(&e)),
+                Err(e) => return Err(Close::Violation(e.to_string())),
             }
-            tokio::select! {
+            let read = tokio::select! {
                 biased;
                 () = self.shared.shutdown.cancelled() => return Err(Close::Shutdown),
                 () = sleep_until(deadline) => {
                     return Err(Close::Refuse("handshake timeout".into()));
                 }
-                ready = self.stream.readable() => {
-                    ready.map_err(Close::Gone)?;
-                    match self.read(HELLO_CHUNK).map_err(Close::Gone)? {
-                        Some(0) => return Err(self.eof()),
-                        _ => continue,
-                    }
-                }
+                read = poll_fn(|cx| self.io.poll_read(cx, self.conn.input(), chunk)) => read,
+            };
+            match read {
+                Ok(0) => return Err(self.eof()),
+                Ok(_) => {}
+                Err(e) => return Err(Close::Gone(e)),
             }
         }
     }
 
-    fn welcome(&mut self, version: u16, features: u64) {
-        let (ip, port) = (self.addr.ip(), self.addr.port());
-        let max_frame = u32::try_from(self.shared.config.client_max_frame()).unwrap_or(u32::MAX);
-        let welcome = Message::Welcome {
-            version,
-            features,
-            max_frame,
-            ip,
-            port,
-        };
-        // Queued before joining, so it precedes anything the room sends.
-        self.out.queue.push(self.shared.frame(&welcome));
+    fn admit(&mut self, version: u16) -> Result<(), Close> {
         let config = &self.shared.config;
         let outbox = Arc::new(Outbox::new(config.outbox_depth, config.outbox_bytes));
-        self.shared.room.join(Peer {
-            id: self.id,
-            outbox: outbox.clone(),
-        });
-        self.peer = Some(Link { outbox });
-        if self.shared.config.presence {
-            let joined = self.shared.frame(&Message::Joined { ip, port });
-            self.shared.room.announce(&joined, Some(self.id));
-        }
-        let peers = self.shared.room.len();
-        info!(peer = %self.addr, version, peers, "client connected");
+        let peer = Peer {
+            id: self.shared.hub.next_id(),
+            addr: self.addr,
+            outbox,
+        };
+        // Joining first: a closed hub (shutting down) refuses, and the
+        // client is then told so instead of being welcomed.
+        let member = self.shared.hub.lobby().join(peer).ok_or(Close::Shutdown)?;
+        self.conn.accept(self.addr);
+        // The Welcome goes out before anything the room queues.
+        self.out.push(self.conn.transmit().unwrap_or_default());
+        info!(peer = %self.addr, version, peers = member.peers(), "client connected");
+        self.member = Some(member);
         self.last_rx = Instant::now();
-        // Most clients say nothing more for a while.
-        self.release_rbuf();
+        Ok(())
     }
 
-    /// An idle connection holds no read buffer: drop it once it is empty.
-    fn release_rbuf(&mut self) {
-        if self.rbuf.is_empty() {
-            self.rbuf = BytesMut::new();
+    /// After the end of the stream: a clean end, or a frame cut short.
+    fn eof(&mut self) -> Close {
+        match self.conn.eof() {
+            Ok(()) => Close::Eof,
+            Err(e) => Close::Violation(e.to_string()),
         }
     }
 
     /// The welcomed client's life: relay, answer, watch the clock.
     async fn serve(&mut self) -> Close {
-        let idle = self.shared.config.idle_timeout;
-        let timer = sleep_until(self.last_rx + idle / 2);
-        tokio::pin!(timer);
-        // Frames pipelined behind the Hello.
-        if !self.rbuf.is_empty() {
-            if let Err(close) = self.process() {
-                return close;
-            }
-        }
-        let Some(outbox) = self.peer.as_ref().map(|link| link.outbox.clone()) else {
-            unreachable!("serve runs after the handshake")
+        let Some(outbox) = self.member.as_ref().map(|m| m.outbox().clone()) else {
+            return Close::Shutdown;
         };
-        // Futures that wait on a `Notify` are made once and kept across
-        // iterations: re-creating them on every wake-up would register and
-        // unregister with each notifier every time, a cost paid per delivery.
         let token = self.shared.shutdown.clone();
         let shutdown = token.cancelled();
         let evicted = outbox.evicted();
         let ready = outbox.ready();
-        tokio::pin!(shutdown, evicted, ready);
+        let timer = sleep_until(self.next_timer());
+        tokio::pin!(shutdown, evicted, ready, timer);
+        let mut waits = Waits {
+            shutdown,
+            evicted,
+            ready,
+            timer,
+        };
+        // Frames pipelined behind the Hello.
+        if let Err(close) = self.process() {
+            return close;
+        }
         loop {
-            // Write what is queued until the socket is full or nothing is
-            // left. When this ends with nothing to write, the outbox was
-            // empty at the last look, so any later push wakes `ready`.
-            let busy = match self.flush(&outbox) {
-                Ok(()) => false,
-                Err(Flush::Evicted) => return Close::Evicted,
-                Err(Flush::Gone(e)) => return Close::Gone(e),
-                Err(Flush::Busy) => {
+            let wake = poll_fn(|cx| self.poll_wake(cx, &outbox, &mut waits)).await;
+            match wake {
+                Wake::Shutdown => return Close::Shutdown,
+                Wake::Evicted => return Close::Evicted,
+                Wake::Gone(e) => return Close::Gone(e),
+                Wake::Input(false) => return self.eof(),
+                Wake::Input(true) => {
+                    if let Err(close) = self.process() {
+                        return close;
+                    }
+                    let timer = &mut waits.timer;
+                    if let Some(at) = self.frame_deadline.filter(|&at| at < timer.deadline()) {
+                        timer.as_mut().reset(at);
+                    }
+                }
+                Wake::Busy => {
                     tokio::task::yield_now().await;
-                    true
-                }
-            };
-            // Unbiased: with a busy outbox and a busy socket, reading and
-            // writing must both get their turn. A busy flush may have left
-            // frames in the outbox without a wake-up pending: go round again.
-            let event = tokio::select! {
-                () = &mut shutdown => Event::Shutdown,
-                () = &mut evicted => Event::Evicted,
-                ready = self.stream.writable(), if !self.out.is_empty() => Event::Writable(ready),
-                () = &mut ready, if self.out.is_empty() && !busy => {
-                    ready.set(outbox.ready());
-                    Event::Queued
-                }
-                () = std::future::ready(()), if self.out.is_empty() && busy => Event::Queued,
-                ready = self.stream.readable() => Event::Readable(ready),
-                () = &mut timer, if !idle.is_zero() => Event::Timer,
-            };
-            match event {
-                Event::Shutdown => return Close::Shutdown,
-                Event::Evicted => return Close::Evicted,
-                Event::Writable(Err(e)) | Event::Readable(Err(e)) => return Close::Gone(e),
-                Event::Writable(Ok(())) | Event::Queued => {}
-                Event::Readable(Ok(())) => match self.read(READ_CHUNK) {
-                    Err(e) => return Close::Gone(e),
-                    Ok(None) => {}
-                    Ok(Some(0)) => return self.eof(),
-                    Ok(Some(_)) => {
+                    self.relayed = 0;
+                    if self.backlog {
                         if let Err(close) = self.process() {
                             return close;
                         }
                     }
+                }
+                Wake::Timer => match self.tick() {
+                    Ok(next) => waits.timer.as_mut().reset(next),
+                    Err(close) => return close,
                 },
-                Event::Timer => {
-                    let now = Instant::now();
-                    let silent = now.saturating_duration_since(self.last_rx);
-                    if silent >= idle {
-                        return Close::Refuse("idle timeout".into());
+            }
+        }
+    }
+
+    /// One look at everything the session waits on: writes what it can,
+    /// then reports the first thing that needs the session.
+    fn poll_wake<'a>(
+        &mut self,
+        cx: &mut Context<'_>,
+        outbox: &'a Outbox,
+        waits: &mut Waits<'a, '_>,
+    ) -> Poll<Wake> {
+        loop {
+            if waits.shutdown.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Wake::Shutdown);
+            }
+            if waits.evicted.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Wake::Evicted);
+            }
+            // Write what is queued until the transport is full or nothing
+            // is left; give up the turn after a while, so that a client
+            // with a never-ending stream of relays cannot starve the others.
+            let config = &self.shared.config;
+            let (max_iov, rounds) = (config.max_iov.max(1), config.flush_rounds.max(1));
+            let mut busy = true;
+            for _ in 0..rounds {
+                let room = max_iov.saturating_sub(self.out.len());
+                if room > 0 && outbox.drain_into(self.out.queue(), room).is_err() {
+                    return Poll::Ready(Wake::Evicted);
+                }
+                if self.out.is_empty() {
+                    self.out.release();
+                    busy = false;
+                    break;
+                }
+                match self.out.poll_write(cx, &mut self.io, max_iov) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(e)) => return Poll::Ready(Wake::Gone(e)),
+                    Poll::Pending => {
+                        busy = false;
+                        break;
                     }
-                    let next = if silent >= idle / 2 && !self.pinged {
-                        self.pinged = true;
-                        self.nonce += 1;
-                        let ping = self.shared.frame(&Message::Ping { nonce: self.nonce });
-                        debug!(peer = %self.addr, "silent for {silent:?}: ping");
-                        if !self.enqueue(ping) {
-                            return Close::Evicted;
-                        }
-                        self.last_rx + idle
-                    } else if self.pinged {
-                        self.last_rx + idle
-                    } else {
-                        self.last_rx + idle / 2
-                    };
-                    timer.as_mut().reset(next);
                 }
             }
+            if busy || self.backlog || self.relayed >= self.shared.batch_cap() {
+                return Poll::Ready(Wake::Busy);
+            }
+            match self.io.poll_read(cx, self.conn.input(), config.read_chunk) {
+                Poll::Ready(Ok(n)) => return Poll::Ready(Wake::Input(n > 0)),
+                Poll::Ready(Err(e)) => return Poll::Ready(Wake::Gone(e)),
+                Poll::Pending => {}
+            }
+            if waits.timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Wake::Timer);
+            }
+            // With output pending, the transport's readiness wakes us; with
+            // none, a push to the outbox does. A push since the last drain
+            // has left a permit: re-arm, and go round again.
+            if self.out.is_empty() && waits.ready.as_mut().poll(cx).is_ready() {
+                waits.ready.set(outbox.ready());
+                continue;
+            }
+            return Poll::Pending;
         }
     }
 
-    /// Moves queued frames from the outbox to the socket until the socket
-    /// would block or both are empty. Gives up the turn after a while so a
-    /// client with a never-ending stream of relays cannot starve the others.
-    fn flush(&mut self, outbox: &Outbox) -> Result<(), Flush> {
-        for _ in 0..FLUSH_ROUNDS {
-            let room = MAX_IOV.saturating_sub(self.out.queue.len());
-            if room > 0 {
-                outbox
-                    .drain_into(&mut self.out.queue, room)
-                    .map_err(|_| Flush::Evicted)?;
+    /// The timer fired: closes a frame that took too long or a client
+    /// silent for too long, pings one silent for half of that, and says
+    /// when to look again.
+    fn tick(&mut self) -> Result<Instant, Close> {
+        let now = Instant::now();
+        if self.frame_deadline.is_some_and(|at| now >= at) {
+            return Err(Close::Refuse("frame timeout".into()));
+        }
+        let idle = self.shared.config.idle_timeout;
+        if !idle.is_zero() {
+            let silent = now.saturating_duration_since(self.last_rx);
+            if silent >= idle {
+                return Err(Close::Refuse("idle timeout".into()));
             }
-            if self.out.is_empty() {
-                // Nothing left to send: the session is about to wait, so give
-                // the queue's memory back (not after every write, which would
-                // reallocate it on every round under load).
-                self.out.queue = Vec::new();
-                return Ok(());
-            }
-            match self.out.write(&self.stream) {
-                Ok(true) => {}
-                Ok(false) => return Ok(()),
-                Err(e) => return Err(Flush::Gone(e)),
+            if silent >= idle / 2 && !self.pinged {
+                self.pinged = true;
+                self.nonce += 1;
+                debug!(peer = %self.addr, "silent for {silent:?}: ping");
+                // Open until the session ends: cannot fail here.
+                let _ = self.conn.ping(self.nonce);
+                self.queue_replies()?;
             }
         }
-        Err(Flush::Busy)
+        Ok(self.next_timer())
     }
 
-    /// Queues a reply to this client through its own outbox, so replies
-    /// obey the same bound as relays. False if the outbox is full.
-    fn enqueue(&mut self, frame: Bytes) -> bool {
-        match &self.peer {
-            Some(link) => link.outbox.push(frame),
-            None => {
-                self.out.queue.push(frame);
-                true
-            }
-        }
+    /// When the timer must fire next.
+    fn next_timer(&self) -> Instant {
+        let idle = self.shared.config.idle_timeout;
+        let idle_at = if idle.is_zero() {
+            after(self.last_rx, FAR)
+        } else if self.pinged {
+            after(self.last_rx, idle)
+        } else {
+            after(self.last_rx, idle / 2)
+        };
+        self.frame_deadline.map_or(idle_at, |at| at.min(idle_at))
     }
 
-    /// Handles every complete frame in the read buffer.
+    /// Handles the complete frames in the machine's input, until the relays
+    /// handed to the room since the session last yielded reach the batch
+    /// size; what is left waits for the next turn (`backlog`).
     fn process(&mut self) -> Result<(), Close> {
         let now = Instant::now();
-        self.last_rx = now;
-        self.pinged = false;
         self.bucket.refill(now);
+        let before = self.conn.buffered();
+        let cap = self.shared.batch_cap();
         let mut batch = BytesMut::new();
-        let result = self.decode_all(&mut batch);
+        self.backlog = false;
+        let result = loop {
+            if self.relayed + batch.len() >= cap {
+                self.backlog = true;
+                break Ok(());
+            }
+            match self.conn.poll() {
+                Ok(Some(event)) => {
+                    if let Err(close) = self.dispatch(event, &mut batch) {
+                        break Err(close);
+                    }
+                }
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(Close::Violation(e.to_string())),
+            }
+        };
         if !batch.is_empty() {
-            self.shared.room.broadcast(self.id, &batch.freeze());
+            self.relayed += batch.len();
+            if let Some(member) = &self.member {
+                // Refused only once the server is shutting down: the batch
+                // then reaches no one, never some.
+                member.broadcast(&batch.freeze());
+            }
         }
-        self.release_rbuf();
-        result
+        result?;
+        self.queue_replies()?;
+        let left = self.conn.buffered();
+        // A frame arrived whole if the input shrank (`Ping`s included,
+        // which the machine answers without a word to us).
+        if left < before || self.backlog {
+            self.last_rx = now;
+            self.pinged = false;
+            self.frame_deadline = None;
+        }
+        if left == 0 {
+            self.frame_deadline = None;
+            // Most clients say nothing more for a while.
+            self.conn.release();
+        } else if !self.backlog && self.frame_deadline.is_none() {
+            // A frame is under way: it has so long to complete.
+            self.frame_deadline = Some(after(now, self.shared.config.frame_timeout));
+        }
+        Ok(())
     }
 
-    fn decode_all(&mut self, batch: &mut BytesMut) -> Result<(), Close> {
-        loop {
-            let msg = match self.shared.inbound.decode(&mut self.rbuf) {
-                Ok(Some(msg)) => msg,
-                Ok(None) => return Ok(()),
-                Err(e) => return Err(bad_frame(&e)),
-            };
-            if !self.bucket.take() {
-                let rate = self.shared.config.rate;
-                return Err(Close::Refuse(format!("flood: more than {rate} messages/s")));
-            }
-            match msg {
-                Message::Send { text } => {
-                    debug!(peer = %self.addr, len = text.len(), "send");
-                    let relay = Message::relay(self.addr, text);
-                    // The inbound limit leaves room for the relay's header.
-                    if let Err(e) = self.shared.outbound.encode(&relay, batch) {
-                        return Err(Close::Refuse(format!("message too long: {e}")));
-                    }
-                    if batch.len() >= BATCH_BYTES {
-                        self.shared.room.broadcast(self.id, &batch.split().freeze());
-                    }
+    /// Applies one event from the machine.
+    fn dispatch(&mut self, event: Event, batch: &mut BytesMut) -> Result<(), Close> {
+        if !self.bucket.take() {
+            let rate = self.shared.config.rate;
+            return Err(Close::Refuse(format!("flood: more than {rate} messages/s")));
+        }
+        match event {
+            Event::Message(Message::Send { text }) => {
+                debug!(peer = %self.addr, len = text.len(), "send");
+                #[cfg(test)]
+                if text == tests::PANIC {
+                    panic!("the test hook asked for a panic");
                 }
-                Message::Ping { nonce } => {
-                    let pong = self.shared.frame(&Message::Pong { nonce });
-                    if !self.enqueue(pong) {
-                        return Err(Close::Evicted);
-                    }
-                }
-                Message::Pong { .. } => {}
-                Message::Exit => return Err(Close::Exit),
-                Message::Error { reason } => return Err(Close::ClientError(reason)),
-                Message::Hello { .. } => {
-                    return Err(Close::Refuse(
-                        "protocol violation: Hello after the handshake".into(),
-                    ));
-                }
-                other => {
-                    return Err(Close::Refuse(format!(
-                        "protocol violation: clients may not send {}",
-                        other.name()
-                    )));
+                let relay = Message::relay(self.addr, text);
+                // The machine's inbound limit leaves room for the relay's
+                // header, so this cannot fail.
+                if let Err(e) = self.shared.outbound.encode(&relay, batch) {
+                    return Err(Close::Refuse(format!("message too long: {e}")));
                 }
             }
+            Event::Message(Message::Pong { .. }) => {}
+            Event::Exit => return Err(Close::Exit),
+            Event::Error(reason) => return Err(Close::ClientError(reason)),
+            other => debug!(peer = %self.addr, "ignored: {other:?}"),
+        }
+        Ok(())
+    }
+
+    /// Moves the machine's own replies (`Pong`, `Ping`) to the outbox, so
+    /// they obey the same bound as relays.
+    fn queue_replies(&mut self) -> Result<(), Close> {
+        let (Some(bytes), Some(member)) = (self.conn.transmit(), &self.member) else {
+            return Ok(());
+        };
+        if member.outbox().push(bytes) {
+            Ok(())
+        } else {
+            Err(Close::Evicted)
         }
     }
 
     /// Leaves the room, says goodbye as the reason requires, and closes.
     async fn finish(mut self, close: Close) {
         let addr = self.addr;
-        let shutting_down = matches!(close, Close::Shutdown);
-        let mut link = self.peer.take();
-        if let Some(link) = &mut link {
-            self.shared.room.leave(self.id);
-            link.outbox.close();
-        }
+        // Leaving first: the others hear `Left` (the drop announces it), and
+        // nothing more is queued for this client.
+        let outbox = self.member.take().map(|member| member.outbox().clone());
         // A leaving client no longer counts against the limit.
         self.permit.take();
-        if link.is_some() && !shutting_down && self.shared.config.presence {
-            let left = self.shared.frame(&Message::Left {
-                ip: addr.ip(),
-                port: addr.port(),
-            });
-            self.shared.room.announce(&left, None);
-        }
         let config = &self.shared.config;
-        let (goodbye, budget) = match close {
+        let budget = match close {
             Close::Eof => {
                 info!(peer = %addr, "client disconnected");
                 return;
@@ -644,34 +552,46 @@ impl Session {
                 return;
             }
             Close::Exit | Close::Shutdown => {
-                // Deliver everything already queued for the client, then Exit.
-                if let Some(link) = &link {
-                    // Evicted meanwhile: what is queued was discarded.
-                    let _ = link.outbox.drain_into(&mut self.out.queue, usize::MAX);
+                // Everything queued for the client goes first: after the
+                // shutdown signal nothing more can be (the hub is closed).
+                if let Some(outbox) = &outbox {
+                    if outbox.drain_into(self.out.queue(), usize::MAX).is_err() {
+                        self.out.discard();
+                    }
                 }
-                let budget = if shutting_down {
-                    debug!(peer = %addr, "shutting down: sending Exit");
-                    config.shutdown_grace
-                } else {
+                if matches!(close, Close::Exit) {
                     info!(peer = %addr, "client exited");
+                    let _ = self.conn.exit();
                     config.close_timeout
-                };
-                (Message::Exit, budget)
+                } else {
+                    debug!(peer = %addr, "shutting down");
+                    self.conn.shutdown();
+                    config.shutdown_grace
+                }
             }
             Close::Evicted => {
                 warn!(peer = %addr, "slow consumer evicted");
                 self.out.discard();
-                (error("slow consumer"), config.close_timeout)
+                self.conn.refuse("slow consumer");
+                config.close_timeout
             }
             Close::Refuse(reason) => {
                 warn!(peer = %addr, "closing: {reason}");
                 self.out.discard();
-                (error(&reason), config.close_timeout)
+                self.conn.refuse(&reason);
+                config.close_timeout
+            }
+            Close::Violation(reason) => {
+                warn!(peer = %addr, "closing: {reason}");
+                self.out.discard();
+                config.close_timeout
             }
         };
-        drop(link);
-        self.out.queue.push(self.shared.frame(&goodbye));
-        let deadline = Instant::now() + budget;
+        drop(outbox);
+        if let Some(bytes) = self.conn.transmit() {
+            self.out.push(bytes);
+        }
+        let deadline = after(Instant::now(), budget);
         match timeout_at(deadline, self.goodbye()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => debug!(peer = %addr, "goodbye not delivered: {e}"),
@@ -679,91 +599,201 @@ impl Session {
         }
     }
 
-    /// Flushes the queue, half-closes, and waits for the client to close its
-    /// end, discarding what it sends: closing a socket with unread input
+    /// Writes what is queued, half-closes, and waits for the client to close
+    /// its end, discarding what it sends: closing a socket with unread input
     /// would reset the connection and could destroy the final frame in flight.
     async fn goodbye(&mut self) -> io::Result<()> {
-        while !self.out.write(&self.stream)? {
-            self.stream.writable().await?;
-        }
-        self.stream.shutdown().await?;
+        let config = &self.shared.config;
+        self.out.finish(&mut self.io, config.max_iov).await?;
+        let (chunk, enough) = (config.read_chunk, config.max_frame_len * 16);
+        let mut sink = BytesMut::new();
         let mut discarded = 0usize;
         loop {
-            self.stream.readable().await?;
-            self.rbuf.clear();
-            match self.read(READ_CHUNK)? {
-                Some(0) => return Ok(()),
-                Some(n) => discarded += n,
-                None => {}
+            sink.clear();
+            match poll_fn(|cx| self.io.poll_read(cx, &mut sink, chunk)).await? {
+                0 => return Ok(()),
+                n => discarded += n,
             }
-            if discarded > self.shared.config.max_frame_len * 16 {
+            if discarded > enough {
                 return Ok(()); // enough politeness
             }
         }
     }
 }
 
-fn error(reason: &str) -> Message {
-    Message::Error {
-        reason: reason.to_owned(),
-    }
-}
-
-fn bad_frame(e: &DecodeError) -> Close {
-    Close::Refuse(format!("invalid frame: {e}"))
-}
-
-/// Whether a stream starts with an HTTP method, as a browser or curl would.
-fn is_http(head: &[u8]) -> bool {
-    const METHODS: [&[u8; 4]; 10] = [
-        b"GET ", b"POST", b"PUT ", b"HEAD", b"DELE", b"OPTI", b"PATC", b"CONN", b"TRAC", b"PRI ",
-    ];
-    METHODS.iter().any(|m| head == &m[..])
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::time::Duration;
 
+    use chat_proto::{ClientConfig, Connection, Event, Message};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::time::timeout;
+
     use super::*;
+    use crate::transport::Stream;
 
-    #[test]
-    fn out_advance_tracks_partial_frames() {
-        let mut out = Out {
-            queue: vec![Bytes::from_static(b"abc"), Bytes::from_static(b"defg")],
-            partial: false,
-        };
-        out.advance(4);
-        assert!(out.partial);
-        assert_eq!(out.queue, vec![Bytes::from_static(b"efg")]);
-        out.queue.push(Bytes::from_static(b"h"));
-        out.discard();
-        assert_eq!(out.queue, vec![Bytes::from_static(b"efg")]);
-        out.advance(3);
-        assert!(!out.partial);
-        assert!(out.queue.is_empty());
+    /// A `Send` with this text makes the session panic (unit tests only).
+    pub(crate) const PANIC: &str = "\u{0}panic";
+
+    const T: Duration = Duration::from_secs(10);
+
+    /// A minimal client on the protocol's client machine.
+    struct Client {
+        stream: TcpStream,
+        conn: Connection,
+        addr: SocketAddr,
+    }
+
+    impl Client {
+        async fn join(server: SocketAddr) -> Client {
+            let stream = TcpStream::connect(server).await.unwrap();
+            let addr = stream.local_addr().unwrap();
+            let mut client = Client {
+                stream,
+                conn: Connection::client(ClientConfig::default()),
+                addr,
+            };
+            client.flush().await;
+            assert!(matches!(client.next().await, Some(Event::Welcome(_))));
+            client
+        }
+
+        async fn flush(&mut self) {
+            if let Some(bytes) = self.conn.transmit() {
+                self.stream.write_all(&bytes).await.unwrap();
+            }
+        }
+
+        async fn say(&mut self, text: &str) {
+            self.conn.send(&Message::Send { text: text.into() }).unwrap();
+            self.flush().await;
+        }
+
+        async fn next(&mut self) -> Option<Event> {
+            loop {
+                if let Some(event) = self.conn.poll().unwrap() {
+                    self.flush().await;
+                    return Some(event);
+                }
+                self.flush().await;
+                let input = self.conn.input();
+                input.reserve(4096);
+                let read = timeout(T, self.stream.read_buf(input)).await;
+                if read.expect("input in time").unwrap() == 0 {
+                    return None;
+                }
+            }
+        }
+
+        async fn recv(&mut self) -> Message {
+            match self.next().await.expect("a message") {
+                Event::Message(msg) => msg,
+                Event::Exit => Message::Exit,
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    fn joined(addr: SocketAddr) -> Message {
+        Message::Joined {
+            ip: addr.ip(),
+            port: addr.port(),
+        }
     }
 
     #[test]
-    fn bucket_allows_burst_then_rate() {
-        let config = Config {
-            rate: 10,
-            burst: 3,
-            ..Config::default()
-        };
-        let t0 = Instant::now();
-        let mut b = Bucket::new(&config, t0);
-        assert!((0..3).all(|_| b.take()));
-        assert!(!b.take());
-        b.refill(t0 + Duration::from_millis(100));
-        assert!(b.take());
-        assert!(!b.take());
+    fn deadlines_never_overflow() {
+        let now = Instant::now();
+        assert!(after(now, Duration::MAX) > now + Duration::from_secs(3600));
+        assert_eq!(after(now, Duration::from_secs(1)), now + Duration::from_secs(1));
     }
 
-    #[test]
-    fn http_is_recognised() {
-        assert!(is_http(b"GET "));
-        assert!(is_http(b"POST"));
-        assert!(!is_http(&[0, 0, 0, 5]));
+    /// A session that panics still leaves the room: the others hear `Left`
+    /// and a newcomer's roster does not name it. (It used to stay a member,
+    /// silently, for ever.)
+    #[tokio::test]
+    async fn a_panicking_session_leaves_the_room() {
+        let server = crate::Server::bind("127.0.0.1:0", Config::default())
+            .await
+            .unwrap();
+        let addr = server.local_addr();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(server.run(async move {
+            let _ = stopped.await;
+        }));
+        let mut a = Client::join(addr).await;
+        let mut b = Client::join(addr).await;
+        assert_eq!(a.recv().await, joined(b.addr));
+        assert_eq!(b.recv().await, joined(a.addr));
+        b.say(PANIC).await;
+        assert_eq!(
+            a.recv().await,
+            Message::Left {
+                ip: b.addr.ip(),
+                port: b.addr.port()
+            }
+        );
+        let mut c = Client::join(addr).await;
+        a.say("after the panic").await;
+        assert_eq!(c.recv().await, joined(a.addr), "the roster is a alone");
+        assert_eq!(
+            c.recv().await,
+            Message::relay(a.addr, "after the panic")
+        );
+        drop((a, b, c));
+        stop.send(()).unwrap();
+        timeout(T, running).await.unwrap().unwrap().unwrap();
+    }
+
+    /// A whole conversation through the generic `AsyncRead + AsyncWrite`
+    /// adapter, as a TLS or WebSocket stream would be served.
+    #[tokio::test]
+    async fn a_session_runs_over_any_async_stream() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shared = Arc::new(Shared::new(Config::default(), CancellationToken::new()));
+        let pacer = tokio::spawn({
+            let shared = shared.clone();
+            async move { shared.hub.pace_presence().await }
+        });
+        let accepting = tokio::spawn({
+            let shared = shared.clone();
+            async move {
+                let mut sessions = Vec::new();
+                for _ in 0..2 {
+                    let (stream, peer) = listener.accept().await.unwrap();
+                    let session = serve(shared.clone(), Stream(stream), peer, None);
+                    sessions.push(tokio::spawn(session));
+                }
+                for session in sessions {
+                    session.await.unwrap();
+                }
+            }
+        });
+        let mut a = Client::join(addr).await;
+        let mut b = Client::join(addr).await;
+        assert_eq!(a.recv().await, joined(b.addr));
+        assert_eq!(b.recv().await, joined(a.addr));
+        a.say("über den Adapter").await;
+        assert_eq!(b.recv().await, Message::relay(a.addr, "über den Adapter"));
+        b.conn.send(&Message::Ping { nonce: 9 }).unwrap();
+        b.flush().await;
+        assert_eq!(b.recv().await, Message::Pong { nonce: 9 });
+        a.conn.exit().unwrap();
+        a.flush().await;
+        assert_eq!(a.recv().await, Message::Exit);
+        assert_eq!(
+            b.recv().await,
+            Message::Left {
+                ip: a.addr.ip(),
+                port: a.addr.port()
+            }
+        );
+        b.conn.exit().unwrap();
+        b.flush().await;
+        assert_eq!(b.recv().await, Message::Exit);
+        timeout(T, accepting).await.unwrap().unwrap();
+        pacer.abort();
     }
 }

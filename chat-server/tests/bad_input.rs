@@ -72,12 +72,12 @@ async fn wrong_protocol_version() {
     let server = TestServer::start(config()).await;
     let mut by = Bystanders::join(server.addr).await;
     let mut bad = connect(server.addr).await;
-    bad.send(Message::Hello {
+    bad.send_raw(Message::Hello {
         version: 0,
         features: 0,
     })
     .await;
-    bad.expect_error("unsupported protocol version 0 (this server speaks 1..=1)")
+    bad.expect_error("unsupported protocol version 0 (this end speaks 1..=1)")
         .await;
     by.still_talk("version").await;
     drop((by, bad));
@@ -89,7 +89,10 @@ async fn message_before_hello() {
     let server = TestServer::start(config()).await;
     let mut by = Bystanders::join(server.addr).await;
     let mut bad = connect(server.addr).await;
-    bad.say("hi, no hello").await;
+    bad.send_raw(Message::Send {
+        text: "hi, no hello".into(),
+    })
+    .await;
     bad.expect_error("expected Hello first, got Send").await;
     by.still_talk("no hello").await;
     drop((by, bad));
@@ -101,8 +104,11 @@ async fn client_sends_relay() {
     let server = TestServer::start(config()).await;
     let mut by = Bystanders::join(server.addr).await;
     let mut bad = join(server.addr).await;
+    // Once the others know of it, they must hear of its leaving.
+    by.a.expect_joined(bad.addr).await;
+    by.b.expect_joined(bad.addr).await;
     let forged = Message::relay("10.9.8.7:6543".parse().unwrap(), "forged");
-    bad.send(forged).await;
+    bad.send_raw(forged).await;
     bad.expect_error("protocol violation: clients may not send Relay")
         .await;
     // The forgery reached no one: the next thing after the join/leave
@@ -118,7 +124,7 @@ async fn client_sends_relay() {
 async fn client_sends_joined() {
     let server = TestServer::start(config()).await;
     let mut bad = join(server.addr).await;
-    bad.send(Message::Joined {
+    bad.send_raw(Message::Joined {
         ip: "127.0.0.1".parse().unwrap(),
         port: 1,
     })
@@ -134,6 +140,8 @@ async fn invalid_utf8_after_handshake() {
     let server = TestServer::start(config()).await;
     let mut by = Bystanders::join(server.addr).await;
     let mut bad = join(server.addr).await;
+    by.a.expect_joined(bad.addr).await;
+    by.b.expect_joined(bad.addr).await;
     // Send (tag 0), text of 2 bytes that are not UTF-8.
     bad.write_raw(&[0, 0, 0, 4, 0, 2, 0xff, 0xfe]).await;
     bad.expect_error("invalid frame: text is not valid UTF-8 (valid up to byte 0)")
@@ -150,10 +158,11 @@ async fn frame_cut_by_half_close() {
     let server = TestServer::start(config()).await;
     let mut by = Bystanders::join(server.addr).await;
     let mut bad = join(server.addr).await;
+    by.a.expect_joined(bad.addr).await;
     // A Send frame announcing 10 bytes, of which 3 arrive; then the client
     // shuts down its sending side (it can still read the verdict).
     bad.write_raw(&[0, 0, 0, 10, 0, 8, b'a']).await;
-    bad.io.get_mut().shutdown().await.unwrap();
+    bad.stream.shutdown().await.unwrap();
     bad.expect_error("invalid frame: connection closed mid-frame (7 of 14 bytes received)")
         .await;
     by.a.expect_left(bad.addr).await;
@@ -167,6 +176,8 @@ async fn frame_cut_by_disconnect() {
     let server = TestServer::start(config()).await;
     let mut by = Bystanders::join(server.addr).await;
     let mut bad = join(server.addr).await;
+    by.a.expect_joined(bad.addr).await;
+    by.b.expect_joined(bad.addr).await;
     bad.write_raw(&[0, 0, 0, 10, 0, 8, b'a']).await;
     let addr = bad.addr;
     drop(bad);

@@ -112,5 +112,88 @@ async fn invalid_limit_is_refused() {
     assert!(!status.success());
     let err = read_all(child.stderr.take().unwrap()).await;
     assert_eq!(err.lines().count(), 1, "{err:?}");
-    assert!(err.contains("outbox_depth"), "{err:?}");
+    assert!(err.contains("--outbox:"), "{err:?}");
+    assert!(!err.contains("outbox_depth"), "{err:?}");
+}
+
+/// `--outbox-bytes` equal to `--max-frame` used to be accepted, and one
+/// maximal relay evicted a client that was reading normally. The refusal
+/// names the flags and gives the minimum.
+#[tokio::test]
+async fn a_bad_combination_names_the_flags() {
+    let mut child = server(&[
+        "--bind",
+        "127.0.0.1:0",
+        "--max-frame",
+        "65536",
+        "--outbox-bytes",
+        "65536",
+    ]);
+    let status = timeout(T, child.wait()).await.unwrap().unwrap();
+    assert!(!status.success());
+    assert_eq!(read_all(child.stdout.take().unwrap()).await, "");
+    let err = read_all(child.stderr.take().unwrap()).await;
+    assert_eq!(err.lines().count(), 1, "{err:?}");
+    assert!(
+        err.contains("--outbox-bytes: 65536 is less than the minimum, 147524"),
+        "{err:?}"
+    );
+    assert!(
+        err.contains("--max-frame") && err.contains("--relay-batch"),
+        "{err:?}"
+    );
+    assert!(
+        !err.contains("outbox_bytes") && !err.contains("max_frame_len"),
+        "{err:?}"
+    );
+}
+
+/// A duration that would overflow the clock is refused up front (it used
+/// to panic in every session).
+#[tokio::test]
+async fn an_endless_timeout_is_refused() {
+    let mut child = server(&["--bind", "127.0.0.1:0", "--idle-timeout", "1000000d"]);
+    let status = timeout(T, child.wait()).await.unwrap().unwrap();
+    assert!(!status.success());
+    let err = read_all(child.stderr.take().unwrap()).await;
+    assert!(
+        err.contains("--idle-timeout") && err.contains("365 days"),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn help_lists_every_flag_and_the_load_test_setting() {
+    let mut child = server(&["--help"]);
+    let status = timeout(T, child.wait()).await.unwrap().unwrap();
+    assert!(status.success());
+    let help = read_all(child.stdout.take().unwrap()).await;
+    for flag in [
+        "--bind",
+        "--max-clients",
+        "--reject-slots",
+        "--backlog",
+        "--max-frame",
+        "--outbox ",
+        "--outbox-bytes",
+        "--relay-batch",
+        "--handshake-timeout",
+        "--idle-timeout",
+        "--frame-timeout",
+        "--rate",
+        "--burst",
+        "--shutdown-grace",
+        "--close-timeout",
+        "--no-presence",
+        "--presence-delay",
+        "--presence-batch",
+        "--read-chunk",
+        "--max-iov",
+        "--flush-rounds",
+        "--threads",
+        "--verbose",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from:\n{help}");
+    }
+    assert!(help.contains("--rate 0"), "{help}");
 }

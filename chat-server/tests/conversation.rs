@@ -68,16 +68,24 @@ async fn seed_conversation() {
     server.stop().await;
 }
 
-/// Three clients joined one after another, each join notice consumed.
+/// Three clients joined one after another, each join notice consumed: the
+/// earlier ones hear of each newcomer, and each newcomer first hears of
+/// everyone already there.
 async fn three(server: &TestServer) -> Vec<Client> {
     let mut c = vec![join(server.addr).await];
     c.push(join(server.addr).await);
     let j = joined(&c[1]);
     assert_eq!(c[0].recv().await, j);
+    assert_eq!(c[1].recv().await, joined(&c[0]));
     c.push(join(server.addr).await);
     let j = joined(&c[2]);
     assert_eq!(c[0].recv().await, j);
     assert_eq!(c[1].recv().await, j);
+    let mut roster = vec![c[2].recv().await, c[2].recv().await];
+    roster.sort_by_key(|m| format!("{m:?}"));
+    let mut expected = vec![joined(&c[0]), joined(&c[1])];
+    expected.sort_by_key(|m| format!("{m:?}"));
+    assert_eq!(roster, expected);
     c
 }
 
@@ -105,7 +113,9 @@ async fn graceful_shutdown_says_exit_to_everyone() {
     let mut a = join(server.addr).await;
     let mut b = join(server.addr).await;
     assert_eq!(a.recv().await, joined(&b));
-    // A client still in its handshake is told too.
+    assert_eq!(b.recv().await, joined(&a));
+    // A client still in its handshake is told too: with an `Error`, the
+    // only thing it may receive besides `Welcome` (it used to get `Exit`).
     let mut c = connect(server.addr).await;
     b.say("last words").await;
     a.expect_relay(b.addr, "last words").await;
@@ -114,7 +124,7 @@ async fn graceful_shutdown_says_exit_to_everyone() {
     server.signal();
     a.expect_exit().await;
     b.expect_exit().await;
-    c.expect_exit().await;
+    c.expect_error("server shutting down").await;
     drop((a, b, c));
     server.stop().await;
     // No longer accepting.
@@ -128,6 +138,7 @@ async fn shutdown_flushes_what_is_queued() {
     let mut a = join(server.addr).await;
     let mut b = join(server.addr).await;
     assert_eq!(a.recv().await, joined(&b));
+    assert_eq!(b.recv().await, joined(&a));
     // b sends a burst and waits for the Pong behind it: every Send before
     // the Ping has been read and relayed into a's outbox by then.
     for i in 0..200 {
@@ -163,7 +174,7 @@ async fn ipv6_loopback() {
 async fn newer_client_gets_our_version_and_no_unknown_features() {
     let server = TestServer::start(config()).await;
     let mut a = connect(server.addr).await;
-    a.send(Message::Hello {
+    a.send_raw(Message::Hello {
         version: 9,
         features: u64::MAX,
     })

@@ -1,15 +1,15 @@
-//! The limits: slow consumers, server full, idle clients, floods.
+//! The limits: slow consumers, server full, idle clients, floods, and the
+//! configurations `Server::bind` refuses.
 
 mod common;
 
 use std::time::Duration;
 
-use chat_proto::{ChatCodec, Message};
+use chat_proto::Message;
 use common::{Bystanders, Client, T, TestServer, config, connect, join};
 use tokio::net::TcpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, timeout};
-use tokio_util::codec::Framed;
 
 #[tokio::test]
 async fn slow_consumer_is_evicted_and_others_get_everything() {
@@ -31,10 +31,7 @@ async fn slow_consumer_is_evicted_and_others_get_everything() {
         .await
         .unwrap()
         .unwrap();
-    let mut slow = Client {
-        addr: stream.local_addr().unwrap(),
-        io: Framed::new(stream, ChatCodec::new()),
-    };
+    let mut slow = Client::over(stream);
     slow.send(Message::hello()).await;
     slow.welcomed().await;
     let slow_addr = slow.addr;
@@ -233,4 +230,87 @@ async fn within_limit(client: &mut Client, flooder: std::net::SocketAddr) -> usi
             other => panic!("unexpected {other:?}"),
         }
     }
+}
+
+/// Limits under which the server could misbehave are refused up front:
+/// `outbox_bytes` equal to `max_frame_len` (one maximal relay from an IPv6
+/// peer evicted a client that was reading normally) and an endless idle
+/// timeout (it panicked in every session).
+#[tokio::test]
+async fn bind_refuses_limits_that_could_evict_or_overflow() {
+    for (config, field) in [
+        (
+            chat_server::Config {
+                outbox_bytes: chat_proto::MAX_FRAME_LEN,
+                ..config()
+            },
+            "outbox_bytes",
+        ),
+        (
+            chat_server::Config {
+                idle_timeout: Duration::MAX,
+                ..config()
+            },
+            "idle_timeout",
+        ),
+    ] {
+        match chat_server::Server::bind("127.0.0.1:0", config).await {
+            Err(chat_server::Error::Config { field: got, .. }) => assert_eq!(got, field),
+            other => panic!("{field}: expected a refusal, got {other:?}"),
+        }
+    }
+}
+
+/// At the smallest outbox `Config::validate` allows, a client that reads
+/// what it is sent is never evicted: not by the longest relay (from an IPv6
+/// peer, whose address is the longest), nor by four 30 KB messages in one
+/// write, nor by more than a relay batch in one write.
+#[tokio::test]
+async fn the_smallest_valid_outbox_keeps_a_reader() {
+    let base = chat_server::Config {
+        rate: 0,
+        outbox_depth: chat_server::Config::MIN_OUTBOX_DEPTH,
+        ..config()
+    };
+    let server = TestServer::start_on(
+        "[::1]:0",
+        chat_server::Config {
+            outbox_bytes: base.min_outbox_bytes(),
+            ..base
+        },
+    )
+    .await;
+    let mut reader = join(server.addr).await;
+    let mut sender = join(server.addr).await;
+    assert!(matches!(reader.recv().await, Message::Joined { .. }));
+    assert!(sender.addr.is_ipv6());
+
+    let longest = "x".repeat(chat_proto::MAX_FRAME_LEN - 24);
+    sender.say(&longest).await;
+    reader.expect_relay(sender.addr, &longest).await;
+
+    let texts: Vec<String> = (0..4).map(|i| format!("{i}").repeat(30_000)).collect();
+    for text in &texts {
+        sender.feed(Message::Send { text: text.clone() }).await;
+    }
+    sender.flush().await;
+    for text in &texts {
+        reader.expect_relay(sender.addr, text).await;
+    }
+
+    for _ in 0..4 {
+        sender
+            .feed(Message::Send {
+                text: longest.clone(),
+            })
+            .await;
+    }
+    sender.flush().await;
+    for _ in 0..4 {
+        reader.expect_relay(sender.addr, &longest).await;
+    }
+    sender.say("still here").await;
+    reader.expect_relay(sender.addr, "still here").await;
+    drop((reader, sender));
+    server.stop().await;
 }

@@ -1,8 +1,9 @@
 //! `chat-server`: flags, logging, signals; the library does the rest.
 //!
-//! Once bound it prints exactly one line to stdout, `listening on ADDR`, so
-//! that scripts started with `--bind 127.0.0.1:0` can learn the port. Logs go
-//! to stderr.
+//! Every field of [`Config`] has a flag. Once bound it prints exactly one
+//! line to stdout, `listening on ADDR`, so that scripts started with
+//! `--bind 127.0.0.1:0` can learn the port. Logs go to stderr. A limit the
+//! library refuses is reported with the flag's name, not the field's.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -12,50 +13,92 @@ use chat_server::{Config, Server};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+/// Shown after the flags in `--help`.
+const AFTER_HELP: &str = "\
+Durations: 500ms, 10s, 2m, 1h, 1d, or plain seconds (at most 365 days).
+Sizes: bytes, or with a unit: 64KiB (or 64k), 8MiB (or 8M).
+
+Load tests: flood control cuts off any client sending more than --rate
+messages per second beyond a --burst. A load generator such as chat-bench
+sends far faster than a person: start the server with --rate 0 for it.";
+
 /// A chat relay server: every message a client sends reaches all the others.
 #[derive(Debug, Parser)]
 #[command(
     version,
-    about = "A chat relay server: every message a client sends reaches all the others"
+    about = "A chat relay server: every message a client sends reaches all the others",
+    after_help = AFTER_HELP
 )]
 struct Args {
-    /// Address to listen on (IPv6 too, e.g. `[::]:8080`).
+    /// Address to listen on: IPv4, IPv6 (`[::]:8080`) or a host name; port 0 picks a free port.
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8080")]
     bind: String,
-    /// Most clients connected at once.
-    #[arg(long, value_name = "N", default_value_t = Config::default().max_clients)]
+    /// Most clients connected at once, handshaking ones included.
+    #[arg(long, value_name = "N", default_value = "10000")]
     max_clients: usize,
-    /// Largest frame payload the server sends, in bytes (clients may send 20 less).
-    #[arg(long, value_name = "BYTES", default_value_t = Config::default().max_frame_len)]
+    /// Connections beyond --max-clients held at once just to tell them "server full";
+    /// past it, they wait in the listen queue. 0: nobody is told.
+    #[arg(long, value_name = "N", default_value = "64")]
+    reject_slots: usize,
+    /// Listen queue length [default: --max-clients, clamped to 1024..=65535].
+    #[arg(long, value_name = "N")]
+    backlog: Option<u32>,
+    /// Largest frame payload the server sends; clients may send 20 bytes less.
+    #[arg(long, value_name = "BYTES", default_value = "65536", value_parser = size)]
     max_frame: usize,
-    /// Outgoing queue depth per client, in frames; a client that lets it fill is evicted.
-    #[arg(long, value_name = "FRAMES", default_value_t = Config::default().outbox_depth)]
+    /// Outgoing queue depth per client, in buffers; a client that lets it fill is evicted.
+    #[arg(long, value_name = "N", default_value = "1024")]
     outbox: usize,
     /// Most bytes queued for one client; past it the client is evicted as a slow consumer.
-    #[arg(long, value_name = "BYTES", default_value_t = Config::default().outbox_bytes)]
+    /// At least --relay-batch + --max-frame + --presence-batch + 68.
+    #[arg(long, value_name = "BYTES", default_value = "8MiB", value_parser = size)]
     outbox_bytes: usize,
-    /// Time a new client has to say Hello (e.g. 10s, 500ms, 2m).
+    /// Relays of Sends that arrive together from one client are shared as one buffer of
+    /// up to this many bytes (plus one frame). 0: one buffer per relay.
+    #[arg(long, value_name = "BYTES", default_value = "64KiB", value_parser = size)]
+    relay_batch: usize,
+    /// Time a new client has to say Hello.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
     handshake_timeout: Duration,
     /// Silence after which a client is pinged (half of it) and closed (all of it); 0 disables.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration)]
     idle_timeout: Duration,
-    /// Sustained messages per second a client may send; 0 disables flood control.
-    #[arg(long, value_name = "N", default_value_t = Config::default().rate)]
+    /// Time a client that started a frame has to finish it.
+    #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = duration)]
+    frame_timeout: Duration,
+    /// Sustained messages per second a client may send; 0 disables flood control
+    /// (needed for load tests).
+    #[arg(long, value_name = "N", default_value = "1000")]
     rate: u32,
     /// Messages a client may send in a burst above the rate.
-    #[arg(long, value_name = "N", default_value_t = Config::default().burst)]
+    #[arg(long, value_name = "N", default_value = "4000")]
     burst: u32,
     /// On shutdown, time given to clients to receive what is queued and the final Exit.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = duration)]
     shutdown_grace: Duration,
-    /// How long a client that is sent a final Error or Exit gets to take it and close.
+    /// How long a client that is sent a final Error or Exit gets to take it and close
+    /// (at most 1s for "server full").
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = duration)]
     close_timeout: Duration,
     /// Don't announce joins and leaves (for very large rooms: a crowd of N
     /// arriving at once otherwise costs N²/2 notices).
     #[arg(long)]
     no_presence: bool,
+    /// Longest a join or leave notice waits for others to share its batch; 0: no wait.
+    #[arg(long, value_name = "DURATION", default_value = "10ms", value_parser = duration)]
+    presence_delay: Duration,
+    /// A batch of notices this large goes out at once; 0: every notice at once.
+    #[arg(long, value_name = "BYTES", default_value = "16KiB", value_parser = size)]
+    presence_batch: usize,
+    /// Bytes reserved for one read from a client (at least 64).
+    #[arg(long, value_name = "BYTES", default_value = "16KiB", value_parser = size)]
+    read_chunk: usize,
+    /// Most buffers handed to one vectored write (1 to 1024).
+    #[arg(long, value_name = "N", default_value = "64")]
+    max_iov: usize,
+    /// Vectored writes in a row before a session lets others run.
+    #[arg(long, value_name = "N", default_value = "16")]
+    flush_rounds: usize,
     /// Worker threads (default: one per core). On a machine shared with a
     /// load generator, 1 leaves it a core of its own.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
@@ -65,7 +108,105 @@ struct Args {
     verbose: u8,
 }
 
-/// Parses `1.5s`, `500ms`, `2m`, `1h`, or a plain number of seconds.
+impl Args {
+    /// The library's configuration these flags describe.
+    fn config(&self) -> Config {
+        Config {
+            max_clients: self.max_clients,
+            max_frame_len: self.max_frame,
+            outbox_depth: self.outbox,
+            outbox_bytes: self.outbox_bytes,
+            handshake_timeout: self.handshake_timeout,
+            idle_timeout: self.idle_timeout,
+            rate: self.rate,
+            burst: self.burst,
+            shutdown_grace: self.shutdown_grace,
+            close_timeout: self.close_timeout,
+            presence: !self.no_presence,
+            presence_delay: self.presence_delay,
+            presence_batch: self.presence_batch,
+            frame_timeout: self.frame_timeout,
+            relay_batch: self.relay_batch,
+            read_chunk: self.read_chunk,
+            max_iov: self.max_iov,
+            flush_rounds: self.flush_rounds,
+            backlog: self.backlog,
+            reject_slots: self.reject_slots,
+        }
+    }
+}
+
+/// The flag that sets each field of [`Config`].
+const FLAGS: &[(&str, &str)] = &[
+    ("max_clients", "--max-clients"),
+    ("max_frame_len", "--max-frame"),
+    ("outbox_depth", "--outbox"),
+    ("outbox_bytes", "--outbox-bytes"),
+    ("handshake_timeout", "--handshake-timeout"),
+    ("idle_timeout", "--idle-timeout"),
+    ("rate", "--rate"),
+    ("burst", "--burst"),
+    ("shutdown_grace", "--shutdown-grace"),
+    ("close_timeout", "--close-timeout"),
+    ("presence", "--no-presence"),
+    ("presence_delay", "--presence-delay"),
+    ("presence_batch", "--presence-batch"),
+    ("frame_timeout", "--frame-timeout"),
+    ("relay_batch", "--relay-batch"),
+    ("read_chunk", "--read-chunk"),
+    ("max_iov", "--max-iov"),
+    ("flush_rounds", "--flush-rounds"),
+    ("backlog", "--backlog"),
+    ("reject_slots", "--reject-slots"),
+];
+
+/// The flag for a `Config` field (the field itself if it has none).
+fn flag(field: &str) -> &str {
+    FLAGS
+        .iter()
+        .find(|(f, _)| *f == field)
+        .map_or(field, |(_, flag)| flag)
+}
+
+/// `text` with every field name that appears as a word replaced by its flag.
+fn with_flags(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut rest = text;
+    while !rest.is_empty() {
+        let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+        let end = rest.find(|c: char| !word(c)).unwrap_or(rest.len());
+        if end == 0 {
+            let c = rest.chars().next().unwrap_or_default();
+            out.push(c);
+            rest = &rest[c.len_utf8()..];
+        } else {
+            out.push_str(flag(&rest[..end]));
+            rest = &rest[end..];
+        }
+    }
+    out
+}
+
+/// Parses a byte size: `65536`, `64KiB` or `64k`, `8MiB` or `8M`, `1GiB` or `1G`.
+fn size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let num: usize = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size such as 65536, 64KiB or 8MiB"))?;
+    let scale: usize = match unit.trim() {
+        "" | "B" => 1,
+        "k" | "K" | "KiB" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        other => return Err(format!("unknown unit `{other}` (use KiB, MiB or GiB)")),
+    };
+    num.checked_mul(scale)
+        .ok_or_else(|| format!("`{s}` is too large"))
+}
+
+/// Parses `1.5s`, `500ms`, `2m`, `1h`, `1d`, or a plain number of seconds.
 fn duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s
@@ -80,7 +221,8 @@ fn duration(s: &str) -> Result<Duration, String> {
         "" | "s" => 1.0,
         "m" => 60.0,
         "h" => 3600.0,
-        other => return Err(format!("unknown unit `{other}` (use ms, s, m or h)")),
+        "d" => 86_400.0,
+        other => return Err(format!("unknown unit `{other}` (use ms, s, m, h or d)")),
     };
     Duration::try_from_secs_f64(num * scale).map_err(|e| format!("`{s}`: {e}"))
 }
@@ -123,24 +265,14 @@ fn init_logs(verbose: u8) {
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
-    let config = Config {
-        max_clients: args.max_clients,
-        max_frame_len: args.max_frame,
-        outbox_depth: args.outbox,
-        outbox_bytes: args.outbox_bytes,
-        handshake_timeout: args.handshake_timeout,
-        idle_timeout: args.idle_timeout,
-        rate: args.rate,
-        burst: args.burst,
-        shutdown_grace: args.shutdown_grace,
-        close_timeout: args.close_timeout,
-        presence: !args.no_presence,
-        ..Config::default()
-    };
+    let config = args.config();
     let stop = signals()?;
     let server = match Server::bind(args.bind.as_str(), config).await {
         Ok(server) => server,
         Err(chat_server::Error::Bind(e)) => anyhow::bail!("cannot bind {}: {e}", args.bind),
+        Err(chat_server::Error::Config { field, reason }) => {
+            anyhow::bail!("invalid {}: {}", flag(field), with_flags(&reason))
+        }
         Err(e) => return Err(e.into()),
     };
     let mut stdout = std::io::stdout().lock();
@@ -179,6 +311,8 @@ fn signals() -> anyhow::Result<impl std::future::Future<Output = ()>> {
 
 #[cfg(test)]
 mod tests {
+    use clap::CommandFactory;
+
     use super::*;
 
     #[test]
@@ -186,9 +320,24 @@ mod tests {
         assert_eq!(duration("10s"), Ok(Duration::from_secs(10)));
         assert_eq!(duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(duration("1d"), Ok(Duration::from_secs(86_400)));
         assert_eq!(duration("1.5"), Ok(Duration::from_millis(1500)));
         assert!(duration("ten").is_err());
         assert!(duration("5 days").is_err());
+        assert!(duration("1e300").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(size("65536"), Ok(65_536));
+        assert_eq!(size("64KiB"), Ok(65_536));
+        assert_eq!(size("64k"), Ok(65_536));
+        assert_eq!(size("8MiB"), Ok(8 << 20));
+        assert_eq!(size("1G"), Ok(1 << 30));
+        assert!(size("8 MB").is_err());
+        assert!(size("-1").is_err());
+        assert!(size("99999999999999999999").is_err());
+        assert!(size(&format!("{}G", usize::MAX)).is_err());
     }
 
     #[test]
@@ -197,8 +346,139 @@ mod tests {
         let args = Args::parse_from(["chat-server", "--bind", "[::1]:0", "-vv", "--rate", "0"]);
         assert_eq!(args.bind, "[::1]:0");
         assert_eq!(args.verbose, 2);
-        assert_eq!(args.rate, 0);
+        assert_eq!(args.config().rate, 0);
     }
 
-    use clap::CommandFactory;
+    #[test]
+    fn no_flags_means_the_library_defaults() {
+        assert_eq!(
+            Args::parse_from(["chat-server"]).config(),
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn every_field_has_a_flag_that_sets_it() {
+        // The field names, from the Debug output: adding a field to Config
+        // without a flag fails here.
+        let debug = format!("{:?}", Config::default());
+        let fields: Vec<&str> = debug
+            .trim_start_matches("Config {")
+            .split(", ")
+            .filter_map(|kv| kv.trim().split(':').next())
+            .collect();
+        assert_eq!(fields.len(), FLAGS.len(), "{fields:?}");
+        let command = Args::command();
+        for field in fields {
+            let flag = flag(field);
+            assert!(flag.starts_with("--"), "no flag for {field}");
+            let long = &flag[2..];
+            assert!(
+                command.get_arguments().any(|a| a.get_long() == Some(long)),
+                "{flag} (for {field}) is not a flag"
+            );
+        }
+        // And each flag changes its field.
+        let changed = Args::parse_from([
+            "chat-server",
+            "--max-clients=7",
+            "--max-frame=1KiB",
+            "--outbox=9",
+            "--outbox-bytes=1MiB",
+            "--handshake-timeout=1s",
+            "--idle-timeout=2s",
+            "--rate=3",
+            "--burst=4",
+            "--shutdown-grace=55s",
+            "--close-timeout=6s",
+            "--no-presence",
+            "--presence-delay=7ms",
+            "--presence-batch=8",
+            "--frame-timeout=9s",
+            "--relay-batch=10",
+            "--read-chunk=1100",
+            "--max-iov=12",
+            "--flush-rounds=13",
+            "--backlog=14",
+            "--reject-slots=15",
+        ])
+        .config();
+        let default = Config::default();
+        let (a, b) = (format!("{changed:?}"), format!("{default:?}"));
+        let differ = a
+            .split(", ")
+            .zip(b.split(", "))
+            .filter(|(x, y)| x != y)
+            .count();
+        assert_eq!(differ, FLAGS.len(), "{a}\n{b}");
+        changed.validate().unwrap();
+    }
+
+    #[test]
+    fn config_errors_name_flags() {
+        let refusal = |config: Config| match config.validate() {
+            Err(chat_server::Error::Config { field, reason }) => {
+                format!("{}: {}", flag(field), with_flags(&reason))
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        let bad = [
+            Config {
+                outbox_bytes: 65_536,
+                ..Config::default()
+            },
+            Config {
+                rate: 5,
+                burst: 0,
+                ..Config::default()
+            },
+            Config {
+                idle_timeout: Duration::MAX,
+                ..Config::default()
+            },
+            Config {
+                max_iov: 0,
+                ..Config::default()
+            },
+            Config {
+                backlog: Some(0),
+                ..Config::default()
+            },
+        ];
+        for config in bad {
+            let text = refusal(config);
+            assert!(text.starts_with("--"), "{text}");
+            assert!(!text.contains('_'), "a field name left in {text:?}");
+        }
+        assert_eq!(
+            refusal(Config {
+                outbox_depth: 0,
+                ..Config::default()
+            }),
+            "--outbox: 0 is less than the minimum, 4"
+        );
+        let text = refusal(Config {
+            outbox_bytes: 65_536,
+            ..Config::default()
+        });
+        assert!(
+            text.starts_with("--outbox-bytes: 65536 is less than the minimum, 147524"),
+            "{text}"
+        );
+        assert!(text.contains("(--relay-batch + --max-frame + 4)"), "{text}");
+        assert_eq!(
+            refusal(Config {
+                rate: 5,
+                burst: 0,
+                ..Config::default()
+            }),
+            "--burst: must be at least 1 unless --rate is 0"
+        );
+    }
+
+    #[test]
+    fn help_says_load_tests_need_rate_0() {
+        let help = Args::command().render_long_help().to_string();
+        assert!(help.contains("--rate 0"), "{help}");
+    }
 }

@@ -250,10 +250,27 @@ mod tests {
         assert_eq!(render(&Event::Left(from)), "* 127.0.0.1:3075 left");
     }
 
+    /// Each command as help shows it, a line that uses it, and what that
+    /// line must mean: help and the parser cannot drift apart.
     #[test]
     fn help_lists_every_command() {
-        for line in COMMANDS.lines() {
-            assert!(AFTER_HELP.contains(line), "--help lacks {line:?}");
+        let commands = [
+            ("send:TEXT", "send:hi", Input::Send("hi".into())),
+            ("exit;", "exit;", Input::Leave),
+            ("/quit", "/quit", Input::Leave),
+            ("/help", "/help", Input::Help),
+        ];
+        for (shown, line, meaning) in commands {
+            assert!(COMMANDS.contains(shown), "/help lacks {shown}");
+            assert!(AFTER_HELP.contains(shown), "--help lacks {shown}");
+            assert_eq!(command::parse(line), meaning, "{line}");
+        }
+        // Every `/word` help mentions is one the parser knows.
+        for word in AFTER_HELP.split_whitespace().filter(|w| w.starts_with('/')) {
+            assert!(
+                !matches!(command::parse(word), Input::Invalid(_)),
+                "help lists {word}, which the parser refuses"
+            );
         }
     }
 }

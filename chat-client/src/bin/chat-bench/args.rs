@@ -1,0 +1,210 @@
+//! The command line.
+
+use std::net::SocketAddr;
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::error::Error;
+use crate::{fanout, idle, soak};
+
+/// Drives a running chat-server over loopback and checks every delivery.
+///
+/// Run the server in release mode in its own process, with flood control
+/// off for load tests (its default `--rate` disconnects a full-speed sender
+/// as a flood), and point this at it:
+///
+///   chat-server --bind 127.0.0.1:8080 --rate 0 --max-clients 20000
+///
+/// Exit status: 0 when the run passed, 1 when it ran and failed (a loss,
+/// duplicate, reordering or corruption; a client that reads evicted; a
+/// stalled client not evicted as a slow consumer; memory not given back),
+/// 2 when it could not run.
+#[derive(Parser, Debug)]
+#[command(version, verbatim_doc_comment)]
+pub(crate) struct Cli {
+    /// The server's address.
+    #[arg(long, default_value = "127.0.0.1:8080", global = true)]
+    pub(crate) server: SocketAddr,
+    /// The server's pid: report its CPU time per delivery and its memory
+    /// (from /proc). Required by `soak`.
+    #[arg(long, global = true)]
+    pub(crate) server_pid: Option<u32>,
+    /// Print the result as JSON on stdout.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+    /// Worker threads for the clients (default: one per core).
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) threads: Option<u16>,
+    #[command(subcommand)]
+    pub(crate) cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum Cmd {
+    /// N clients each send M messages; each checks it got everyone else's.
+    Fanout(FanoutArgs),
+    /// Open K connections, handshake, hold them; report server RSS per connection.
+    Idle(IdleArgs),
+    /// Rounds of K clients stalled inside a large frame, then closed: does
+    /// the server's memory come back? Needs --server-pid.
+    ///
+    /// Each client handshakes, sends a frame header claiming --claim bytes
+    /// and only --sent bytes of it, and stalls. With all of them stalled the
+    /// server's RSS is sampled (the round's peak); then all close, and once
+    /// the server has closed their sockets (its descriptor count back to the
+    /// baseline) and its RSS has settled, it is read again. PASS when after
+    /// every round the RSS is within --tolerance of the baseline (before
+    /// round 1) and the last round's within --tolerance of the first's.
+    Soak(SoakArgs),
+}
+
+// `chat-bench fanout` (its doc is the variant's).
+#[derive(Args, Debug)]
+pub(crate) struct FanoutArgs {
+    /// Clients that send and receive.
+    #[arg(short = 'n', long, default_value_t = 50)]
+    pub(crate) clients: usize,
+    /// Messages each client sends.
+    #[arg(short = 'm', long, default_value_t = 2000)]
+    pub(crate) messages: u32,
+    /// Text size in bytes (UTF-8, includes Chinese), at least 31.
+    #[arg(short = 's', long, default_value_t = 64)]
+    pub(crate) size: usize,
+    /// Messages per second per client (default: as fast as possible).
+    #[arg(long)]
+    pub(crate) rate: Option<f64>,
+    /// Extra clients that connect and never read, with a small receive
+    /// buffer; the run passes only if the server evicts each of them with
+    /// "slow consumer" (seen through the others' Left notices: presence
+    /// must be on, the server's default). The server must be made to
+    /// queue more for one than its socket buffer (up to 4 MiB) and its
+    /// --outbox-bytes (8 MiB) hold: e.g. -m 10000 at 50 clients.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) stalled: usize,
+    /// A sender sends its message q only once every other client has
+    /// received all its messages before q - W: no sender is more than W
+    /// messages ahead of its slowest receiver (0: no limit).
+    #[arg(long, value_name = "W", default_value_t = 500)]
+    pub(crate) window: u32,
+    /// Stop when no delivery arrives for this many seconds. Stalled
+    /// clients not yet seen leaving get this long again after the run,
+    /// and as long to give up the server's reason.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub(crate) timeout: u64,
+    /// Repeat the run and report each.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) runs: usize,
+}
+
+// `chat-bench idle` (its doc is the variant's).
+#[derive(Args, Debug)]
+pub(crate) struct IdleArgs {
+    /// Connections to open.
+    #[arg(short = 'k', long, default_value_t = 5000)]
+    pub(crate) connections: usize,
+    /// Handshakes in flight at once.
+    #[arg(long, default_value_t = 256)]
+    pub(crate) parallel: usize,
+    /// Seconds to hold the connections once open.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) hold: u64,
+    /// The server runs with --no-presence: expect no join notices.
+    #[arg(long)]
+    pub(crate) no_presence: bool,
+    /// Most seconds to connect them all and receive the join notices.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub(crate) timeout: u64,
+}
+
+// `chat-bench soak` (its doc is the variant's).
+#[derive(Args, Debug)]
+pub(crate) struct SoakArgs {
+    /// Clients per round.
+    #[arg(short = 'k', long, default_value_t = 2000)]
+    pub(crate) clients: usize,
+    /// Rounds.
+    #[arg(short = 'r', long, default_value_t = 20)]
+    pub(crate) rounds: usize,
+    /// Payload length each frame header claims.
+    #[arg(long, default_value_t = 65_000)]
+    pub(crate) claim: u32,
+    /// Payload bytes actually sent.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) sent: usize,
+    /// Handshakes in flight at once.
+    #[arg(long, default_value_t = 256)]
+    pub(crate) parallel: usize,
+    /// Milliseconds the RSS is sampled with every client stalled.
+    #[arg(long, value_name = "MS", default_value_t = 500)]
+    pub(crate) settle_ms: u64,
+    /// Allowed growth, as a fraction (0.25: 25%).
+    #[arg(long, default_value_t = 0.25)]
+    pub(crate) tolerance: f64,
+    /// Most seconds for the whole run.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub(crate) timeout: u64,
+}
+
+impl FanoutArgs {
+    /// The run's options; `progress` prints a line a second.
+    pub(crate) fn options(
+        &self,
+        server: SocketAddr,
+        progress: bool,
+    ) -> Result<fanout::Options, Error> {
+        if self.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+            return Err(Error::Options(
+                "--rate must be a positive number of messages per second".into(),
+            ));
+        }
+        Ok(fanout::Options {
+            server,
+            clients: self.clients,
+            messages: self.messages,
+            size: self.size,
+            rate: self.rate,
+            stalled: self.stalled,
+            window: self.window,
+            timeout: Duration::from_secs(self.timeout.max(1)),
+            progress,
+        })
+    }
+}
+
+impl IdleArgs {
+    /// The run's options.
+    pub(crate) fn options(&self, server: SocketAddr) -> idle::Options {
+        idle::Options {
+            server,
+            connections: self.connections,
+            parallel: self.parallel,
+            hold: Duration::from_secs(self.hold),
+            presence: !self.no_presence,
+            timeout: Duration::from_secs(self.timeout.max(1)),
+        }
+    }
+}
+
+impl SoakArgs {
+    /// The run's options.
+    pub(crate) fn options(&self, server: SocketAddr) -> Result<soak::Options, Error> {
+        if !(self.tolerance >= 0.0 && self.tolerance.is_finite()) {
+            return Err(Error::Options(
+                "--tolerance must be a fraction, 0 or more".into(),
+            ));
+        }
+        Ok(soak::Options {
+            server,
+            clients: self.clients,
+            rounds: self.rounds,
+            claim: self.claim,
+            sent: self.sent,
+            parallel: self.parallel,
+            settle: Duration::from_millis(self.settle_ms),
+            tolerance: self.tolerance,
+            timeout: Duration::from_secs(self.timeout.max(1)),
+        })
+    }
+}

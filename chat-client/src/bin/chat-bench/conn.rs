@@ -1,0 +1,171 @@
+//! One bench client: a TCP stream and the `chat_proto::Connection` (client
+//! role) that speaks the protocol over it.
+//!
+//! The machine does the handshake, answers `Ping`, and checks every frame;
+//! this type only moves bytes. Whoever holds a `Client` is the only owner of
+//! its socket: the workloads run one task per client that both reads and
+//! writes (`TcpStream::ready` over both directions).
+
+use std::io;
+use std::net::SocketAddr;
+
+use bytes::{Buf, Bytes};
+use chat_proto::{ClientConfig, Connection, Event};
+use tokio::net::{TcpSocket, TcpStream};
+
+use crate::error::Error;
+
+/// Room made for a read when less than a quarter of it is left: large
+/// reads keep a fast receiver's syscalls and bookkeeping per message low.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// A connected, welcomed client.
+#[derive(Debug)]
+pub(crate) struct Client {
+    /// Which client of the run.
+    pub(crate) id: usize,
+    pub(crate) stream: TcpStream,
+    pub(crate) conn: Connection,
+    /// Our address as the server sees it (from `Welcome`).
+    pub(crate) me: SocketAddr,
+    /// Output taken from the machine and not yet written.
+    out: Bytes,
+}
+
+impl Client {
+    /// Connects to `server` and completes the handshake. `rcvbuf` shrinks
+    /// the socket's receive buffer before connecting (a client meant to
+    /// stall, so that the kernel cannot absorb what it does not read).
+    pub(crate) async fn connect(
+        id: usize,
+        server: SocketAddr,
+        rcvbuf: Option<u32>,
+    ) -> Result<Client, Error> {
+        let failed = |source| Error::Connect {
+            id,
+            addr: server,
+            source,
+        };
+        let socket = if server.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        }
+        .map_err(failed)?;
+        if let Some(size) = rcvbuf {
+            socket.set_recv_buffer_size(size).map_err(failed)?;
+        }
+        let stream = socket.connect(server).await.map_err(failed)?;
+        stream.set_nodelay(true).map_err(failed)?;
+        let mut client = Client {
+            id,
+            stream,
+            conn: Connection::client(ClientConfig::default()),
+            me: server,
+            out: Bytes::new(),
+        };
+        match client.next_event().await? {
+            Event::Welcome(session) => {
+                client.me = session.addr;
+                Ok(client)
+            }
+            Event::Error(reason) => Err(Error::Refused { id, reason }),
+            other => Err(client.lost(format!("expected Welcome, got {other:?}"))),
+        }
+    }
+
+    /// An error naming this client.
+    pub(crate) fn lost(&self, reason: String) -> Error {
+        Error::Disconnected {
+            id: self.id,
+            reason,
+        }
+    }
+
+    /// Whether output is waiting to be written.
+    pub(crate) fn sending(&self) -> bool {
+        !self.out.is_empty() || self.conn.wants_write()
+    }
+
+    /// Reads once, without waiting, into the machine's input: `Some(0)` is
+    /// the end of the stream (already told to the machine), `None` means
+    /// nothing was there.
+    pub(crate) fn read(&mut self) -> Result<Option<usize>, Error> {
+        let input = self.conn.input();
+        if input.capacity() - input.len() < READ_CHUNK / 4 {
+            input.reserve(READ_CHUNK);
+        }
+        match self.stream.try_read_buf(self.conn.input()) {
+            Ok(0) => {
+                self.conn
+                    .eof()
+                    .map_err(|e| self.lost(format!("the stream ended badly: {e}")))?;
+                Ok(Some(0))
+            }
+            Ok(n) => Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(self.lost(e.to_string())),
+        }
+    }
+
+    /// Writes what it can of the pending output without waiting; `true` once
+    /// everything is written.
+    pub(crate) fn write(&mut self) -> Result<bool, Error> {
+        loop {
+            if self.out.is_empty() {
+                match self.conn.transmit() {
+                    Some(bytes) => self.out = bytes,
+                    None => return Ok(true),
+                }
+            }
+            match self.stream.try_write(&self.out) {
+                Ok(n) if n == self.out.len() => {
+                    // Let go of the buffer, so the machine can reuse it for
+                    // the next frames instead of growing a new one.
+                    self.out = Bytes::new();
+                }
+                Ok(n) => self.out.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(self.lost(e.to_string())),
+            }
+        }
+    }
+
+    /// Writes all pending output.
+    pub(crate) async fn flush(&mut self) -> Result<(), Error> {
+        while !self.write()? {
+            self.stream
+                .writable()
+                .await
+                .map_err(|e| self.lost(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// The next event from the server, reading as needed and writing what
+    /// the machine queues meanwhile (its `Pong`s). The end of the stream is
+    /// an error: the server closed the connection.
+    pub(crate) async fn next_event(&mut self) -> Result<Event, Error> {
+        loop {
+            if let Some(event) = self.poll()? {
+                return Ok(event);
+            }
+            self.flush().await?;
+            if self.conn.is_closed() {
+                return Err(self.lost("the server closed the connection".into()));
+            }
+            self.stream
+                .readable()
+                .await
+                .map_err(|e| self.lost(e.to_string()))?;
+            self.read()?;
+        }
+    }
+
+    /// The next event already received, if any.
+    pub(crate) fn poll(&mut self) -> Result<Option<Event>, Error> {
+        self.conn
+            .poll()
+            .map_err(|e| self.lost(format!("the server broke the protocol: {e}")))
+    }
+}

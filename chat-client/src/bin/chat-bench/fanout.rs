@@ -1,0 +1,630 @@
+//! The fan-out workload: N clients each send M messages; every receiver
+//! checks that it got every other client's messages exactly once, in
+//! per-sender order, intact and tagged with the right sender address.
+//!
+//! One task per client owns its socket and its protocol machine, and both
+//! sends and receives (`TcpStream::ready` over both directions), so the
+//! machine sees the whole conversation and answers the server's `Ping`s.
+//!
+//! **Window.** With `window = W > 0`, sender `s` sends its message `q` only
+//! once every other client has received all of `s`'s messages before
+//! `q - W`: no sender is ever more than `W` messages ahead of its slowest
+//! receiver. That keeps a full-speed run measuring the server rather than
+//! overflowing outboxes. Receivers publish, per read, how many of each
+//! sender's messages they have taken, and wake the senders concerned.
+//!
+//! **Pacing.** With a rate, one thread with a precise clock decides when
+//! each client may send its next message (the clients' turns spread evenly
+//! over each period, as independent people's would be: tokio's timers tick
+//! in whole milliseconds, which would bunch the sends up); the client's own
+//! task sends it and stamps it with the time it does.
+//!
+//! **Ending.** A run ends when every client has sent and received
+//! everything; when the server disconnects a client that reads (an
+//! eviction: the run stops at once and reports the server's reason); or
+//! when no delivery arrives for `timeout`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use chat_proto::{Event, Message};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use tokio::io::Interest;
+use tokio::sync::{Barrier, Notify};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::conn::Client;
+use crate::error::Error;
+use crate::payload::{HEADER, filler, parse, text};
+use crate::procfs::{Cost, Proc};
+use crate::stalled::{self, Outcome};
+
+/// Output a client batches before writing, in bytes.
+const BATCH_BYTES: usize = 32 * 1024;
+
+/// Options of a fan-out run.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    pub(crate) server: SocketAddr,
+    /// Clients that send and receive.
+    pub(crate) clients: usize,
+    /// Messages each client sends.
+    pub(crate) messages: u32,
+    /// Text size of each message, in bytes (at least [`HEADER`]).
+    pub(crate) size: usize,
+    /// Messages per second per client; `None` sends as fast as possible.
+    pub(crate) rate: Option<f64>,
+    /// Extra clients that connect but never read: the server must evict them.
+    pub(crate) stalled: usize,
+    /// Most messages a sender may be ahead of its slowest receiver (0: no limit).
+    pub(crate) window: u32,
+    /// Give up when no delivery arrives for this long.
+    pub(crate) timeout: Duration,
+    /// Print a progress line every second to stderr.
+    pub(crate) progress: bool,
+}
+
+/// What a fan-out run measured.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Report {
+    /// Clients that sent and received.
+    pub(crate) clients: usize,
+    /// Messages per client.
+    pub(crate) messages: u32,
+    /// Text size.
+    pub(crate) size: usize,
+    /// Deliveries expected: clients × (clients − 1) × messages.
+    pub(crate) expected: u64,
+    /// Deliveries received intact, in order (a gap counts as an order violation).
+    pub(crate) deliveries: u64,
+    /// Seconds from the start to the last delivery.
+    pub(crate) seconds: f64,
+    /// Deliveries per second.
+    pub(crate) rate: f64,
+    /// Latency percentiles, microseconds.
+    pub(crate) latency_us: Latency,
+    /// Expected deliveries that never arrived.
+    pub(crate) losses: u64,
+    /// Messages received more than once.
+    pub(crate) duplicates: u64,
+    /// Messages received out of per-sender order.
+    pub(crate) order_violations: u64,
+    /// Messages whose text or sender address was wrong.
+    pub(crate) corrupt: u64,
+    /// Clients that read but were disconnected anyway, with the server's reason.
+    pub(crate) evicted: Vec<Lost>,
+    /// No delivery arrived for the whole timeout.
+    pub(crate) timed_out: bool,
+    /// Stalled clients the server evicted with "slow consumer".
+    pub(crate) stalled_evicted: usize,
+    /// Stalled clients.
+    pub(crate) stalled: usize,
+    /// What became of each stalled client.
+    pub(crate) stalled_outcomes: Vec<Outcome>,
+    /// Server figures, if its pid was given.
+    pub(crate) server: Option<Cost>,
+}
+
+/// A client the server disconnected while it was reading.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Lost {
+    /// Which client.
+    pub(crate) client: usize,
+    /// The server's `Error` reason, or what happened.
+    pub(crate) reason: String,
+}
+
+/// Latency percentiles in microseconds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct Latency {
+    pub(crate) p50: f64,
+    pub(crate) p99: f64,
+    pub(crate) p999: f64,
+    pub(crate) max: f64,
+}
+
+impl Report {
+    /// A run passes when every client that reads got every expected delivery
+    /// exactly once, in order and intact, none was disconnected, and every
+    /// stalled client was evicted as a slow consumer.
+    pub(crate) fn passed(&self) -> bool {
+        self.losses == 0
+            && self.duplicates == 0
+            && self.order_violations == 0
+            && self.corrupt == 0
+            && self.deliveries == self.expected
+            && self.evicted.is_empty()
+            && !self.timed_out
+            && self.stalled_evicted == self.stalled
+    }
+}
+
+/// What every client task shares.
+struct Shared {
+    base: Instant,
+    clients: usize,
+    messages: u32,
+    window: u32,
+    /// `seen[s * clients + r]`: how many of sender `s`'s messages receiver
+    /// `r` has taken (the next sequence number it expects from `s`).
+    seen: Vec<AtomicU32>,
+    /// Paced runs: how many messages each client may have sent by now.
+    allowed: Option<Vec<AtomicU32>>,
+    /// Wakes a sender waiting for its window or its turn.
+    wake: Vec<Notify>,
+    /// Deliveries so far, over all receivers.
+    total: AtomicU64,
+    /// Each client's address as the server shows it.
+    addrs: Vec<SocketAddr>,
+    /// Stalled clients' addresses, and what to tell each when it is seen to leave.
+    stalled: Vec<(SocketAddr, Notify)>,
+    fill: String,
+    /// Stops every client: a client failed, or the run timed out.
+    abort: CancellationToken,
+}
+
+impl Shared {
+    /// How many messages sender `s` may have sent now.
+    fn limit(&self, s: usize) -> u32 {
+        let mut limit = self.messages;
+        if let Some(allowed) = &self.allowed {
+            limit = limit.min(allowed[s].load(Ordering::Acquire));
+        }
+        if self.window > 0 {
+            let row = &self.seen[s * self.clients..(s + 1) * self.clients];
+            let slowest = row
+                .iter()
+                .enumerate()
+                .filter(|&(r, _)| r != s)
+                .map(|(_, got)| got.load(Ordering::Acquire))
+                .min()
+                .unwrap_or(self.messages);
+            limit = limit.min(slowest.saturating_add(self.window));
+        }
+        limit
+    }
+}
+
+/// What one receiver saw.
+#[derive(Debug)]
+struct Tally {
+    deliveries: u64,
+    duplicates: u64,
+    order: u64,
+    corrupt: u64,
+    last: Option<Instant>,
+    hist: Histogram<u64>,
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Runs the fan-out workload once.
+///
+/// # Errors
+///
+/// Fails if a client cannot connect or handshake, or the join notices do
+/// not all arrive in time. Evictions and losses during the run are in the
+/// report.
+pub(crate) async fn run(opts: &Options, server: Option<Proc>) -> Result<Report, Error> {
+    if opts.clients < 2 {
+        return Err(Error::Options("fanout needs at least 2 clients".into()));
+    }
+    if opts.clients > 0xffff {
+        return Err(Error::Options("fanout takes at most 65535 clients".into()));
+    }
+    if opts.size < HEADER {
+        return Err(Error::Options(format!(
+            "message size must be at least {HEADER} bytes"
+        )));
+    }
+    let (mut clients, stalled) = connect(opts).await?;
+    let fill = filler(opts.size);
+    let limit = clients[0].conn.max_text_len();
+    if fill.len() + HEADER > limit {
+        return Err(Error::Options(format!(
+            "message size {} exceeds the server's limit of {limit} bytes",
+            opts.size
+        )));
+    }
+    let n = opts.clients;
+    let ctx = Arc::new(Shared {
+        base: Instant::now(),
+        clients: n,
+        messages: opts.messages,
+        window: opts.window,
+        seen: (0..n * n).map(|_| AtomicU32::new(0)).collect(),
+        allowed: opts
+            .rate
+            .map(|_| (0..n).map(|_| AtomicU32::new(0)).collect()),
+        wake: (0..n).map(|_| Notify::new()).collect(),
+        total: AtomicU64::new(0),
+        addrs: clients.iter().map(|c| c.me).collect(),
+        stalled: stalled.iter().map(|c| (c.me, Notify::new())).collect(),
+        fill,
+        abort: CancellationToken::new(),
+    });
+    let finished = CancellationToken::new();
+    let mut watchers = JoinSet::new();
+    for (i, c) in stalled.into_iter().enumerate() {
+        let (ctx, finished, grace) = (ctx.clone(), finished.clone(), opts.timeout);
+        watchers.spawn(async move {
+            let outcome = stalled::stall(c, &ctx.stalled[i].1, &finished, &ctx.abort, grace).await;
+            (i, outcome)
+        });
+    }
+    let cpu_before = server.map(Proc::cpu).transpose().map_err(Error::Proc)?;
+    let start = Arc::new(Barrier::new(n + 1));
+    let mut tasks = JoinSet::new();
+    let size = opts.size;
+    for c in clients.drain(..) {
+        let (ctx, start) = (ctx.clone(), start.clone());
+        tasks.spawn(async move {
+            start.wait().await;
+            drive(c, &ctx, size).await
+        });
+    }
+    start.wait().await;
+    let t0 = Instant::now();
+    let pacer = opts.rate.map(|rate| {
+        let (ctx, finished) = (ctx.clone(), finished.clone());
+        tokio::task::spawn_blocking(move || pace(&ctx, rate, &finished))
+    });
+
+    // Watch: collect the clients, print progress, stop everything on the
+    // first eviction or when deliveries stop.
+    let expected = n as u64 * (n as u64 - 1) * u64::from(opts.messages);
+    let mut tallies = Vec::with_capacity(n);
+    let mut held = Vec::with_capacity(n);
+    let mut evicted = Vec::new();
+    let mut timed_out = false;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let (mut seen, mut moved, mut shown) = (0, Instant::now(), Instant::now());
+    while !tasks.is_empty() {
+        tokio::select! {
+            Some(r) = tasks.join_next() => {
+                let (tally, client, failure) = r.expect("client task panicked");
+                if let Some(e) = failure {
+                    if evicted.is_empty() {
+                        eprintln!("chat-bench: {e}; stopping the run");
+                    }
+                    evicted.push(Lost { client: client.id, reason: reason(e) });
+                    ctx.abort.cancel();
+                }
+                tallies.push(tally);
+                held.push(client);
+            }
+            _ = tick.tick() => {
+                let total = ctx.total.load(Ordering::Relaxed);
+                if total != seen {
+                    (seen, moved) = (total, Instant::now());
+                } else if moved.elapsed() >= opts.timeout && !ctx.abort.is_cancelled() {
+                    eprintln!("chat-bench: no delivery for {:?}; stopping the run", opts.timeout);
+                    timed_out = true;
+                    ctx.abort.cancel();
+                }
+                if opts.progress && shown.elapsed() >= Duration::from_secs(1) {
+                    shown = Instant::now();
+                    eprintln!("  {total} of {expected} deliveries");
+                }
+            }
+        }
+    }
+    let cost = match (server, cpu_before) {
+        (Some(p), Some(before)) => {
+            let deliveries = ctx.total.load(Ordering::Relaxed);
+            Some(p.cost(before, deliveries).map_err(Error::Proc)?)
+        }
+        _ => None,
+    };
+    finished.cancel();
+    if let Some(p) = pacer {
+        p.await.expect("pacer panicked");
+    }
+    let mut stalled_outcomes = vec![Outcome::Unchecked; opts.stalled];
+    while let Some(r) = watchers.join_next().await {
+        let (i, outcome) = r.expect("stalled client task panicked");
+        stalled_outcomes[i] = outcome;
+    }
+    drop(held);
+
+    let mut hist = histogram();
+    let (mut deliveries, mut duplicates, mut order, mut corrupt) = (0, 0, 0, 0);
+    let mut last = None;
+    for t in &tallies {
+        deliveries += t.deliveries;
+        duplicates += t.duplicates;
+        order += t.order;
+        corrupt += t.corrupt;
+        last = last.max(t.last);
+        hist.add(&t.hist).expect("same histogram bounds");
+    }
+    let seconds = last.map_or(0.0, |l: Instant| l.duration_since(t0).as_secs_f64());
+    let us = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    Ok(Report {
+        clients: n,
+        messages: opts.messages,
+        size: opts.size,
+        expected,
+        deliveries,
+        seconds,
+        rate: deliveries as f64 / seconds.max(1e-9),
+        latency_us: Latency {
+            p50: us(0.5),
+            p99: us(0.99),
+            p999: us(0.999),
+            max: hist.max() as f64 / 1000.0,
+        },
+        losses: expected.saturating_sub(deliveries + corrupt),
+        duplicates,
+        order_violations: order,
+        corrupt,
+        evicted,
+        timed_out,
+        stalled_evicted: stalled_outcomes
+            .iter()
+            .filter(|o| o.slow_consumer())
+            .count(),
+        stalled: opts.stalled,
+        stalled_outcomes,
+        server: cost,
+    })
+}
+
+fn reason(e: Error) -> String {
+    match e {
+        Error::Disconnected { reason, .. } | Error::Refused { reason, .. } => reason,
+        other => other.to_string(),
+    }
+}
+
+/// Connects every client and waits until the server has registered them
+/// all: the first connects alone and watches the others join. Returns the
+/// clients that read and the stalled ones.
+async fn connect(opts: &Options) -> Result<(Vec<Client>, Vec<Client>), Error> {
+    let mut first = Client::connect(0, opts.server, None).await?;
+    let mut set = JoinSet::new();
+    for id in 1..opts.clients + opts.stalled {
+        let server = opts.server;
+        let rcvbuf = (id >= opts.clients).then_some(stalled::RCVBUF);
+        set.spawn(Client::connect(id, server, rcvbuf));
+    }
+    let mut rest = Vec::with_capacity(set.len());
+    while let Some(r) = set.join_next().await {
+        rest.push(r.expect("connect task panicked")?);
+    }
+    rest.sort_by_key(|c| c.id);
+    let others = rest.len();
+    let mut joined = 0;
+    let wait = async {
+        while joined < others {
+            if let Event::Message(Message::Joined { .. }) = first.next_event().await? {
+                joined += 1;
+            }
+        }
+        Ok::<_, Error>(())
+    };
+    match tokio::time::timeout(opts.timeout, wait).await {
+        Ok(r) => r?,
+        Err(_) => {
+            return Err(Error::Timeout(format!(
+                "saw {joined} of {others} join notices in {:?} (fanout needs the server's presence notices)",
+                opts.timeout
+            )));
+        }
+    }
+    let stalled = rest.split_off(opts.clients - 1);
+    let mut clients = Vec::with_capacity(opts.clients);
+    clients.push(first);
+    clients.extend(rest);
+    Ok((clients, stalled))
+}
+
+/// One client's whole run: sends its messages as its window and pace allow,
+/// and checks everything it receives. Gives back what it saw, its client
+/// (the socket stays open until the run is over: closing it would look like
+/// leaving), and what stopped it early, if anything did.
+async fn drive(mut c: Client, ctx: &Shared, size: usize) -> (Tally, Client, Option<Error>) {
+    let id = c.id;
+    let n = ctx.clients;
+    let expected = (n as u64 - 1) * u64::from(ctx.messages);
+    let per_batch = (BATCH_BYTES / (size + 8)).max(1) as u32;
+    let mut rx = Receiver {
+        id,
+        next: vec![0; n],
+        published: vec![0; n],
+        tally: Tally {
+            deliveries: 0,
+            duplicates: 0,
+            order: 0,
+            corrupt: 0,
+            last: None,
+            hist: histogram(),
+        },
+    };
+    let mut seq = 0u32;
+    // One registration for the whole run, not one per turn of the loop.
+    let aborted = ctx.abort.cancelled();
+    tokio::pin!(aborted);
+    let failure = loop {
+        // Queue the next batch once the previous one is written.
+        let mut limit = ctx.messages;
+        if seq < ctx.messages && !c.sending() {
+            limit = ctx.limit(id);
+            let end = limit.min(seq.saturating_add(per_batch));
+            let mut refused = None;
+            while seq < end {
+                let ts = ctx.base.elapsed().as_nanos() as u64;
+                let msg = Message::Send {
+                    text: text(id, seq, ts, &ctx.fill),
+                };
+                if let Err(e) = c.conn.send(&msg) {
+                    refused = Some(e);
+                    break;
+                }
+                seq += 1;
+            }
+            if let Some(e) = refused {
+                break Some(c.lost(format!("cannot send: {e}")));
+            }
+        }
+        let t = &rx.tally;
+        if t.deliveries + t.corrupt >= expected && seq == ctx.messages && !c.sending() {
+            break None;
+        }
+        let blocked = seq < ctx.messages && !c.sending() && seq >= limit;
+        let interest = if c.sending() {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        tokio::select! {
+            () = &mut aborted => break None,
+            () = ctx.wake[id].notified(), if blocked => {}
+            r = c.stream.ready(interest) => {
+                let ready = match r {
+                    Ok(ready) => ready,
+                    Err(e) => break Some(c.lost(e.to_string())),
+                };
+                if ready.is_writable()
+                    && let Err(e) = c.write()
+                {
+                    break Some(e);
+                }
+                if ready.is_readable() {
+                    match c.read() {
+                        Err(e) => break Some(e),
+                        Ok(None) => {}
+                        Ok(Some(_)) => {
+                            if let Err(e) = rx.take(&mut c, ctx) {
+                                break Some(e);
+                            }
+                            if c.conn.is_closed() {
+                                break Some(c.lost("the server closed the connection".into()));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    (rx.tally, c, failure)
+}
+
+/// The checking side of one client.
+struct Receiver {
+    id: usize,
+    /// Per sender: the next sequence number expected.
+    next: Vec<u32>,
+    /// Per sender: `next` as last published to [`Shared::seen`].
+    published: Vec<u32>,
+    tally: Tally,
+}
+
+impl Receiver {
+    /// Takes every event the last read completed, then publishes progress
+    /// once for the whole read.
+    fn take(&mut self, c: &mut Client, ctx: &Shared) -> Result<(), Error> {
+        // Everything in one read arrived at the same moment: one clock read.
+        let now = ctx.base.elapsed().as_nanos() as u64;
+        let mut got = 0;
+        let result = loop {
+            match c.poll() {
+                Ok(Some(Event::Message(Message::Relay { ip, port, text }))) => {
+                    got += 1;
+                    self.check(SocketAddr::new(ip, port), &text, now, ctx);
+                }
+                Ok(Some(Event::Message(Message::Left { ip, port }))) => {
+                    let addr = SocketAddr::new(ip, port);
+                    if let Some((_, left)) = ctx.stalled.iter().find(|(a, _)| *a == addr) {
+                        left.notify_one();
+                    }
+                }
+                Ok(Some(Event::Error(reason))) => {
+                    break Err(c.lost(format!("evicted by the server: {reason}")));
+                }
+                Ok(Some(Event::Exit)) => {
+                    break Err(c.lost("the server sent Exit (shutting down)".into()));
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        if got > 0 {
+            self.tally.last = Some(Instant::now());
+            let row = ctx.clients;
+            let mut delivered = 0u64;
+            for (from, (next, published)) in
+                self.next.iter().zip(self.published.iter_mut()).enumerate()
+            {
+                if next != published {
+                    delivered += u64::from(next - *published);
+                    *published = *next;
+                    ctx.seen[from * row + self.id].store(*next, Ordering::Release);
+                    if ctx.window > 0 {
+                        ctx.wake[from].notify_one();
+                    }
+                }
+            }
+            ctx.total.fetch_add(delivered, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// Checks one relay: sender, text, sequence.
+    fn check(&mut self, from_addr: SocketAddr, text: &str, now: u64, ctx: &Shared) {
+        let t = &mut self.tally;
+        let Some((from, seq, ts)) = parse(text) else {
+            t.corrupt += 1;
+            return;
+        };
+        if from >= ctx.clients
+            || from == self.id
+            || ctx.addrs[from] != from_addr
+            || text[HEADER..] != ctx.fill
+        {
+            t.corrupt += 1;
+            return;
+        }
+        let want = self.next[from];
+        if seq < want {
+            t.duplicates += 1;
+            return;
+        }
+        if seq > want {
+            t.order += 1;
+        }
+        self.next[from] = seq + 1;
+        t.deliveries += 1;
+        t.hist.saturating_record(now.saturating_sub(ts).max(1));
+    }
+}
+
+/// Gives each client its turns at `rate` messages per second, from one
+/// thread with a precise clock; stops early on abort or once `finished`.
+fn pace(ctx: &Shared, rate: f64, finished: &CancellationToken) {
+    let Some(allowed) = &ctx.allowed else { return };
+    let period = Duration::from_secs_f64(1.0 / rate);
+    let n = ctx.clients;
+    let t0 = Instant::now();
+    for seq in 0..ctx.messages {
+        for (id, allowed) in allowed.iter().enumerate() {
+            let at = t0 + period * seq + period.mul_f64(id as f64 / n as f64);
+            let now = Instant::now();
+            if at > now {
+                std::thread::sleep(at - now);
+            }
+            if ctx.abort.is_cancelled() || finished.is_cancelled() {
+                return;
+            }
+            allowed.store(seq + 1, Ordering::Release);
+            ctx.wake[id].notify_one();
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! The idle workload: K clients connect, handshake and sit still, to
+//! measure what an idle connection costs the server.
+//!
+//! Every client reads (its protocol machine answers the server's `Ping`s),
+//! counting the `Joined` notices the server sends: with presence on, K
+//! clients arriving get at least K(K-1)/2 of them (each hears of those who
+//! come after it; a server that also tells a newcomer who is there sends
+//! twice as many). The measurement starts once that many have arrived and
+//! no more came for [`QUIET`], when the outboxes are empty again.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use chat_proto::{Event, Message};
+use serde::Serialize;
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::conn::Client;
+use crate::error::Error;
+use crate::procfs::{Cost, Proc};
+
+/// How long no notice may arrive before the clients count as settled.
+const QUIET: Duration = Duration::from_millis(250);
+
+/// Options of an idle run.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    pub(crate) server: SocketAddr,
+    /// Connections to open and hold.
+    pub(crate) connections: usize,
+    /// Handshakes in flight at once.
+    pub(crate) parallel: usize,
+    /// How long to hold them once all are open and settled.
+    pub(crate) hold: Duration,
+    /// Whether the server announces joins (its default).
+    pub(crate) presence: bool,
+    /// Longest wait for the connections and the notices.
+    pub(crate) timeout: Duration,
+}
+
+/// What an idle run measured.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Report {
+    /// Connections opened and held.
+    pub(crate) connections: usize,
+    /// `Joined` notices the clients received, over all of them.
+    pub(crate) joined_notices: u64,
+    /// Seconds to open them all.
+    pub(crate) connect_seconds: f64,
+    /// Seconds until every join notice had arrived.
+    pub(crate) settle_seconds: f64,
+    /// Server RSS before, KiB.
+    pub(crate) rss_before_kib: Option<u64>,
+    /// Server RSS with all connections held (most seen), KiB.
+    pub(crate) rss_after_kib: Option<u64>,
+    /// Server RSS added per connection, bytes.
+    pub(crate) rss_per_connection: Option<f64>,
+    /// Server CPU for the whole run.
+    pub(crate) server: Option<Cost>,
+}
+
+/// Opens and holds idle connections.
+///
+/// # Errors
+///
+/// Fails if any connection cannot be made or is closed by the server, or if
+/// the connections or notices do not all arrive within the timeout.
+pub(crate) async fn run(opts: &Options, server: Option<Proc>) -> Result<Report, Error> {
+    let before = match server {
+        Some(p) => Some((
+            p.rss().map_err(Error::Proc)?.0,
+            p.cpu().map_err(Error::Proc)?,
+        )),
+        None => None,
+    };
+    let k = opts.connections;
+    let expected = if opts.presence {
+        (k as u64) * (k as u64).saturating_sub(1) / 2
+    } else {
+        0
+    };
+    let t0 = Instant::now();
+    let gate = Arc::new(Semaphore::new(opts.parallel.max(1)));
+    let connected = Arc::new(AtomicUsize::new(0));
+    let notices = Arc::new(AtomicU64::new(0));
+    let changed = Arc::new(Notify::new());
+    let stop = CancellationToken::new();
+    let mut set = JoinSet::new();
+    for id in 0..k {
+        let (gate, connected, notices, changed, stop) = (
+            gate.clone(),
+            connected.clone(),
+            notices.clone(),
+            changed.clone(),
+            stop.clone(),
+        );
+        let server = opts.server;
+        set.spawn(async move {
+            let mut c = {
+                let _permit = gate.acquire_owned().await.expect("semaphore open");
+                Client::connect(id, server, None).await?
+            };
+            connected.fetch_add(1, Ordering::Relaxed);
+            changed.notify_one();
+            loop {
+                let event = tokio::select! {
+                    () = stop.cancelled() => return Ok(()),
+                    e = c.next_event() => e?,
+                };
+                match event {
+                    Event::Message(Message::Joined { .. }) => {
+                        notices.fetch_add(1, Ordering::Relaxed);
+                        changed.notify_one();
+                    }
+                    Event::Error(reason) => {
+                        return Err(c.lost(format!("the server sent Error: {reason}")));
+                    }
+                    Event::Exit => return Err(c.lost("the server sent Exit".into())),
+                    _ => {}
+                }
+            }
+        });
+    }
+    let deadline = tokio::time::Instant::now() + opts.timeout;
+    // Wait for the condition, failing on any client's end or the deadline.
+    let mut wait = async |what: &str, done: &dyn Fn() -> bool| -> Result<(), Error> {
+        while !done() {
+            tokio::select! {
+                () = changed.notified() => {}
+                Some(r) = set.join_next() => {
+                    r.expect("client task panicked")?;
+                    return Err(Error::Timeout(format!("a client stopped while {what}")));
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    return Err(Error::Timeout(format!(
+                        "timed out after {:?} {what} ({} of {k} connected, {} of {expected} join notices)",
+                        opts.timeout,
+                        connected.load(Ordering::Relaxed),
+                        notices.load(Ordering::Relaxed),
+                    )));
+                }
+            }
+        }
+        Ok(())
+    };
+    wait("connecting", &|| connected.load(Ordering::Relaxed) == k).await?;
+    let connect_seconds = t0.elapsed().as_secs_f64();
+    wait(
+        "waiting for the join notices (is the server's presence setting the same as ours?)",
+        &|| notices.load(Ordering::Relaxed) >= expected,
+    )
+    .await?;
+    loop {
+        let before = notices.load(Ordering::Relaxed);
+        tokio::select! {
+            () = tokio::time::sleep(QUIET) => {
+                if notices.load(Ordering::Relaxed) == before {
+                    break;
+                }
+            }
+            Some(r) = set.join_next() => {
+                r.expect("client task panicked")?;
+                return Err(Error::Timeout("a client stopped while settling".into()));
+            }
+            () = tokio::time::sleep_until(deadline) => {
+                return Err(Error::Timeout(format!("the notices did not stop within {:?}", opts.timeout)));
+            }
+        }
+    }
+    let settle_seconds = t0.elapsed().as_secs_f64() - connect_seconds;
+
+    let mut after = None;
+    let hold = tokio::time::sleep(opts.hold);
+    tokio::pin!(hold);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            () = &mut hold => break,
+            _ = tick.tick() => {
+                if let Some(p) = server {
+                    after = after.max(Some(p.rss().map_err(Error::Proc)?.0));
+                }
+            }
+            Some(r) = set.join_next() => {
+                r.expect("client task panicked")?;
+            }
+        }
+    }
+    let cost = match (server, before) {
+        (Some(p), Some((_, cpu))) => Some(p.cost(cpu, k as u64).map_err(Error::Proc)?),
+        _ => None,
+    };
+    stop.cancel();
+    while let Some(r) = set.join_next().await {
+        r.expect("client task panicked")?;
+    }
+    let rss_before = before.map(|b| b.0);
+    Ok(Report {
+        connections: k,
+        joined_notices: notices.load(Ordering::Relaxed),
+        connect_seconds,
+        settle_seconds,
+        rss_before_kib: rss_before,
+        rss_after_kib: after,
+        rss_per_connection: rss_before
+            .zip(after)
+            .map(|(b, a)| (a.saturating_sub(b) * 1024) as f64 / k.max(1) as f64),
+        server: cost,
+    })
+}

@@ -1,0 +1,99 @@
+//! `chat-bench`: a load generator for a running chat server.
+//!
+//! Workloads: `fanout` (delivery, throughput, latency), `idle` (what an
+//! idle connection costs) and `soak` (whether memory comes back after
+//! rounds of stalled clients). Every client is a TCP stream driven by
+//! `chat_proto::Connection`, owned by one task.
+//!
+//! Layout: `args` (the command line), `conn` (one client), `payload` (the
+//! text of a bench message), `fanout`, `stalled` (clients that never read),
+//! `idle`, `soak`, `procfs` (the server's CPU, memory and descriptors),
+//! `report` (human output), `error`.
+#![forbid(unsafe_code)]
+
+mod args;
+mod conn;
+mod error;
+mod fanout;
+mod idle;
+mod payload;
+mod procfs;
+mod report;
+mod soak;
+mod stalled;
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+
+use crate::args::{Cli, Cmd};
+use crate::procfs::Proc;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("chat-bench: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs the command; `Ok(false)` when it ran and failed.
+fn run(cli: Cli) -> anyhow::Result<bool> {
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = cli.threads {
+        rt.worker_threads(n.into());
+    }
+    let rt = rt
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let server = cli.server_pid.map(Proc);
+    if let Some(p) = server {
+        p.cpu()
+            .with_context(|| format!("cannot read /proc/{} (is the server running?)", p.0))?;
+    }
+    let json = cli.json;
+    rt.block_on(async {
+        match cli.cmd {
+            Cmd::Fanout(args) => {
+                let opts = args.options(cli.server, !json)?;
+                let mut ok = true;
+                for i in 0..args.runs {
+                    let r = fanout::run(&opts, server).await?;
+                    ok &= r.passed();
+                    if args.runs > 1 && !json {
+                        println!("run {}", i + 1);
+                    }
+                    show(&r, json)?;
+                }
+                Ok(ok)
+            }
+            Cmd::Idle(args) => {
+                show(&idle::run(&args.options(cli.server), server).await?, json)?;
+                Ok(true)
+            }
+            Cmd::Soak(args) => {
+                let p =
+                    server.context("soak needs --server-pid: it measures the server's memory")?;
+                let r = soak::run(&args.options(cli.server)?, p).await?;
+                show(&r, json)?;
+                Ok(r.passed())
+            }
+        }
+    })
+}
+
+/// Prints a report: one line of JSON, or the human form.
+fn show<R: serde::Serialize + std::fmt::Display>(report: &R, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(report)?);
+    } else {
+        println!("{report}");
+    }
+    Ok(())
+}

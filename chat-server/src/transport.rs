@@ -1,0 +1,152 @@
+//! The byte stream under a session: what it reads from and writes to.
+//!
+//! A session never names a socket type; it reads into its protocol
+//! machine's input buffer and writes shared [`Bytes`] slices through a
+//! [`Transport`]. Plain TCP implements it with tokio's readiness calls, so
+//! an idle connection holds no read buffer and a batch of queued frames goes
+//! out in one vectored write. Anything that is `AsyncRead + AsyncWrite`
+//! (a TLS stream, a WebSocket adapter, an in-memory pipe) plugs in through
+//! [`Stream`].
+//!
+//! [`Bytes`]: bytes::Bytes
+
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Largest read made onto the stack when the input buffer has no room: the
+/// buffer then grows only by what actually arrived, so thousands of
+/// connections that each send a few bytes never each hold a whole chunk.
+const STACK_READ: usize = 16 * 1024;
+
+/// A bidirectional byte stream a session can be served over.
+///
+/// Every method follows the `poll` contract: `Poll::Pending` registers the
+/// waker in `cx` and the session is woken when progress is possible.
+pub(crate) trait Transport: Send + Unpin {
+    /// Appends what can be read now to `buf`, at most about `max` bytes.
+    /// `Ready(Ok(0))` is the end of the stream. Leaves no spare capacity
+    /// behind when nothing could be read.
+    fn poll_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+        max: usize,
+    ) -> Poll<io::Result<usize>>;
+
+    /// Writes from `bufs`, in order; returns how many bytes were taken.
+    fn poll_write(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>])
+    -> Poll<io::Result<usize>>;
+
+    /// Flushes and closes the sending direction; reading goes on.
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+impl Transport for TcpStream {
+    fn poll_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+        max: usize,
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.poll_read_ready(cx))?;
+            let max = max.max(1);
+            let result = if buf.capacity() - buf.len() >= max.min(STACK_READ) {
+                // Room already reserved (a frame under way): read in place.
+                self.try_read_buf(buf)
+            } else if max <= STACK_READ {
+                let mut chunk = [0u8; STACK_READ];
+                self.try_read(&mut chunk[..max]).inspect(|&got| {
+                    buf.extend_from_slice(&chunk[..got]);
+                })
+            } else {
+                buf.reserve(max);
+                let read = self.try_read_buf(buf);
+                if buf.is_empty() {
+                    *buf = BytesMut::new();
+                }
+                read
+            };
+            match result {
+                Ok(n) => return Poll::Ready(Ok(n)),
+                // The readiness was stale; tokio has cleared it, so the next
+                // poll registers the waker.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    fn poll_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.poll_write_ready(cx))?;
+            match self.try_write_vectored(bufs) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => return Poll::Ready(other),
+            }
+        }
+    }
+
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        AsyncWrite::poll_shutdown(Pin::new(self), cx)
+    }
+}
+
+/// Any `AsyncRead + AsyncWrite` stream as a [`Transport`]: TLS, WebSocket
+/// adapters, test pipes.
+///
+/// Such streams need a buffer to read into before they know whether data is
+/// there; it is taken from the session's input buffer and given back when
+/// the read finds nothing, so an idle session still holds none.
+#[derive(Debug)]
+pub(crate) struct Stream<S>(pub(crate) S);
+
+impl<S> Transport for Stream<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    fn poll_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+        max: usize,
+    ) -> Poll<io::Result<usize>> {
+        let len = buf.len();
+        buf.resize(len + max.clamp(1, STACK_READ), 0);
+        let mut read = ReadBuf::new(&mut buf[len..]);
+        let polled = Pin::new(&mut self.0).poll_read(cx, &mut read);
+        let n = read.filled().len();
+        buf.truncate(len + n);
+        if buf.is_empty() {
+            *buf = BytesMut::new();
+        }
+        match polled {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(n)),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn poll_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,216 @@
+//! Arbitrary bytes, in arbitrary chunks, into a `Connection` driven as a
+//! socket owner drives it: a server-role machine that accepts every `Hello`
+//! and answers every `Exit`, or a client-role one. It must never panic, keep
+//! its input within the frame limit (plus one read of at most 8 KiB), send
+//! no more than the input calls for, and keep the limits' promises: every
+//! `Send` it accepts relays within the server's limit, and the longest text
+//! it computes from `Welcome` is exactly the longest that fits.
+//!
+//! The first byte picks the run: bit 0 the role (0 server, 1 client), bits
+//! 1-2 the frame limit, bits 3-7 how the rest is cut into reads (0: one read).
+#![no_main]
+
+use std::net::SocketAddr;
+
+use bytes::BytesMut;
+use chat_proto::{
+    ChatCodec, ClientConfig, Connection, Event, HEADER_LEN, MAX_FRAME_LEN, MAX_FRAME_LEN_CEILING,
+    MIN_FRAME_LEN, Message, ProtocolError, RELAY_OVERHEAD, Role, ServerConfig, State,
+};
+use chat_proto_fuzz::{SLACK, bounded};
+use libfuzzer_sys::fuzz_target;
+
+/// Most bytes one read hands the machine.
+const READ: usize = 8 * 1024;
+
+/// Frame limits to run under: the default, the smallest, and ones whose
+/// longest text sits at a varint boundary (250/251, 65,535/65,536).
+const LIMITS: [usize; 4] = [
+    MAX_FRAME_LEN,
+    MIN_FRAME_LEN + RELAY_OVERHEAD,
+    252 + RELAY_OVERHEAD,
+    65_540 + RELAY_OVERHEAD,
+];
+
+/// The widest address a relay carries: IPv6 with a 5-digit port.
+fn wide() -> SocketAddr {
+    "[2001:db8::1]:65535".parse().unwrap()
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&knobs, stream)) = data.split_first() else {
+        return;
+    };
+    let limit = LIMITS[usize::from(knobs >> 1) & 3];
+    let conn = if knobs & 1 == 0 {
+        Connection::server(ServerConfig::with_max_frame_len(limit).unwrap())
+    } else {
+        let mut config = ClientConfig::default();
+        config.max_frame_len = limit;
+        Connection::client(config)
+    };
+    run(conn, limit, stream, reads(knobs >> 3, stream.len()));
+});
+
+/// Read sizes from a small generator seeded by `seed`: a mix of tiny reads,
+/// which split headers and characters, and large ones up to [`READ`].
+fn reads(seed: u8, len: usize) -> Vec<usize> {
+    if seed == 0 {
+        return vec![len.clamp(1, READ); len.div_ceil(READ).max(1)];
+    }
+    let mut x = u32::from(seed).wrapping_mul(0x9e37_79b9) | 1;
+    let mut sizes = Vec::new();
+    let mut total = 0;
+    while total < len {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        let size = match x % 4 {
+            0 => 1,
+            1 => 1 + (x >> 8) as usize % 8,
+            2 => 1 + (x >> 8) as usize % 64,
+            _ => 1 + (x >> 8) as usize % READ,
+        };
+        sizes.push(size);
+        total += size;
+    }
+    sizes
+}
+
+fn run(mut conn: Connection, limit: usize, stream: &[u8], sizes: Vec<usize>) {
+    let server = conn.role() == Role::Server;
+    let relays = ServerConfig::with_max_frame_len(limit).unwrap().outbound();
+    conn.transmit();
+    let mut rest = stream;
+    for size in sizes {
+        if rest.is_empty() || !conn.wants_read() {
+            break;
+        }
+        let (chunk, tail) = rest.split_at(size.min(rest.len()));
+        rest = tail;
+
+        let before = conn.buffered();
+        // Only a frame in progress is ever left over.
+        assert!(before < HEADER_LEN + conn.max_frame_in());
+        let mut welcomed = false;
+        let out = bounded(memory_bound(&conn), "step", || {
+            conn.receive(chunk);
+            assert!(conn.buffered() <= HEADER_LEN + conn.max_frame_in() + READ);
+            loop {
+                match conn.poll() {
+                    Ok(Some(event)) => welcomed |= handle(&mut conn, event, &relays),
+                    Ok(None) => break,
+                    Err(err) => {
+                        closed_for(&conn, &err);
+                        break;
+                    }
+                }
+            }
+            let out = conn.transmit().map_or(0, |b| b.len());
+            conn.release();
+            out
+        });
+        if welcomed {
+            longest_text_fits(&conn);
+        }
+        let consumed = before + chunk.len() - conn.buffered();
+        assert!(
+            out <= consumed + 2 * HEADER_LEN + conn.max_frame_out() + 64,
+            "{out} bytes out for {consumed} in"
+        );
+    }
+    if conn.wants_read() {
+        let eof = conn.eof();
+        if let Err(err) = &eof {
+            closed_for(&conn, err);
+        }
+        while let Ok(Some(event)) = conn.poll() {
+            if handle(&mut conn, event, &relays) {
+                longest_text_fits(&conn);
+            }
+        }
+        if server && conn.state() == State::PeerExited {
+            conn.exit().unwrap();
+        }
+        conn.transmit();
+    }
+}
+
+/// The largest single allocation a step may make: the input buffer (up to
+/// a frame in progress plus one read, doubled by buffer growth) and the
+/// output (no more than the input, plus one Error and small frames).
+fn memory_bound(conn: &Connection) -> usize {
+    let input = HEADER_LEN + conn.max_frame_in() + READ;
+    let output = input + 2 * HEADER_LEN + conn.max_frame_out() + 64;
+    2 * input.max(output) + SLACK
+}
+
+/// A rule broken by the peer: the machine is closed and has said why.
+fn closed_for(conn: &Connection, err: &ProtocolError) {
+    assert!(conn.is_closed(), "{err}: not closed");
+    assert!(!conn.wants_read());
+}
+
+/// Acts on an event as a socket owner would and checks it; `true` for a
+/// `Welcome`, whose limits the caller checks outside the memory bound (a
+/// `Welcome` may raise them).
+fn handle(conn: &mut Connection, event: Event, relays: &ChatCodec) -> bool {
+    match event {
+        Event::Hello { version, .. } => {
+            assert!(version >= 1);
+            assert_eq!(conn.state(), State::Admitting);
+            assert!(!conn.wants_read());
+            let negotiated = conn.accept(wide()).unwrap();
+            assert_eq!(negotiated.max_frame, conn.max_frame_in());
+            assert_eq!(negotiated.max_frame + RELAY_OVERHEAD, conn.max_frame_out());
+        }
+        Event::Welcome(negotiated) => {
+            assert_eq!(conn.state(), State::Open);
+            assert_eq!(conn.max_frame_out(), negotiated.max_frame);
+            // Every relay the server may send is accepted.
+            let relay_max = (negotiated.max_frame + RELAY_OVERHEAD).min(MAX_FRAME_LEN_CEILING);
+            assert!(conn.max_frame_in() >= relay_max);
+            return true;
+        }
+        Event::Message(Message::Send { text }) => {
+            // Whatever a server accepts, it can relay from any address.
+            assert_eq!(conn.role(), Role::Server);
+            let relay = Message::relay(wide(), text);
+            relays
+                .encode(&relay, &mut BytesMut::new())
+                .expect("an accepted Send relays within the server's limit");
+        }
+        Event::Message(msg) => {
+            assert!(conn.role() == Role::Client || matches!(msg, Message::Pong { .. }));
+            assert!(
+                !matches!(msg, Message::Ping { .. }),
+                "Ping is answered, not reported"
+            );
+        }
+        Event::Exit => match conn.role() {
+            Role::Server => conn.exit().unwrap(),
+            Role::Client => assert!(conn.is_closed()),
+        },
+        Event::Error(_) => assert!(conn.is_closed()),
+        _ => {}
+    }
+    false
+}
+
+/// `max_text_len()` is the longest text whose `Send` the peer accepts.
+fn longest_text_fits(conn: &Connection) {
+    let max = conn.max_frame_out();
+    if max > 70_000 {
+        return; // a fuzzed Welcome may announce 16 MiB: too slow to copy
+    }
+    let codec = ChatCodec::with_max_frame_len(max).unwrap();
+    let n = conn.max_text_len();
+    let fits = |n: usize| {
+        let text = "a".repeat(n);
+        codec
+            .encode(&Message::Send { text }, &mut BytesMut::new())
+            .is_ok()
+    };
+    assert!(fits(n), "a text of {n} bytes does not fit {max}");
+    assert!(!fits(n + 1), "a text of {} bytes fits {max}", n + 1);
+}
