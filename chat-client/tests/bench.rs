@@ -275,10 +275,20 @@ async fn a_stalled_client_the_server_keeps_is_a_failure() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_client_is_evicted_as_a_slow_consumer() {
-    // 18 MB for the stalled client: more than its server-side socket buffer
-    // (4 MiB at most) and its outbox (8 MiB by default) can hold.
-    let server = start(load_config()).await;
-    let (_, r) = fanout(server.addr, "-n 3 -m 1500 -s 4000 --stalled 1", 0).await;
+    // 18 MB for the stalled client: far more than its server-side socket
+    // buffer (4 MiB at most by default) and a 1 MiB outbox can hold; the
+    // readers stay within 50 messages (400 KB) of every sender.
+    let server = start(Config {
+        outbox_bytes: 1 << 20,
+        ..load_config()
+    })
+    .await;
+    let (_, r) = fanout(
+        server.addr,
+        "-n 3 -m 1500 -s 4000 --window 50 --stalled 1",
+        0,
+    )
+    .await;
     assert_clean(&r);
     assert_eq!(r["stalled_evicted"], 1, "{r}");
     assert_eq!(r["stalled_outcomes"][0]["reason"], "slow consumer", "{r}");
@@ -344,7 +354,9 @@ async fn an_eviction_stops_the_run_with_the_servers_reason() {
     server.abort();
     assert!(run.took < Duration::from_secs(30), "took {:?}", run.took);
     assert!(run.stderr.contains("slow consumer"), "{}", run.stderr);
-    assert_eq!(r["evicted"][0]["client"], 2, "{r}");
+    // The last client the server accepted: 1 or 2, which connect together.
+    assert_eq!(r["evicted"].as_array().unwrap().len(), 1, "{r}");
+    assert_ne!(r["evicted"][0]["client"], 0, "{r}");
     assert!(
         r["evicted"][0]["reason"]
             .as_str()

@@ -1,39 +1,5 @@
 //! Every limit of the server in one place, and the rules that keep them
-//! consistent.
-//!
-//! [`Config::validate`] (called by [`Server::bind`](crate::Server::bind))
-//! refuses any combination under which the server could misbehave:
-//!
-//! - **No eviction of a client that keeps up.** A client is evicted when its
-//!   outbox overflows. A client that reads whatever it is sent can still be
-//!   handed, at one moment, one buffer of relays from a sender (cut once it
-//!   reaches `relay_batch` bytes, so up to `relay_batch` plus one frame of
-//!   `max_frame_len` and its 4-byte header), one batch of presence notices
-//!   (`presence_batch` plus one notice), a `Ping` and a `Pong`. So
-//!   `outbox_bytes` must be at least [`Config::min_outbox_bytes`] and
-//!   `outbox_depth` at least [`Config::MIN_OUTBOX_DEPTH`]. (`outbox_bytes`
-//!   equal to `max_frame_len` used to be accepted: one maximal relay, 4
-//!   header bytes longer, evicted its reader.)
-//! - **No time arithmetic overflow.** Every duration is at most
-//!   [`Config::MAX_DURATION`] (365 days), so `Instant::now() + d` cannot
-//!   panic; `Duration::MAX` used to panic in every session.
-//! - **No zero that means nothing.** `max_clients`, `outbox_depth`,
-//!   `max_iov`, `flush_rounds`, `backlog`, `handshake_timeout`,
-//!   `frame_timeout`, `close_timeout` and `shutdown_grace` must be non-zero,
-//!   `read_chunk` at least [`Config::MIN_READ_CHUNK`], and `burst` non-zero
-//!   when `rate` is. Zero is meaningful, and allowed, for `idle_timeout` and
-//!   `rate` (the check is off), `presence_delay`, `presence_batch` and
-//!   `relay_batch` (no batching) and `reject_slots` (nobody is told "server
-//!   full": new connections wait in the listen queue).
-//! - **Within what the system takes.** `max_frame_len` within
-//!   `MIN_FRAME_LEN + RELAY_OVERHEAD ..= MAX_FRAME_LEN_CEILING`; `max_iov` at
-//!   most [`Config::MAX_IOV`] (`IOV_MAX`); `backlog` at most
-//!   [`Config::MAX_BACKLOG`]; `read_chunk`, `relay_batch` and
-//!   `presence_batch` at most `MAX_FRAME_LEN_CEILING`; `max_clients` and
-//!   `reject_slots` at most tokio's `Semaphore::MAX_PERMITS`.
-//!
-//! An [`Error::Config`] names the field at fault; its reason may name
-//! others. The `chat-server` binary shows both as flags.
+//! consistent ([`Config::validate`]).
 
 use std::time::Duration;
 
@@ -192,9 +158,10 @@ impl Default for Config {
 impl Config {
     /// Longest duration any field may hold: 365 days.
     pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
-    /// Smallest `outbox_depth`: a relay buffer, a presence batch, a `Ping`
-    /// and a `Pong` may be queued for a client at the same moment.
-    pub const MIN_OUTBOX_DEPTH: usize = 4;
+    /// Smallest `outbox_depth`: a newcomer may have, queued at the same
+    /// moment, its roster (up to two buffers), a batch of notices, a relay
+    /// buffer, the replies of one turn (`Pong`s) and the server's `Ping`.
+    pub const MIN_OUTBOX_DEPTH: usize = 6;
     /// Smallest `read_chunk`.
     pub const MIN_READ_CHUNK: usize = 64;
     /// Largest `max_iov`: the usual `IOV_MAX`.
@@ -204,12 +171,46 @@ impl Config {
     /// Smallest listen queue derived from `max_clients`.
     const MIN_DEFAULT_BACKLOG: u32 = 1024;
 
-    /// Checks that the limits make sense together; the rules are in the
-    /// [module docs](self).
+    /// Checks that the limits make sense together.
+    /// [`Server::bind`](crate::Server::bind) calls it, and refuses any
+    /// combination under which the server could misbehave:
+    ///
+    /// - **No eviction of a client that keeps up.** A client is evicted
+    ///   when its outbox overflows. One turn of a sender's session hands the
+    ///   room at most one buffer of relays, cut once it reaches
+    ///   `relay_batch` bytes: up to `relay_batch` plus one frame of
+    ///   `max_frame_len` and its 4-byte header. A client that keeps up (its
+    ///   session empties its outbox into the socket between two such turns)
+    ///   can still be handed, at one moment, that buffer, one batch of
+    ///   presence notices (`presence_batch` plus one notice), a `Ping` and a
+    ///   `Pong`, and a newcomer its roster (held to the depth, not to the
+    ///   bytes). So `outbox_bytes` must be at least
+    ///   [`Config::min_outbox_bytes`] and `outbox_depth` at least
+    ///   [`Config::MIN_OUTBOX_DEPTH`]. (`outbox_bytes` equal to
+    ///   `max_frame_len` used to be accepted: one maximal relay, 4 header
+    ///   bytes longer, evicted its reader.)
+    /// - **No time arithmetic overflow.** Every duration is at most
+    ///   [`Config::MAX_DURATION`] (365 days), so `Instant::now() + d` cannot
+    ///   panic; `Duration::MAX` used to panic in every session.
+    /// - **No zero that means nothing.** `max_clients`, `outbox_depth`,
+    ///   `max_iov`, `flush_rounds`, `backlog`, `handshake_timeout`,
+    ///   `frame_timeout`, `close_timeout` and `shutdown_grace` must be non-zero,
+    ///   `read_chunk` at least [`Config::MIN_READ_CHUNK`], and `burst` non-zero
+    ///   when `rate` is. Zero is meaningful, and allowed, for `idle_timeout` and
+    ///   `rate` (the check is off), `presence_delay`, `presence_batch` and
+    ///   `relay_batch` (no batching) and `reject_slots` (nobody is told "server
+    ///   full": new connections wait in the listen queue).
+    /// - **Within what the system takes.** `max_frame_len` within
+    ///   `MIN_FRAME_LEN + RELAY_OVERHEAD ..= MAX_FRAME_LEN_CEILING`; `max_iov` at
+    ///   most [`Config::MAX_IOV`] (`IOV_MAX`); `backlog` at most
+    ///   [`Config::MAX_BACKLOG`]; `read_chunk`, `relay_batch` and
+    ///   `presence_batch` at most `MAX_FRAME_LEN_CEILING`; `max_clients` and
+    ///   `reject_slots` at most tokio's `Semaphore::MAX_PERMITS`.
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] naming the first field at fault.
+    /// [`Error::Config`] naming the first field at fault; its reason may
+    /// name others. The `chat-server` binary shows both as flags.
     pub fn validate(&self) -> Result<(), Error> {
         self.check()
             .map_err(|(field, reason)| Error::Config { field, reason })

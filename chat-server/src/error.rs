@@ -13,12 +13,15 @@ pub enum Error {
     /// permission, address not resolvable, ...).
     #[error("cannot bind: {0}")]
     Bind(#[source] io::Error),
-    /// A limit in [`Config`](crate::Config) is out of range (caller misuse).
+    /// A limit in [`Config`](crate::Config) is out of range, or limits
+    /// conflict (caller misuse); see
+    /// [`Config::validate`](crate::Config::validate).
     #[error("invalid configuration: {field}: {reason}")]
     Config {
-        /// The offending field.
+        /// The field at fault, as named in `Config` (`"outbox_bytes"`).
         field: &'static str,
-        /// Why it is refused.
+        /// Why it is refused, with the bound it breaks; it may name other
+        /// fields, as they are named in `Config`.
         reason: String,
     },
     /// Any other I/O failure of the listening socket.

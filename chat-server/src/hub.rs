@@ -21,7 +21,6 @@
 //! that drains its outbox after the signal has everything it will ever get.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -32,27 +31,8 @@ use chat_proto::ChatCodec;
 use tokio::sync::Notify;
 
 use crate::outbox::Outbox;
+use crate::peer::{Peer, PeerId};
 use crate::presence::Presence;
-
-/// A peer's identity inside the server: unique for the server's lifetime,
-/// unlike addresses, which the kernel reuses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) struct PeerId(u64);
-
-impl fmt::Display for PeerId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "#{}", self.0)
-    }
-}
-
-/// A member of a room, as the others see it.
-#[derive(Debug, Clone)]
-pub(crate) struct Peer {
-    pub(crate) id: PeerId,
-    /// The address shown to the others in `Relay`, `Joined` and `Left`.
-    pub(crate) addr: SocketAddr,
-    pub(crate) outbox: Arc<Outbox>,
-}
 
 /// How rooms announce joins and leaves.
 #[derive(Debug, Clone)]
@@ -93,7 +73,7 @@ impl Hub {
 
     /// A fresh peer identity.
     pub(crate) fn next_id(&self) -> PeerId {
-        PeerId(self.next_id.fetch_add(1, Ordering::Relaxed))
+        PeerId::new(self.next_id.fetch_add(1, Ordering::Relaxed))
     }
 
     /// The default room, which every client joins.

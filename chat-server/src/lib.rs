@@ -25,7 +25,10 @@
 //!
 //! # Protocol, as this server applies it
 //!
-//! Frames and messages are [`chat_proto`]'s.
+//! Frames and messages are [`chat_proto`]'s, and so are the conversation's
+//! rules: each session drives a [`chat_proto::Connection`] in the server
+//! role, which owns the handshake, the "sent by" rules, answering `Ping`
+//! and the `Exit` and `Error` sequences.
 //!
 //! - **Handshake.** The first frame must be `Hello { version, features }`
 //!   within [`Config::handshake_timeout`]. Version 0 is refused; otherwise
@@ -38,13 +41,15 @@
 //!   limit. Anything else first (another message, garbage, an oversized
 //!   length prefix, an HTTP request) gets an `Error` saying why, and a
 //!   close; so does silence (`"handshake timeout"`).
-//! - **Joins and leaves.** After its `Welcome`, the others receive
-//!   `Joined { ip, port }`; when it goes (exit, drop, eviction, error) they
-//!   receive `Left { ip, port }`. Notices are batched for up to 10 ms (a
-//!   crowd arriving at once would otherwise queue N²/2 of them) but always
-//!   go out before the next relay, so a peer's `Joined` precedes its first
-//!   message and its `Left` follows its last. [`Config::presence`] turns
-//!   them off.
+//! - **Joins and leaves.** After its `Welcome`, a newcomer receives a
+//!   `Joined { ip, port }` for every client already there, and they receive
+//!   its `Joined`; when it goes (exit, drop, eviction, error, even a bug in
+//!   its session) they receive `Left { ip, port }`. Notices are batched for
+//!   up to [`Config::presence_delay`] (a crowd arriving at once would
+//!   otherwise queue N²/2 of them) but always go out before the next relay,
+//!   so a peer's `Joined` precedes its first message, its `Left` follows its
+//!   last, and every client that heard of a peer hears of its leaving.
+//!   [`Config::presence`] turns them off.
 //! - **Relay.** `Send { text }` reaches every *other* client as
 //!   `Relay { ip, port, text }`, encoded once and shared by all recipients,
 //!   in the order the server received it; one sender's messages are never
@@ -60,6 +65,10 @@
 //!   payload, a frame cut off by the end of the stream) gets
 //!   `Error { reason: "invalid frame: ..." }` with the codec's explanation,
 //!   then a close. A claimed length is checked before anything is buffered.
+//! - **Frames in progress.** Once a client has started a frame, the rest
+//!   must arrive within [`Config::frame_timeout`], or it gets
+//!   `Error { reason: "frame timeout" }` and is closed: trickling a frame
+//!   byte by byte cannot hold a slot.
 //!
 //! # Limits and policies
 //!
@@ -68,9 +77,12 @@
 //!   outbox is full when a frame is offered, it gets
 //!   `Error { reason: "slow consumer" }` (best effort, after the rest of any
 //!   partly written frame) and is disconnected. Memory per client is bounded
-//!   by the outbox depth.
+//!   by the outbox depth and [`Config::outbox_bytes`]. A client that keeps
+//!   up is never evicted: the relays of one sender's `Send`s are handed to
+//!   the room in batches of at most [`Config::relay_batch`] bytes (plus one
+//!   frame), and the sender lets the recipients run before the next batch.
 //! - **Idle clients.** A client silent for half of [`Config::idle_timeout`]
-//!   is sent `Ping`; any frame from it (normally the `Pong`) counts. If it is
+//!   is sent `Ping`; any complete frame from it (normally the `Pong`) counts. If it is
 //!   still silent when the whole timeout has passed, it gets
 //!   `Error { reason: "idle timeout" }` and is closed.
 //! - **Flood control.** A token bucket per client: [`Config::rate`] messages
@@ -90,18 +102,31 @@
 //! # Shutdown
 //!
 //! When the future given to [`Server::run`] completes, the server stops
-//! accepting, sends every client what is already queued for it and then
-//! `Exit`, half-closes, and waits for the sessions to end. Each session gets
+//! accepting and stops relaying: every message it accepted before that
+//! moment reaches every client that keeps reading, and no later one reaches
+//! anyone (a relay reaches all of its recipients or none). Each session
+//! stops reading, sends its client everything queued for it and then
+//! `Exit` (a client still in its handshake gets
+//! `Error { reason: "server shutting down" }` instead, the only other
+//! answer it may receive), half-closes, and ends. Each session gets
 //! [`Config::shutdown_grace`] to do so, after which it is dropped; `run`
 //! then returns.
 //!
 //! # Layout
 //!
-//! - `config.rs`: [`Config`], every limit in one place.
-//! - `listener.rs`: the accept loop, the `max_clients` semaphore, backoff on
-//!   accept errors such as running out of file descriptors.
-//! - `session.rs`: one task per client, the only owner of its socket.
-//! - `room.rs`: the registry of peers' outboxes and the fan-out policy.
+//! - `config.rs`: [`Config`], every limit in one place, and its validation.
+//! - `listener.rs`: the accept loop, backoff on accept errors such as running
+//!   out of file descriptors; `admission.rs`: the client and reject slots
+//!   taken before `accept`.
+//! - `session.rs`: one task per client, the only owner of its transport and
+//!   its protocol machine; dispatch, flood control, timers, goodbyes.
+//! - `transport.rs`: the byte stream a session is served over (TCP, or any
+//!   `AsyncRead + AsyncWrite`); `writer.rs`: the queue of shared buffers
+//!   being written, and the frame half written.
+//! - `hub.rs`: rooms by name, their members (the `Membership` guard) and
+//!   the fan-out policy; `peer.rs`: a member's `PeerId`, address and
+//!   outbox; `presence.rs`: join and leave notices, batched; `outbox.rs`: a
+//!   peer's bounded queue; `flood.rs`: the token bucket.
 //! - `error.rs`: [`Error`].
 #![forbid(unsafe_code)]
 
@@ -112,6 +137,7 @@ mod flood;
 mod hub;
 mod listener;
 mod outbox;
+mod peer;
 mod presence;
 mod session;
 mod transport;

@@ -1,4 +1,4 @@
-//! The accept loop: takes a slot (see [`admission`](crate::admission)),
+//! The accept loop: takes a slot (see [`crate::admission`]),
 //! then accepts one connection for it and hands the socket to its task.
 //!
 //! Accept errors that concern one connection are skipped. The others (out

@@ -31,8 +31,8 @@ use std::net::SocketAddr;
 use bytes::{Bytes, BytesMut};
 use chat_proto::{ChatCodec, Message};
 
-use crate::hub::{Peer, PeerId};
 use crate::outbox::Outbox;
+use crate::peer::{Peer, PeerId};
 
 /// Notices not yet sent, and the cached roster.
 #[derive(Debug)]

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use chat_proto::{ChatCodec, Connection, Event, HEADER_LEN, Message, ServerConfig};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
@@ -35,8 +35,9 @@ use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::flood::Bucket;
-use crate::hub::{Hub, Membership, Peer, PresencePolicy};
+use crate::hub::{Hub, Membership, PresencePolicy};
 use crate::outbox::Outbox;
+use crate::peer::Peer;
 use crate::transport::Transport;
 use crate::writer::Writer;
 
@@ -90,6 +91,18 @@ impl Shared {
     }
 }
 
+/// Whole frames in `bytes`, counted from their length prefixes.
+fn frames_in(bytes: &[u8]) -> usize {
+    let mut rest = bytes;
+    let mut n = 0;
+    while let Some((head, _)) = rest.split_first_chunk::<HEADER_LEN>() {
+        let len = HEADER_LEN + u32::from_be_bytes(*head) as usize;
+        rest = rest.get(len..).unwrap_or_default();
+        n += 1;
+    }
+    n
+}
+
 /// `now + d`, or a far future where that overflows.
 fn after(now: Instant, d: Duration) -> Instant {
     now.checked_add(d)
@@ -123,7 +136,9 @@ pub(crate) async fn serve<T: Transport>(
         Ok(()) => session.serve().await,
         Err(close) => close,
     };
-    session.finish(close).await;
+    // Boxed: the goodbye's state is as large as the rest of the session's
+    // put together, and only a closing session needs it, not an idle one.
+    Box::pin(session.finish(close)).await;
 }
 
 /// Why a session ends.
@@ -254,8 +269,9 @@ impl<T: Transport> Session<T> {
     fn admit(&mut self, version: u16) -> Result<(), Close> {
         let config = &self.shared.config;
         let outbox = Arc::new(Outbox::new(config.outbox_depth, config.outbox_bytes));
+        let id = self.shared.hub.next_id();
         let peer = Peer {
-            id: self.shared.hub.next_id(),
+            id,
             addr: self.addr,
             outbox,
         };
@@ -265,7 +281,7 @@ impl<T: Transport> Session<T> {
         self.conn.accept(self.addr);
         // The Welcome goes out before anything the room queues.
         self.out.push(self.conn.transmit().unwrap_or_default());
-        info!(peer = %self.addr, version, peers = member.peers(), "client connected");
+        info!(peer = %self.addr, %id, version, peers = member.peers(), "client connected");
         self.member = Some(member);
         self.last_rx = Instant::now();
         Ok(())
@@ -415,7 +431,8 @@ impl<T: Transport> Session<T> {
                 debug!(peer = %self.addr, "silent for {silent:?}: ping");
                 // Open until the session ends: cannot fail here.
                 let _ = self.conn.ping(self.nonce);
-                self.queue_replies()?;
+                let ping = self.conn.transmit();
+                self.queue_replies(ping)?;
             }
         }
         Ok(self.next_timer())
@@ -468,11 +485,18 @@ impl<T: Transport> Session<T> {
             }
         }
         result?;
-        self.queue_replies()?;
+        // The machine answered any `Ping` itself: each `Pong` it queued
+        // counts against the flood limit like any other message.
+        let pongs = self.conn.transmit();
+        let answered = pongs.as_deref().map_or(0, frames_in);
+        if (0..answered).any(|_| !self.bucket.take()) {
+            return Err(self.flood());
+        }
+        self.queue_replies(pongs)?;
         let left = self.conn.buffered();
         // A frame arrived whole if the input shrank (`Ping`s included,
         // which the machine answers without a word to us).
-        if left < before || self.backlog {
+        if left < before {
             self.last_rx = now;
             self.pinged = false;
             self.frame_deadline = None;
@@ -481,9 +505,17 @@ impl<T: Transport> Session<T> {
             self.frame_deadline = None;
             // Most clients say nothing more for a while.
             self.conn.release();
-        } else if !self.backlog && self.frame_deadline.is_none() {
-            // A frame is under way: it has so long to complete.
-            self.frame_deadline = Some(after(now, self.shared.config.frame_timeout));
+        } else if !self.backlog {
+            if self.frame_deadline.is_none() {
+                // A frame is under way: it has so long to complete.
+                self.frame_deadline = Some(after(now, self.shared.config.frame_timeout));
+            }
+            // The codec reserves room for the rest of the frame; a client
+            // that stalls there should not hold it: keep only what came.
+            let input = self.conn.input();
+            if input.capacity() > 4 * input.len() + 1024 {
+                *input = BytesMut::from(&input[..]);
+            }
         }
         Ok(())
     }
@@ -491,8 +523,7 @@ impl<T: Transport> Session<T> {
     /// Applies one event from the machine.
     fn dispatch(&mut self, event: Event, batch: &mut BytesMut) -> Result<(), Close> {
         if !self.bucket.take() {
-            let rate = self.shared.config.rate;
-            return Err(Close::Refuse(format!("flood: more than {rate} messages/s")));
+            return Err(self.flood());
         }
         match event {
             Event::Message(Message::Send { text }) => {
@@ -516,10 +547,15 @@ impl<T: Transport> Session<T> {
         Ok(())
     }
 
-    /// Moves the machine's own replies (`Pong`, `Ping`) to the outbox, so
+    fn flood(&self) -> Close {
+        let rate = self.shared.config.rate;
+        Close::Refuse(format!("flood: more than {rate} messages/s"))
+    }
+
+    /// Moves the machine's own frames (`Pong`, `Ping`) to the outbox, so
     /// they obey the same bound as relays.
-    fn queue_replies(&mut self) -> Result<(), Close> {
-        let (Some(bytes), Some(member)) = (self.conn.transmit(), &self.member) else {
+    fn queue_replies(&mut self, frames: Option<Bytes>) -> Result<(), Close> {
+        let (Some(bytes), Some(member)) = (frames, &self.member) else {
             return Ok(());
         };
         if member.outbox().push(bytes) {
@@ -532,6 +568,10 @@ impl<T: Transport> Session<T> {
     /// Leaves the room, says goodbye as the reason requires, and closes.
     async fn finish(mut self, close: Close) {
         let addr = self.addr;
+        // Nothing more is read but to discard it: let a half-received frame
+        // go now rather than hold it through the goodbye.
+        self.conn.input().clear();
+        self.conn.release();
         // Leaving first: the others hear `Left` (the drop announces it), and
         // nothing more is queued for this client.
         let outbox = self.member.take().map(|member| member.outbox().clone());
@@ -666,7 +706,9 @@ pub(crate) mod tests {
         }
 
         async fn say(&mut self, text: &str) {
-            self.conn.send(&Message::Send { text: text.into() }).unwrap();
+            self.conn
+                .send(&Message::Send { text: text.into() })
+                .unwrap();
             self.flush().await;
         }
 
@@ -702,11 +744,27 @@ pub(crate) mod tests {
         }
     }
 
+    /// Every idle connection holds its session's future: keep it small
+    /// (it was 1,880 bytes while the goodbye's state was inline).
+    #[tokio::test]
+    async fn an_idle_session_is_small() {
+        let shared = Arc::new(Shared::new(Config::default(), CancellationToken::new()));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let session = serve(shared, stream, addr, None);
+        let size = std::mem::size_of_val(&session);
+        assert!(size <= 1100, "a session's future takes {size} bytes");
+    }
+
     #[test]
     fn deadlines_never_overflow() {
         let now = Instant::now();
         assert!(after(now, Duration::MAX) > now + Duration::from_secs(3600));
-        assert_eq!(after(now, Duration::from_secs(1)), now + Duration::from_secs(1));
+        assert_eq!(
+            after(now, Duration::from_secs(1)),
+            now + Duration::from_secs(1)
+        );
     }
 
     /// A session that panics still leaves the room: the others hear `Left`
@@ -737,10 +795,7 @@ pub(crate) mod tests {
         let mut c = Client::join(addr).await;
         a.say("after the panic").await;
         assert_eq!(c.recv().await, joined(a.addr), "the roster is a alone");
-        assert_eq!(
-            c.recv().await,
-            Message::relay(a.addr, "after the panic")
-        );
+        assert_eq!(c.recv().await, Message::relay(a.addr, "after the panic"));
         drop((a, b, c));
         stop.send(()).unwrap();
         timeout(T, running).await.unwrap().unwrap().unwrap();

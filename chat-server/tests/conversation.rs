@@ -4,7 +4,7 @@
 mod common;
 
 use chat_proto::Message;
-use common::{Client, T, TestServer, config, connect, join};
+use common::{Client, T, TestServer, config, connect, join, joined, left};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
@@ -18,20 +18,6 @@ async fn line(clients: &mut [Client], from: usize, text: &str) {
         if i != from {
             assert_eq!(client.recv().await, Message::relay(sender, text));
         }
-    }
-}
-
-fn joined(c: &Client) -> Message {
-    Message::Joined {
-        ip: c.addr.ip(),
-        port: c.addr.port(),
-    }
-}
-
-fn left(c: &Client) -> Message {
-    Message::Left {
-        ip: c.addr.ip(),
-        port: c.addr.port(),
     }
 }
 
@@ -52,7 +38,7 @@ async fn seed_conversation() {
     // its own ever came back to it.
     c[0].send(Message::Exit).await;
     c[0].expect_exit().await;
-    let l1 = left(&c[0]);
+    let l1 = left(c[0].addr);
     assert_eq!(c[1].recv().await, l1);
     assert_eq!(c[2].recv().await, l1);
 
@@ -61,7 +47,7 @@ async fn seed_conversation() {
     assert_eq!(c[1].recv().await, Message::relay(from, text));
     c[2].send(Message::Exit).await;
     c[2].expect_exit().await;
-    assert_eq!(c[1].recv().await, left(&c[2]));
+    assert_eq!(c[1].recv().await, left(c[2].addr));
     c[1].send(Message::Exit).await;
     c[1].expect_exit().await;
     drop(c);
@@ -74,16 +60,16 @@ async fn seed_conversation() {
 async fn three(server: &TestServer) -> Vec<Client> {
     let mut c = vec![join(server.addr).await];
     c.push(join(server.addr).await);
-    let j = joined(&c[1]);
+    let j = joined(c[1].addr);
     assert_eq!(c[0].recv().await, j);
-    assert_eq!(c[1].recv().await, joined(&c[0]));
+    assert_eq!(c[1].recv().await, joined(c[0].addr));
     c.push(join(server.addr).await);
-    let j = joined(&c[2]);
+    let j = joined(c[2].addr);
     assert_eq!(c[0].recv().await, j);
     assert_eq!(c[1].recv().await, j);
     let mut roster = vec![c[2].recv().await, c[2].recv().await];
     roster.sort_by_key(|m| format!("{m:?}"));
-    let mut expected = vec![joined(&c[0]), joined(&c[1])];
+    let mut expected = vec![joined(c[0].addr), joined(c[1].addr)];
     expected.sort_by_key(|m| format!("{m:?}"));
     assert_eq!(roster, expected);
     c
@@ -96,7 +82,7 @@ async fn abrupt_disconnect_mid_conversation() {
     line(&mut c, 0, "before").await;
     // Client 2 vanishes without a word (its socket is simply dropped).
     let gone = c.remove(1);
-    let gone_left = left(&gone);
+    let gone_left = left(gone.addr);
     drop(gone);
     for client in &mut c {
         assert_eq!(client.recv().await, gone_left);
@@ -112,8 +98,8 @@ async fn graceful_shutdown_says_exit_to_everyone() {
     let mut server = TestServer::start(config()).await;
     let mut a = join(server.addr).await;
     let mut b = join(server.addr).await;
-    assert_eq!(a.recv().await, joined(&b));
-    assert_eq!(b.recv().await, joined(&a));
+    assert_eq!(a.recv().await, joined(b.addr));
+    assert_eq!(b.recv().await, joined(a.addr));
     // A client still in its handshake is told too: with an `Error`, the
     // only thing it may receive besides `Welcome` (it used to get `Exit`).
     let mut c = connect(server.addr).await;
@@ -137,8 +123,8 @@ async fn shutdown_flushes_what_is_queued() {
     let mut server = TestServer::start(config()).await;
     let mut a = join(server.addr).await;
     let mut b = join(server.addr).await;
-    assert_eq!(a.recv().await, joined(&b));
-    assert_eq!(b.recv().await, joined(&a));
+    assert_eq!(a.recv().await, joined(b.addr));
+    assert_eq!(b.recv().await, joined(a.addr));
     // b sends a burst and waits for the Pong behind it: every Send before
     // the Ping has been read and relayed into a's outbox by then.
     for i in 0..200 {
@@ -162,7 +148,7 @@ async fn ipv6_loopback() {
     assert!(server.addr.is_ipv6());
     let mut a = join(server.addr).await;
     let mut b = join(server.addr).await;
-    assert_eq!(a.recv().await, joined(&b));
+    assert_eq!(a.recv().await, joined(b.addr));
     a.say("over IPv6").await;
     b.expect_relay(a.addr, "over IPv6").await;
     assert!(a.addr.is_ipv6());
@@ -205,7 +191,7 @@ async fn largest_allowed_message_is_relayed_and_received() {
     let server = TestServer::start(config()).await;
     let mut a = join(server.addr).await;
     let mut b = join(server.addr).await;
-    assert_eq!(a.recv().await, joined(&b));
+    assert_eq!(a.recv().await, joined(b.addr));
     // Payload = tag (1) + varint length (3) + text: exactly the announced max.
     let text = "字".repeat((config().client_max_frame() - 4) / 3);
     a.say(&text).await;

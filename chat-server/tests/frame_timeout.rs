@@ -54,16 +54,16 @@ async fn a_trickled_frame_is_cut_off() {
 #[tokio::test]
 async fn whole_frames_in_pieces_are_fine() {
     let server = TestServer::start(chat_server::Config {
-        frame_timeout: Duration::from_millis(300),
+        frame_timeout: Duration::from_secs(1),
         ..config()
     })
     .await;
     let mut a = join(server.addr).await;
     let mut b = join(server.addr).await;
     a.expect_joined(b.addr).await;
-    // Each frame arrives in two halves 100 ms apart; twelve frames take
-    // far longer than the frame timeout in all.
-    for i in 0..12u8 {
+    // Each frame arrives in two halves 100 ms apart; twenty frames take
+    // twice the frame timeout in all.
+    for i in 0..20u8 {
         let frame = chat_proto::ChatCodec::new()
             .frame(&Message::Send {
                 text: format!("piece {i}"),

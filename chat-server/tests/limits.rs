@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use chat_proto::Message;
 use common::{Bystanders, Client, T, TestServer, config, connect, join};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, timeout};
@@ -105,6 +106,8 @@ async fn slow_consumer_is_evicted_and_others_get_everything() {
                 assert_eq!(reason, "slow consumer");
                 break;
             }
+            // Who was there when it joined.
+            Message::Joined { .. } => {}
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -138,6 +141,8 @@ async fn server_full() {
     server.stop().await;
 }
 
+/// The client's machine would answer the `Ping` by itself: these tests
+/// read raw frames so the client stays silent unless told to answer.
 #[tokio::test]
 async fn idle_client_is_pinged_then_closed() {
     let idle = Duration::from_millis(400);
@@ -148,9 +153,17 @@ async fn idle_client_is_pinged_then_closed() {
     .await;
     let mut quiet = join(server.addr).await;
     let since = Instant::now();
-    assert!(matches!(quiet.recv().await, Message::Ping { .. }));
-    quiet.expect_error("idle timeout").await;
+    assert!(matches!(quiet.recv_raw().await, Message::Ping { .. }));
+    assert_eq!(
+        quiet.recv_raw().await,
+        Message::Error {
+            reason: "idle timeout".into()
+        }
+    );
     assert!(since.elapsed() >= idle / 2, "{:?}", since.elapsed());
+    let mut rest = Vec::new();
+    let read = timeout(T, quiet.stream.read_to_end(&mut rest)).await;
+    assert!(matches!(read, Ok(Ok(0))), "then the close: {read:?}");
     drop(quiet);
     server.stop().await;
 }
@@ -166,22 +179,56 @@ async fn pong_keeps_a_quiet_client_alive() {
     let mut quiet = join(server.addr).await;
     let since = Instant::now();
     for _ in 0..3 {
-        let Message::Ping { nonce } = quiet.recv().await else {
+        let Message::Ping { nonce } = quiet.recv_raw().await else {
             panic!("expected Ping")
         };
-        quiet.send(Message::Pong { nonce }).await;
+        quiet.send_raw(Message::Pong { nonce }).await;
     }
     assert!(
         since.elapsed() > idle,
         "three pings span more than the timeout"
     );
     // Still connected and served.
-    quiet.send(Message::Ping { nonce: 5 }).await;
-    assert!(matches!(
-        quiet.recv().await,
-        Message::Pong { nonce: 5 } | Message::Ping { .. }
-    ));
+    quiet.send_raw(Message::Ping { nonce: 5 }).await;
+    loop {
+        match quiet.recv_raw().await {
+            Message::Pong { nonce: 5 } => break,
+            Message::Ping { nonce } => quiet.send_raw(Message::Pong { nonce }).await,
+            other => panic!("expected Pong, got {other:?}"),
+        }
+    }
     drop(quiet);
+    server.stop().await;
+}
+
+/// A client that only reads is kept however long it stays: its machine
+/// answers every `Ping` (the README's library example relies on it).
+#[tokio::test]
+async fn a_reading_client_outlives_the_idle_timeout() {
+    let idle = Duration::from_millis(300);
+    let server = TestServer::start(chat_server::Config {
+        idle_timeout: idle,
+        ..config()
+    })
+    .await;
+    let mut reader = join(server.addr).await;
+    let since = Instant::now();
+    // After several idle periods, someone comes and speaks.
+    let addr = server.addr;
+    let speaker = async {
+        tokio::time::sleep_until(since + idle * 4).await;
+        let mut speaker = join(addr).await;
+        speaker.say("still there?").await;
+        speaker
+    };
+    let (speaker, got) = timeout(T, async {
+        tokio::join!(speaker, reader.recv_skip_presence())
+    })
+    .await
+    .expect("the relay in time");
+    assert_eq!(got, Message::relay(speaker.addr, "still there?"));
+    assert!(since.elapsed() >= idle * 4);
+    drop((reader, speaker));
     server.stop().await;
 }
 

@@ -4,24 +4,8 @@
 
 mod common;
 
-use std::net::SocketAddr;
-
 use chat_proto::Message;
-use common::{Client, TestServer, config, connect, join};
-
-fn joined(addr: SocketAddr) -> Message {
-    Message::Joined {
-        ip: addr.ip(),
-        port: addr.port(),
-    }
-}
-
-fn left(addr: SocketAddr) -> Message {
-    Message::Left {
-        ip: addr.ip(),
-        port: addr.port(),
-    }
-}
+use common::{Client, TestServer, config, connect, join, joined, left};
 
 /// Two clients that have heard of each other.
 async fn pair(server: &TestServer) -> (Client, Client) {
@@ -54,22 +38,6 @@ async fn a_newcomer_hears_of_everyone_before_their_messages() {
     server.stop().await;
 }
 
-/// With presence off, a newcomer hears of nobody.
-#[tokio::test]
-async fn without_presence_there_is_no_roster() {
-    let server = TestServer::start(chat_server::Config {
-        presence: false,
-        ..config()
-    })
-    .await;
-    let mut a = join(server.addr).await;
-    let mut b = join(server.addr).await;
-    a.say("first").await;
-    assert_eq!(b.recv().await, Message::relay(a.addr, "first"));
-    drop((a, b));
-    server.stop().await;
-}
-
 /// The lost `Left`: a client joining while a peer leaves could receive the
 /// peer's relay but never its `Left`. Each round, `x` speaks and exits while
 /// `y` arrives; then `z`'s marker (which always follows pending notices)
@@ -93,8 +61,8 @@ async fn whoever_heard_of_a_peer_hears_of_its_leaving() {
         };
         tokio::join!(arrive, speak_and_go);
         z.say(&format!("marker {round}")).await;
-        let said = Message::relay(x.addr, &format!("x {round}"));
-        let marker = Message::relay(z.addr, &format!("marker {round}"));
+        let said = Message::relay(x.addr, format!("x {round}"));
+        let marker = Message::relay(z.addr, format!("marker {round}"));
         let mut heard_of_x = false;
         loop {
             let msg = y.recv().await;

@@ -11,7 +11,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 
-const READERS: usize = 12;
+const READERS: usize = 48;
+/// The race is narrow: run the scenario several times.
+const RUNS: usize = 6;
 
 /// What a reader got from `from` before its `Exit`: the numbers, in order.
 async fn read_until_exit(
@@ -37,22 +39,42 @@ async fn read_until_exit(
 }
 
 /// A message used to reach 6 readers of 11 and not the others, all of which
-/// got their `Exit` within milliseconds of the signal.
+/// got their `Exit` within milliseconds of the signal: the sender's session
+/// went on relaying while the readers were leaving, one by one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_reader_gets_the_same_messages_before_exit() {
+    for run in 0..RUNS {
+        one_run(run).await;
+    }
+}
+
+async fn one_run(run: usize) {
     let mut server = TestServer::start(chat_server::Config {
         rate: 0,
         ..config()
     })
     .await;
+    // Readers on both sides of the sender in the server's order of
+    // sessions, which is the order they hear the signal in.
+    let mut early = Vec::new();
+    for _ in 0..READERS / 2 {
+        early.push(join(server.addr).await);
+    }
     let mut sender = join(server.addr).await;
     let from = sender.addr;
+    for c in &mut early {
+        // Everyone is a member before the first message.
+        c.expect_joined(from).await;
+    }
+    let mut all = early;
+    for _ in 0..READERS / 2 {
+        let c = join(server.addr).await;
+        sender.expect_joined(c.addr).await;
+        all.push(c);
+    }
     let mut readers = JoinSet::new();
     let (progress_tx, mut progress) = watch::channel(0);
-    for i in 0..READERS {
-        let c = join(server.addr).await;
-        // Everyone is a member before the first message.
-        sender.expect_joined(c.addr).await;
+    for (i, c) in all.into_iter().enumerate() {
         let tx = if i == 0 {
             progress_tx.clone()
         } else {
@@ -66,7 +88,7 @@ async fn every_reader_gets_the_same_messages_before_exit() {
     let writer = tokio::spawn(async move {
         let mut n = 0u64;
         loop {
-            for _ in 0..50 {
+            for _ in 0..1000 {
                 sender
                     .feed(Message::Send {
                         text: n.to_string(),
@@ -102,8 +124,12 @@ async fn every_reader_gets_the_same_messages_before_exit() {
     let first = &all[0];
     assert!(first.len() >= 2_000, "{} received", first.len());
     for (i, got) in all.iter().enumerate() {
-        assert_eq!(got.len(), first.len(), "reader {i} got a different count");
-        assert_eq!(got, first, "reader {i} got different messages");
+        assert_eq!(
+            got.len(),
+            first.len(),
+            "run {run}: reader {i} got a different count"
+        );
+        assert_eq!(got, first, "run {run}: reader {i} got different messages");
     }
     let expected: Vec<u64> = (0..first.len() as u64).collect();
     assert_eq!(first, &expected, "a prefix of what was sent, in order");

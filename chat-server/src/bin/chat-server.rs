@@ -46,7 +46,8 @@ struct Args {
     /// Largest frame payload the server sends; clients may send 20 bytes less.
     #[arg(long, value_name = "BYTES", default_value = "65536", value_parser = size)]
     max_frame: usize,
-    /// Outgoing queue depth per client, in buffers; a client that lets it fill is evicted.
+    /// Outgoing queue depth per client, in buffers (at least 6); a client that lets it fill
+    /// is evicted.
     #[arg(long, value_name = "N", default_value = "1024")]
     outbox: usize,
     /// Most bytes queued for one client; past it the client is evicted as a slow consumer.
@@ -455,7 +456,7 @@ mod tests {
                 outbox_depth: 0,
                 ..Config::default()
             }),
-            "--outbox: 0 is less than the minimum, 4"
+            "--outbox: 0 is less than the minimum, 6"
         );
         let text = refusal(Config {
             outbox_bytes: 65_536,

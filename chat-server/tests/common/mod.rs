@@ -290,24 +290,39 @@ impl Client {
 
     /// Waits until the server announces that `who` left.
     pub async fn expect_left(&mut self, who: SocketAddr) {
-        loop {
-            match self.recv().await {
-                Message::Left { ip, port } if (ip, port) == (who.ip(), who.port()) => return,
-                Message::Joined { .. } | Message::Left { .. } => continue,
-                other => panic!("{}: expected Left of {who}, got {other:?}", self.addr),
-            }
-        }
+        self.expect_notice(left(who)).await;
     }
 
     /// Waits until the server announces that `who` joined.
     pub async fn expect_joined(&mut self, who: SocketAddr) {
+        self.expect_notice(joined(who)).await;
+    }
+
+    /// Skips presence notices until `notice`; anything else is an error.
+    async fn expect_notice(&mut self, notice: Message) {
         loop {
             match self.recv().await {
-                Message::Joined { ip, port } if (ip, port) == (who.ip(), who.port()) => return,
+                msg if msg == notice => return,
                 Message::Joined { .. } | Message::Left { .. } => continue,
-                other => panic!("{}: expected Joined of {who}, got {other:?}", self.addr),
+                other => panic!("{}: expected {notice:?}, got {other:?}", self.addr),
             }
         }
+    }
+}
+
+/// `Joined` of `who`.
+pub fn joined(who: SocketAddr) -> Message {
+    Message::Joined {
+        ip: who.ip(),
+        port: who.port(),
+    }
+}
+
+/// `Left` of `who`.
+pub fn left(who: SocketAddr) -> Message {
+    Message::Left {
+        ip: who.ip(),
+        port: who.port(),
     }
 }
 

@@ -11,7 +11,10 @@
 //! `q - W`: no sender is ever more than `W` messages ahead of its slowest
 //! receiver. That keeps a full-speed run measuring the server rather than
 //! overflowing outboxes. Receivers publish, per read, how many of each
-//! sender's messages they have taken, and wake the senders concerned.
+//! sender's messages they have taken, and wake the senders concerned. A
+//! sender at full speed that has reached its window resumes once there is
+//! room for a batch (a quarter of the window, or 32 KiB of messages if
+//! less), so that its writes stay large.
 //!
 //! **Pacing.** With a rate, one thread with a precise clock decides when
 //! each client may send its next message (the clients' turns spread evenly
@@ -448,14 +451,29 @@ async fn drive(mut c: Client, ctx: &Shared, size: usize) -> (Tally, Client, Opti
         },
     };
     let mut seq = 0u32;
+    // A failed write stops the sending, not the reading: the server's
+    // `Error` saying why it closed is likely still to be read.
+    let mut write_failed = false;
     // One registration for the whole run, not one per turn of the loop.
     let aborted = ctx.abort.cancelled();
     tokio::pin!(aborted);
     let failure = loop {
         // Queue the next batch once the previous one is written.
         let mut limit = ctx.messages;
-        if seq < ctx.messages && !c.sending() {
+        let sending = c.sending() && !write_failed;
+        if seq < ctx.messages && !sending && !write_failed {
             limit = ctx.limit(id);
+            // Full speed: once the window has closed, wait until it has room
+            // for a real batch, so that sends stay large (small writes cost
+            // the server more per delivery than what it is measured on).
+            let batch = if ctx.allowed.is_none() && ctx.window > 0 {
+                per_batch.min(ctx.window / 4).min(ctx.messages - seq).max(1)
+            } else {
+                1
+            };
+            if limit < seq.saturating_add(batch) {
+                limit = seq;
+            }
             let end = limit.min(seq.saturating_add(per_batch));
             let mut refused = None;
             while seq < end {
@@ -477,8 +495,9 @@ async fn drive(mut c: Client, ctx: &Shared, size: usize) -> (Tally, Client, Opti
         if t.deliveries + t.corrupt >= expected && seq == ctx.messages && !c.sending() {
             break None;
         }
-        let blocked = seq < ctx.messages && !c.sending() && seq >= limit;
-        let interest = if c.sending() {
+        let sending = c.sending() && !write_failed;
+        let blocked = seq < ctx.messages && !sending && !write_failed && seq >= limit;
+        let interest = if sending {
             Interest::READABLE | Interest::WRITABLE
         } else {
             Interest::READABLE
@@ -491,10 +510,8 @@ async fn drive(mut c: Client, ctx: &Shared, size: usize) -> (Tally, Client, Opti
                     Ok(ready) => ready,
                     Err(e) => break Some(c.lost(e.to_string())),
                 };
-                if ready.is_writable()
-                    && let Err(e) = c.write()
-                {
-                    break Some(e);
+                if ready.is_writable() && sending && c.write().is_err() {
+                    write_failed = true;
                 }
                 if ready.is_readable() {
                     match c.read() {

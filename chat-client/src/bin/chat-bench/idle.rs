@@ -1,8 +1,8 @@
 //! The idle workload: K clients connect, handshake and sit still, to
 //! measure what an idle connection costs the server.
 //!
-//! Every client reads (its protocol machine answers the server's `Ping`s),
-//! counting the `Joined` notices the server sends: with presence on, K
+//! Once all are connected, every client reads (its protocol machine answers
+//! the server's `Ping`s), counting the `Joined` notices the server sends: with presence on, K
 //! clients arriving get at least K(K-1)/2 of them (each hears of those who
 //! come after it; a server that also tells a newcomer who is there sends
 //! twice as many). The measurement starts once that many have arrived and
@@ -89,14 +89,16 @@ pub(crate) async fn run(opts: &Options, server: Option<Proc>) -> Result<Report, 
     let notices = Arc::new(AtomicU64::new(0));
     let changed = Arc::new(Notify::new());
     let stop = CancellationToken::new();
+    let all_in = CancellationToken::new();
     let mut set = JoinSet::new();
     for id in 0..k {
-        let (gate, connected, notices, changed, stop) = (
+        let (gate, connected, notices, changed, stop, all_in) = (
             gate.clone(),
             connected.clone(),
             notices.clone(),
             changed.clone(),
             stop.clone(),
+            all_in.clone(),
         );
         let server = opts.server;
         set.spawn(async move {
@@ -104,23 +106,49 @@ pub(crate) async fn run(opts: &Options, server: Option<Proc>) -> Result<Report, 
                 let _permit = gate.acquire_owned().await.expect("semaphore open");
                 Client::connect(id, server, None).await?
             };
-            connected.fetch_add(1, Ordering::Relaxed);
-            changed.notify_one();
+            if connected.fetch_add(1, Ordering::Relaxed) + 1 == k {
+                changed.notify_one();
+                all_in.cancel();
+            }
+            // Nobody reads until everyone is in, as the old bench did: the
+            // server's notices pile up in large batches instead of being
+            // trickled to clients that read each as it comes.
+            tokio::select! {
+                () = stop.cancelled() => return Ok(()),
+                () = all_in.cancelled() => {}
+            }
+            // Count each read's notices at once, and wake the watcher only
+            // when the total crosses what it waits for: millions of notices
+            // arrive, and a shared counter touched per notice would cost
+            // more than the server being measured.
             loop {
-                let event = tokio::select! {
+                tokio::select! {
                     () = stop.cancelled() => return Ok(()),
-                    e = c.next_event() => e?,
-                };
-                match event {
-                    Event::Message(Message::Joined { .. }) => {
-                        notices.fetch_add(1, Ordering::Relaxed);
+                    r = c.stream.readable() => r.map_err(|e| c.lost(e.to_string()))?,
+                }
+                c.read()?;
+                let mut joined = 0;
+                while let Some(event) = c.poll()? {
+                    match event {
+                        Event::Message(Message::Joined { .. }) => joined += 1,
+                        Event::Error(reason) => {
+                            return Err(c.lost(format!("the server sent Error: {reason}")));
+                        }
+                        Event::Exit => return Err(c.lost("the server sent Exit".into())),
+                        _ => {}
+                    }
+                }
+                if joined > 0 {
+                    let before = notices.fetch_add(joined, Ordering::Relaxed);
+                    if before < expected && before + joined >= expected {
                         changed.notify_one();
                     }
-                    Event::Error(reason) => {
-                        return Err(c.lost(format!("the server sent Error: {reason}")));
-                    }
-                    Event::Exit => return Err(c.lost("the server sent Exit".into())),
-                    _ => {}
+                }
+                if c.sending() {
+                    c.flush().await?; // the machine's Pongs
+                }
+                if c.conn.is_closed() {
+                    return Err(c.lost("the server closed the connection".into()));
                 }
             }
         });
