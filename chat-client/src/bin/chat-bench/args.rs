@@ -55,8 +55,11 @@ pub(crate) enum Cmd {
     /// server's RSS is sampled (the round's peak); then all close, and once
     /// the server has closed their sockets (its descriptor count back to the
     /// baseline) and its RSS has settled, it is read again. PASS when after
-    /// every round the RSS is within --tolerance of the baseline (before
-    /// round 1) and the last round's within --tolerance of the first's.
+    /// every round the RSS is within --tolerance of the baseline and the
+    /// last round's within --tolerance of the first's. The baseline is the
+    /// RSS after a warm-up round of K clients that only handshake and close
+    /// (what any K connections leave in the allocator); the fresh process's
+    /// RSS is shown beside it.
     Soak(SoakArgs),
 }
 

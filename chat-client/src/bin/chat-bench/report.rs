@@ -105,8 +105,15 @@ impl fmt::Display for soak::Report {
         )?;
         writeln!(
             f,
-            "  baseline rss   {} KiB, {} fds",
-            self.baseline_rss_kib, self.baseline_fds
+            "  fresh rss      {} KiB, {} fds (before any client)",
+            self.fresh_rss_kib, self.baseline_fds
+        )?;
+        writeln!(
+            f,
+            "  baseline rss   {} KiB (after a warm-up round of {} idle clients; {:.2}x fresh)",
+            self.baseline_rss_kib,
+            self.clients,
+            self.baseline_rss_kib as f64 / self.fresh_rss_kib.max(1) as f64
         )?;
         writeln!(
             f,

@@ -11,9 +11,15 @@
 //! count, from `/proc/PID/fd`) and its RSS has stopped moving, and reads
 //! the RSS again (the round's "after").
 //!
+//! The baseline is the server's RSS after a warm-up round of K clients that
+//! handshake and close without starting a frame: the memory any K
+//! connections leave in the allocator's free lists (glibc keeps freed pages
+//! that are not at the top of its heap), against which the cost of stalled
+//! frames shows. The RSS of the fresh process is reported beside it.
+//!
 //! It passes when after every round the RSS is within `tolerance` of the
-//! baseline (before round 1), and the last round's "after" is within
-//! `tolerance` of the first's: memory goes back, and does not ratchet up.
+//! baseline, and the last round's "after" is within `tolerance` of the
+//! first's: memory goes back, and does not ratchet up.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -73,7 +79,9 @@ pub(crate) struct Report {
     pub(crate) sent: usize,
     /// Allowed growth (0.25: 25%).
     pub(crate) tolerance: f64,
-    /// Server RSS before round 1, KiB.
+    /// Server RSS before any client connected, KiB.
+    pub(crate) fresh_rss_kib: u64,
+    /// Server RSS after the warm-up round of idle clients, KiB: the baseline.
     pub(crate) baseline_rss_kib: u64,
     /// Server descriptors before round 1.
     pub(crate) baseline_fds: usize,
@@ -169,7 +177,8 @@ pub(crate) async fn run(opts: &Options, p: Proc) -> Result<Report, Error> {
         claim: opts.claim,
         sent: opts.sent,
         tolerance: opts.tolerance,
-        baseline_rss_kib: p.rss().map_err(Error::Proc)?.0,
+        fresh_rss_kib: p.rss().map_err(Error::Proc)?.0,
+        baseline_rss_kib: 0,
         baseline_fds,
         rounds: Vec::new(),
         stopped: None,
@@ -179,8 +188,19 @@ pub(crate) async fn run(opts: &Options, p: Proc) -> Result<Report, Error> {
     partial.extend_from_slice(&opts.claim.to_be_bytes());
     partial.resize(HEADER_LEN + opts.sent, b'x');
     let partial: Arc<[u8]> = partial.into();
+    match tokio::time::timeout_at(deadline, one(opts, p, 0, baseline_fds, None)).await {
+        Ok(Ok(r)) => report.baseline_rss_kib = r.after_rss_kib,
+        Ok(Err(e)) => return Err(e),
+        Err(_) => {
+            report.stopped = Some("the time limit was reached in the warm-up round".into());
+            report.failure = report.check();
+            return Ok(report);
+        }
+    }
     for round in 1..=opts.rounds {
-        match tokio::time::timeout_at(deadline, one(opts, p, round, baseline_fds, &partial)).await {
+        match tokio::time::timeout_at(deadline, one(opts, p, round, baseline_fds, Some(&partial)))
+            .await
+        {
             Ok(Ok(r)) => report.rounds.push(r),
             Ok(Err(Error::Proc(e))) => return Err(Error::Proc(e)),
             Ok(Err(e)) => {
@@ -197,13 +217,13 @@ pub(crate) async fn run(opts: &Options, p: Proc) -> Result<Report, Error> {
     Ok(report)
 }
 
-/// One round.
+/// One round; round 0, the warm-up, sends no `partial` frame.
 async fn one(
     opts: &Options,
     p: Proc,
     round: usize,
     baseline_fds: usize,
-    partial: &Arc<[u8]>,
+    partial: Option<&Arc<[u8]>>,
 ) -> Result<Round, Error> {
     let t0 = Instant::now();
     let gate = Arc::new(Semaphore::new(opts.parallel.max(1)));
@@ -219,7 +239,7 @@ async fn one(
             closed_early.clone(),
             changed.clone(),
             close.clone(),
-            partial.clone(),
+            partial.cloned(),
         );
         let server = opts.server;
         set.spawn(async move {
@@ -228,10 +248,12 @@ async fn one(
                 let mut c = Client::connect(id, server, None).await?;
                 c.flush().await?;
                 // Past the machine on purpose: half a frame is the point.
-                c.stream
-                    .write_all(&partial)
-                    .await
-                    .map_err(|e| c.lost(e.to_string()))?;
+                if let Some(partial) = &partial {
+                    c.stream
+                        .write_all(partial)
+                        .await
+                        .map_err(|e| c.lost(e.to_string()))?;
+                }
                 c
             };
             stalled.fetch_add(1, Ordering::Relaxed);
