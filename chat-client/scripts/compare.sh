@@ -8,7 +8,8 @@
 #   bash chat-client/scripts/compare.sh REV [RUNS]
 #
 # REV is built in a git worktree under target/compare/ with its own target
-# directory. Every run's JSON is kept in target/compare/json/.
+# directory. Every run's JSON is kept in target/compare/json/. ONLY=REGEX
+# runs only the workloads whose names match (e.g. ONLY='fanout').
 set -euo pipefail
 rev="${1:?usage: compare.sh REV [RUNS]}"
 runs="${2:-5}"
@@ -54,6 +55,7 @@ workload() {
     local sflags=()
     while [ "$1" != "--" ]; do sflags+=("$1"); shift; done
     shift
+    [[ "$name" =~ ${ONLY:-.} ]] || return 0
     for i in $(seq 1 "$runs"); do
         for side in old new; do
             local binary=$old

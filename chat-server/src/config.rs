@@ -302,6 +302,17 @@ impl Config {
             .saturating_add(2 * CONTROL_MAX)
     }
 
+    /// Most relay bytes one session hands to the room before it lets the
+    /// recipients run: what the outbox holds beyond the reserve that
+    /// [`min_outbox_bytes`](Self::min_outbox_bytes) keeps for notices and
+    /// replies, so that a recipient that drains between turns is never
+    /// evicted. At least `relay_batch` in a valid configuration; about
+    /// 8 MiB with the defaults, so that a busy sender rarely yields early.
+    pub fn relay_budget(&self) -> usize {
+        let reserve = self.min_outbox_bytes().saturating_sub(self.relay_batch);
+        self.outbox_bytes.saturating_sub(reserve).max(1)
+    }
+
     /// The largest payload a client may send: what `Welcome` announces.
     pub fn client_max_frame(&self) -> usize {
         self.max_frame_len.saturating_sub(RELAY_OVERHEAD)
@@ -352,6 +363,20 @@ mod tests {
         assert_eq!(config.client_max_frame(), MAX_FRAME_LEN - 20);
         assert_eq!(config.min_outbox_bytes(), 147_524);
         assert_eq!(config.listen_backlog(), 10_000);
+    }
+
+    #[test]
+    fn the_relay_budget_is_what_the_outbox_leaves_for_relays() {
+        let config = Config::default();
+        let reserve = config.min_outbox_bytes() - config.relay_batch;
+        assert_eq!(config.relay_budget(), 8 * 1024 * 1024 - reserve);
+        // At the smallest valid outbox, one relay buffer between yields.
+        let tight = Config {
+            outbox_bytes: config.min_outbox_bytes(),
+            ..Config::default()
+        };
+        tight.validate().unwrap();
+        assert_eq!(tight.relay_budget(), tight.relay_batch);
     }
 
     #[test]

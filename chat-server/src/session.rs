@@ -78,11 +78,10 @@ impl Shared {
         }
     }
 
-    /// Most relay bytes one turn of a session hands to the room: at most
-    /// `relay_batch`, and with one more frame still within the outbox of a
-    /// client that had drained its own, so that keeping up is enough never
-    /// to be evicted.
-    fn batch_cap(&self) -> usize {
+    /// Largest relay buffer handed to the room at once: `relay_batch`,
+    /// and with one more frame still within the outbox of a client that had
+    /// drained its own.
+    fn piece(&self) -> usize {
         let frame = self.config.max_frame_len + HEADER_LEN;
         self.config
             .relay_batch
@@ -389,13 +388,13 @@ impl<T: Transport> Session<T> {
                     }
                 }
             }
-            if busy || self.backlog || self.relayed >= self.shared.batch_cap() {
+            if busy || self.backlog || self.relayed >= self.shared.config.relay_budget() {
                 return Poll::Ready(Wake::Busy);
             }
             match self.io.poll_read(cx, self.conn.input(), config.read_chunk) {
                 Poll::Ready(Ok(n)) => return Poll::Ready(Wake::Input(n > 0)),
                 Poll::Ready(Err(e)) => return Poll::Ready(Wake::Gone(e)),
-                Poll::Pending => {}
+                Poll::Pending => self.trim_input(),
             }
             if waits.timer.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Wake::Timer);
@@ -451,18 +450,24 @@ impl<T: Transport> Session<T> {
         self.frame_deadline.map_or(idle_at, |at| at.min(idle_at))
     }
 
-    /// Handles the complete frames in the machine's input, until the relays
-    /// handed to the room since the session last yielded reach the batch
-    /// size; what is left waits for the next turn (`backlog`).
+    /// Handles the complete frames in the machine's input. Relays go to the
+    /// room in buffers of at most `piece` bytes (plus one frame), and only
+    /// until the relay budget since the session last yielded is spent; what
+    /// is left waits for the next turn (`backlog`).
     fn process(&mut self) -> Result<(), Close> {
         let now = Instant::now();
         self.bucket.refill(now);
         let before = self.conn.buffered();
-        let cap = self.shared.batch_cap();
-        let mut batch = BytesMut::new();
+        let (piece, budget) = (self.shared.piece(), self.shared.config.relay_budget());
+        // Sized once for the relays of what is buffered (a relay is a few
+        // bytes longer than its `Send`), rather than grown frame by frame.
+        let mut batch = BytesMut::with_capacity((before + before / 4).min(piece + 64));
         self.backlog = false;
         let result = loop {
-            if self.relayed + batch.len() >= cap {
+            if batch.len() >= piece {
+                self.relay(batch.split());
+            }
+            if self.relayed + batch.len() >= budget {
                 self.backlog = true;
                 break Ok(());
             }
@@ -476,14 +481,7 @@ impl<T: Transport> Session<T> {
                 Err(e) => break Err(Close::Violation(e.to_string())),
             }
         };
-        if !batch.is_empty() {
-            self.relayed += batch.len();
-            if let Some(member) = &self.member {
-                // Refused only once the server is shutting down: the batch
-                // then reaches no one, never some.
-                member.broadcast(&batch.freeze());
-            }
-        }
+        self.relay(batch);
         result?;
         // The machine answered any `Ping` itself: each `Pong` it queued
         // counts against the flood limit like any other message.
@@ -505,19 +503,34 @@ impl<T: Transport> Session<T> {
             self.frame_deadline = None;
             // Most clients say nothing more for a while.
             self.conn.release();
-        } else if !self.backlog {
-            if self.frame_deadline.is_none() {
-                // A frame is under way: it has so long to complete.
-                self.frame_deadline = Some(after(now, self.shared.config.frame_timeout));
-            }
-            // The codec reserves room for the rest of the frame; a client
-            // that stalls there should not hold it: keep only what came.
-            let input = self.conn.input();
-            if input.capacity() > 4 * input.len() + 1024 {
-                *input = BytesMut::from(&input[..]);
-            }
+        } else if !self.backlog && self.frame_deadline.is_none() {
+            // A frame is under way: it has so long to complete.
+            self.frame_deadline = Some(after(now, self.shared.config.frame_timeout));
         }
         Ok(())
+    }
+
+    /// Hands encoded relays to the room (refused only once the server is
+    /// shutting down: they then reach no one, never some).
+    fn relay(&mut self, batch: BytesMut) {
+        if batch.is_empty() {
+            return;
+        }
+        self.relayed += batch.len();
+        if let Some(member) = &self.member {
+            member.broadcast(&batch.freeze());
+        }
+    }
+
+    /// The socket has nothing more for now. A client that stalls inside a
+    /// frame should not hold the room reserved for the rest of it: keep only
+    /// what came. (Done here, not after every read, where under load most
+    /// reads end inside a frame and the next read would grow it again.)
+    fn trim_input(&mut self) {
+        let input = self.conn.input();
+        if !input.is_empty() && input.capacity() > 4 * input.len() + 1024 {
+            *input = BytesMut::from(&input[..]);
+        }
     }
 
     /// Applies one event from the machine.
