@@ -15,7 +15,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 /// A bidirectional byte stream a session can be served over.
@@ -110,20 +110,17 @@ where
         buf: &mut BytesMut,
         max: usize,
     ) -> Poll<io::Result<usize>> {
-        let len = buf.len();
-        buf.resize(len + max.max(1), 0);
-        let mut read = ReadBuf::new(&mut buf[len..]);
-        let polled = Pin::new(&mut self.0).poll_read(cx, &mut read);
-        let n = read.filled().len();
-        buf.truncate(len + n);
-        if buf.is_empty() {
+        // The stream needs room before it can say whether data is there;
+        // an idle session gives it back below, so it holds none between
+        // wake-ups. Read into spare capacity: no zeroing, no copy.
+        if buf.capacity() - buf.len() < max.max(4) / 4 {
+            buf.reserve(max.max(1));
+        }
+        let polled = tokio_util::io::poll_read_buf(Pin::new(&mut self.0), cx, buf);
+        if polled.is_pending() && buf.is_empty() {
             *buf = BytesMut::new();
         }
-        match polled {
-            Poll::Ready(Ok(())) => Poll::Ready(Ok(n)),
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
-        }
+        polled
     }
 
     fn poll_write(
