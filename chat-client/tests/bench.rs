@@ -1,6 +1,8 @@
 //! The real `chat-bench` binary against an in-process server (or a scripted
 //! one): every delivery must arrive exactly once, in per-sender order,
-//! intact; evictions and silence must end a run within its timeout.
+//! intact; evictions and silence must end a run within its timeout. NATS
+//! and Redis (`--system`) are driven against in-test fakes that speak just
+//! enough of each protocol: CI needs neither server.
 
 use std::net::SocketAddr;
 use std::process::{Output, Stdio};
@@ -175,6 +177,9 @@ fn help_says_the_server_needs_flood_control_off() {
     assert!(help.contains("--rate 0"), "{help}");
     for workload in ["fanout", "idle", "soak"] {
         assert!(help.contains(workload), "{help}");
+    }
+    for system in ["--system", "chat", "nats", "redis"] {
+        assert!(help.contains(system), "{help}");
     }
 }
 
@@ -376,4 +381,209 @@ async fn silence_ends_the_run_at_its_timeout() {
     assert!(run.took < Duration::from_secs(15), "took {:?}", run.took);
     assert_eq!(r["timed_out"], true, "{r}");
     assert_eq!(r["deliveries"], 0, "{r}");
+}
+
+/// A stand-in for a NATS or Redis server on loopback: just enough of each
+/// protocol for `chat-bench --system`, so that CI needs neither. Every
+/// publish goes to every subscribed connection but the publishing one (for
+/// NATS that is echo off; a Redis client subscribes on another connection,
+/// so it gets its own messages back, as from Redis). Each frame it sends
+/// is written in two halves, so the adapters see split reads.
+#[derive(Default)]
+struct Broker {
+    subs: std::sync::Mutex<Vec<(usize, tokio::sync::mpsc::UnboundedSender<Vec<u8>>)>>,
+}
+
+impl Broker {
+    fn publish(&self, from: usize, frame: &[u8]) -> usize {
+        let subs = self.subs.lock().unwrap();
+        let mut n = 0;
+        for (_, tx) in subs.iter().filter(|(id, _)| *id != from) {
+            let _ = tx.send(frame.to_vec());
+            n += 1;
+        }
+        n
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Fake {
+    Nats,
+    Redis,
+}
+
+/// Starts a fake server; gives its address.
+async fn fake(kind: Fake) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let broker = std::sync::Arc::new(Broker::default());
+    tokio::spawn(async move {
+        for id in 0.. {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(fake_conn(kind, id, stream, broker.clone()));
+        }
+    });
+    addr
+}
+
+fn line_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(2).position(|w| w == b"\r\n")
+}
+
+/// One command at the front of `buf`, as its words (NATS: the line's
+/// words, then the payload for `PUB`; Redis: the bulk strings of an
+/// array), and the bytes it takes.
+fn command(kind: Fake, buf: &[u8]) -> Option<(Vec<Vec<u8>>, usize)> {
+    let eol = line_end(buf)?;
+    let line = &buf[..eol];
+    let number = |s: &[u8]| -> usize { std::str::from_utf8(s).unwrap().parse().unwrap() };
+    match kind {
+        Fake::Nats => {
+            let mut words: Vec<Vec<u8>> = line
+                .split(|&c| c == b' ')
+                .filter(|w| !w.is_empty())
+                .map(<[u8]>::to_vec)
+                .collect();
+            if words[0] != b"PUB" {
+                return Some((words, eol + 2));
+            }
+            let len = number(words.last().unwrap());
+            let end = eol + 2 + len;
+            if buf.len() < end + 2 {
+                return None;
+            }
+            assert_eq!(&buf[end..end + 2], b"\r\n", "PUB payload framing");
+            words.push(buf[eol + 2..end].to_vec());
+            Some((words, end + 2))
+        }
+        Fake::Redis => {
+            assert_eq!(line[0], b'*', "a command is an array");
+            let mut at = eol + 2;
+            let mut words = Vec::new();
+            for _ in 0..number(&line[1..]) {
+                let eol = at + line_end(&buf[at..])?;
+                assert_eq!(buf[at], b'$', "a command's words are bulk strings");
+                let end = eol + 2 + number(&buf[at + 1..eol]);
+                if buf.len() < end + 2 {
+                    return None;
+                }
+                assert_eq!(&buf[end..end + 2], b"\r\n", "bulk string framing");
+                words.push(buf[eol + 2..end].to_vec());
+                at = end + 2;
+            }
+            Some((words, at))
+        }
+    }
+}
+
+async fn fake_conn(kind: Fake, id: usize, stream: TcpStream, broker: std::sync::Arc<Broker>) {
+    let (mut rd, mut wr) = stream.into_split();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    tokio::spawn(async move {
+        while let Some(frame) = rx.recv().await {
+            let (a, b) = frame.split_at(frame.len() / 2);
+            if wr.write_all(a).await.is_err() || wr.flush().await.is_err() {
+                return;
+            }
+            if wr.write_all(b).await.is_err() {
+                return;
+            }
+        }
+    });
+    if let Fake::Nats = kind {
+        let _ = tx.send(b"INFO {\"server_id\":\"fake\",\"max_payload\":1048576}\r\n".to_vec());
+    }
+    let mut buf = Vec::new();
+    let mut chunk = vec![0; 64 * 1024];
+    loop {
+        while let Some((words, used)) = command(kind, &buf) {
+            buf.drain(..used);
+            let w: Vec<&[u8]> = words.iter().map(Vec::as_slice).collect();
+            match (kind, w.as_slice()) {
+                (Fake::Nats, [b"CONNECT", json]) => {
+                    assert!(String::from_utf8_lossy(json).contains("\"echo\":false"));
+                }
+                (Fake::Nats, [b"SUB", b"chat", _sid]) => {
+                    broker.subs.lock().unwrap().push((id, tx.clone()));
+                }
+                (Fake::Nats, [b"PING"]) => drop(tx.send(b"PONG\r\n".to_vec())),
+                (Fake::Nats, [b"PUB", b"chat", _len, payload]) => {
+                    let mut msg = format!("MSG chat 1 {}\r\n", payload.len()).into_bytes();
+                    msg.extend_from_slice(payload);
+                    msg.extend_from_slice(b"\r\n");
+                    broker.publish(id, &msg);
+                }
+                (Fake::Redis, [b"SUBSCRIBE", b"chat"]) => {
+                    broker.subs.lock().unwrap().push((id, tx.clone()));
+                    let _ = tx.send(b"*3\r\n$9\r\nsubscribe\r\n$4\r\nchat\r\n:1\r\n".to_vec());
+                }
+                (Fake::Redis, [b"PUBLISH", b"chat", payload]) => {
+                    let mut msg = format!(
+                        "*3\r\n$7\r\nmessage\r\n$4\r\nchat\r\n${}\r\n",
+                        payload.len()
+                    )
+                    .into_bytes();
+                    msg.extend_from_slice(payload);
+                    msg.extend_from_slice(b"\r\n");
+                    let n = broker.publish(id, &msg);
+                    let _ = tx.send(format!(":{n}\r\n").into_bytes());
+                }
+                (_, other) => panic!(
+                    "unexpected command: {:?}",
+                    other
+                        .iter()
+                        .map(|w| String::from_utf8_lossy(w))
+                        .collect::<Vec<_>>()
+                ),
+            }
+        }
+        match rd.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_drives_a_nats_server() {
+    let addr = fake(Fake::Nats).await;
+    let mut all = vec!["--system", "nats", "--json", "fanout"];
+    all.extend("-n 4 -m 300 --window 50 -s 200".split_whitespace());
+    let run = bench(addr, &all).await;
+    assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
+    let r = run.json();
+    assert_clean(&r);
+    assert_eq!(r["system"], "nats", "{r}");
+    assert_eq!(r["deliveries"], 4 * 3 * 300, "{r}");
+    assert_eq!(r["self_deliveries"], 0, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_drives_a_redis_server_and_counts_its_echo_apart() {
+    let addr = fake(Fake::Redis).await;
+    let mut all = vec!["--system", "redis", "--json", "fanout"];
+    all.extend("-n 4 -m 300 --window 50 --rate 2000".split_whitespace());
+    let run = bench(addr, &all).await;
+    assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
+    let r = run.json();
+    assert_clean(&r);
+    assert_eq!(r["system"], "redis", "{r}");
+    assert_eq!(r["deliveries"], 4 * 3 * 300, "{r}");
+    // Each client's own messages came back to it: counted apart. The last
+    // few may still be on their way when a client has all it waits for.
+    let own = r["self_deliveries"].as_u64().unwrap();
+    assert!(own > 0 && own <= 4 * 300, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_fanout_drives_the_anchors() {
+    let addr = fake(Fake::Nats).await;
+    let run = bench(addr, &["--system", "nats", "idle", "-k", "2"]).await;
+    assert_eq!(run.code, Some(2), "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("only fanout"), "{}", run.stderr);
+    let run = bench(addr, &["--system", "nats", "fanout", "--stalled", "1"]).await;
+    assert_eq!(run.code, Some(2), "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("--system chat"), "{}", run.stderr);
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::error::Error;
+use crate::system::System;
 use crate::{fanout, idle, soak};
 
 /// Drives a running chat-server over loopback and checks every delivery.
@@ -16,6 +17,10 @@ use crate::{fanout, idle, soak};
 /// as a flood), and point this at it:
 ///
 ///   chat-server --bind 127.0.0.1:8080 --rate 0 --max-clients 20000
+///
+/// `fanout` also drives the anchors it is compared with, a NATS or a Redis
+/// server, with the same workload and checks (`--system`; see
+/// chat-client/scripts/anchors.sh).
 ///
 /// Exit status: 0 when the run passed, 1 when it ran and failed (a loss,
 /// duplicate, reordering or corruption; a client that reads evicted; a
@@ -27,6 +32,15 @@ pub(crate) struct Cli {
     /// The server's address.
     #[arg(long, default_value = "127.0.0.1:8080", global = true)]
     pub(crate) server: SocketAddr,
+    /// Which system the server is: this repository's chat server, or an
+    /// anchor to compare it with, driven by `fanout` with the same
+    /// workload, payload and checks: a NATS server (core protocol, echo
+    /// off, subject `chat`) or a Redis server (pub/sub on channel `chat`,
+    /// one subscribing and one publishing connection per client; Redis
+    /// echoes a client's own messages, counted apart as self deliveries).
+    /// `idle` and `soak` drive only the chat server.
+    #[arg(long, value_enum, default_value_t = System::Chat, global = true)]
+    pub(crate) system: System,
     /// The server's pid: report its CPU time per delivery and its memory
     /// (from /proc). Required by `soak`.
     #[arg(long, global = true)]
@@ -154,6 +168,7 @@ impl FanoutArgs {
     /// The run's options; `progress` prints a line a second.
     pub(crate) fn options(
         &self,
+        system: System,
         server: SocketAddr,
         progress: bool,
     ) -> Result<fanout::Options, Error> {
@@ -163,6 +178,7 @@ impl FanoutArgs {
             ));
         }
         Ok(fanout::Options {
+            system,
             server,
             clients: self.clients,
             messages: self.messages,

@@ -1,6 +1,13 @@
 //! The fan-out workload: N clients each send M messages; every receiver
 //! checks that it got every other client's messages exactly once, in
-//! per-sender order, intact and tagged with the right sender address.
+//! per-sender order, intact and (from the chat server, which tags each
+//! delivery) with the right sender address.
+//!
+//! **Systems.** The workload is written once over [`Peer`], the protocol
+//! adapter of `crate::system`: our chat server, NATS or Redis. The sender
+//! of a delivery is the one its payload names. A system that echoes a
+//! client's own messages (Redis) has them counted apart, as
+//! `self_deliveries`: neither deliveries nor duplicates.
 //!
 //! One task per client owns its socket and its protocol machine, and both
 //! sends and receives (`TcpStream::ready` over both directions), so the
@@ -33,6 +40,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chat_proto::{Event, Message};
+use futures::future::try_join_all;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::io::Interest;
@@ -45,6 +53,9 @@ use crate::error::Error;
 use crate::payload::{HEADER, filler, parse, text};
 use crate::procfs::{Cost, Proc};
 use crate::stalled::{self, Outcome};
+use crate::system::nats::Nats;
+use crate::system::redis::Redis;
+use crate::system::{Got, Peer, System};
 
 /// Output a client batches before writing, in bytes.
 const BATCH_BYTES: usize = 32 * 1024;
@@ -52,6 +63,8 @@ const BATCH_BYTES: usize = 32 * 1024;
 /// Options of a fan-out run.
 #[derive(Debug, Clone)]
 pub(crate) struct Options {
+    /// Which system the server is.
+    pub(crate) system: System,
     pub(crate) server: SocketAddr,
     /// Clients that send and receive.
     pub(crate) clients: usize,
@@ -74,6 +87,8 @@ pub(crate) struct Options {
 /// What a fan-out run measured.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Report {
+    /// Which system the server is.
+    pub(crate) system: System,
     /// Clients that sent and received.
     pub(crate) clients: usize,
     /// Messages per client.
@@ -86,8 +101,11 @@ pub(crate) struct Report {
     pub(crate) deliveries: u64,
     /// Seconds from the start to the last delivery.
     pub(crate) seconds: f64,
-    /// Deliveries per second.
+    /// Deliveries per second (to others: not counting `self_deliveries`).
     pub(crate) rate: f64,
+    /// A client's own messages delivered back to it (Redis echoes them;
+    /// counted apart, neither deliveries nor duplicates).
+    pub(crate) self_deliveries: u64,
     /// Latency percentiles, microseconds.
     pub(crate) latency_us: Latency,
     /// Expected deliveries that never arrived.
@@ -161,8 +179,11 @@ struct Shared {
     wake: Vec<Notify>,
     /// Deliveries so far, over all receivers.
     total: AtomicU64,
-    /// Each client's address as the server shows it.
+    /// Each client's address as the server shows it (chat only; the
+    /// others do not tag deliveries).
     addrs: Vec<SocketAddr>,
+    /// The system delivers a client's own messages back to it.
+    echo: bool,
     /// Stalled clients' addresses, and what to tell each when it is seen to leave.
     stalled: Vec<(SocketAddr, Notify)>,
     fill: String,
@@ -196,6 +217,7 @@ impl Shared {
 #[derive(Debug)]
 struct Tally {
     deliveries: u64,
+    self_deliveries: u64,
     duplicates: u64,
     order: u64,
     corrupt: u64,
@@ -226,15 +248,55 @@ pub(crate) async fn run(opts: &Options, server: Option<Proc>) -> Result<Report, 
             "message size must be at least {HEADER} bytes"
         )));
     }
-    let (mut clients, stalled) = connect(opts).await?;
     let fill = filler(opts.size);
-    let limit = clients[0].conn.max_text_len();
-    if fill.len() + HEADER > limit {
-        return Err(Error::Options(format!(
-            "message size {} exceeds the server's limit of {limit} bytes",
-            opts.size
-        )));
+    if opts.system != System::Chat && opts.stalled > 0 {
+        return Err(Error::Options("--stalled needs --system chat".into()));
     }
+    let all = |what: &str| {
+        Error::Timeout(format!(
+            "could not connect and subscribe all {} clients to {what} in {:?}",
+            opts.clients, opts.timeout
+        ))
+    };
+    match opts.system {
+        System::Chat => {
+            let (clients, stalled) = connect(opts).await?;
+            let limit = clients[0].conn.max_text_len();
+            if fill.len() + HEADER > limit {
+                return Err(Error::Options(format!(
+                    "message size {} exceeds the server's limit of {limit} bytes",
+                    opts.size
+                )));
+            }
+            let addrs = clients.iter().map(|c| c.me).collect();
+            measure(opts, server, clients, stalled, addrs, fill).await
+        }
+        System::Nats => {
+            let connect = (0..opts.clients).map(|id| Nats::connect(id, opts.server));
+            let clients = tokio::time::timeout(opts.timeout, try_join_all(connect))
+                .await
+                .map_err(|_| all("NATS"))??;
+            measure(opts, server, clients, Vec::new(), Vec::new(), fill).await
+        }
+        System::Redis => {
+            let connect = (0..opts.clients).map(|id| Redis::connect(id, opts.server));
+            let clients = tokio::time::timeout(opts.timeout, try_join_all(connect))
+                .await
+                .map_err(|_| all("Redis"))??;
+            measure(opts, server, clients, Vec::new(), Vec::new(), fill).await
+        }
+    }
+}
+
+/// Runs the workload with connected clients: the part every system shares.
+async fn measure<P: Peer>(
+    opts: &Options,
+    server: Option<Proc>,
+    mut clients: Vec<P>,
+    stalled: Vec<Client>,
+    addrs: Vec<SocketAddr>,
+    fill: String,
+) -> Result<Report, Error> {
     let n = opts.clients;
     let ctx = Arc::new(Shared {
         base: Instant::now(),
@@ -247,7 +309,8 @@ pub(crate) async fn run(opts: &Options, server: Option<Proc>) -> Result<Report, 
             .map(|_| (0..n).map(|_| AtomicU32::new(0)).collect()),
         wake: (0..n).map(|_| Notify::new()).collect(),
         total: AtomicU64::new(0),
-        addrs: clients.iter().map(|c| c.me).collect(),
+        addrs,
+        echo: opts.system.echoes(),
         stalled: stalled.iter().map(|c| (c.me, Notify::new())).collect(),
         fill,
         abort: CancellationToken::new(),
@@ -296,7 +359,7 @@ pub(crate) async fn run(opts: &Options, server: Option<Proc>) -> Result<Report, 
                     if evicted.is_empty() {
                         eprintln!("chat-bench: {e}; stopping the run");
                     }
-                    evicted.push(Lost { client: client.id, reason: reason(e) });
+                    evicted.push(Lost { client: client.id(), reason: reason(e) });
                     ctx.abort.cancel();
                 }
                 tallies.push(tally);
@@ -338,9 +401,11 @@ pub(crate) async fn run(opts: &Options, server: Option<Proc>) -> Result<Report, 
 
     let mut hist = histogram();
     let (mut deliveries, mut duplicates, mut order, mut corrupt) = (0, 0, 0, 0);
+    let mut self_deliveries = 0;
     let mut last = None;
     for t in &tallies {
         deliveries += t.deliveries;
+        self_deliveries += t.self_deliveries;
         duplicates += t.duplicates;
         order += t.order;
         corrupt += t.corrupt;
@@ -350,6 +415,7 @@ pub(crate) async fn run(opts: &Options, server: Option<Proc>) -> Result<Report, 
     let seconds = last.map_or(0.0, |l: Instant| l.duration_since(t0).as_secs_f64());
     let us = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
     Ok(Report {
+        system: opts.system,
         clients: n,
         messages: opts.messages,
         size: opts.size,
@@ -357,6 +423,7 @@ pub(crate) async fn run(opts: &Options, server: Option<Proc>) -> Result<Report, 
         deliveries,
         seconds,
         rate: deliveries as f64 / seconds.max(1e-9),
+        self_deliveries,
         latency_us: Latency {
             p50: us(0.5),
             p99: us(0.99),
@@ -432,8 +499,8 @@ async fn connect(opts: &Options) -> Result<(Vec<Client>, Vec<Client>), Error> {
 /// and checks everything it receives. Gives back what it saw, its client
 /// (the socket stays open until the run is over: closing it would look like
 /// leaving), and what stopped it early, if anything did.
-async fn drive(mut c: Client, ctx: &Shared, size: usize) -> (Tally, Client, Option<Error>) {
-    let id = c.id;
+async fn drive<P: Peer>(mut c: P, ctx: &Shared, size: usize) -> (Tally, P, Option<Error>) {
+    let id = c.id();
     let n = ctx.clients;
     let expected = (n as u64 - 1) * u64::from(ctx.messages);
     let per_batch = (BATCH_BYTES / (size + 8)).max(1) as u32;
@@ -443,6 +510,7 @@ async fn drive(mut c: Client, ctx: &Shared, size: usize) -> (Tally, Client, Opti
         published: vec![0; n],
         tally: Tally {
             deliveries: 0,
+            self_deliveries: 0,
             duplicates: 0,
             order: 0,
             corrupt: 0,
@@ -478,17 +546,14 @@ async fn drive(mut c: Client, ctx: &Shared, size: usize) -> (Tally, Client, Opti
             let mut refused = None;
             while seq < end {
                 let ts = ctx.base.elapsed().as_nanos() as u64;
-                let msg = Message::Send {
-                    text: text(id, seq, ts, &ctx.fill),
-                };
-                if let Err(e) = c.conn.send(&msg) {
+                if let Err(e) = c.publish(text(id, seq, ts, &ctx.fill)) {
                     refused = Some(e);
                     break;
                 }
                 seq += 1;
             }
             if let Some(e) = refused {
-                break Some(c.lost(format!("cannot send: {e}")));
+                break Some(e);
             }
         }
         let t = &rx.tally;
@@ -505,10 +570,10 @@ async fn drive(mut c: Client, ctx: &Shared, size: usize) -> (Tally, Client, Opti
         tokio::select! {
             () = &mut aborted => break None,
             () = ctx.wake[id].notified(), if blocked => {}
-            r = c.stream.ready(interest) => {
+            r = c.ready(interest) => {
                 let ready = match r {
                     Ok(ready) => ready,
-                    Err(e) => break Some(c.lost(e.to_string())),
+                    Err(e) => break Some(e),
                 };
                 if ready.is_writable() && sending && c.write().is_err() {
                     write_failed = true;
@@ -521,7 +586,7 @@ async fn drive(mut c: Client, ctx: &Shared, size: usize) -> (Tally, Client, Opti
                             if let Err(e) = rx.take(&mut c, ctx) {
                                 break Some(e);
                             }
-                            if c.conn.is_closed() {
+                            if c.is_closed() {
                                 break Some(c.lost("the server closed the connection".into()));
                             }
                         }
@@ -546,33 +611,21 @@ struct Receiver {
 impl Receiver {
     /// Takes every event the last read completed, then publishes progress
     /// once for the whole read.
-    fn take(&mut self, c: &mut Client, ctx: &Shared) -> Result<(), Error> {
+    fn take<P: Peer>(&mut self, c: &mut P, ctx: &Shared) -> Result<(), Error> {
         // Everything in one read arrived at the same moment: one clock read.
         let now = ctx.base.elapsed().as_nanos() as u64;
         let mut got = 0;
-        let result = loop {
-            match c.poll() {
-                Ok(Some(Event::Message(Message::Relay { ip, port, text }))) => {
-                    got += 1;
-                    self.check(SocketAddr::new(ip, port), &text, now, ctx);
-                }
-                Ok(Some(Event::Message(Message::Left { ip, port }))) => {
-                    let addr = SocketAddr::new(ip, port);
-                    if let Some((_, left)) = ctx.stalled.iter().find(|(a, _)| *a == addr) {
-                        left.notify_one();
-                    }
-                }
-                Ok(Some(Event::Error(reason))) => {
-                    break Err(c.lost(format!("evicted by the server: {reason}")));
-                }
-                Ok(Some(Event::Exit)) => {
-                    break Err(c.lost("the server sent Exit (shutting down)".into()));
-                }
-                Ok(Some(_)) => {}
-                Ok(None) => break Ok(()),
-                Err(e) => break Err(e),
+        let result = c.take(|delivery| match delivery {
+            Got::Message { from, text } => {
+                got += 1;
+                self.check(from, text, now, ctx);
             }
-        };
+            Got::Left(addr) => {
+                if let Some((_, left)) = ctx.stalled.iter().find(|(a, _)| *a == addr) {
+                    left.notify_one();
+                }
+            }
+        });
         if got > 0 {
             self.tally.last = Some(Instant::now());
             let row = ctx.clients;
@@ -594,19 +647,30 @@ impl Receiver {
         result
     }
 
-    /// Checks one relay: sender, text, sequence.
-    fn check(&mut self, from_addr: SocketAddr, text: &str, now: u64, ctx: &Shared) {
+    /// Checks one delivery: sender (its address, when the system tags
+    /// deliveries with one), text, sequence. Inlined into the adapter's
+    /// loop, so that the chat path compares the address it decoded
+    /// without building a `Got` first.
+    #[inline(always)]
+    fn check(&mut self, from_addr: Option<SocketAddr>, text: &[u8], now: u64, ctx: &Shared) {
         let t = &mut self.tally;
         let Some((from, seq, ts)) = parse(text) else {
             t.corrupt += 1;
             return;
         };
         if from >= ctx.clients
-            || from == self.id
-            || ctx.addrs[from] != from_addr
-            || text[HEADER..] != ctx.fill
+            || from_addr.is_some_and(|a| ctx.addrs[from] != a)
+            || text[HEADER..] != *ctx.fill.as_bytes()
         {
             t.corrupt += 1;
+            return;
+        }
+        if from == self.id {
+            if ctx.echo {
+                t.self_deliveries += 1;
+            } else {
+                t.corrupt += 1;
+            }
             return;
         }
         let want = self.next[from];

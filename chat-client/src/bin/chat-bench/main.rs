@@ -3,12 +3,14 @@
 //! Workloads: `fanout` (delivery, throughput, latency), `idle` (what an
 //! idle connection costs) and `soak` (whether memory comes back after
 //! rounds of stalled clients). Every client is a TCP stream driven by
-//! `chat_proto::Connection`, owned by one task.
+//! `chat_proto::Connection`, owned by one task. `fanout` also drives NATS
+//! and Redis (`--system`), the anchors it is compared with.
 //!
 //! Layout: `args` (the command line), `conn` (one client), `payload` (the
 //! text of a bench message), `fanout`, `stalled` (clients that never read),
 //! `idle`, `soak`, `procfs` (the server's CPU, memory and descriptors),
-//! `report` (human output), `error`.
+//! `report` (human output), `error`, `system` (the protocol adapter per
+//! system `fanout` drives: `chat`, `nats`, `redis`).
 #![forbid(unsafe_code)]
 
 mod args;
@@ -21,6 +23,7 @@ mod procfs;
 mod report;
 mod soak;
 mod stalled;
+mod system;
 
 use std::process::ExitCode;
 
@@ -29,6 +32,7 @@ use clap::Parser;
 
 use crate::args::{Cli, Cmd};
 use crate::procfs::Proc;
+use crate::system::System;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -61,7 +65,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
     rt.block_on(async {
         match cli.cmd {
             Cmd::Fanout(args) => {
-                let opts = args.options(cli.server, !json)?;
+                let opts = args.options(cli.system, cli.server, !json)?;
                 let mut ok = true;
                 for i in 0..args.runs {
                     let r = fanout::run(&opts, server).await?;
@@ -72,6 +76,9 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                     show(&r, json)?;
                 }
                 Ok(ok)
+            }
+            _ if cli.system != System::Chat => {
+                anyhow::bail!("--system nats and --system redis drive only fanout")
             }
             Cmd::Idle(args) => {
                 show(&idle::run(&args.options(cli.server), server).await?, json)?;

@@ -49,8 +49,8 @@ fn push_hex(s: &mut String, n: u64, digits: u32) {
 
 /// Parses the header of a bench message: `(id, seq, ts)`. Every receiver
 /// does this for every delivery, so it is hand-rolled.
-pub(crate) fn parse(text: &str) -> Option<(usize, u32, u64)> {
-    let h = text.as_bytes().get(..HEADER)?;
+pub(crate) fn parse(text: &[u8]) -> Option<(usize, u32, u64)> {
+    let h = text.get(..HEADER)?;
     if h[4] != b':' || h[13] != b':' || h[30] != b':' {
         return None;
     }
@@ -98,12 +98,12 @@ mod tests {
         let t = text(3, 42, 123_456_789, &fill);
         assert_eq!(t.len(), 64);
         assert!(t.starts_with("0003:0000002a:00000000075bcd15:"), "{t}");
-        assert_eq!(parse(&t), Some((3, 42, 123_456_789)));
+        assert_eq!(parse(t.as_bytes()), Some((3, 42, 123_456_789)));
         assert_eq!(&t[HEADER..], fill);
-        assert_eq!(parse("0003:garbage"), None);
-        assert_eq!(parse(&t.replace("0003:", "00g3:")), None);
+        assert_eq!(parse(b"0003:garbage"), None);
+        assert_eq!(parse(t.replace("0003:", "00g3:").as_bytes()), None);
         assert_eq!(
-            parse(&text(0xffff, u32::MAX, u64::MAX, &fill)),
+            parse(text(0xffff, u32::MAX, u64::MAX, &fill).as_bytes()),
             Some((0xffff, u32::MAX, u64::MAX))
         );
     }

@@ -2,20 +2,35 @@
 
 use std::fmt;
 
+use crate::system::System;
 use crate::{fanout, idle, soak};
 
 impl fmt::Display for fanout::Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "fanout: {} clients x {} messages x {} B",
-            self.clients, self.messages, self.size
+            "fanout: {} clients x {} messages x {} B{}",
+            self.clients,
+            self.messages,
+            self.size,
+            match self.system {
+                System::Chat => "",
+                System::Nats => " (NATS)",
+                System::Redis => " (Redis)",
+            }
         )?;
         writeln!(
             f,
             "  deliveries        {} of {}",
             self.deliveries, self.expected
         )?;
+        if self.system.echoes() {
+            writeln!(
+                f,
+                "  self deliveries   {} (own messages echoed back, not counted)",
+                self.self_deliveries
+            )?;
+        }
         writeln!(f, "  seconds           {:.3}", self.seconds)?;
         writeln!(f, "  deliveries/s      {:.0}", self.rate)?;
         let l = &self.latency_us;

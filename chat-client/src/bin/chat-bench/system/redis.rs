@@ -1,0 +1,362 @@
+//! A Redis server, pub/sub over RESP2.
+//!
+//! Each client holds two connections: one that sends `SUBSCRIBE chat` and
+//! waits for the confirmation before the run starts, and one that sends
+//! `PUBLISH chat <payload>` (arrays of bulk strings, pipelined) and reads
+//! and discards the integer replies. A delivery is
+//! `*3 $7 message $4 chat $<len> <payload>`. Redis delivers a client's own
+//! messages to its own subscription too: the workload counts those apart.
+
+use std::io;
+use std::net::SocketAddr;
+use std::ops::Range;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{Interest, Ready};
+use tokio::net::TcpStream;
+
+use super::nats::read_into;
+use super::{CHANNEL, Got, Peer, crlf, decimal};
+use crate::error::Error;
+
+/// One RESP2 value that is not an array.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Value {
+    /// `$<len>`: where its bytes lie.
+    Bulk(Range<usize>),
+    /// `:<n>`.
+    Int(i64),
+    /// `+...`.
+    Simple,
+    /// `-...`.
+    Error(String),
+    /// `*<n>`: the next `n` values are its elements.
+    Array(usize),
+    /// `$-1`, `*-1`.
+    Nil,
+}
+
+/// The value at the front of `buf` and the bytes it takes (for an array,
+/// only its header); `None` until it is all there.
+pub(crate) fn value(buf: &[u8]) -> Result<Option<(Value, usize)>, String> {
+    let Some(eol) = crlf(buf) else {
+        if buf.len() > 64 * 1024 {
+            return Err("a RESP line longer than 64 KiB".into());
+        }
+        return Ok(None);
+    };
+    let line = &buf[1..eol];
+    let next = eol + 2;
+    let bad = || format!("a bad RESP line: {}", String::from_utf8_lossy(&buf[..eol]));
+    let v = match buf[0] {
+        b'$' if line == b"-1" => Value::Nil,
+        b'*' if line == b"-1" => Value::Nil,
+        b'$' => {
+            let len = decimal(line).ok_or_else(bad)?;
+            let end = next + len;
+            if buf.len() < end + 2 {
+                return Ok(None);
+            }
+            if &buf[end..end + 2] != b"\r\n" {
+                return Err("a bulk string not followed by CRLF".into());
+            }
+            return Ok(Some((Value::Bulk(next..end), end + 2)));
+        }
+        b'*' => Value::Array(decimal(line).ok_or_else(bad)?),
+        b':' => {
+            let s = std::str::from_utf8(line).map_err(|_| bad())?;
+            Value::Int(s.parse().map_err(|_| bad())?)
+        }
+        b'+' => Value::Simple,
+        b'-' => Value::Error(String::from_utf8_lossy(line).into_owned()),
+        _ => return Err(bad()),
+    };
+    Ok(Some((v, next)))
+}
+
+/// A push on the subscribing connection: `[kind, channel, data]`.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Push {
+    /// `message chat <payload>`: where the payload lies.
+    Message(Range<usize>),
+    /// `subscribe chat <count>`.
+    Subscribed,
+}
+
+/// The push at the front of `buf` and the bytes it takes; `None` until it
+/// is all there.
+pub(crate) fn push(buf: &[u8]) -> Result<Option<(Push, usize)>, String> {
+    let Some((head, mut at)) = value(buf)? else {
+        return Ok(None);
+    };
+    match head {
+        Value::Array(3) => {}
+        Value::Error(e) => return Err(format!("the server said {e}")),
+        other => return Err(format!("expected a push of 3 elements, got {other:?}")),
+    }
+    let mut items = [Value::Nil, Value::Nil, Value::Nil];
+    for item in &mut items {
+        let Some((v, used)) = value(&buf[at..])? else {
+            return Ok(None);
+        };
+        *item = match v {
+            Value::Bulk(r) => Value::Bulk(at + r.start..at + r.end),
+            Value::Int(n) => Value::Int(n),
+            other => return Err(format!("an unexpected element in a push: {other:?}")),
+        };
+        at += used;
+    }
+    let [Value::Bulk(kind), Value::Bulk(channel), data] = items else {
+        return Err("a push without its kind and channel".into());
+    };
+    if &buf[channel] != CHANNEL.as_bytes() {
+        return Err("a push for another channel".into());
+    }
+    match (&buf[kind], data) {
+        (b"message", Value::Bulk(r)) => Ok(Some((Push::Message(r), at))),
+        (b"subscribe", Value::Int(_)) => Ok(Some((Push::Subscribed, at))),
+        (k, _) => Err(format!(
+            "an unexpected push: {}",
+            String::from_utf8_lossy(k)
+        )),
+    }
+}
+
+/// Appends the command `PUBLISH chat <payload>`.
+pub(crate) fn put_publish(out: &mut BytesMut, payload: &[u8]) {
+    out.extend_from_slice(b"*3\r\n$7\r\nPUBLISH\r\n$");
+    out.extend_from_slice(CHANNEL.len().to_string().as_bytes());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(CHANNEL.as_bytes());
+    out.extend_from_slice(b"\r\n$");
+    out.extend_from_slice(payload.len().to_string().as_bytes());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(payload);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A client: a subscribed connection and a publishing one.
+#[derive(Debug)]
+pub(crate) struct Redis {
+    id: usize,
+    sub: TcpStream,
+    publ: TcpStream,
+    /// What the subscribing connection has read.
+    input: BytesMut,
+    /// What the publishing connection has read (its replies).
+    replies: BytesMut,
+    /// Commands not yet written to the publishing connection.
+    out: BytesMut,
+    closed: bool,
+}
+
+impl Redis {
+    /// Opens both connections, subscribes, and waits for the confirmation.
+    pub(crate) async fn connect(id: usize, server: SocketAddr) -> Result<Redis, Error> {
+        let failed = |source| Error::Connect {
+            id,
+            addr: server,
+            source,
+        };
+        let sub = TcpStream::connect(server).await.map_err(failed)?;
+        let publ = TcpStream::connect(server).await.map_err(failed)?;
+        sub.set_nodelay(true).map_err(failed)?;
+        publ.set_nodelay(true).map_err(failed)?;
+        let mut c = Redis {
+            id,
+            sub,
+            publ,
+            input: BytesMut::with_capacity(256 * 1024),
+            replies: BytesMut::with_capacity(4096),
+            out: BytesMut::new(),
+            closed: false,
+        };
+        let cmd = format!(
+            "*2\r\n$9\r\nSUBSCRIBE\r\n${}\r\n{CHANNEL}\r\n",
+            CHANNEL.len()
+        );
+        let mut cmd = cmd.as_bytes();
+        while !cmd.is_empty() {
+            c.sub.writable().await.map_err(|e| c.lost(e.to_string()))?;
+            match c.sub.try_write(cmd) {
+                Ok(n) => cmd = &cmd[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(c.lost(e.to_string())),
+            }
+        }
+        loop {
+            match push(&c.input) {
+                Ok(Some((Push::Subscribed, used))) => {
+                    c.input.advance(used);
+                    return Ok(c);
+                }
+                Ok(Some((Push::Message(_), _))) => {
+                    return Err(c.lost("a message before the run".into()));
+                }
+                Ok(None) => {}
+                Err(e) => return Err(Error::Refused { id, reason: e }),
+            }
+            c.sub.readable().await.map_err(|e| c.lost(e.to_string()))?;
+            if read_into(&c.sub, &mut c.input, &mut c.closed).map_err(|e| c.lost(e.to_string()))?
+                == Some(0)
+            {
+                return Err(c.lost("the server closed the connection".into()));
+            }
+        }
+    }
+
+    /// Reads and discards the publishing connection's integer replies.
+    fn replies(&mut self) -> Result<(), String> {
+        let mut at = 0;
+        let result = loop {
+            match value(&self.replies[at..]) {
+                Ok(Some((Value::Int(_), used))) => at += used,
+                Ok(Some((Value::Error(e), _))) => break Err(format!("PUBLISH failed: {e}")),
+                Ok(Some((other, _))) => break Err(format!("PUBLISH answered {other:?}")),
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        self.replies.advance(at);
+        result
+    }
+}
+
+impl Peer for Redis {
+    fn id(&self) -> usize {
+        self.id
+    }
+
+    fn lost(&self, reason: String) -> Error {
+        Error::Disconnected {
+            id: self.id,
+            reason,
+        }
+    }
+
+    fn publish(&mut self, text: String) -> Result<(), Error> {
+        put_publish(&mut self.out, text.as_bytes());
+        Ok(())
+    }
+
+    fn sending(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    async fn ready(&mut self, interest: Interest) -> Result<Ready, Error> {
+        let r = tokio::select! {
+            r = self.sub.ready(Interest::READABLE) => r,
+            r = self.publ.ready(interest | Interest::READABLE) => r,
+        };
+        r.map_err(|e| self.lost(e.to_string()))
+    }
+
+    fn write(&mut self) -> Result<bool, Error> {
+        while !self.out.is_empty() {
+            match self.publ.try_write(&self.out) {
+                Ok(n) => self.out.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(self.lost(e.to_string())),
+            }
+        }
+        Ok(true)
+    }
+
+    fn read(&mut self) -> Result<Option<usize>, Error> {
+        let mut publ_closed = false;
+        let replies = read_into(&self.publ, &mut self.replies, &mut publ_closed)
+            .map_err(|e| self.lost(e.to_string()))?;
+        if publ_closed {
+            self.closed = true;
+            return Ok(Some(0));
+        }
+        let got = read_into(&self.sub, &mut self.input, &mut self.closed)
+            .map_err(|e| self.lost(e.to_string()))?;
+        match (replies, got) {
+            (_, Some(n)) => Ok(Some(n)),
+            (Some(_), None) => Ok(Some(1)),
+            (None, None) => Ok(None),
+        }
+    }
+
+    fn take(&mut self, mut f: impl FnMut(Got<'_>)) -> Result<(), Error> {
+        self.replies().map_err(|e| self.lost(e))?;
+        let mut at = 0;
+        let result = loop {
+            match push(&self.input[at..]) {
+                Ok(Some((p, used))) => {
+                    if let Push::Message(r) = p {
+                        f(Got::Message {
+                            from: None,
+                            text: &self.input[at + r.start..at + r.end],
+                        });
+                    }
+                    at += used;
+                }
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(format!("the server broke the protocol: {e}")),
+            }
+        };
+        self.input.advance(at);
+        result.map_err(|e| self.lost(e))
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pushes_parse_whole_and_split() {
+        let s: &[u8] = b"*3\r\n$9\r\nsubscribe\r\n$4\r\nchat\r\n:1\r\n\
+                         *3\r\n$7\r\nmessage\r\n$4\r\nchat\r\n$5\r\na\r\nb\0\r\n\
+                         *3\r\n$7\r\nmessage\r\n$4\r\nchat\r\n$0\r\n\r\n";
+        for step in [1, 2, 5, s.len()] {
+            let mut buf = Vec::new();
+            let mut got = Vec::new();
+            for piece in s.chunks(step) {
+                buf.extend_from_slice(piece);
+                while let Some((p, used)) = push(&buf).unwrap() {
+                    got.push(match p {
+                        Push::Message(r) => buf[r].to_vec(),
+                        Push::Subscribed => b"subscribed".to_vec(),
+                    });
+                    buf.drain(..used);
+                }
+            }
+            assert!(buf.is_empty(), "step {step}");
+            assert_eq!(
+                got,
+                [b"subscribed".to_vec(), b"a\r\nb\0".to_vec(), Vec::new()],
+                "step {step}"
+            );
+        }
+    }
+
+    #[test]
+    fn errors_and_replies() {
+        assert!(push(b"-ERR unknown command\r\n").is_err());
+        assert!(push(b"*3\r\n$7\r\nmessage\r\n$5\r\nother\r\n$1\r\nx\r\n").is_err());
+        assert!(push(b"*3\r\n$7\r\nmessage\r\n$4\r\nchat\r\n$1\r\nxy\r\n").is_err());
+        assert_eq!(value(b":42\r\n").unwrap(), Some((Value::Int(42), 5)));
+        assert_eq!(value(b":4").unwrap(), None);
+        assert_eq!(
+            value(b"-ERR x\r\n").unwrap(),
+            Some((Value::Error("ERR x".into()), 8))
+        );
+    }
+
+    #[test]
+    fn publish_is_an_array_of_bulk_strings() {
+        let mut out = BytesMut::new();
+        put_publish(&mut out, b"a\r\nb");
+        assert_eq!(
+            &out[..],
+            b"*3\r\n$7\r\nPUBLISH\r\n$4\r\nchat\r\n$4\r\na\r\nb\r\n"
+        );
+    }
+}
