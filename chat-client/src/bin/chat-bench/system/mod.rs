@@ -66,7 +66,12 @@ pub(crate) trait Peer: Send + 'static {
     /// Which client of the run.
     fn id(&self) -> usize;
     /// An error naming this client.
-    fn lost(&self, reason: String) -> Error;
+    fn lost(&self, reason: String) -> Error {
+        Error::Disconnected {
+            id: self.id(),
+            reason,
+        }
+    }
     /// Queues one payload for publishing.
     fn publish(&mut self, text: String) -> Result<(), Error>;
     /// Whether output is waiting to be written.

@@ -161,13 +161,6 @@ impl Peer for Nats {
         self.id
     }
 
-    fn lost(&self, reason: String) -> Error {
-        Error::Disconnected {
-            id: self.id,
-            reason,
-        }
-    }
-
     fn publish(&mut self, text: String) -> Result<(), Error> {
         put_pub(&mut self.out, text.as_bytes());
         Ok(())

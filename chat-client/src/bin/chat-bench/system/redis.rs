@@ -227,13 +227,6 @@ impl Peer for Redis {
         self.id
     }
 
-    fn lost(&self, reason: String) -> Error {
-        Error::Disconnected {
-            id: self.id,
-            reason,
-        }
-    }
-
     fn publish(&mut self, text: String) -> Result<(), Error> {
         put_publish(&mut self.out, text.as_bytes());
         Ok(())
