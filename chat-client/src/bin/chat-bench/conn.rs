@@ -14,10 +14,7 @@ use chat_proto::{ClientConfig, Connection, Event};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::error::Error;
-
-/// Room made for a read when less than a quarter of it is left: large
-/// reads keep a fast receiver's syscalls and bookkeeping per message low.
-const READ_CHUNK: usize = 256 * 1024;
+use crate::socket::read_into;
 
 /// A connected, welcomed client.
 #[derive(Debug)]
@@ -91,21 +88,14 @@ impl Client {
     /// the end of the stream (already told to the machine), `None` means
     /// nothing was there.
     pub(crate) fn read(&mut self) -> Result<Option<usize>, Error> {
-        let input = self.conn.input();
-        if input.capacity() - input.len() < READ_CHUNK / 4 {
-            input.reserve(READ_CHUNK);
+        let got =
+            read_into(&self.stream, self.conn.input()).map_err(|e| self.lost(e.to_string()))?;
+        if got == Some(0) {
+            self.conn
+                .eof()
+                .map_err(|e| self.lost(format!("the stream ended badly: {e}")))?;
         }
-        match self.stream.try_read_buf(self.conn.input()) {
-            Ok(0) => {
-                self.conn
-                    .eof()
-                    .map_err(|e| self.lost(format!("the stream ended badly: {e}")))?;
-                Ok(Some(0))
-            }
-            Ok(n) => Ok(Some(n)),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-            Err(e) => Err(self.lost(e.to_string())),
-        }
+        Ok(got)
     }
 
     /// Writes what it can of the pending output without waiting; `true` once

@@ -22,6 +22,7 @@ mod payload;
 mod procfs;
 mod report;
 mod soak;
+mod socket;
 mod stalled;
 mod system;
 

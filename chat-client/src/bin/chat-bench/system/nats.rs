@@ -8,7 +8,6 @@
 //! answered with `PONG`; `-ERR` ends the client. With echo off a client
 //! gets everyone else's messages, as from the chat server.
 
-use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
 
@@ -18,9 +17,7 @@ use tokio::net::TcpStream;
 
 use super::{CHANNEL, Got, Peer, crlf, decimal};
 use crate::error::Error;
-
-/// Room made for a read when less than a quarter of it is left.
-const READ_CHUNK: usize = 256 * 1024;
+use crate::socket::{READ_CHUNK, read_into, write_from};
 
 /// One frame from the server.
 #[derive(Debug, PartialEq, Eq)]
@@ -178,19 +175,13 @@ impl Peer for Nats {
     }
 
     fn write(&mut self) -> Result<bool, Error> {
-        while !self.out.is_empty() {
-            match self.stream.try_write(&self.out) {
-                Ok(n) => self.out.advance(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) => return Err(self.lost(e.to_string())),
-            }
-        }
-        Ok(true)
+        write_from(&self.stream, &mut self.out).map_err(|e| self.lost(e.to_string()))
     }
 
     fn read(&mut self) -> Result<Option<usize>, Error> {
-        read_into(&self.stream, &mut self.input, &mut self.closed)
-            .map_err(|e| self.lost(e.to_string()))
+        let got = read_into(&self.stream, &mut self.input).map_err(|e| self.lost(e.to_string()))?;
+        self.closed |= got == Some(0);
+        Ok(got)
     }
 
     fn take(&mut self, mut f: impl FnMut(Got<'_>)) -> Result<(), Error> {
@@ -219,27 +210,6 @@ impl Peer for Nats {
 
     fn is_closed(&self) -> bool {
         self.closed
-    }
-}
-
-/// Reads once without waiting into `input`, making room first when little
-/// is left; `Some(0)` (and `closed` set) at the end of the stream.
-pub(crate) fn read_into(
-    stream: &TcpStream,
-    input: &mut BytesMut,
-    closed: &mut bool,
-) -> io::Result<Option<usize>> {
-    if input.capacity() - input.len() < READ_CHUNK / 4 {
-        input.reserve(READ_CHUNK);
-    }
-    match stream.try_read_buf(input) {
-        Ok(0) => {
-            *closed = true;
-            Ok(Some(0))
-        }
-        Ok(n) => Ok(Some(n)),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-        Err(e) => Err(e),
     }
 }
 

@@ -15,9 +15,9 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{Interest, Ready};
 use tokio::net::TcpStream;
 
-use super::nats::read_into;
 use super::{CHANNEL, Got, Peer, crlf, decimal};
 use crate::error::Error;
+use crate::socket::{read_into, write_from};
 
 /// One RESP2 value that is not an array.
 #[derive(Debug, PartialEq, Eq)]
@@ -197,9 +197,8 @@ impl Redis {
                 Err(e) => return Err(Error::Refused { id, reason: e }),
             }
             c.sub.readable().await.map_err(|e| c.lost(e.to_string()))?;
-            if read_into(&c.sub, &mut c.input, &mut c.closed).map_err(|e| c.lost(e.to_string()))?
-                == Some(0)
-            {
+            if read_into(&c.sub, &mut c.input).map_err(|e| c.lost(e.to_string()))? == Some(0) {
+                c.closed = true;
                 return Err(c.lost("the server closed the connection".into()));
             }
         }
@@ -245,26 +244,18 @@ impl Peer for Redis {
     }
 
     fn write(&mut self) -> Result<bool, Error> {
-        while !self.out.is_empty() {
-            match self.publ.try_write(&self.out) {
-                Ok(n) => self.out.advance(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) => return Err(self.lost(e.to_string())),
-            }
-        }
-        Ok(true)
+        write_from(&self.publ, &mut self.out).map_err(|e| self.lost(e.to_string()))
     }
 
     fn read(&mut self) -> Result<Option<usize>, Error> {
-        let mut publ_closed = false;
-        let replies = read_into(&self.publ, &mut self.replies, &mut publ_closed)
-            .map_err(|e| self.lost(e.to_string()))?;
-        if publ_closed {
+        let replies =
+            read_into(&self.publ, &mut self.replies).map_err(|e| self.lost(e.to_string()))?;
+        if replies == Some(0) {
             self.closed = true;
             return Ok(Some(0));
         }
-        let got = read_into(&self.sub, &mut self.input, &mut self.closed)
-            .map_err(|e| self.lost(e.to_string()))?;
+        let got = read_into(&self.sub, &mut self.input).map_err(|e| self.lost(e.to_string()))?;
+        self.closed |= got == Some(0);
         match (replies, got) {
             (_, Some(n)) => Ok(Some(n)),
             (Some(_), None) => Ok(Some(1)),
