@@ -18,24 +18,7 @@ out=target/bench
 mkdir -p "$out"
 rm -f "$out"/*.json
 
-server_pid=
-failed=()
-stop() { [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null; server_pid=; true; }
-trap stop EXIT
-
-# start PREFIX FLAGS...: a fresh server on a free loopback port, run under
-# PREFIX (e.g. `taskset -c 0`, or `env`); sets $addr and $server_pid.
-start() {
-    local prefix=$1; shift
-    local fifo
-    fifo=$(mktemp -u)
-    mkfifo "$fifo"
-    $prefix "$bin/chat-server" --bind 127.0.0.1:0 "$@" >"$fifo" 2>/dev/null &
-    server_pid=$!
-    read -r -t 10 line <"$fifo" || { echo "bench.sh: the server did not start" >&2; exit 1; }
-    rm -f "$fifo"
-    addr=${line#listening on }
-}
+. chat-client/scripts/server.sh
 
 # workload NAME SERVER-PREFIX BENCH-PREFIX SERVER-FLAGS... -- BENCH-ARGS...
 workload() {
@@ -44,7 +27,7 @@ workload() {
     while [ "$1" != "--" ]; do sflags+=("$1"); shift; done
     shift
     for i in $(seq 1 "$runs"); do
-        start "$sprefix" "${sflags[@]}"
+        start "$sprefix" "$bin/chat-server" "${sflags[@]}"
         echo "== $name, run $i/$runs: $sprefix chat-server ${sflags[*]} ; $bprefix chat-bench $*" >&2
         if ! $bprefix "$bin/chat-bench" --server "$addr" --server-pid "$server_pid" --json "$@" >"$out/$name-$i.json"; then
             failed+=("$name run $i")

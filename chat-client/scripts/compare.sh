@@ -32,22 +32,7 @@ out=$work/json
 mkdir -p "$out"
 rm -f "$out"/*.json
 
-server_pid=
-stop() { [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null; server_pid=; true; }
-trap stop EXIT
-
-# start PREFIX BINARY FLAGS...: sets $addr and $server_pid.
-start() {
-    local prefix=$1 binary=$2; shift 2
-    local fifo
-    fifo=$(mktemp -u)
-    mkfifo "$fifo"
-    $prefix "$binary" --bind 127.0.0.1:0 "$@" >"$fifo" 2>/dev/null &
-    server_pid=$!
-    read -r -t 10 line <"$fifo" || { echo "compare.sh: the server did not start" >&2; exit 1; }
-    rm -f "$fifo"
-    addr=${line#listening on }
-}
+. chat-client/scripts/server.sh
 
 # workload NAME SERVER-PREFIX BENCH-PREFIX SERVER-FLAGS... -- BENCH-ARGS...
 workload() {

@@ -6,7 +6,8 @@
 //! `chat_proto::Connection`, owned by one task. `fanout` also drives NATS
 //! and Redis (`--system`), the anchors it is compared with.
 //!
-//! Layout: `args` (the command line), `conn` (one client), `payload` (the
+//! Layout: `args` (the command line), `conn` (one client), `socket` (reads
+//! and writes without waiting, for every system), `payload` (the
 //! text of a bench message), `fanout`, `stalled` (clients that never read),
 //! `idle`, `soak`, `procfs` (the server's CPU, memory and descriptors),
 //! `report` (human output), `error`, `system` (the protocol adapter per
