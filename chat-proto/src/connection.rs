@@ -67,6 +67,17 @@ use crate::message::{Message, VERSION, features};
 /// A client therefore receives frames of up to `max_frame + RELAY_OVERHEAD`.
 pub const RELAY_OVERHEAD: usize = 20;
 
+/// Bytes a frame to a client with [`features::ROOMS`] can take beyond
+/// `Welcome.max_frame`: a `Said` carries the room and the sender's name
+/// (up to 128 bytes each) and address beyond the text of the `Send` or `Say`
+/// it relays.
+///
+/// Such a client accepts frames of up to `max_frame + ROOMS_OVERHEAD`, so a
+/// server with frame limit `L` sends it frames of up to
+/// `L - RELAY_OVERHEAD + ROOMS_OVERHEAD`; a version 1 client never gets a
+/// frame over `L`.
+pub const ROOMS_OVERHEAD: usize = 300;
+
 /// Which end of the connection a [`Connection`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
@@ -108,7 +119,9 @@ impl fmt::Display for Role {
 pub struct ClientConfig {
     /// Highest version to offer in `Hello`. Default: [`VERSION`].
     pub version: u16,
-    /// Capabilities to ask for in `Hello`. Default: [`features::ALL`].
+    /// Capabilities to ask for in `Hello`. Default: [`features::NONE`], the
+    /// seed's conversation; ask for [`features::ROOMS`] to get names, rooms
+    /// and direct messages (the first request after `Welcome` is then `Nick`).
     pub features: u64,
     /// Largest frame payload this client accepts. The server's
     /// `max_frame + RELAY_OVERHEAD` raises it once known, so no relay the
@@ -120,7 +133,7 @@ impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
             version: VERSION,
-            features: features::ALL,
+            features: features::NONE,
             max_frame_len: MAX_FRAME_LEN,
         }
     }
@@ -175,10 +188,29 @@ impl ServerConfig {
         self.max_frame_len.saturating_sub(RELAY_OVERHEAD)
     }
 
-    /// The codec for everything the server sends, relays included.
+    /// The codec for everything the server sends, relays included, to a
+    /// version 1 client.
     pub fn outbound(&self) -> ChatCodec {
         codec(self.max_frame_len)
     }
+
+    /// The codec for everything the server sends to a client with the
+    /// capabilities `features`: [`outbound`](Self::outbound), raised by
+    /// `ROOMS_OVERHEAD - RELAY_OVERHEAD` for a [`features::ROOMS`] client.
+    pub fn outbound_for(&self, features: u64) -> ChatCodec {
+        codec(out_limit(self.client_max_frame(), features))
+    }
+}
+
+/// The largest frame a client with `features` accepts from a server that
+/// announced `max_frame`.
+fn out_limit(max_frame: usize, features: u64) -> usize {
+    let overhead = if features & features::ROOMS != 0 {
+        ROOMS_OVERHEAD
+    } else {
+        RELAY_OVERHEAD
+    };
+    (max_frame + overhead).min(MAX_FRAME_LEN_CEILING)
 }
 
 /// What the handshake settled.
@@ -193,6 +225,13 @@ pub struct Negotiated {
     pub max_frame: usize,
     /// The client's address as the server sees it: what peers are shown.
     pub addr: SocketAddr,
+}
+
+impl Negotiated {
+    /// Whether the capability `feature` (a [`features`] bit) is in force.
+    pub fn has(&self, feature: u64) -> bool {
+        self.features & feature == feature
+    }
 }
 
 /// Where a connection is in its life.
@@ -265,6 +304,9 @@ pub struct Connection {
     /// The peer's stream has ended ([`Connection::eof`]): once the frames
     /// still buffered are taken, the connection closes.
     ended: bool,
+    /// [`features::ROOMS`] is in force and the client has not yet sent its
+    /// first `Nick`, which must come before any other request.
+    naming: bool,
 }
 
 impl Connection {
@@ -309,6 +351,7 @@ impl Connection {
             tx: BytesMut::new(),
             skipped: 0,
             ended: false,
+            naming: false,
         }
     }
 
@@ -544,6 +587,27 @@ impl Connection {
                     got: msg.name(),
                 }))
             }
+            msg if msg.feature() & !self.agreed() != 0 => match self.role {
+                // As a version 1 client would: skip what it did not ask for.
+                Role::Client => {
+                    self.skipped += 1;
+                    Ok(None)
+                }
+                Role::Server => Err(self.violation(ProtocolError::NotNegotiated {
+                    got: msg.name(),
+                })),
+            },
+            Message::Pong { .. } => Ok(Some(Event::Message(msg))),
+            msg if self.naming && self.role == Role::Server => {
+                if !matches!(msg, Message::Nick { .. }) {
+                    return Err(self.violation(ProtocolError::OutOfTurn {
+                        expected: "Nick",
+                        got: msg.name(),
+                    }));
+                }
+                self.naming = false;
+                Ok(Some(Event::Message(msg)))
+            }
             msg => Ok(Some(Event::Message(msg))),
         }
     }
@@ -571,11 +635,13 @@ impl Connection {
             ))));
         };
         self.outbound = outbound;
-        // The server's relays may be RELAY_OVERHEAD longer than our sends.
-        let inbound = (max_frame + RELAY_OVERHEAD)
+        // The server's relays may be longer than our sends by the overhead
+        // of the capabilities in force.
+        let inbound = out_limit(max_frame, features)
             .max(self.inbound.max_frame_len())
             .min(MAX_FRAME_LEN_CEILING);
         self.inbound = codec(inbound);
+        self.naming = features & features::ROOMS != 0;
         let negotiated = Negotiated {
             version,
             features,
@@ -612,6 +678,10 @@ impl Connection {
             ip: addr.ip(),
             port: addr.port(),
         });
+        if negotiated.has(features::ROOMS) {
+            self.outbound = codec(out_limit(negotiated.max_frame, negotiated.features));
+            self.naming = true;
+        }
         self.negotiated = Some(negotiated);
         self.state = State::Open;
         Some(negotiated)
@@ -700,7 +770,21 @@ impl Connection {
                 name: msg.name(),
             });
         }
+        if msg.feature() & !self.agreed() != 0 {
+            return Err(SendError::NotNegotiated { name: msg.name() });
+        }
+        let nick = matches!(msg, Message::Nick { .. });
+        if self.naming
+            && self.role == Role::Client
+            && !nick
+            && !matches!(msg, Message::Ping { .. } | Message::Pong { .. })
+        {
+            return Err(SendError::NickFirst { name: msg.name() });
+        }
         self.outbound.encode(msg, &mut self.tx)?;
+        if nick && self.role == Role::Client {
+            self.naming = false;
+        }
         Ok(())
     }
 
@@ -745,6 +829,11 @@ impl Connection {
             self.state = State::Closed;
         }
         Ok(())
+    }
+
+    /// The capabilities in force (none before the handshake is done).
+    fn agreed(&self) -> u64 {
+        self.negotiated.map_or(features::NONE, |n| n.features)
     }
 
     /// Records a violation: the peer is told why, and the machine closes.

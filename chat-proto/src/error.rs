@@ -159,6 +159,12 @@ pub enum ProtocolError {
     /// A `Welcome` the client cannot work with.
     #[error("unusable Welcome: {0}")]
     BadWelcome(String),
+    /// A message of a capability the handshake did not agree on.
+    #[error("protocol violation: {got} belongs to a capability not negotiated in the handshake")]
+    NotNegotiated {
+        /// The message's name.
+        got: &'static str,
+    },
 }
 
 /// Why [`Connection`](crate::Connection) refused to send a message (caller
@@ -184,6 +190,19 @@ pub enum SendError {
     /// Over the peer's frame limit.
     #[error(transparent)]
     TooLarge(#[from] EncodeError),
+    /// A message of a capability the handshake did not agree on.
+    #[error("{name} belongs to a capability the server did not grant")]
+    NotNegotiated {
+        /// The message's name.
+        name: &'static str,
+    },
+    /// With [`features::ROOMS`](crate::features::ROOMS) in force, a client's
+    /// first request after `Welcome` must be `Nick`.
+    #[error("send Nick before {name}: the first request after Welcome names the client")]
+    NickFirst {
+        /// The message's name.
+        name: &'static str,
+    },
 }
 
 /// Why a [`blocking::Client`](crate::blocking::Client) call failed.

@@ -146,6 +146,7 @@ mod codec;
 pub mod connection;
 mod error;
 mod message;
+mod refusal;
 #[cfg(feature = "tokio-codec")]
 mod tokio_codec;
 mod wire;
@@ -154,9 +155,10 @@ pub use codec::{
     ChatCodec, Frame, HEADER_LEN, MAX_FRAME_LEN, MAX_FRAME_LEN_CEILING, MIN_FRAME_LEN,
 };
 pub use connection::{
-    ClientConfig, Connection, Event, Negotiated, RELAY_OVERHEAD, Role, ServerConfig, State,
+    ClientConfig, Connection, Event, Negotiated, RELAY_OVERHEAD, ROOMS_OVERHEAD, Role, ServerConfig,
+    State,
 };
 pub use error::{
     ClientError, DecodeError, EncodeError, LimitError, ProtocolError, SendError, StreamError,
 };
-pub use message::{Message, VERSION, features};
+pub use message::{Member, Message, Refusal, RoomInfo, VERSION, features};

@@ -9,6 +9,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::refusal::Refusal;
+
 /// The protocol version this crate speaks, sent in [`Message::Hello`].
 pub const VERSION: u16 = 1;
 
@@ -17,18 +19,23 @@ pub const VERSION: u16 = 1;
 /// A client sets the bits it understands in [`Message::Hello`]; the server
 /// answers in [`Message::Welcome`] with the bits both sides support, and never
 /// sends a message that belongs to a capability the client did not ask for.
-/// Unknown bits are ignored. Version 1 defines none yet: nicknames, rooms,
-/// direct messages and history will each arrive as a bit here plus new
-/// variants at the end of [`Message`], so a version 1 client keeps working.
+/// Unknown bits are ignored. Each capability is a bit here plus new variants
+/// at the end of [`Message`] ([`Message::feature`] says which bit a variant
+/// belongs to), so a version 1 client with no bits keeps working unchanged.
 pub mod features {
-    /// No optional capabilities.
+    /// No optional capabilities: the seed's one room, peers known by `ip:port`.
     pub const NONE: u64 = 0;
+    /// Nicknames, named rooms, direct messages and rosters (PROTOCOL.md
+    /// section 8). One bit, because each needs the others: a direct message
+    /// is addressed by name, a roster lists names, a room's relay names its
+    /// sender and its room.
+    pub const ROOMS: u64 = 1;
     /// Every capability this crate knows.
-    pub const ALL: u64 = NONE;
+    pub const ALL: u64 = ROOMS;
 }
 
 /// Number of variants in [`Message`]; tags at or above it are unknown.
-pub(crate) const VARIANT_COUNT: u32 = 10;
+pub(crate) const VARIANT_COUNT: u32 = 26;
 
 /// One protocol message. The comment on each variant says who may send it.
 ///
@@ -117,6 +124,183 @@ pub enum Message {
         /// The nonce of the `Ping` being answered.
         nonce: u64,
     },
+    /// Client → server, [`features::ROOMS`]: be called `name`. The first
+    /// message after `Welcome` (an empty name asks the server to pick one),
+    /// and a rename at any time after.
+    Nick {
+        /// The name asked for, as typed; the server normalises it.
+        #[serde(deserialize_with = "text::de")]
+        name: String,
+    },
+    /// Client → server, [`features::ROOMS`]: enter `room`, creating it if
+    /// nobody is in it.
+    Join {
+        /// The room's name.
+        #[serde(deserialize_with = "text::de")]
+        room: String,
+    },
+    /// Client → server, [`features::ROOMS`]: leave `room`.
+    Part {
+        /// The room's name.
+        #[serde(deserialize_with = "text::de")]
+        room: String,
+    },
+    /// Client → server, [`features::ROOMS`]: relay `text` to the other
+    /// members of `room`.
+    Say {
+        /// A room the client is in.
+        #[serde(deserialize_with = "text::de")]
+        room: String,
+        /// UTF-8 text, any language.
+        #[serde(deserialize_with = "text::de")]
+        text: String,
+    },
+    /// Client → server, [`features::ROOMS`]: a direct message to whoever is
+    /// called `name`, and to nobody else.
+    Tell {
+        /// The recipient's name.
+        #[serde(deserialize_with = "text::de")]
+        name: String,
+        /// UTF-8 text, any language.
+        #[serde(deserialize_with = "text::de")]
+        text: String,
+    },
+    /// Client → server, [`features::ROOMS`]: who is in `room`? Answered
+    /// with `Roster`.
+    Who {
+        /// The room's name.
+        #[serde(deserialize_with = "text::de")]
+        room: String,
+    },
+    /// Client → server, [`features::ROOMS`]: which rooms exist? Answered
+    /// with `Rooms`.
+    ListRooms,
+    /// Server → client, [`features::ROOMS`]: the answer to the first `Nick`:
+    /// the client is now called `name` (the one it asked for, or one the
+    /// server picked) and is in the default room.
+    Named {
+        /// The client's name.
+        #[serde(deserialize_with = "text::de")]
+        name: String,
+    },
+    /// Server → client, [`features::ROOMS`]: `text` said in `room` by
+    /// `from`.
+    Said {
+        /// The room it was said in.
+        #[serde(deserialize_with = "text::de")]
+        room: String,
+        /// The sender: its name as the server knows it, and its address.
+        from: Member,
+        /// The text, unchanged.
+        #[serde(deserialize_with = "text::de")]
+        text: String,
+    },
+    /// Server → client, [`features::ROOMS`]: a direct message from `from`.
+    Told {
+        /// The sender: its name as the server knows it, and its address.
+        from: Member,
+        /// The text, unchanged.
+        #[serde(deserialize_with = "text::de")]
+        text: String,
+    },
+    /// Server → client, [`features::ROOMS`]: a client entered `room`.
+    Entered {
+        /// The room.
+        #[serde(deserialize_with = "text::de")]
+        room: String,
+        /// Who entered.
+        member: Member,
+    },
+    /// Server → client, [`features::ROOMS`]: a client left `room` (parted,
+    /// exited, dropped or evicted). The one who parted gets it too.
+    Departed {
+        /// The room.
+        #[serde(deserialize_with = "text::de")]
+        room: String,
+        /// Who left.
+        member: Member,
+    },
+    /// Server → client, [`features::ROOMS`]: the client that was called
+    /// `old` is now `member` (its new name and its address).
+    Renamed {
+        /// The name it had.
+        #[serde(deserialize_with = "text::de")]
+        old: String,
+        /// Its new name, and its address.
+        member: Member,
+    },
+    /// Server → client, [`features::ROOMS`]: the members of `room`, in the
+    /// order they entered, answering `Join` or `Who`. A long roster comes
+    /// in several frames; every one but the last has `more` set.
+    Roster {
+        /// The room.
+        #[serde(deserialize_with = "text::de")]
+        room: String,
+        /// Members, in the order they entered.
+        members: Vec<Member>,
+        /// Whether another `Roster` frame for this answer follows.
+        more: bool,
+    },
+    /// Server → client, [`features::ROOMS`]: the rooms that exist, answering
+    /// `ListRooms`, in several frames like `Roster`.
+    Rooms {
+        /// Rooms and their member counts.
+        rooms: Vec<RoomInfo>,
+        /// Whether another `Rooms` frame for this answer follows.
+        more: bool,
+    },
+    /// Server → client, [`features::ROOMS`]: a request was not carried out,
+    /// and the connection stays open.
+    Refused {
+        /// Why, as a code a program can act on.
+        code: Refusal,
+        /// What the refused request named: the name, room or recipient.
+        #[serde(deserialize_with = "text::de")]
+        subject: String,
+        /// Why, for a human.
+        #[serde(deserialize_with = "text::de")]
+        detail: String,
+    },
+}
+
+/// A client as a room's members see it: its name and its address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct Member {
+    /// Its name, as the server knows it.
+    #[serde(deserialize_with = "text::de")]
+    pub name: String,
+    /// Its address.
+    pub ip: IpAddr,
+    /// Its port.
+    pub port: u16,
+}
+
+impl Member {
+    /// A member called `name` at `addr`.
+    pub fn new(name: impl Into<String>, addr: SocketAddr) -> Self {
+        Member {
+            name: name.into(),
+            ip: addr.ip(),
+            port: addr.port(),
+        }
+    }
+
+    /// Its address as one value.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::new(self.ip, self.port)
+    }
+}
+
+/// One line of a room list: a room and how many members it has.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct RoomInfo {
+    /// The room's name.
+    #[serde(deserialize_with = "text::de")]
+    pub name: String,
+    /// How many clients are in it.
+    pub members: u32,
 }
 
 impl Message {
@@ -150,6 +334,41 @@ impl Message {
             Message::Left { .. } => "Left",
             Message::Ping { .. } => "Ping",
             Message::Pong { .. } => "Pong",
+            Message::Nick { .. } => "Nick",
+            Message::Join { .. } => "Join",
+            Message::Part { .. } => "Part",
+            Message::Say { .. } => "Say",
+            Message::Tell { .. } => "Tell",
+            Message::Who { .. } => "Who",
+            Message::ListRooms => "ListRooms",
+            Message::Named { .. } => "Named",
+            Message::Said { .. } => "Said",
+            Message::Told { .. } => "Told",
+            Message::Entered { .. } => "Entered",
+            Message::Departed { .. } => "Departed",
+            Message::Renamed { .. } => "Renamed",
+            Message::Roster { .. } => "Roster",
+            Message::Rooms { .. } => "Rooms",
+            Message::Refused { .. } => "Refused",
+        }
+    }
+
+    /// The capability bit this message belongs to ([`features::NONE`] for
+    /// version 1's messages). Neither side may send a message whose bit was
+    /// not agreed in the handshake.
+    pub fn feature(&self) -> u64 {
+        match self {
+            Message::Send { .. }
+            | Message::Exit
+            | Message::Relay { .. }
+            | Message::Hello { .. }
+            | Message::Welcome { .. }
+            | Message::Error { .. }
+            | Message::Joined { .. }
+            | Message::Left { .. }
+            | Message::Ping { .. }
+            | Message::Pong { .. } => features::NONE,
+            _ => features::ROOMS,
         }
     }
 
@@ -163,12 +382,38 @@ impl Message {
                 | Message::Error { .. }
                 | Message::Ping { .. }
                 | Message::Pong { .. }
+                | Message::Nick { .. }
+                | Message::Join { .. }
+                | Message::Part { .. }
+                | Message::Say { .. }
+                | Message::Tell { .. }
+                | Message::Who { .. }
+                | Message::ListRooms
         )
     }
 
     /// Whether a server may send this message to a client.
     pub fn from_server(&self) -> bool {
-        !matches!(self, Message::Send { .. } | Message::Hello { .. })
+        matches!(
+            self,
+            Message::Exit
+                | Message::Relay { .. }
+                | Message::Welcome { .. }
+                | Message::Error { .. }
+                | Message::Joined { .. }
+                | Message::Left { .. }
+                | Message::Ping { .. }
+                | Message::Pong { .. }
+                | Message::Named { .. }
+                | Message::Said { .. }
+                | Message::Told { .. }
+                | Message::Entered { .. }
+                | Message::Departed { .. }
+                | Message::Renamed { .. }
+                | Message::Roster { .. }
+                | Message::Rooms { .. }
+                | Message::Refused { .. }
+        )
     }
 }
 
