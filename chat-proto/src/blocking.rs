@@ -119,6 +119,20 @@ impl<S: Read + Write> Client<S> {
         self.flush()
     }
 
+    /// Sends any request this client may send in its session: with
+    /// [`features::ROOMS`](crate::features::ROOMS), `Nick` first, then
+    /// `Join`, `Say`, `Tell`, `Who`, ... (answers come as message events).
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send), and [`ClientError::Send`] for a message of
+    /// a capability not negotiated, one a client may not send, or a ROOMS
+    /// request before `Nick` (nothing is sent).
+    pub fn request(&mut self, msg: &Message) -> Result<(), ClientError> {
+        self.conn.send(msg)?;
+        self.flush()
+    }
+
     /// Sends `Ping { nonce }`; the answer comes as a `Pong` message event.
     ///
     /// # Errors

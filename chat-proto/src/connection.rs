@@ -269,9 +269,11 @@ pub enum Event {
     },
     /// Client role: the server's `Welcome`; the session is open.
     Welcome(Negotiated),
-    /// A message for the application, allowed in this state: `Send` to a
-    /// server; `Relay`, `Joined`, `Left` to a client; `Pong` to either.
-    /// (`Ping` is answered by the machine and never reported.)
+    /// A message for the application, allowed in this state: `Send` (and
+    /// with [`features::ROOMS`] `Nick`, `Join`, `Say`, ...) to a server;
+    /// `Relay`, `Joined`, `Left` (and with ROOMS `Named`, `Said`, `Roster`,
+    /// ...) to a client; `Pong` to either. (`Ping` is answered by the
+    /// machine and never reported.)
     Message(Message),
     /// The peer sent `Exit`. A server answers with [`Connection::exit`]
     /// after what is queued for the client; for a client this is the
@@ -593,9 +595,9 @@ impl Connection {
                     self.skipped += 1;
                     Ok(None)
                 }
-                Role::Server => Err(self.violation(ProtocolError::NotNegotiated {
-                    got: msg.name(),
-                })),
+                Role::Server => {
+                    Err(self.violation(ProtocolError::NotNegotiated { got: msg.name() }))
+                }
             },
             Message::Pong { .. } => Ok(Some(Event::Message(msg))),
             msg if self.naming && self.role == Role::Server => {
@@ -741,15 +743,18 @@ impl Connection {
     }
 
     /// Queues an application message: `Send` for a client; `Relay`,
-    /// `Joined`, `Left` for a server; `Ping` or `Pong` for either. The
+    /// `Joined`, `Left` for a server; `Ping` or `Pong` for either; and with
+    /// [`features::ROOMS`] the capability's messages of this role. The
     /// handshake and the close sequences have their own calls.
     ///
     /// # Errors
     ///
     /// [`SendError::NotOpen`] outside the open session,
     /// [`SendError::NotAllowed`] for a message this role may not send or one
-    /// with its own call, [`SendError::TooLarge`] over the peer's limit
-    /// (nothing is queued).
+    /// with its own call, [`SendError::NotNegotiated`] for a message of a
+    /// capability not agreed, [`SendError::NickFirst`] for a ROOMS client's
+    /// request before its first `Nick`, [`SendError::TooLarge`] over the
+    /// peer's limit (nothing is queued in every case).
     pub fn send(&mut self, msg: &Message) -> Result<(), SendError> {
         let open = self.state == State::Open
             || (self.role == Role::Server && self.state == State::PeerExited);

@@ -4,7 +4,9 @@
 //! A client says `Hello`, the server answers `Welcome`, then the client sends
 //! [`Message::Send`] and every *other* connected client receives it as a
 //! [`Message::Relay`] tagged with the sender's address. [`Message::Exit`]
-//! leaves; the server acknowledges it with `Exit` before closing.
+//! leaves; the server acknowledges it with `Exit` before closing. The
+//! optional ROOMS capability adds names, rooms and direct messages (see
+//! below).
 //!
 //! # Speaking the protocol: `Connection`
 //!
@@ -79,6 +81,50 @@
 //!
 //! Without an async runtime, [`blocking::Client`] drives a `Connection`
 //! over any `std::io::Read + Write` stream.
+//!
+//! # Names, rooms and direct messages: the ROOMS capability
+//!
+//! A client that sets [`features::ROOMS`] in its [`ClientConfig`] gets, from
+//! a server that offers it (the default [`ServerConfig`] does), a name
+//! ([`Message::Nick`], answered by [`Message::Named`]), named rooms
+//! ([`Message::Join`], [`Message::Say`], relayed as [`Message::Said`]),
+//! direct messages ([`Message::Tell`] → [`Message::Told`]), rosters and
+//! typed refusals ([`Message::Refused`] with a [`Refusal`] code). The
+//! machine enforces the capability's rules: neither side may send its
+//! messages unless it was negotiated, the client's first request is `Nick`,
+//! and such a client accepts frames of up to `max_frame +`
+//! [`ROOMS_OVERHEAD`]. `PROTOCOL.md` section 8 specifies it; what the
+//! server does with the requests is the server's.
+//!
+//! ```
+//! use chat_proto::{ClientConfig, Connection, Event, Message, features};
+//!
+//! let mut config = ClientConfig::default();
+//! config.features = features::ROOMS;
+//! let mut client = Connection::client(config);
+//! let mut server = Connection::server(Default::default()); // offers ROOMS
+//!
+//! server.receive(&client.transmit().unwrap());
+//! let Some(Event::Hello { features: asked, .. }) = server.poll()? else { panic!() };
+//! assert_eq!(asked, features::ROOMS);
+//! server.accept("127.0.0.1:3075".parse()?);
+//!
+//! client.receive(&server.transmit().unwrap());
+//! let Some(Event::Welcome(session)) = client.poll()? else { panic!() };
+//! assert!(session.has(features::ROOMS));
+//! assert_eq!(client.max_frame_in(), 65_816); // max_frame + ROOMS_OVERHEAD
+//!
+//! // The first request names the client; the server answers Named.
+//! let nick = Message::Nick { name: "张三".into() };
+//! client.send(&nick)?;
+//! server.receive(&client.transmit().unwrap());
+//! assert_eq!(server.poll()?, Some(Event::Message(nick)));
+//! let named = Message::Named { name: "张三".into() };
+//! server.send(&named)?;
+//! client.receive(&server.transmit().unwrap());
+//! assert_eq!(client.poll()?, Some(Event::Message(named)));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 //!
 //! Underneath, [`ChatCodec`] turns messages into frames and frames into
 //! messages over [`bytes::BytesMut`]. [`blocking::read_message`] and
@@ -155,8 +201,8 @@ pub use codec::{
     ChatCodec, Frame, HEADER_LEN, MAX_FRAME_LEN, MAX_FRAME_LEN_CEILING, MIN_FRAME_LEN,
 };
 pub use connection::{
-    ClientConfig, Connection, Event, Negotiated, RELAY_OVERHEAD, ROOMS_OVERHEAD, Role, ServerConfig,
-    State,
+    ClientConfig, Connection, Event, Negotiated, RELAY_OVERHEAD, ROOMS_OVERHEAD, Role,
+    ServerConfig, State,
 };
 pub use error::{
     ClientError, DecodeError, EncodeError, LimitError, ProtocolError, SendError, StreamError,

@@ -237,6 +237,7 @@ pub enum Message {
         #[serde(deserialize_with = "text::de")]
         room: String,
         /// Members, in the order they entered.
+        #[serde(deserialize_with = "seq::de")]
         members: Vec<Member>,
         /// Whether another `Roster` frame for this answer follows.
         more: bool,
@@ -245,6 +246,7 @@ pub enum Message {
     /// `ListRooms`, in several frames like `Roster`.
     Rooms {
         /// Rooms and their member counts.
+        #[serde(deserialize_with = "seq::de")]
         rooms: Vec<RoomInfo>,
         /// Whether another `Rooms` frame for this answer follows.
         more: bool,
@@ -445,6 +447,43 @@ mod text {
 
         fn visit_string<E: de::Error>(self, v: String) -> Result<String, E> {
             Ok(v)
+        }
+    }
+}
+
+/// Lists are decoded without trusting their claimed length: serde would
+/// reserve up to 1 MiB for a count that a 10-byte frame can claim, so the
+/// list grows only with the elements actually present.
+mod seq {
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    use serde::Deserializer;
+    use serde::de::{Deserialize, SeqAccess, Visitor};
+
+    pub(super) fn de<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: Deserialize<'de>,
+    {
+        d.deserialize_seq(Seq(PhantomData))
+    }
+
+    struct Seq<T>(PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for Seq<T> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(item) = seq.next_element()? {
+                out.push(item);
+            }
+            Ok(out)
         }
     }
 }

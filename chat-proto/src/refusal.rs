@@ -5,7 +5,7 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Why the server did not carry out a request. On the wire a `u16`
-/// (PROTOCOL.md section 8.6), so that a code added later still decodes, as
+/// (PROTOCOL.md section 8.7), so that a code added later still decodes, as
 /// [`Refusal::Other`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]

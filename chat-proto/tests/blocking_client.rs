@@ -218,3 +218,45 @@ fn a_protocol_violation_is_reported_and_explained() {
         })
     );
 }
+
+/// A ROOMS client names itself through `request`; the machine keeps it from
+/// sending anything else first, and the server's `Named` comes as an event.
+#[test]
+fn a_rooms_client_names_itself_with_request() {
+    let (addr, handle) = server(true, |conn, event| {
+        if let Event::Message(Message::Nick { name }) = event {
+            conn.send(&Message::Named { name: name.clone() }).unwrap();
+        }
+        if *event == Event::Exit {
+            conn.exit().unwrap();
+        }
+    });
+    let mut config = ClientConfig::default();
+    config.features = chat_proto::features::ROOMS;
+    let mut client = Client::connect(connect(&addr), config).unwrap();
+    assert!(client.negotiated().has(chat_proto::features::ROOMS));
+    assert!(matches!(
+        client.send("too early"),
+        Err(ClientError::Send(SendError::NickFirst { name: "Send" }))
+    ));
+    let nick = Message::Nick {
+        name: "张三".into(),
+    };
+    client.request(&nick).unwrap();
+    assert_eq!(
+        client.next_event().unwrap(),
+        Some(Event::Message(Message::Named {
+            name: "张三".into()
+        }))
+    );
+    // A server-only message is refused locally.
+    assert!(matches!(
+        client.request(&Message::Named { name: "x".into() }),
+        Err(ClientError::Send(SendError::NotAllowed { .. }))
+    ));
+    client.exit().unwrap();
+    assert_eq!(client.next_event().unwrap(), Some(Event::Exit));
+    let (seen, broken) = handle.join().unwrap();
+    assert_eq!(broken, None);
+    assert!(seen.contains(&Event::Message(nick)));
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::{BufMut, BytesMut};
 use chat_proto::{
     ChatCodec, DecodeError, EncodeError, HEADER_LEN, LimitError, MAX_FRAME_LEN,
-    MAX_FRAME_LEN_CEILING, MIN_FRAME_LEN, Message, StreamError, blocking,
+    MAX_FRAME_LEN_CEILING, MIN_FRAME_LEN, Message, Refusal, RoomInfo, StreamError, blocking,
 };
 
 /// A frame around a hand-written payload.
@@ -165,16 +165,16 @@ fn empty_frame_is_an_error_and_is_consumed() {
 #[test]
 fn unknown_variant_is_consumed_and_the_stream_stays_in_step() {
     let codec = ChatCodec::new();
-    // Tag 10 (the first unused one) with some fields a newer peer might send,
+    // Tag 26 (the first unused one) with some fields a newer peer might send,
     // tag 0x1234 as a 3-byte varint, and the largest u32 tag.
-    let mut buf = frame(&[10, 0x03, b'a', b'b', b'c']);
+    let mut buf = frame(&[26, 0x03, b'a', b'b', b'c']);
     buf.unsplit(frame(&[0xfb, 0x34, 0x12]));
     buf.unsplit(frame(&[0xfc, 0xff, 0xff, 0xff, 0xff, 0x00]));
     buf.unsplit(encoded(&[Message::Ping { nonce: 7 }]));
 
     let err = codec.decode(&mut buf).unwrap_err();
-    assert_eq!(err, DecodeError::UnknownVariant { tag: 10 });
-    assert_eq!(err.to_string(), "unknown message variant 10");
+    assert_eq!(err, DecodeError::UnknownVariant { tag: 26 });
+    assert_eq!(err.to_string(), "unknown message variant 26");
     assert_eq!(
         codec.decode(&mut buf).unwrap_err(),
         DecodeError::UnknownVariant { tag: 0x1234 }
@@ -279,6 +279,74 @@ fn malformed_payloads() {
     assert_malformed(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0]);
     // A variant tag cut inside its varint.
     assert_malformed(&[0xfb, 0x01]);
+}
+
+#[test]
+fn malformed_rooms_payloads() {
+    // Roster "" with no members and `more` = 2: a bool is 00 or 01.
+    assert_malformed(&[0x17, 0x00, 0x00, 0x02]);
+    // Rooms with no rooms and `more` = ff.
+    assert_malformed(&[0x18, 0x00, 0xff]);
+    // Roster whose list claims 2^64 - 1 members in a 12-byte payload: fails
+    // at the first missing member, having reserved nothing for the claim
+    // (the fuzz crate's allocation test checks that part).
+    let huge = [
+        0x17, 0x00, 0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00,
+    ];
+    let text = assert_malformed(&huge);
+    assert!(text.contains("byte(s) before the message does"), "{text}");
+    // Rooms claiming 2^32 - 1 rooms, with one present.
+    assert_malformed(&[0x18, 0xfc, 0xff, 0xff, 0xff, 0xff, 0x01, b'a', 0x02, 0x00]);
+    // Roster claiming 2 members with only one present, then `more`.
+    assert_malformed(&[0x17, 0x00, 0x02, 0x01, b'a', 0x00, 127, 0, 0, 1, 0x01, 0x00]);
+    // A Member whose IpAddr tag is 2.
+    assert_malformed(&[0x14, 0x00, 0x01, b'a', 0x02, 127, 0, 0, 1, 0x01]);
+    // A Refused code is a u16: a u32 marker is too wide.
+    assert_malformed(&[0x19, 0xfc, 0xe7, 0x03, 0x00, 0x00, 0x00, 0x00]);
+    // A RoomInfo count is a u32: a u64 marker is too wide.
+    assert_malformed(&[0x18, 0x01, 0x01, b'a', 0xfd, 1, 0, 0, 0, 0, 0, 0, 0, 0x00]);
+}
+
+#[test]
+fn rooms_lists_and_flags_decode_at_their_edges() {
+    let codec = ChatCodec::new();
+    // An empty roster, `more` = 01; the varint count may be non-canonical.
+    let mut buf = frame(&[0x17, 0x01, b'r', 0xfb, 0x00, 0x00, 0x01]);
+    assert_eq!(
+        codec.decode(&mut buf).unwrap(),
+        Some(Message::Roster {
+            room: "r".into(),
+            members: Vec::new(),
+            more: true
+        })
+    );
+    // A Rooms frame of 20,000 entries of 3 bytes each.
+    let rooms: Vec<RoomInfo> = (0..20_000u32)
+        .map(|i| RoomInfo {
+            name: char::from(b'a' + (i % 26) as u8).to_string(),
+            members: i % 250,
+        })
+        .collect();
+    let msg = Message::Rooms { rooms, more: false };
+    let mut buf = BytesMut::new();
+    codec.encode(&msg, &mut buf).unwrap();
+    assert_eq!(codec.decode(&mut buf).unwrap(), Some(msg));
+    // Trailing bytes after `more` are still an error.
+    let mut buf = frame(&[0x18, 0x00, 0x00, 0x00]);
+    assert_eq!(
+        codec.decode(&mut buf).unwrap_err(),
+        DecodeError::TrailingBytes { len: 4, used: 3 }
+    );
+    // A Refused code of 65,535 is the widest u16, and unknown.
+    let mut buf = frame(&[0x19, 0xfb, 0xff, 0xff, 0x00, 0x00]);
+    assert_eq!(
+        codec.decode(&mut buf).unwrap(),
+        Some(Message::Refused {
+            code: Refusal::Other(u16::MAX),
+            subject: String::new(),
+            detail: String::new()
+        })
+    );
 }
 
 #[test]
@@ -504,6 +572,7 @@ fn every_fixed_size_message_fits_the_smallest_limit() {
         Message::Ping { nonce: u64::MAX },
         Message::Pong { nonce: u64::MAX },
         Message::Exit,
+        Message::ListRooms,
     ];
     let mut buf = BytesMut::new();
     for msg in &biggest {

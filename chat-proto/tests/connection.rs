@@ -7,8 +7,8 @@ use std::net::{IpAddr, SocketAddr};
 use bytes::{BufMut, BytesMut};
 use chat_proto::{
     ChatCodec, ClientConfig, Connection, DecodeError, EncodeError, Event, HEADER_LEN,
-    MAX_FRAME_LEN, MAX_FRAME_LEN_CEILING, MIN_FRAME_LEN, Message, ProtocolError, RELAY_OVERHEAD,
-    Role, SendError, ServerConfig, State, features,
+    MAX_FRAME_LEN, MAX_FRAME_LEN_CEILING, MIN_FRAME_LEN, Member, Message, ProtocolError,
+    RELAY_OVERHEAD, Refusal, Role, SendError, ServerConfig, State, features,
 };
 use proptest::prelude::*;
 
@@ -177,8 +177,9 @@ fn handshake_through_buffers() {
         events(&mut server).unwrap(),
         [Event::Hello {
             version: 1,
-            features: features::ALL
-        }]
+            features: features::NONE
+        }],
+        "a client asks for no capability unless told to"
     );
     assert_eq!(server.state(), State::Admitting);
     assert!(!server.wants_read(), "nothing is read while admitting");
@@ -983,10 +984,10 @@ fn a_frame_over_the_client_limit_is_refused() {
 #[test]
 fn a_client_skips_unknown_variants_after_the_handshake() {
     let mut client = open_client(ClientConfig::default(), 65_516);
-    let mut wire = raw(&[10]);
+    let mut wire = raw(&[26]); // the first tag this crate does not know
     wire.extend(raw(&[0xfb, 0x00, 0x10, 1, 2, 3])); // tag 4096, any fields
     wire.extend(frame(&Message::Ping { nonce: 1 }));
-    wire.extend(raw(&[11]));
+    wire.extend(raw(&[27]));
     client.receive(&wire);
     assert_eq!(events(&mut client).unwrap(), []);
     assert_eq!(client.skipped(), 3);
@@ -996,11 +997,11 @@ fn a_client_skips_unknown_variants_after_the_handshake() {
     // Before Welcome it is not skippable.
     let mut client = Connection::client(ClientConfig::default());
     sent(&mut client);
-    client.receive(&raw(&[10]));
+    client.receive(&raw(&[26]));
     let got = events(&mut client);
     assert_eq!(
         got.as_ref().unwrap_err().1.to_string(),
-        "invalid frame: unknown message variant 10"
+        "invalid frame: unknown message variant 26"
     );
     assert_violation(&mut client, got);
 }
@@ -1008,11 +1009,11 @@ fn a_client_skips_unknown_variants_after_the_handshake() {
 #[test]
 fn an_unknown_variant_is_fatal_for_a_server() {
     let mut server = open_server(ServerConfig::default());
-    server.receive(&raw(&[10]));
+    server.receive(&raw(&[26]));
     let got = events(&mut server);
     assert_eq!(
         got.as_ref().unwrap_err().1,
-        ProtocolError::Frame(DecodeError::UnknownVariant { tag: 10 })
+        ProtocolError::Frame(DecodeError::UnknownVariant { tag: 26 })
     );
     assert_violation(&mut server, got);
 }
@@ -1170,6 +1171,19 @@ fn message() -> impl Strategy<Value = Message> {
         1 => (ip, any::<u16>()).prop_map(|(ip, port)| Message::Left { ip, port }),
         2 => any::<u64>().prop_map(|nonce| Message::Ping { nonce }),
         1 => any::<u64>().prop_map(|nonce| Message::Pong { nonce }),
+        2 => text().prop_map(|name| Message::Nick { name }),
+        1 => text().prop_map(|room| Message::Join { room }),
+        2 => (text(), text()).prop_map(|(room, text)| Message::Say { room, text }),
+        1 => Just(Message::ListRooms),
+        2 => (text(), text()).prop_map(|(room, text)| Message::Said {
+            room, from: Member::new("张三", addr(WIDE)), text,
+        }),
+        1 => (text(), any::<bool>()).prop_map(|(room, more)| Message::Roster {
+            room, members: vec![Member::new("alice", addr(ADDR))], more,
+        }),
+        1 => (any::<u16>(), text()).prop_map(|(code, subject)| Message::Refused {
+            code: Refusal::from_code(code), subject, detail: String::new(),
+        }),
     ]
 }
 
@@ -1188,12 +1202,13 @@ fn stream(first: Message) -> impl Strategy<Value = Vec<u8>> {
     })
 }
 
-fn machine(role: Role, limit: usize) -> Connection {
+fn machine(role: Role, limit: usize, rooms: bool) -> Connection {
     match role {
         Role::Server => Connection::server(ServerConfig::with_max_frame_len(limit).unwrap()),
         Role::Client => {
             let mut config = ClientConfig::default();
             config.max_frame_len = limit;
+            config.features = if rooms { features::ROOMS } else { 0 };
             Connection::client(config)
         }
     }
@@ -1203,10 +1218,21 @@ fn role() -> impl Strategy<Value = Role> {
     prop_oneof![Just(Role::Server), Just(Role::Client)]
 }
 
-fn first(role: Role) -> Message {
+/// The handshake's first frame, for a version 1 or a ROOMS session.
+fn first(role: Role, rooms: bool) -> Message {
+    let features = if rooms { features::ROOMS } else { 0 };
     match role {
-        Role::Server => Message::hello(),
-        Role::Client => welcome(200),
+        Role::Server => Message::Hello {
+            version: 1,
+            features,
+        },
+        Role::Client => {
+            let mut msg = welcome(200);
+            if let Message::Welcome { features: f, .. } = &mut msg {
+                *f = features;
+            }
+            msg
+        }
     }
 }
 
@@ -1215,28 +1241,30 @@ proptest! {
 
     #[test]
     fn any_split_gives_the_same_events(
-        (role, wire) in role().prop_flat_map(|r| (Just(r), stream(first(r)))),
+        (role, rooms, wire) in (role(), any::<bool>())
+            .prop_flat_map(|(r, rooms)| (Just(r), Just(rooms), stream(first(r, rooms)))),
         cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
         limit in prop_oneof![Just(MAX_FRAME_LEN), 84usize..400],
     ) {
-        let whole = drive(machine(role, limit), [&wire[..]]);
+        let whole = drive(machine(role, limit, rooms), [&wire[..]]);
         let mut at: Vec<usize> = cuts.iter().map(|c| c.index(wire.len() + 1)).collect();
         at.extend([0, wire.len()]);
         at.sort_unstable();
         let pieces: Vec<&[u8]> = at.windows(2).map(|w| &wire[w[0]..w[1]]).collect();
-        prop_assert_eq!(&whole, &drive(machine(role, limit), pieces));
-        prop_assert_eq!(&whole, &drive(machine(role, limit), wire.chunks(1)));
+        prop_assert_eq!(&whole, &drive(machine(role, limit, rooms), pieces));
+        prop_assert_eq!(&whole, &drive(machine(role, limit, rooms), wire.chunks(1)));
     }
 
     #[test]
     fn arbitrary_input_is_bounded_and_never_panics(
         role in role(),
+        rooms in any::<bool>(),
         limit in prop_oneof![Just(MAX_FRAME_LEN), 84usize..2_000],
         head in prop_oneof![Just(true), Just(false)],
         bytes in prop::collection::vec(any::<u8>(), 0..3_000),
         sizes in prop::collection::vec(1usize..=8 * 1024, 1..8),
     ) {
-        let mut wire = if head { frame(&first(role)) } else { Vec::new() };
+        let mut wire = if head { frame(&first(role, rooms)) } else { Vec::new() };
         wire.extend(&bytes);
         let mut chunks = Vec::new();
         let mut rest = &wire[..];
@@ -1248,6 +1276,6 @@ proptest! {
             chunks.push(piece);
             rest = tail;
         }
-        drive(machine(role, limit), chunks);
+        drive(machine(role, limit, rooms), chunks);
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use bytes::BytesMut;
-use chat_proto::{ChatCodec, Message};
+use chat_proto::{ChatCodec, Member, Message, Refusal, features};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -75,9 +75,105 @@ fn golden_bytes_decode_through_blocking_reader() {
 fn every_variant_has_a_vector() {
     let names: BTreeSet<&str> = vectors().iter().map(|v| v.message.name()).collect();
     let all = [
-        "Send", "Exit", "Relay", "Hello", "Welcome", "Error", "Joined", "Left", "Ping", "Pong",
+        "Send",
+        "Exit",
+        "Relay",
+        "Hello",
+        "Welcome",
+        "Error",
+        "Joined",
+        "Left",
+        "Ping",
+        "Pong",
+        "Nick",
+        "Join",
+        "Part",
+        "Say",
+        "Tell",
+        "Who",
+        "ListRooms",
+        "Named",
+        "Said",
+        "Told",
+        "Entered",
+        "Departed",
+        "Renamed",
+        "Roster",
+        "Rooms",
+        "Refused",
     ];
     assert_eq!(names, all.into_iter().collect::<BTreeSet<_>>());
+}
+
+/// Version 1's vectors come first and stay as they were; every vector after
+/// them is a message of the ROOMS capability, with its tag (10..=25) as the
+/// first payload byte.
+#[test]
+fn version_1_vectors_come_first_and_rooms_vectors_follow() {
+    let vs = vectors();
+    let v1 = vs
+        .iter()
+        .take_while(|v| v.message.feature() == features::NONE);
+    assert_eq!(v1.count(), 14, "the 14 frozen vectors of version 1");
+    for v in &vs[14..] {
+        assert_eq!(v.message.feature(), features::ROOMS, "{}", v.name);
+        let tag = unhex(&v.hex)[4];
+        assert!((10..=25).contains(&tag), "{}: tag {tag}", v.name);
+    }
+}
+
+fn chinese(s: &str) -> bool {
+    s.chars().any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c))
+}
+
+#[test]
+fn rooms_vectors_cover_chinese_both_address_kinds_and_unknown_codes() {
+    let vs = vectors();
+    let has = |f: &dyn Fn(&Message) -> bool| vs.iter().any(|v| f(&v.message));
+    assert!(has(
+        &|m| matches!(m, Message::Nick { name } if chinese(name))
+    ));
+    assert!(has(&|m| matches!(m, Message::Said { room, from, text }
+        if chinese(room) && chinese(&from.name) && chinese(text))));
+    assert!(has(
+        &|m| matches!(m, Message::Said { room, .. } if room == "lobby")
+    ));
+    assert!(has(
+        &|m| matches!(m, Message::Told { from, text } if from.ip.is_ipv6() && chinese(text))
+    ));
+    let member_ip = |m: &Message| -> Option<Member> {
+        match m {
+            Message::Entered { member, .. } | Message::Departed { member, .. } => {
+                Some(member.clone())
+            }
+            _ => None,
+        }
+    };
+    assert!(has(&|m| member_ip(m).is_some_and(|x| x.ip.is_ipv4())));
+    assert!(has(&|m| member_ip(m).is_some_and(|x| x.ip.is_ipv6())));
+    assert!(has(
+        &|m| matches!(m, Message::Roster { members, more: true, .. } if members.len() == 2)
+    ));
+    assert!(has(
+        &|m| matches!(m, Message::Roster { members, more: false, .. } if members.is_empty())
+    ));
+    assert!(has(
+        &|m| matches!(m, Message::Rooms { rooms, .. } if rooms.len() == 2)
+    ));
+    assert!(has(&|m| matches!(
+        m,
+        Message::Refused {
+            code: Refusal::NameTaken,
+            ..
+        }
+    )));
+    assert!(has(&|m| matches!(
+        m,
+        Message::Refused {
+            code: Refusal::Other(999),
+            ..
+        }
+    )));
 }
 
 #[test]
@@ -89,4 +185,19 @@ fn vectors_cover_chinese_text_and_ipv6_relay() {
         vs.iter()
             .any(|v| matches!(&v.message, Message::Relay { ip, .. } if ip.is_ipv6()))
     );
+}
+
+/// PROTOCOL.md section 4 shows every vector, name and bytes, as here.
+#[test]
+fn every_vector_is_shown_in_protocol_md() {
+    let spec = include_str!("../PROTOCOL.md");
+    for v in vectors() {
+        let row = format!("| `{}` |", v.name);
+        let bytes = format!("`{}` `{}` |", &v.hex[..8], &v.hex[8..]);
+        let line = spec
+            .lines()
+            .find(|l| l.starts_with(&row))
+            .unwrap_or_else(|| panic!("{} is not in PROTOCOL.md section 4", v.name));
+        assert!(line.ends_with(&bytes), "{}: {line}", v.name);
+    }
 }

@@ -3,11 +3,16 @@
 //! and answers every `Exit`, or a client-role one. It must never panic, keep
 //! its input within the frame limit (plus one read of at most 8 KiB), send
 //! no more than the input calls for, and keep the limits' promises: every
-//! `Send` it accepts relays within the server's limit, and the longest text
-//! it computes from `Welcome` is exactly the longest that fits.
+//! `Send`, `Say` or `Tell` it accepts relays within the server's limit for
+//! the session, and the longest text it computes from `Welcome` is exactly
+//! the longest that fits. It reports no message of a capability not
+//! negotiated, and a server with ROOMS reports `Nick` before any other
+//! request.
 //!
 //! The first byte picks the run: bit 0 the role (0 server, 1 client), bits
-//! 1-2 the frame limit, bits 3-7 how the rest is cut into reads (0: one read).
+//! 1-2 the frame limit, bit 3 whether a client asks for ROOMS (a server
+//! always offers it; the client's `Hello` decides), bits 4-7 how the rest is
+//! cut into reads (0: one read).
 #![no_main]
 
 use std::net::SocketAddr;
@@ -15,9 +20,10 @@ use std::net::SocketAddr;
 use bytes::BytesMut;
 use chat_proto::{
     ChatCodec, ClientConfig, Connection, Event, HEADER_LEN, MAX_FRAME_LEN, MAX_FRAME_LEN_CEILING,
-    MIN_FRAME_LEN, Message, ProtocolError, RELAY_OVERHEAD, Role, ServerConfig, State,
+    MIN_FRAME_LEN, Member, Message, ProtocolError, RELAY_OVERHEAD, ROOMS_OVERHEAD, Role,
+    ServerConfig, State, features,
 };
-use chat_proto_fuzz::{SLACK, bounded};
+use chat_proto_fuzz::{SLACK, bounded, decoded_bound};
 use libfuzzer_sys::fuzz_target;
 
 /// Most bytes one read hands the machine.
@@ -37,6 +43,11 @@ fn wide() -> SocketAddr {
     "[2001:db8::1]:65535".parse().unwrap()
 }
 
+/// The longest name or room a server shows: 32 characters of 4 bytes.
+fn longest_name() -> String {
+    "𝕏".repeat(32)
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&knobs, stream)) = data.split_first() else {
         return;
@@ -47,9 +58,12 @@ fuzz_target!(|data: &[u8]| {
     } else {
         let mut config = ClientConfig::default();
         config.max_frame_len = limit;
+        if knobs & 8 != 0 {
+            config.features = features::ROOMS;
+        }
         Connection::client(config)
     };
-    run(conn, limit, stream, reads(knobs >> 3, stream.len()));
+    run(conn, limit, stream, reads(knobs >> 4, stream.len()));
 });
 
 /// Read sizes from a small generator seeded by `seed`: a mix of tiny reads,
@@ -77,9 +91,21 @@ fn reads(seed: u8, len: usize) -> Vec<usize> {
     sizes
 }
 
+/// What the run has seen so far.
+struct Seen {
+    /// The server's configuration, for the relay limits of each session.
+    config: ServerConfig,
+    /// Server role with ROOMS: no request has come yet, so it must be `Nick`.
+    naming: bool,
+}
+
 fn run(mut conn: Connection, limit: usize, stream: &[u8], sizes: Vec<usize>) {
     let server = conn.role() == Role::Server;
-    let relays = ServerConfig::with_max_frame_len(limit).unwrap().outbound();
+    let mut seen = Seen {
+        config: ServerConfig::with_max_frame_len(limit).unwrap(),
+        naming: false,
+    };
+    let lists = decoded_bound(stream.len());
     conn.transmit();
     let mut rest = stream;
     for size in sizes {
@@ -93,12 +119,12 @@ fn run(mut conn: Connection, limit: usize, stream: &[u8], sizes: Vec<usize>) {
         // Only a frame in progress is ever left over.
         assert!(before < HEADER_LEN + conn.max_frame_in());
         let mut welcomed = false;
-        let out = bounded(memory_bound(&conn), "step", || {
+        let out = bounded(memory_bound(&conn).max(lists), "step", || {
             conn.receive(chunk);
             assert!(conn.buffered() <= HEADER_LEN + conn.max_frame_in() + READ);
             loop {
                 match conn.poll() {
-                    Ok(Some(event)) => welcomed |= handle(&mut conn, event, &relays),
+                    Ok(Some(event)) => welcomed |= handle(&mut conn, event, &mut seen),
                     Ok(None) => break,
                     Err(err) => {
                         closed_for(&conn, &err);
@@ -125,7 +151,7 @@ fn run(mut conn: Connection, limit: usize, stream: &[u8], sizes: Vec<usize>) {
             closed_for(&conn, err);
         }
         while let Ok(Some(event)) = conn.poll() {
-            if handle(&mut conn, event, &relays) {
+            if handle(&mut conn, event, &mut seen) {
                 longest_text_fits(&conn);
             }
         }
@@ -154,38 +180,66 @@ fn closed_for(conn: &Connection, err: &ProtocolError) {
 /// Acts on an event as a socket owner would and checks it; `true` for a
 /// `Welcome`, whose limits the caller checks outside the memory bound (a
 /// `Welcome` may raise them).
-fn handle(conn: &mut Connection, event: Event, relays: &ChatCodec) -> bool {
+fn handle(conn: &mut Connection, event: Event, seen: &mut Seen) -> bool {
     match event {
-        Event::Hello { version, .. } => {
+        Event::Hello { version, features } => {
             assert!(version >= 1);
             assert_eq!(conn.state(), State::Admitting);
             assert!(!conn.wants_read());
             let negotiated = conn.accept(wide()).unwrap();
+            assert_eq!(negotiated.features, features & features::ALL);
             assert_eq!(negotiated.max_frame, conn.max_frame_in());
-            assert_eq!(negotiated.max_frame + RELAY_OVERHEAD, conn.max_frame_out());
+            assert_eq!(
+                seen.config
+                    .outbound_for(negotiated.features)
+                    .max_frame_len(),
+                conn.max_frame_out()
+            );
+            let overhead = if negotiated.has(features::ROOMS) {
+                ROOMS_OVERHEAD
+            } else {
+                RELAY_OVERHEAD
+            };
+            assert_eq!(negotiated.max_frame + overhead, conn.max_frame_out());
+            seen.naming = negotiated.has(features::ROOMS);
         }
         Event::Welcome(negotiated) => {
             assert_eq!(conn.state(), State::Open);
             assert_eq!(conn.max_frame_out(), negotiated.max_frame);
             // Every relay the server may send is accepted.
-            let relay_max = (negotiated.max_frame + RELAY_OVERHEAD).min(MAX_FRAME_LEN_CEILING);
+            let overhead = if negotiated.has(features::ROOMS) {
+                ROOMS_OVERHEAD
+            } else {
+                RELAY_OVERHEAD
+            };
+            let relay_max = (negotiated.max_frame + overhead).min(MAX_FRAME_LEN_CEILING);
             assert!(conn.max_frame_in() >= relay_max);
             return true;
         }
-        Event::Message(Message::Send { text }) => {
-            // Whatever a server accepts, it can relay from any address.
-            assert_eq!(conn.role(), Role::Server);
-            let relay = Message::relay(wide(), text);
-            relays
-                .encode(&relay, &mut BytesMut::new())
-                .expect("an accepted Send relays within the server's limit");
-        }
         Event::Message(msg) => {
-            assert!(conn.role() == Role::Client || matches!(msg, Message::Pong { .. }));
+            let agreed = conn.negotiated().map_or(0, |n| n.features);
+            assert_eq!(msg.feature() & !agreed, 0, "{} not negotiated", msg.name());
             assert!(
                 !matches!(msg, Message::Ping { .. }),
                 "Ping is answered, not reported"
             );
+            match conn.role() {
+                Role::Server => {
+                    assert!(msg.from_client(), "{}", msg.name());
+                    if !matches!(msg, Message::Pong { .. }) {
+                        if seen.naming {
+                            assert!(
+                                matches!(msg, Message::Nick { .. }),
+                                "{} before Nick",
+                                msg.name()
+                            );
+                        }
+                        seen.naming = false;
+                    }
+                    relays_fit(&seen.config, agreed, &msg);
+                }
+                Role::Client => assert!(msg.from_server(), "{}", msg.name()),
+            }
         }
         Event::Exit => match conn.role() {
             Role::Server => conn.exit().unwrap(),
@@ -195,6 +249,43 @@ fn handle(conn: &mut Connection, event: Event, relays: &ChatCodec) -> bool {
         _ => {}
     }
     false
+}
+
+/// Whatever text a server accepts it can pass on from the widest address
+/// and the longest names: as a `Relay` within its limit to a version 1
+/// client, and as a `Said` or `Told` within the limit of a ROOMS session.
+fn relays_fit(config: &ServerConfig, agreed: u64, msg: &Message) {
+    let text = match msg {
+        Message::Send { text } | Message::Say { text, .. } | Message::Tell { text, .. } => text,
+        _ => return,
+    };
+    let fits = |codec: ChatCodec, relay: Message| {
+        codec
+            .encode(&relay, &mut BytesMut::new())
+            .unwrap_or_else(|e| panic!("an accepted {} relays: {e}", msg.name()));
+    };
+    if !matches!(msg, Message::Tell { .. }) {
+        fits(config.outbound(), Message::relay(wide(), text.clone()));
+    }
+    if agreed & features::ROOMS != 0 {
+        let from = Member::new(longest_name(), wide());
+        let rooms = config.outbound_for(features::ROOMS);
+        fits(
+            rooms,
+            Message::Said {
+                room: longest_name(),
+                from: from.clone(),
+                text: text.clone(),
+            },
+        );
+        fits(
+            rooms,
+            Message::Told {
+                from,
+                text: text.clone(),
+            },
+        );
+    }
 }
 
 /// `max_text_len()` is the longest text whose `Send` the peer accepts.

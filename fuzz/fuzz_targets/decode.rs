@@ -6,7 +6,7 @@
 
 use bytes::BytesMut;
 use chat_proto::{ChatCodec, DecodeError, HEADER_LEN, Message, StreamError, blocking};
-use chat_proto_fuzz::{SLACK, bounded, codecs};
+use chat_proto_fuzz::{SLACK, bounded, codecs, decoded_bound};
 use libfuzzer_sys::fuzz_target;
 
 type Outcome = Result<Message, DecodeError>;
@@ -25,8 +25,10 @@ fuzz_target!(|data: &[u8]| {
 /// the stream, and returns every message and error in order.
 fn sans_io(codec: &ChatCodec, data: &[u8], chunk: usize) -> Vec<Outcome> {
     // `BytesMut::reserve` may round a growing buffer up to twice its size,
-    // so a buffer for one frame may take up to twice header plus limit.
-    let bound = 2 * (HEADER_LEN + codec.max_frame_len()) + SLACK;
+    // so a buffer for one frame may take up to twice header plus limit; a
+    // decoded list takes room in proportion to the bytes actually there.
+    let payload = codec.max_frame_len().min(data.len());
+    let bound = (2 * (HEADER_LEN + codec.max_frame_len())).max(decoded_bound(payload)) + SLACK;
     let mut out = Vec::new();
     let mut buf = BytesMut::new();
     for piece in data.chunks(chunk) {
@@ -66,7 +68,8 @@ fn sans_io(codec: &ChatCodec, data: &[u8], chunk: usize) -> Vec<Outcome> {
 /// Reads `data` with the blocking helper until it stops.
 fn from_reader(codec: &ChatCodec, data: &[u8]) -> Vec<Outcome> {
     // `read_message` allocates the payload at its exact length.
-    let bound = codec.max_frame_len() + SLACK;
+    let payload = codec.max_frame_len().min(data.len());
+    let bound = codec.max_frame_len().max(decoded_bound(payload)) + SLACK;
     let mut out = Vec::new();
     let mut rest = data;
     loop {

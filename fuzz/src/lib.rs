@@ -9,7 +9,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use chat_proto::{ChatCodec, MIN_FRAME_LEN};
+use chat_proto::{ChatCodec, MIN_FRAME_LEN, Member, RoomInfo};
 
 /// Room for small bookkeeping allocations (error messages and the like) on
 /// top of a bound derived from the frame limit.
@@ -22,6 +22,17 @@ pub fn codecs() -> [ChatCodec; 2] {
         ChatCodec::new(),
         ChatCodec::with_max_frame_len(MIN_FRAME_LEN).expect("MIN_FRAME_LEN is a valid limit"),
     ]
+}
+
+/// The largest single allocation decoding `payload` bytes may need for the
+/// message itself: a list grows with the elements actually present, and an
+/// element takes more room in memory than on the wire (a `RoomInfo` is 2
+/// bytes at least on the wire, 32 in memory; a `Member` 7 and 48), doubled
+/// because a growing `Vec` may reserve twice what it holds.
+pub fn decoded_bound(payload: usize) -> usize {
+    let member = size_of::<Member>().div_ceil(7);
+    let room = size_of::<RoomInfo>().div_ceil(2);
+    2 * payload * member.max(room)
 }
 
 /// The system allocator, recording the largest size requested.
@@ -75,7 +86,26 @@ pub fn bounded<T>(bound: usize, what: &str, f: impl FnOnce() -> T) -> T {
 
 #[cfg(test)]
 mod tests {
+    use bytes::BytesMut;
+    use chat_proto::{ChatCodec, DecodeError};
+
     use super::bounded;
+
+    /// A `Roster` or `Rooms` payload claiming 2^64 - 1 elements in a few
+    /// bytes: serde's own `Vec` would reserve up to 1 MiB for the claim;
+    /// chat-proto's list decoder reserves nothing it has not read.
+    #[test]
+    fn a_huge_list_count_reserves_nothing() {
+        let count = [0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+        let roster = [&[0x17, 0x00][..], &count, &[0x01, b'a']].concat();
+        let rooms = [&[0x18][..], &count, &[0x01, b'a', 0x05]].concat();
+        for payload in [roster, rooms] {
+            let mut buf = BytesMut::from(&(payload.len() as u32).to_be_bytes()[..]);
+            buf.extend_from_slice(&payload);
+            let got = bounded(1024, "hostile list", || ChatCodec::new().decode(&mut buf));
+            assert!(matches!(got, Err(DecodeError::Malformed(_))), "{got:?}");
+        }
+    }
 
     #[test]
     fn the_tracker_sees_a_large_allocation() {
