@@ -4,8 +4,15 @@
 # of each figure. Usage, from the repository root:
 #
 #   bash chat-client/scripts/bench.sh [RUNS]
+#   ONLY='^(fanout|rooms-.*|dm.*|idle.*)$' bash chat-client/scripts/bench.sh 5
 #
-# Figures go to stdout as a table; every run's JSON is kept in target/bench/.
+# Run i does every workload once before run i + 1 starts, so that the ratios
+# between workloads (rooms against one room, named idle clients against
+# version 1 ones) are taken within one run, under the same load from
+# whatever else the machine is doing; the ratios shown are medians of those
+# per-run ratios. ONLY=REGEX runs only the workloads whose names match.
+#
+# Figures go to stdout as tables; every run's JSON is kept in target/bench/.
 # A run that fails (chat-bench exits non-zero) is named at the end, and the
 # script then exits 1; the other workloads still run.
 set -euo pipefail
@@ -17,23 +24,20 @@ bin=target/release
 out=target/bench
 mkdir -p "$out"
 rm -f "$out"/*.json
+failed=()
 
 . chat-client/scripts/server.sh
 
 # workload NAME SERVER-PREFIX BENCH-PREFIX SERVER-FLAGS... -- BENCH-ARGS...
+# adds a workload (no argument may contain a space or a '|').
+specs=()
 workload() {
     local name=$1 sprefix=$2 bprefix=$3; shift 3
     local sflags=()
     while [ "$1" != "--" ]; do sflags+=("$1"); shift; done
     shift
-    for i in $(seq 1 "$runs"); do
-        start "$sprefix" "$bin/chat-server" "${sflags[@]}"
-        echo "== $name, run $i/$runs: $sprefix chat-server ${sflags[*]} ; $bprefix chat-bench $*" >&2
-        if ! $bprefix "$bin/chat-bench" --server "$addr" --server-pid "$server_pid" --json "$@" >"$out/$name-$i.json"; then
-            failed+=("$name run $i")
-        fi
-        stop
-    done
+    [[ "$name" =~ ${ONLY:-.} ]] || return 0
+    specs+=("$name|$sprefix|$bprefix|${sflags[*]}|$*")
 }
 
 # Fan-out as the issue states it: 50 clients x 2000 messages x 64 B, full speed.
@@ -43,48 +47,113 @@ workload fanout-10k env env --threads 1 --rate 0 -- fanout -m 10000
 workload stalled env env --threads 1 --rate 0 -- fanout -m 10000 --stalled 1
 # Latency at 50 clients x 100 messages/s, server and load generator each on a core of its own.
 workload paced "taskset -c 0" "taskset -c 1" --threads 1 --rate 0 -- --threads 1 fanout --rate 100 -m 500
+# Named rooms, full speed, about as many deliveries as fanout's 4.9 M: one
+# room of 50 (fanout through Say/Said), 1,000 clients in 200 rooms of 10 and
+# in 20 rooms of 100, each client in 2 rooms.
+workload rooms-1x50 env env --threads 1 --rate 0 -- rooms -n 50 --room-size 50 -k 1 -m 2000
+workload rooms-200x10 env env --threads 1 --rate 0 --max-clients 20000 -- rooms -n 1000 --room-size 10 -k 2 -m 544
+workload rooms-20x100 env env --threads 1 --rate 0 --max-clients 20000 -- rooms -n 1000 --room-size 100 -k 2 -m 50
+# The server batches the relays of one room that arrive together: a sender
+# that changes rooms at every message makes one buffer per message per
+# recipient, so the window must be small enough for 18 senders' messages to
+# fit a reader's outbox (1,024 buffers).
+workload rooms-200x10-run1 env env --threads 1 --rate 0 --max-clients 20000 -- rooms -n 1000 --room-size 10 -k 2 -m 544 --run 1 --window 40
+# The same 1,000 clients in rooms of 10 at 10 messages/s each (90,000 deliveries/s).
+workload rooms-paced env env --threads 1 --rate 0 --max-clients 20000 -- rooms -n 1000 --room-size 10 -k 2 -m 50 --rate 10
+# Direct-message round trips, 1,000 a second over 100 pairs (2,000 Tells a
+# second), pinned as paced is, and unpinned.
+workload dm "taskset -c 0" "taskset -c 1" --threads 1 --rate 0 --tell-rate 0 -- --threads 1 dm -p 100 -m 100 --rate 1000
+workload dm-unpinned env env --rate 0 --tell-rate 0 -- dm -p 100 -m 100 --rate 1000
+# For reference, the same traffic without names: 2 version 1 clients each
+# sending 1,000 messages/s to the other (2,000 deliveries/s), pinned.
+workload dm-ref "taskset -c 0" "taskset -c 1" --threads 1 --rate 0 -- --threads 1 fanout -n 2 -m 10000 --rate 1000
 # Idle connections: with join notices (K(K-1)/2 of them), without, and 10,000 clients.
 workload idle env env --max-clients 20000 -- idle -k 5000
 workload idle-quiet env env --max-clients 20000 --no-presence -- idle -k 5000 --no-presence
 workload idle-10k env env --max-clients 20000 --no-presence -- idle -k 10000 --no-presence --parallel 512
+# Named idle clients in 3 rooms (the lobby and 2 rooms of 10), and in 4.
+workload idle-rooms3 env env --max-clients 20000 -- idle -k 5000 --rooms 3
+workload idle-rooms4 env env --max-clients 20000 -- idle -k 5000 --rooms 4
 # Memory given back: 20 rounds of 2,000 clients stalled inside a 65,000-byte frame, then closed.
 workload soak env env --max-clients 20000 --rate 0 -- soak
+
+for i in $(seq 1 "$runs"); do
+    for spec in "${specs[@]}"; do
+        IFS='|' read -r name sprefix bprefix sflags bargs <<<"$spec"
+        # shellcheck disable=SC2086 # the flags are words
+        start "$sprefix" "$bin/chat-server" $sflags
+        echo "== $name, run $i/$runs: $sprefix chat-server $sflags ; $bprefix chat-bench $bargs" >&2
+        # shellcheck disable=SC2086
+        if ! $bprefix "$bin/chat-bench" --server "$addr" --server-pid "$server_pid" --json $bargs >"$out/$name-$i.json"; then
+            failed+=("$name run $i")
+        fi
+        stop
+    done
+done
 
 python3 - "$out" "$runs" <<'PY'
 import json, os, re, statistics, sys
 out, runs = sys.argv[1], int(sys.argv[2])
 def load(name):
-    runs = re.compile(re.escape(name) + r"-[0-9]+\.json$")
-    found = []
+    """Run number -> report, for the runs that reported."""
+    pattern = re.compile(re.escape(name) + r"-([0-9]+)\.json$")
+    found = {}
     for f in sorted(os.listdir(out)):
-        if runs.match(f):
+        m = pattern.match(f)
+        if m:
             try:
-                found.append(json.load(open(os.path.join(out, f))))
+                found[int(m.group(1))] = json.load(open(os.path.join(out, f)))
             except ValueError:
                 pass  # the run could not report (chat-bench exited 2)
     return found
 med = lambda xs: statistics.median(xs)
+def ratio(a, b, f):
+    """Median over runs of f(a's run i) / f(b's run i)."""
+    ra, rb = load(a), load(b)
+    xs = [f(ra[i]) / f(rb[i]) for i in ra if i in rb and f(rb[i])]
+    return f"{med(xs):.3f} (runs: {', '.join(f'{x:.2f}' for x in xs)})" if xs else None
 print(f"medians of {runs} runs")
-print(f"{'workload':<18} {'deliveries/s':>13} {'cpu us/deliv':>13} {'p50 us':>8} {'p99 us':>8} {'p99.9 us':>9} {'lost':>5} {'peak rss KiB':>13}")
-for name in ["fanout", "fanout-10k", "stalled", "paced"]:
-    rs = load(name)
+# bench cores: chat-bench's own CPU over the run's seconds (near its threads:
+# the run measured the load generator, not the server).
+cores = lambda r: r.get("load_cpu_seconds", float("nan")) / max(r["seconds"], 1e-9)
+print(f"{'workload':<18} {'deliveries/s':>13} {'cpu us/deliv':>13} {'p50 us':>8} {'p99 us':>8} {'p99.9 us':>9} {'lost':>5} {'peak rss KiB':>13} {'bench cores':>11}")
+for name in ["fanout", "fanout-10k", "stalled", "paced", "rooms-1x50", "rooms-200x10", "rooms-20x100", "rooms-200x10-run1", "rooms-paced", "dm-ref"]:
+    rs = list(load(name).values())
     if not rs: continue
     print(f"{name:<18} {med([r['rate'] for r in rs]):>13.0f} {med([r['server']['cpu_us_per_unit'] for r in rs]):>13.4f} "
           f"{med([r['latency_us']['p50'] for r in rs]):>8.0f} {med([r['latency_us']['p99'] for r in rs]):>8.0f} "
           f"{med([r['latency_us']['p999'] for r in rs]):>9.0f} {max(r['losses'] for r in rs):>5} "
-          f"{med([r['server']['peak_rss_kib'] for r in rs]):>13.0f}"
-          + (f"   evicted {min(r['stalled_evicted'] for r in rs)}/{rs[0]['stalled']}" if rs[0]['stalled'] else ""))
-base, slow = load("fanout-10k"), load("stalled")
-if base and slow:
-    print(f"stalled/fanout-10k deliveries/s ratio: {med([r['rate'] for r in slow]) / med([r['rate'] for r in base]):.3f}")
+          f"{med([r['server']['peak_rss_kib'] for r in rs]):>13.0f} {med([cores(r) for r in rs]):>11.2f}"
+          + (f"   evicted {min(r['stalled_evicted'] for r in rs)}/{rs[0]['stalled']}" if rs[0]['stalled'] else "")
+          + (f"   misdirected {max(r['misdirected'] for r in rs)}, receivers off {max(r['mismatched'] for r in rs)}" if rs[0].get('rooms') else ""))
+for a, b in [("stalled", "fanout-10k"), ("rooms-1x50", "fanout"), ("rooms-200x10", "fanout"), ("rooms-20x100", "fanout"), ("rooms-200x10-run1", "rooms-200x10")]:
+    for label, f in [("deliveries/s", lambda r: r["rate"]), ("cpu/delivery", lambda r: r["server"]["cpu_us_per_unit"])]:
+        x = ratio(a, b, f)
+        if x: print(f"{a}/{b} {label} ratio: {x}")
+rs = list(load("dm").values()) + list(load("dm-unpinned").values())
+if rs:
+    print()
+    print(f"{'workload':<18} {'round trips/s':>13} {'p50 us':>8} {'p99 us':>8} {'p99.9 us':>9} {'cpu us/DM':>10} {'cpu us/rt':>10} {'lost':>5}")
+    for name in ["dm", "dm-unpinned"]:
+        rs = list(load(name).values())
+        if not rs: continue
+        print(f"{name:<18} {med([r['rate'] for r in rs]):>13.0f} {med([r['latency_us']['p50'] for r in rs]):>8.0f} "
+              f"{med([r['latency_us']['p99'] for r in rs]):>8.0f} {med([r['latency_us']['p999'] for r in rs]):>9.0f} "
+              f"{med([r['server']['cpu_us_per_unit'] for r in rs]):>10.2f} {med([r['cpu_us_per_round_trip'] for r in rs]):>10.2f} "
+              f"{max(r['losses'] for r in rs):>5}")
 print()
-print(f"{'workload':<18} {'connections':>11} {'rss/conn B':>11} {'peak rss KiB':>13} {'connect s':>10}")
-for name in ["idle", "idle-quiet", "idle-10k"]:
-    rs = load(name)
+print(f"{'workload':<18} {'connections':>11} {'rooms':>5} {'rss/conn B':>11} {'peak rss KiB':>13} {'connect s':>10}")
+for name in ["idle", "idle-quiet", "idle-10k", "idle-rooms3", "idle-rooms4"]:
+    rs = list(load(name).values())
     if not rs: continue
-    print(f"{name:<18} {rs[0]['connections']:>11} {med([r['rss_per_connection'] for r in rs]):>11.0f} "
+    print(f"{name:<18} {rs[0]['connections']:>11} {rs[0].get('rooms', 0):>5} {med([r['rss_per_connection'] for r in rs]):>11.0f} "
           f"{med([r['server']['peak_rss_kib'] for r in rs]):>13.0f} {med([r['connect_seconds'] for r in rs]):>10.2f}")
-rs = load("soak")
+for a in ["idle-rooms3", "idle-rooms4"]:
+    x = ratio(a, "idle", lambda r: r["rss_per_connection"])
+    if x: print(f"{a}/idle rss per connection ratio: {x}")
+x = ratio("dm", "dm-ref", lambda r: r["server"]["cpu_us_per_unit"])
+if x: print(f"dm/dm-ref server cpu per message ratio: {x}")
+rs = list(load("soak").values())
 if rs:
     print()
     print(f"{'workload':<18} {'rounds':>6} {'clients':>7} {'base KiB':>9} {'max peak KiB':>13} {'first after':>12} {'last after':>11} {'result':>7}")

@@ -4,14 +4,14 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use chat_proto::{ClientConfig, Connection};
+use chat_proto::{ClientConfig, Connection, Message, features};
 use tokio::net::{TcpStream, ToSocketAddrs, lookup_host};
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout, timeout_at};
 
-use crate::driver::{Command, Driver, handshake};
+use crate::driver::{Command, Driver, named, welcome};
 use crate::error::Error;
-use crate::event::Event;
+use crate::event::{Event, Inbox, Shared};
 
 /// How many commands may wait for the driver before `send` waits too.
 const COMMAND_QUEUE: usize = 64;
@@ -19,38 +19,60 @@ const COMMAND_QUEUE: usize = 64;
 /// the socket (TCP then pushes back on the server).
 const EVENT_QUEUE: usize = 256;
 
-/// Timeouts for [`Client::connect_with`].
+/// How [`Client::connect_with`] connects: the name to ask for, whether to
+/// ask for names and rooms at all, timeouts and limits.
 ///
 /// # Examples
 ///
 /// ```
 /// use std::time::Duration;
 /// let mut options = chat_client::Options::default();
+/// options.name = Some("李雷".into());
 /// options.exit_timeout = Duration::from_secs(1);
 /// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Options {
+    /// The name to ask for; `None` lets the server pick one (`guest-N`).
+    /// If the name is taken or invalid the server picks one anyway: the
+    /// session starts with the picked name in [`Session::name`] and an
+    /// [`Event::Refused`] saying why as the first event. Unused when
+    /// `rooms` is off.
+    pub name: Option<String>,
+    /// Ask for names, rooms and direct messages (the `ROOMS` capability).
+    /// Default `true`; `false` makes a version 1 client, which sees the
+    /// seed's one room and peers by address. A server that does not offer
+    /// the capability also gives a version 1 session ([`Session::rooms`]).
+    pub rooms: bool,
     /// Longest wait for the TCP connection (per address tried).
     pub connect_timeout: Duration,
-    /// Longest wait for the server's `Welcome` once connected.
+    /// Longest wait for the server's `Welcome` once connected, and its
+    /// `Named` after that.
     pub handshake_timeout: Duration,
     /// Longest wait for the server to acknowledge our `Exit`.
     pub exit_timeout: Duration,
+    /// Most entries held for `Roster` and `Rooms` answers still coming in
+    /// several frames (one answer, or several at once, together); a server
+    /// that sends more ends the session with [`Error::TooMany`]. Default
+    /// 1,000,000.
+    pub max_listed: usize,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
+            name: None,
+            rooms: true,
             connect_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
             exit_timeout: Duration::from_secs(5),
+            max_listed: 1_000_000,
         }
     }
 }
 
 /// What the handshake settled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Session {
     /// The server's address (the one the connection reached).
@@ -66,6 +88,15 @@ pub struct Session {
     pub version: u16,
     /// Capabilities in force (a bit set of `chat_proto::features`).
     pub features: u64,
+    /// Whether names, rooms and direct messages are in force (the `ROOMS`
+    /// capability). Without them the session is a version 1 one: one room,
+    /// peers known by address, and the requests of names and rooms
+    /// ([`Sender::join`] and the like) fail with [`Error::Unsupported`].
+    pub rooms: bool,
+    /// The name the server gave us when we connected: the one asked for in
+    /// [`Options::name`], or one it picked. `None` on a version 1 session.
+    /// [`Sender::name`] follows later renames.
+    pub name: Option<String>,
 }
 
 /// A connected chat client.
@@ -83,12 +114,22 @@ pub struct Session {
 ///
 /// # async fn demo() -> Result<(), chat_client::Error> {
 /// let client = Client::connect("127.0.0.1:8080").await?;
-/// println!("connected as {}", client.session().me);
+/// let session = client.session();
+/// match &session.name {
+///     Some(name) => println!("connected as {name} ({})", session.me),
+///     None => println!("connected as {} (version 1: no names or rooms)", session.me),
+/// }
 /// let (sender, mut events) = client.split();
 ///
 /// sender.send("hello, 你好").await?;
 /// while let Some(event) = events.next_event().await? {
 ///     match event {
+///         // Names and rooms.
+///         Event::Said { room, from, text } => println!("#{room} <{}> {text}", from.name),
+///         Event::Entered { room, member } => println!("#{room} * {} entered", member.name),
+///         Event::Departed { room, member } => println!("#{room} * {} left", member.name),
+///         Event::Refused { code, subject, detail } => println!("! {code} ({subject}): {detail}"),
+///         // Version 1.
 ///         Event::Message { from, text } => println!("[{from}] {text}"),
 ///         Event::Joined(who) => println!("* {who} joined"),
 ///         Event::Left(who) => println!("* {who} left"),
@@ -109,7 +150,8 @@ pub struct Client {
 
 impl Client {
     /// Connects to `addr` (`"host:port"`, `"127.0.0.1:8080"`, `"[::1]:8080"`
-    /// or a `SocketAddr`) with default [`Options`] and performs the handshake.
+    /// or a `SocketAddr`) with default [`Options`] and performs the handshake:
+    /// names and rooms if the server offers them, with a name it picks.
     ///
     /// Must be called inside a tokio runtime: it spawns the driver task.
     ///
@@ -118,7 +160,9 @@ impl Client {
     /// [`Error::Resolve`], [`Error::Refused`] or [`Error::Connect`] if no
     /// connection could be made; [`Error::Rejected`] if the server said no;
     /// [`Error::Timeout`], [`Error::ServerClosed`], [`Error::Decode`],
-    /// [`Error::Protocol`] or [`Error::Io`] if the handshake went wrong.
+    /// [`Error::Protocol`] or [`Error::Io`] if the handshake went wrong;
+    /// [`Error::TooLong`] if [`Options::name`] is too long to send at all.
+    /// A name the server refuses is not an error (see [`Options::name`]).
     pub async fn connect<A>(addr: A) -> Result<Client, Error>
     where
         A: ToSocketAddrs + fmt::Display,
@@ -138,43 +182,148 @@ impl Client {
         let shown = addr.to_string();
         let mut stream = dial(addr, &shown, options.connect_timeout).await?;
         let server = stream.peer_addr()?;
-        // The machine keeps whatever arrives right behind the Welcome in its
-        // input buffer, and goes on to the driver with it.
-        let mut conn = Connection::client(ClientConfig::default());
+        // The machine keeps whatever arrives right behind the Welcome (or
+        // Named) in its input buffer, and goes on to the driver with it.
+        let mut config = ClientConfig::default();
+        if options.rooms {
+            config.features = features::ROOMS;
+        }
+        let mut conn = Connection::client(config);
         let waited = options.handshake_timeout;
-        let negotiated = timeout(waited, handshake(&mut stream, &mut conn))
+        let deadline = Instant::now() + waited;
+        let late = |waiting_for| Error::Timeout {
+            waiting_for,
+            after: waited,
+        };
+        let negotiated = timeout_at(deadline, welcome(&mut stream, &mut conn))
             .await
-            .map_err(|_| Error::Timeout {
-                waiting_for: "the server's Welcome",
-                after: waited,
-            })??;
+            .map_err(|_| late("the server's Welcome"))??;
+        let rooms = negotiated.has(features::ROOMS);
+        let own = Shared::default();
+        let mut inbox = Inbox::new(negotiated.addr, own.clone(), options.max_listed);
+        let (name, early) = if rooms {
+            let asked = options.name.as_deref().unwrap_or("");
+            let (name, early) =
+                timeout_at(deadline, named(&mut stream, &mut conn, &mut inbox, asked))
+                    .await
+                    .map_err(|_| late("the server's Named"))??;
+            (Some(name), early)
+        } else {
+            (None, Default::default())
+        };
         let session = Session {
             server,
             me: negotiated.addr,
             max_text_len: conn.max_text_len(),
             version: negotiated.version,
             features: negotiated.features,
+            rooms,
+            name,
         };
 
         let (command_tx, command_rx) = mpsc::channel(COMMAND_QUEUE);
         let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
-        let driver = Driver::new(stream, conn, command_rx, event_tx, options.exit_timeout);
+        let driver = Driver::new(
+            (stream, conn),
+            (inbox, early),
+            command_rx,
+            event_tx,
+            options.exit_timeout,
+        );
         tokio::spawn(driver.run());
         Ok(Client {
             sender: Sender {
                 commands: command_tx,
                 session,
+                own,
             },
             events: Events { rx: event_rx },
         })
     }
 
-    /// What the handshake settled: addresses and limits.
+    /// What the handshake settled: addresses, limits, our first name.
     pub fn session(&self) -> &Session {
         &self.sender.session
     }
 
-    /// Sends `text` to every other client. See [`Sender::send`].
+    /// Our name now. See [`Sender::name`].
+    pub fn name(&self) -> Option<String> {
+        self.sender.name()
+    }
+
+    /// The rooms we are in now. See [`Sender::rooms`].
+    pub fn rooms(&self) -> Vec<String> {
+        self.sender.rooms()
+    }
+
+    /// Asks to be called `name`. See [`Sender::nick`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Sender::nick`].
+    pub async fn nick(&self, name: impl Into<String>) -> Result<(), Error> {
+        self.sender.nick(name).await
+    }
+
+    /// Enters `room`. See [`Sender::join`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Sender::join`].
+    pub async fn join(&self, room: impl Into<String>) -> Result<(), Error> {
+        self.sender.join(room).await
+    }
+
+    /// Leaves `room`. See [`Sender::part`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Sender::part`].
+    pub async fn part(&self, room: impl Into<String>) -> Result<(), Error> {
+        self.sender.part(room).await
+    }
+
+    /// Says `text` in `room`. See [`Sender::say`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Sender::say`].
+    pub async fn say(&self, room: impl Into<String>, text: impl Into<String>) -> Result<(), Error> {
+        self.sender.say(room, text).await
+    }
+
+    /// Sends `text` to `name` only. See [`Sender::tell`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Sender::tell`].
+    pub async fn tell(
+        &self,
+        name: impl Into<String>,
+        text: impl Into<String>,
+    ) -> Result<(), Error> {
+        self.sender.tell(name, text).await
+    }
+
+    /// Asks who is in `room`. See [`Sender::who`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Sender::who`].
+    pub async fn who(&self, room: impl Into<String>) -> Result<(), Error> {
+        self.sender.who(room).await
+    }
+
+    /// Asks which rooms exist. See [`Sender::list_rooms`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Sender::list_rooms`].
+    pub async fn list_rooms(&self) -> Result<(), Error> {
+        self.sender.list_rooms().await
+    }
+
+    /// Sends `text` to the lobby. See [`Sender::send`].
     ///
     /// # Errors
     ///
@@ -217,11 +366,13 @@ impl Client {
 pub struct Sender {
     commands: mpsc::Sender<Command>,
     session: Session,
+    own: Shared,
 }
 
 impl Sender {
-    /// Sends `text` to every other client; returns once it is written to the
-    /// socket.
+    /// Sends `text` to every other client in the lobby (on a version 1
+    /// session, the one room); returns once it is written to the socket.
+    /// With names and rooms it is [`say`](Sender::say) in the lobby.
     ///
     /// # Errors
     ///
@@ -229,17 +380,138 @@ impl Sender {
     /// sent, the session goes on); [`Error::Disconnected`] if the session has
     /// ended or is ending; [`Error::Io`] if the write failed.
     pub async fn send(&self, text: impl Into<String>) -> Result<(), Error> {
-        let text = text.into();
-        let max = self.session.max_text_len;
-        if text.len() > max {
-            return Err(Error::TooLong {
-                len: text.len(),
-                max,
+        self.request(Message::Send { text: text.into() }).await
+    }
+
+    /// Asks to be called `name` from now on. The answer is an
+    /// [`Event::Renamed`] (to us and to everyone who shares a room with us),
+    /// or an [`Event::Refused`] if the name is taken or invalid.
+    ///
+    /// The requests of names and rooms return once the request is written;
+    /// the answer comes as an event.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] on a version 1 session; otherwise as
+    /// [`send`](Sender::send).
+    pub async fn nick(&self, name: impl Into<String>) -> Result<(), Error> {
+        self.rooms_request(Message::Nick { name: name.into() })
+            .await
+    }
+
+    /// Enters `room`, creating it if nobody is in it. The answer is an
+    /// [`Event::Roster`] of the room, with us last (and an
+    /// [`Event::Entered`] to the others), or an [`Event::Refused`].
+    ///
+    /// # Errors
+    ///
+    /// As [`nick`](Sender::nick).
+    pub async fn join(&self, room: impl Into<String>) -> Result<(), Error> {
+        self.rooms_request(Message::Join { room: room.into() })
+            .await
+    }
+
+    /// Leaves `room`. The answer is an [`Event::Departed`] with us as the
+    /// member (everyone in the room gets it), or an [`Event::Refused`].
+    ///
+    /// # Errors
+    ///
+    /// As [`nick`](Sender::nick).
+    pub async fn part(&self, room: impl Into<String>) -> Result<(), Error> {
+        self.rooms_request(Message::Part { room: room.into() })
+            .await
+    }
+
+    /// Says `text` to the other members of `room`, a room we are in (there
+    /// is no echo; an [`Event::Refused`] if we are not in it).
+    ///
+    /// # Errors
+    ///
+    /// As [`nick`](Sender::nick); [`Error::TooLong`] if the text is longer
+    /// than fits beside the room's name ([`Session::max_text_len`] minus a
+    /// little).
+    pub async fn say(&self, room: impl Into<String>, text: impl Into<String>) -> Result<(), Error> {
+        self.rooms_request(Message::Say {
+            room: room.into(),
+            text: text.into(),
+        })
+        .await
+    }
+
+    /// Sends `text` to whoever is called `name` (compared as the server
+    /// does, ignoring case), and to nobody else: it arrives as an
+    /// [`Event::Told`]. An [`Event::Refused`] if nobody has that name, if
+    /// its holder is a version 1 client, or if we send too many too fast.
+    ///
+    /// # Errors
+    ///
+    /// As [`say`](Sender::say).
+    pub async fn tell(
+        &self,
+        name: impl Into<String>,
+        text: impl Into<String>,
+    ) -> Result<(), Error> {
+        self.rooms_request(Message::Tell {
+            name: name.into(),
+            text: text.into(),
+        })
+        .await
+    }
+
+    /// Asks who is in `room` (we need not be in it). The answer is an
+    /// [`Event::Roster`], or an [`Event::Refused`] if there is no such room.
+    ///
+    /// # Errors
+    ///
+    /// As [`nick`](Sender::nick).
+    pub async fn who(&self, room: impl Into<String>) -> Result<(), Error> {
+        self.rooms_request(Message::Who { room: room.into() }).await
+    }
+
+    /// Asks which rooms exist. The answer is an [`Event::Rooms`].
+    ///
+    /// # Errors
+    ///
+    /// As [`nick`](Sender::nick).
+    pub async fn list_rooms(&self) -> Result<(), Error> {
+        self.rooms_request(Message::ListRooms).await
+    }
+
+    /// Our name now: [`Session::name`] at first, then whatever the server
+    /// last said (a [`Event::Renamed`] of ours, or a later
+    /// [`Event::Named`]). `None` on a version 1 session.
+    ///
+    /// It follows the server's messages as the driver takes them, which
+    /// may be ahead of the events read so far (up to the event queue): the
+    /// name to ask for again when reconnecting.
+    pub fn name(&self) -> Option<String> {
+        self.own.lock().name.clone()
+    }
+
+    /// The rooms we are in now, in the order we entered them, as the
+    /// server last said: a room is added by a [`Event::Roster`] that lists
+    /// us (after [`join`](Sender::join); the lobby's comes first), and
+    /// removed by our own [`Event::Departed`]. Empty on a version 1 session.
+    /// Like [`name`](Sender::name), it may be ahead of the events read.
+    pub fn rooms(&self) -> Vec<String> {
+        self.own.lock().rooms.clone()
+    }
+
+    /// A request of names and rooms: refused here on a version 1 session.
+    async fn rooms_request(&self, msg: Message) -> Result<(), Error> {
+        if !self.session.rooms {
+            return Err(Error::Unsupported {
+                request: msg.name(),
             });
         }
+        self.request(msg).await
+    }
+
+    /// Hands `msg` to the driver and waits until it is written.
+    async fn request(&self, msg: Message) -> Result<(), Error> {
         let (done, result) = oneshot::channel();
         self.commands
-            .send(Command::Send { text, done })
+            .send(Command::Send { msg, done })
             .await
             .map_err(|_| Error::Disconnected)?;
         result.await.map_err(|_| Error::Disconnected)?
@@ -267,7 +539,7 @@ impl Sender {
         result.await.map_err(|_| Error::Disconnected)?
     }
 
-    /// What the handshake settled: addresses and limits.
+    /// What the handshake settled: addresses, limits, our first name.
     pub fn session(&self) -> &Session {
         &self.session
     }

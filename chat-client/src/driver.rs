@@ -3,12 +3,13 @@
 //! Every rule of the conversation (the handshake, answering `Ping`,
 //! skipping message kinds a newer server may send, the `Exit` sequence, the
 //! frame limits) lives in [`chat_proto::Connection`]; this file only moves
-//! bytes between it and the [`TcpStream`], and turns its events into
-//! [`Event`]s for the caller.
+//! bytes between it and the [`TcpStream`], and hands the messages it lets
+//! through to the [`Inbox`], which makes [`Event`]s of them for the caller.
 //!
-//! [`handshake`] runs first, inside [`Client::connect`](crate::Client::connect);
-//! bytes that arrive right behind the `Welcome` stay in the machine's input
-//! buffer for the [`Driver`]. The driver then `select!`s over commands from
+//! [`welcome`] runs first, inside [`Client::connect`](crate::Client::connect),
+//! then, when names and rooms are in force, [`named`] (our `Nick`, the
+//! server's `Named`); bytes that arrive right behind stay in the machine's
+//! input buffer for the [`Driver`]. The driver then `select!`s over commands from
 //! [`Sender`](crate::Sender)s, the socket becoming readable or writable, and
 //! (while leaving) the exit deadline. Reads and writes wait on readiness
 //! rather than on each other, so a `Ping` is answered even while a large
@@ -25,18 +26,17 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use chat_proto::{Connection, Message, Negotiated, SendError};
+use chat_proto::{Connection, EncodeError, Message, Negotiated, ProtocolError, SendError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep_until, timeout};
 
 use crate::error::Error;
-use crate::event::Event;
+use crate::event::{Event, Inbox};
 
 /// Bytes waiting to be written above which the driver stops taking commands
 /// and reading: one maximal frame fits below it, a few small ones batch.
@@ -50,9 +50,9 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// What a [`Sender`](crate::Sender) asks of the driver; `done` gets the outcome.
 #[derive(Debug)]
 pub(crate) enum Command {
-    /// Send this text (its length already checked against the limit);
-    /// reply once it is written to the socket.
-    Send { text: String, done: Waiter },
+    /// Send this request (`Send`, `Nick`, `Join`, ...); reply once it is
+    /// written to the socket, or at once if the machine refuses it.
+    Send { msg: Message, done: Waiter },
     /// Leave: reply once the server has acknowledged (or not, in time).
     Exit { done: Waiter },
 }
@@ -67,15 +67,19 @@ enum End {
     ServerExit,
 }
 
+/// Most events kept between `Welcome` and `Named` (the server should send
+/// none but a refused name's `Refused`).
+const EARLY_EVENTS: usize = 64;
+
 /// Sends the machine's `Hello` and feeds it the server's bytes until the
-/// handshake is settled.
+/// `Welcome` has come.
 ///
 /// # Errors
 ///
 /// [`Error::Rejected`] if the server answered `Error`, [`Error::ServerClosed`]
 /// if it hung up, [`Error::Decode`]/[`Error::Protocol`] if it broke the
 /// protocol (the server is told why), [`Error::Io`].
-pub(crate) async fn handshake(
+pub(crate) async fn welcome(
     stream: &mut TcpStream,
     conn: &mut Connection,
 ) -> Result<Negotiated, Error> {
@@ -88,19 +92,133 @@ pub(crate) async fn handshake(
             Ok(Some(chat_proto::Event::Error(reason))) => return Err(Error::Rejected { reason }),
             // A client machine reports nothing else before its Welcome.
             Ok(Some(other)) => tracing::debug!(?other, "ignored during the handshake"),
-            Ok(None) => {}
-            Err(e) => {
-                if let Some(bytes) = conn.transmit() {
-                    let _ = timeout(CLOSE_TIMEOUT, stream.write_all(&bytes)).await;
-                }
-                return Err(e.into());
+            // Only once every frame already received is taken.
+            Ok(None) => read(stream, conn).await?,
+            Err(e) => return Err(last_words(stream, conn, e.into()).await),
+        }
+    }
+}
+
+/// With names and rooms in force: sends `Nick { name }` and reads until the
+/// server's `Named`, which it returns with the events that came before it
+/// (a `Refused` if the name was taken or invalid).
+///
+/// # Errors
+///
+/// As [`welcome`]; [`Error::TooLong`] for a name over the frame limit;
+/// [`Error::Protocol`] if the server sends more than a few messages before
+/// `Named`.
+pub(crate) async fn named(
+    stream: &mut TcpStream,
+    conn: &mut Connection,
+    inbox: &mut Inbox,
+    name: &str,
+) -> Result<(String, VecDeque<Event>), Error> {
+    let nick = Message::Nick { name: name.into() };
+    if let Err(e) = conn.send(&nick) {
+        return Err(refused(&nick, e, conn));
+    }
+    let mut early = VecDeque::new();
+    loop {
+        if let Some(bytes) = conn.transmit() {
+            stream.write_all(&bytes).await?;
+        }
+        match conn.poll() {
+            Ok(Some(chat_proto::Event::Message(Message::Named { name }))) => {
+                inbox.own().lock().name = Some(name.clone());
+                return Ok((name, early));
             }
+            Ok(Some(chat_proto::Event::Message(msg))) => {
+                let got = msg.name();
+                match inbox.take(msg) {
+                    Ok(None) => {}
+                    Ok(Some(event)) if early.len() < EARLY_EVENTS => early.push_back(event),
+                    Ok(Some(_)) => {
+                        let e = ProtocolError::OutOfTurn {
+                            expected: "Named",
+                            got,
+                        };
+                        conn.refuse(&e.to_string());
+                        return Err(last_words(stream, conn, Error::Protocol(e)).await);
+                    }
+                    Err(e) => {
+                        conn.refuse(&e.to_string());
+                        return Err(last_words(stream, conn, e).await);
+                    }
+                }
+            }
+            Ok(Some(chat_proto::Event::Error(reason))) => return Err(Error::Rejected { reason }),
+            // The server is shutting down before it named us.
+            Ok(Some(chat_proto::Event::Exit)) => return Err(Error::ServerClosed),
+            Ok(Some(other)) => tracing::debug!(?other, "ignored during the handshake"),
+            // Only once every frame already received is taken.
+            Ok(None) => read(stream, conn).await?,
+            Err(e) => return Err(last_words(stream, conn, e.into()).await),
         }
-        reserve(conn);
-        if stream.read_buf(conn.input()).await? == 0 {
-            conn.eof()?;
-            return Err(Error::ServerClosed);
+    }
+}
+
+/// Reads what the server sent into the machine; the end of the stream is
+/// [`Error::ServerClosed`] (or a truncated frame).
+async fn read(stream: &mut TcpStream, conn: &mut Connection) -> Result<(), Error> {
+    reserve(conn);
+    if stream.read_buf(conn.input()).await? == 0 {
+        conn.eof()?;
+        return Err(Error::ServerClosed);
+    }
+    Ok(())
+}
+
+/// Writes what the machine queued to tell the server why we leave
+/// (bounded), and returns `err`.
+async fn last_words(stream: &mut TcpStream, conn: &mut Connection, err: Error) -> Error {
+    if let Some(bytes) = conn.transmit() {
+        let _ = timeout(CLOSE_TIMEOUT, stream.write_all(&bytes)).await;
+    }
+    err
+}
+
+/// The caller's error for a request the machine would not queue.
+fn refused(msg: &Message, err: SendError, conn: &Connection) -> Error {
+    match err {
+        SendError::TooLarge(EncodeError::TooLarge { len, max }) => too_long(msg, len, max),
+        SendError::NotNegotiated { name } => Error::Unsupported { request: name },
+        // Leaving (or closed): nothing more goes out.
+        other => {
+            tracing::debug!(error = %other, state = ?conn.state(), "not sent");
+            Error::Disconnected
         }
+    }
+}
+
+/// [`Error::TooLong`] for `msg`, whose payload of `payload` bytes is over
+/// the server's `max`: the length of its text (or name), and the longest one
+/// that would fit beside its other fields.
+fn too_long(msg: &Message, payload: usize, max: usize) -> Error {
+    let field = match msg {
+        Message::Send { text } | Message::Say { text, .. } | Message::Tell { text, .. } => text,
+        Message::Nick { name } => name,
+        Message::Join { room } | Message::Part { room } | Message::Who { room } => room,
+        _ => "",
+    };
+    let len = field.len();
+    // Everything but this field, and what its length prefix would take.
+    let rest = payload.saturating_sub(len + varint_width(len));
+    let room = max.saturating_sub(rest);
+    let mut longest = room.saturating_sub(1);
+    while longest > 0 && longest + varint_width(longest) > room {
+        longest -= 1;
+    }
+    Error::TooLong { len, max: longest }
+}
+
+/// Bytes of the varint that prefixes a string of `n` bytes on the wire.
+fn varint_width(n: usize) -> usize {
+    match n {
+        0..=250 => 1,
+        251..=65_535 => 3,
+        65_536..=0xffff_ffff => 5,
+        _ => 9,
     }
 }
 
@@ -120,6 +238,9 @@ pub(crate) struct Driver {
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<Result<Event, Error>>,
     exit_timeout: Duration,
+    inbox: Inbox,
+    /// Events that came during the handshake, handed over first.
+    early: VecDeque<Event>,
     /// Bytes taken from the machine, not yet written.
     out: BytesMut,
     /// Bytes ever written, and ever taken from the machine: a send is done
@@ -132,8 +253,8 @@ pub(crate) struct Driver {
 
 impl Driver {
     pub(crate) fn new(
-        stream: TcpStream,
-        conn: Connection,
+        (stream, conn): (TcpStream, Connection),
+        (inbox, early): (Inbox, VecDeque<Event>),
         commands: mpsc::Receiver<Command>,
         events: mpsc::Sender<Result<Event, Error>>,
         exit_timeout: Duration,
@@ -144,6 +265,8 @@ impl Driver {
             commands,
             events,
             exit_timeout,
+            inbox,
+            early,
             out: BytesMut::new(),
             written: 0,
             queued: 0,
@@ -224,11 +347,22 @@ impl Driver {
         let events = self.events.clone();
         loop {
             while pending.is_none() && !server_error {
+                if let Some(event) = self.early.pop_front() {
+                    pending = Some(event);
+                    break;
+                }
                 let Some(event) = self.conn.poll()? else {
                     break;
                 };
                 match event {
-                    chat_proto::Event::Message(msg) => pending = to_event(msg),
+                    chat_proto::Event::Message(msg) => match self.inbox.take(msg) {
+                        Ok(event) => pending = event,
+                        Err(e) => {
+                            // Tell the server why we leave.
+                            self.conn.refuse(&e.to_string());
+                            return Err(e);
+                        }
+                    },
                     chat_proto::Event::Exit if deadline.is_some() => return Ok(End::Left),
                     chat_proto::Event::Exit => return Ok(End::ServerExit),
                     chat_proto::Event::Error(reason) => {
@@ -250,7 +384,7 @@ impl Driver {
             tokio::select! {
                 cmd = self.commands.recv(), if commands_open && room => match cmd {
                     None => commands_open = false,
-                    Some(Command::Send { text, done }) => self.send(text, done),
+                    Some(Command::Send { msg, done }) => self.send(&msg, done),
                     Some(Command::Exit { done }) => {
                         waiters.push(done);
                         if deadline.is_none() {
@@ -300,21 +434,15 @@ impl Driver {
         }
     }
 
-    /// Queues a `Send`; its waiter is answered once the frame is written.
-    fn send(&mut self, text: String, done: Waiter) {
-        let len = text.len();
-        match self.conn.send(&Message::Send { text }) {
+    /// Queues a request; its waiter is answered once the frame is written.
+    fn send(&mut self, msg: &Message, done: Waiter) {
+        match self.conn.send(msg) {
             Ok(()) => {
                 self.take_output();
                 self.sends.push_back((self.queued, done));
             }
-            Err(SendError::TooLarge(_)) => {
-                let max = self.conn.max_text_len();
-                let _ = done.send(Err(Error::TooLong { len, max }));
-            }
-            // Leaving (or closed): nothing more goes out.
-            Err(_) => {
-                let _ = done.send(Err(Error::Disconnected));
+            Err(e) => {
+                let _ = done.send(Err(refused(msg, e, &self.conn)));
             }
         }
     }
@@ -360,22 +488,5 @@ impl Driver {
             self.wrote(n);
         }
         Ok(())
-    }
-}
-
-/// The caller's view of a message the machine let through.
-fn to_event(msg: Message) -> Option<Event> {
-    match msg {
-        Message::Relay { ip, port, text } => Some(Event::Message {
-            from: SocketAddr::new(ip, port),
-            text,
-        }),
-        Message::Joined { ip, port } => Some(Event::Joined(SocketAddr::new(ip, port))),
-        Message::Left { ip, port } => Some(Event::Left(SocketAddr::new(ip, port))),
-        // We never ping, so a Pong is unsolicited; nothing else reaches here.
-        other => {
-            tracing::debug!(message = other.name(), "ignored");
-            None
-        }
     }
 }

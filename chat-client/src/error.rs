@@ -11,7 +11,8 @@ use chat_proto::{DecodeError, ProtocolError};
 /// [`Connect`](Error::Connect), [`Io`](Error::Io)), the server's decision
 /// ([`Rejected`](Error::Rejected), [`ServerClosed`](Error::ServerClosed)), a
 /// server that broke the protocol ([`Decode`](Error::Decode),
-/// [`Protocol`](Error::Protocol)), or the caller ([`TooLong`](Error::TooLong),
+/// [`Protocol`](Error::Protocol), [`TooMany`](Error::TooMany)), or the
+/// caller ([`TooLong`](Error::TooLong), [`Unsupported`](Error::Unsupported),
 /// [`Disconnected`](Error::Disconnected)).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -66,12 +67,34 @@ pub enum Error {
     /// told the server why (an `Error` frame) before closing.
     #[error("protocol error: {0}")]
     Protocol(ProtocolError),
-    /// The text is longer than the server accepts; nothing was sent.
+    /// The text is longer than the server accepts; nothing was sent, the
+    /// session goes on. For `say` and `tell` the limit is what fits beside
+    /// the room or name; for a name or room alone (`nick`, `join`, ...),
+    /// `len` and `max` measure that name.
     #[error("text too long: {len} bytes, the server accepts at most {max}")]
     TooLong {
         /// The text's length in bytes (UTF-8).
         len: usize,
-        /// The longest text the server accepts, in bytes.
+        /// The longest text the server accepts here, in bytes.
+        max: usize,
+    },
+    /// A request of names and rooms on a version 1 session (the server does
+    /// not offer them, or [`Options::rooms`](crate::Options::rooms) was
+    /// off); nothing was sent, the session goes on.
+    #[error("{request} needs names and rooms, which this session does not have (version 1)")]
+    Unsupported {
+        /// The request, e.g. "Join".
+        request: &'static str,
+    },
+    /// The server sent a `Roster` or `Rooms` answer longer than
+    /// [`Options::max_listed`](crate::Options::max_listed) entries (or
+    /// several answers at once that add up to more). The client told the
+    /// server why (an `Error` frame) before closing.
+    #[error("the server's {what} answer has more than {max} entries")]
+    TooMany {
+        /// The message, "Roster" or "Rooms".
+        what: &'static str,
+        /// The limit.
         max: usize,
     },
     /// The session has ended (left, or lost); nothing more can be sent.
@@ -122,6 +145,8 @@ impl Error {
                 len: *len,
                 max: *max,
             },
+            Error::Unsupported { request } => Error::Unsupported { request },
+            Error::TooMany { what, max } => Error::TooMany { what, max: *max },
             Error::Disconnected => Error::Disconnected,
             Error::Io(e) => Error::Io(copy_io(e)),
         }

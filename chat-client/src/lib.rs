@@ -1,37 +1,65 @@
-//! A client for the chat protocol of `chat-proto`: connect, send text, read
-//! what the others say, leave.
+//! A client for the chat protocol of `chat-proto`: connect with a name,
+//! join rooms, say things in them, send direct messages, see who is there,
+//! leave.
 //!
 //! [`Client::connect`] opens a TCP connection (host names, IPv4 and IPv6)
 //! and performs the handshake through chat-proto's protocol machine,
-//! [`chat_proto::Connection`]: `Hello`, then the server's `Welcome`, which
-//! tells the client its own address as others see it and the longest text
-//! the server accepts ([`Session::max_text_len`]). From then on one driver
-//! task owns the socket and drives the machine; the caller holds a
-//! [`Sender`] (clonable) and an [`Events`] stream, so sending and receiving
-//! run concurrently. The machine answers the server's `Ping`s by itself, so
-//! a client that neither sends nor reads stays connected past the server's
-//! idle timeout; it also skips message kinds a newer server may send.
+//! [`chat_proto::Connection`]: `Hello` asking for names and rooms (the
+//! `ROOMS` capability), then the server's `Welcome`, which tells the client
+//! its own address as others see it and the longest text the server accepts
+//! ([`Session::max_text_len`]); then our `Nick` and the server's `Named`,
+//! the name we have ([`Session::name`]; [`Options::name`] chooses it, else
+//! the server picks one). We start in the `lobby`, whose roster is the first
+//! event. A server without names and rooms, or [`Options::rooms`] off, gives
+//! a version 1 session ([`Session::rooms`] is `false`): one room, peers
+//! known by address, [`Event::Message`]/[`Event::Joined`]/[`Event::Left`].
+//!
+//! From then on one driver task owns the socket and drives the machine; the
+//! caller holds a [`Sender`] (clonable) and an [`Events`] stream, so
+//! sending and receiving run concurrently. Requests ([`Sender::join`],
+//! [`Sender::say`], [`Sender::tell`], [`Sender::who`], ...) return once
+//! written; their answers come as events ([`Event::Roster`],
+//! [`Event::Refused`], ...). The machine answers the server's `Ping`s by
+//! itself, so a client that neither sends nor reads stays connected past
+//! the server's idle timeout; it also skips message kinds a newer server
+//! may send.
 //!
 //! ```no_run
-//! use chat_client::{Client, Event};
+//! use chat_client::{Client, Event, Options};
 //!
 //! #[tokio::main]
 //! async fn main() -> Result<(), chat_client::Error> {
-//!     let client = Client::connect("127.0.0.1:8080").await?;
+//!     let mut options = Options::default();
+//!     options.name = Some("李雷".into());
+//!     let client = Client::connect_with("127.0.0.1:8080", options).await?;
+//!     // The name we got: ours, or one the server picked (then the first
+//!     // event is a `Refused` saying why).
+//!     println!("connected as {:?}", client.session().name);
 //!     let (sender, mut events) = client.split();
 //!
 //!     // Receive in the background while this task sends.
 //!     let printer = tokio::spawn(async move {
 //!         while let Some(event) = events.next_event().await? {
-//!             if let Event::Message { from, text } = event {
-//!                 println!("[{from}] {text}");
+//!             match event {
+//!                 Event::Said { room, from, text } => println!("#{room} <{}> {text}", from.name),
+//!                 Event::Told { from, text } => println!("*{}* {text}", from.name),
+//!                 Event::Roster { room, members } => {
+//!                     let names: Vec<_> = members.iter().map(|m| m.name.as_str()).collect();
+//!                     println!("#{room}: {}", names.join(", "));
+//!                 }
+//!                 Event::Entered { room, member } => println!("#{room}: {} entered", member.name),
+//!                 Event::Refused { code, subject, detail } => println!("! {code}: {subject}: {detail}"),
+//!                 _ => {}
 //!             }
 //!         }
 //!         Ok::<_, chat_client::Error>(())
 //!     });
 //!
-//!     sender.send("hello I am jjj").await?;
-//!     sender.send("是的你是对的，我是中国人").await?;
+//!     sender.join("rust").await?;
+//!     sender.say("rust", "hello I am jjj").await?;
+//!     sender.send("是的你是对的，我是中国人").await?; // the lobby
+//!     sender.tell("韩梅梅", "hi, just you").await?;
+//!     sender.who("lobby").await?;
 //!     sender.exit().await?; // the server acknowledges, the events end
 //!     printer.await.expect("printer task panicked")?;
 //!     Ok(())
@@ -45,13 +73,18 @@
 //! - `driver`: the handshake, and the task that owns the socket and moves
 //!   bytes between it and the protocol machine; every protocol rule is the
 //!   machine's.
-//! - `event`: [`Event`], what the server says in the client's terms.
+//! - `event`: [`Event`], what the server says in the client's terms, and
+//!   how its messages become events (long rosters put back together, our
+//!   own name and rooms kept up to date).
 //! - `error`: [`Error`].
 //!
 //! The `chat-client` binary (feature `cli`, on by default) is a thin
-//! terminal front end over this library: `src/bin/chat-client/` (`main.rs`
-//! the conversation, `command.rs` what a line means, `ui.rs` the terminal
-//! and the pipe).
+//! terminal front end over this library, in `src/bin/chat-client/`:
+//! `main.rs` flags and start-up, `chat.rs` the conversation and
+//! reconnecting, `command.rs` what a typed line means, `state.rs` our name
+//! and rooms, `render.rs` how lines look, `neutral.rs` making others' text
+//! safe to print, `clock.rs` the time of day, `address.rs` the server's
+//! address as typed, `ui.rs` the terminal and the pipe.
 #![forbid(unsafe_code)]
 
 mod client;
@@ -59,6 +92,7 @@ mod driver;
 mod error;
 mod event;
 
+pub use chat_proto::{Member, Refusal, RoomInfo};
 pub use client::{Client, Events, Options, Sender, Session};
 pub use error::Error;
 pub use event::Event;

@@ -175,7 +175,7 @@ fn help_says_the_server_needs_flood_control_off() {
         .expect("chat-bench runs");
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(help.contains("--rate 0"), "{help}");
-    for workload in ["fanout", "idle", "soak"] {
+    for workload in ["fanout", "rooms", "dm", "idle", "soak"] {
         assert!(help.contains(workload), "{help}");
     }
     for system in ["--system", "chat", "nats", "redis"] {
@@ -586,4 +586,316 @@ async fn only_fanout_drives_the_anchors() {
     let run = bench(addr, &["--system", "nats", "fanout", "--stalled", "1"]).await;
     assert_eq!(run.code, Some(2), "{}{}", run.stdout, run.stderr);
     assert!(run.stderr.contains("--system chat"), "{}", run.stderr);
+}
+
+/// Runs `chat-bench --json WORKLOAD ARGS` (split at spaces), checks its
+/// exit status, and gives back the run and its report.
+async fn workload(addr: SocketAddr, name: &str, args: &str, code: i32) -> (Bench, Value) {
+    let mut all = vec!["--json", name];
+    all.extend(args.split_whitespace());
+    let run = bench(addr, &all).await;
+    assert_eq!(run.code, Some(code), "{}{}", run.stdout, run.stderr);
+    let report = run.json();
+    (run, report)
+}
+
+fn assert_rooms_clean(r: &Value) {
+    assert_clean(r);
+    assert_eq!(r["misdirected"], 0, "{r}");
+    assert_eq!(r["mismatched"], 0, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_deliver_what_each_room_says_to_its_other_members() {
+    let server = start(load_config()).await;
+    // 40 clients, 8 rooms of 10, each client in 2: a message reaches the
+    // 9 others in the room it is said in, never the rest.
+    let (_, r) = workload(
+        server.addr,
+        "rooms",
+        "-n 40 --room-size 10 -m 60 --window 20",
+        0,
+    )
+    .await;
+    assert_eq!(r["expected"], 40 * 60 * 9, "{r}");
+    assert_eq!(r["rooms"]["rooms"], 8, "{r}");
+    assert_eq!(r["rooms"]["per_client"], 2, "{r}");
+    assert_rooms_clean(&r);
+    // Paced, in rooms of 4, each client in 3 of them.
+    let (_, r) = workload(
+        server.addr,
+        "rooms",
+        "-n 12 --room-size 4 -k 3 -m 20 --rate 200",
+        0,
+    )
+    .await;
+    assert_eq!(r["expected"], 12 * 20 * 3, "{r}");
+    assert_rooms_clean(&r);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn room_numbers_that_do_not_fit_are_a_clear_error() {
+    let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let run = bench(addr, &["rooms", "-n", "1000", "--rooms", "100"]).await;
+    assert_eq!(run.code, Some(2));
+    assert!(run.stderr.contains("--rooms 200"), "{}", run.stderr);
+    let run = bench(addr, &["rooms", "-n", "35", "--room-size", "10"]).await;
+    assert_eq!(run.code, Some(2));
+    assert!(run.stderr.contains("rooms of 10"), "{}", run.stderr);
+    let run = bench(addr, &["--system", "redis", "dm"]).await;
+    assert_eq!(run.code, Some(2));
+    assert!(run.stderr.contains("only fanout"), "{}", run.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_messages_make_round_trips() {
+    let server = start(Config {
+        tell_rate: 0,
+        ..load_config()
+    })
+    .await;
+    let (_, r) = workload(server.addr, "dm", "-p 5 -m 40 --rate 500", 0).await;
+    assert_eq!(r["round_trips"], 200, "{r}");
+    assert_eq!(r["dms"], 400, "{r}");
+    for field in ["losses", "duplicates", "order_violations", "corrupt"] {
+        assert_eq!(r[field], 0, "{field}: {r}");
+    }
+    assert!(r["latency_us"]["max"].as_f64().unwrap() > 0.0, "{r}");
+    // One in flight per pair, as fast as they come back.
+    let (_, r) = workload(server.addr, "dm", "-p 3 -m 50 --rate 0", 0).await;
+    assert_eq!(r["round_trips"], 150, "{r}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_direct_message_fails_the_run() {
+    // The server's default limit: 10 a second, bursts of 20. One pair at
+    // 1,000 round trips a second passes it at once.
+    let server = start(load_config()).await;
+    let (run, r) = workload(server.addr, "dm", "-p 1 -m 200 --rate 1000", 1).await;
+    assert!(run.stderr.contains("RateLimited"), "{}", run.stderr);
+    assert!(
+        r["evicted"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("RateLimited"),
+        "{r}"
+    );
+    assert!(r["round_trips"].as_u64().unwrap() < 200, "{r}");
+    server.stop().await;
+}
+
+impl Probe {
+    /// A named probe (the ROOMS capability), in the lobby.
+    async fn named(addr: SocketAddr) -> Probe {
+        let mut config = chat_proto::ClientConfig::default();
+        config.features = chat_proto::features::ROOMS;
+        let mut p = Probe {
+            stream: TcpStream::connect(addr).await.expect("probe connects"),
+            conn: Connection::client(config),
+        };
+        let event = p.next().await;
+        assert!(matches!(event, Event::Welcome(_)), "{event:?}");
+        p.conn
+            .send(&Message::Nick {
+                name: "probe".into(),
+            })
+            .expect("Nick first");
+        p
+    }
+
+    /// Every room and its member count (one `ListRooms` answer).
+    async fn rooms(&mut self) -> Vec<chat_proto::RoomInfo> {
+        self.conn.send(&Message::ListRooms).expect("ListRooms");
+        let mut rooms = Vec::new();
+        loop {
+            if let Event::Message(Message::Rooms { rooms: part, more }) = self.next().await {
+                rooms.extend(part);
+                if !more {
+                    return rooms;
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_named_clients_sit_in_their_rooms() {
+    let server = start(load_config()).await;
+    let mut probe = Probe::named(server.addr).await;
+    let bench_run = tokio::spawn(bench(
+        server.addr,
+        &[
+            "--json",
+            "idle",
+            "-k",
+            "40",
+            "--rooms",
+            "3",
+            "--room-size",
+            "10",
+            "--hold",
+            "5",
+        ],
+    ));
+    // List the rooms every 20 ms until the bench's clients are all seated:
+    // 8 rooms of 10 (40 clients, 2 rooms each besides the lobby), and the
+    // lobby with them and the probe.
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let seated = async {
+        loop {
+            tick.tick().await;
+            let rooms = probe.rooms().await;
+            let full = rooms
+                .iter()
+                .filter(|r| r.name != "lobby" && r.members == 10);
+            let lobby = rooms.iter().find(|r| r.name == "lobby").map(|r| r.members);
+            if full.count() == 8 && rooms.len() == 9 && lobby == Some(41) {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), seated)
+        .await
+        .expect("the bench's clients seated in 8 rooms of 10");
+    let run = bench_run.await.expect("bench task");
+    assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
+    let r = run.json();
+    assert_eq!(r["rooms"], 3, "{r}");
+    let notices = r["joined_notices"].as_u64().unwrap();
+    assert!(notices >= 40 * 39 / 2, "{notices}");
+    server.stop().await;
+}
+
+/// How [`faulty_rooms`] gets rooms wrong.
+#[derive(Clone, Copy)]
+enum Fault {
+    /// Relays each `Say` to every other client, in the room or not.
+    Leak,
+    /// Relays each `Say` to every other client but the first to connect.
+    Starve,
+}
+
+/// A fake ROOMS server that gets rooms wrong: it names, seats and answers
+/// every client, but relays each `Say` as `fault` says. The bench must
+/// notice and fail.
+async fn faulty_rooms(fault: Fault) -> SocketAddr {
+    type Peers = std::sync::Arc<
+        std::sync::Mutex<Vec<(SocketAddr, tokio::sync::mpsc::UnboundedSender<Message>)>>,
+    >;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let peers: Peers = Default::default();
+    tokio::spawn(async move {
+        while let Ok((mut stream, peer)) = listener.accept().await {
+            let peers = peers.clone();
+            tokio::spawn(async move {
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+                let mut conn = Connection::server(ServerConfig::default());
+                let mut me = chat_proto::Member::new("", peer);
+                loop {
+                    while let Some(event) = conn.poll().expect("the bench follows the protocol") {
+                        let reply = match event {
+                            Event::Hello { .. } => {
+                                conn.accept(peer);
+                                continue;
+                            }
+                            Event::Message(Message::Nick { name }) => {
+                                me.name = name.clone();
+                                peers.lock().unwrap().push((peer, tx.clone()));
+                                Message::Named { name }
+                            }
+                            Event::Message(Message::Part { room }) => Message::Departed {
+                                room,
+                                member: me.clone(),
+                            },
+                            Event::Message(Message::Join { room }) => Message::Roster {
+                                room,
+                                members: vec![me.clone()],
+                                more: false,
+                            },
+                            Event::Message(Message::Say { room, text }) => {
+                                let peers = peers.lock().unwrap();
+                                let skip = match fault {
+                                    Fault::Leak => 0,
+                                    Fault::Starve => 1,
+                                };
+                                for (addr, tx) in peers.iter().skip(skip) {
+                                    if *addr != peer {
+                                        let _ = tx.send(Message::Said {
+                                            room: room.clone(),
+                                            from: me.clone(),
+                                            text: text.clone(),
+                                        });
+                                    }
+                                }
+                                continue;
+                            }
+                            _ => continue,
+                        };
+                        conn.send(&reply).expect("a server's message");
+                    }
+                    if let Some(out) = conn.transmit()
+                        && stream.write_all(&out).await.is_err()
+                    {
+                        return;
+                    }
+                    tokio::select! {
+                        r = stream.read_buf(conn.input()) => {
+                            if !matches!(r, Ok(n) if n > 0) {
+                                return;
+                            }
+                        }
+                        Some(msg) = rx.recv() => conn.send(&msg).expect("Said is a server's"),
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_outside_the_room_fails_the_run() {
+    let addr = faulty_rooms(Fault::Leak).await;
+    // 2 rooms of 2: each message reaches its one other member, and the
+    // leaky server sends it to the 2 clients of the other room too.
+    let (_, r) = workload(
+        addr,
+        "rooms",
+        "-n 4 --room-size 2 -k 1 -m 10 --timeout 5",
+        1,
+    )
+    .await;
+    assert_eq!(r["expected"], 4 * 10, "{r}");
+    assert_eq!(r["deliveries"], 4 * 10, "{r}");
+    // Each receiver stops once it has all it expects: the last few leaks
+    // may come too late to count.
+    let leaked = r["misdirected"].as_u64().unwrap();
+    assert!(leaked > 0 && leaked <= 4 * 10 * 2, "{r}");
+    assert_eq!(r["mismatched"], 0, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_short_of_its_rooms_messages_fails_the_run() {
+    let addr = faulty_rooms(Fault::Starve).await;
+    // Rooms of 4, each client in 2: with everyone getting everything from
+    // the other 3 (the fake ignores rooms) but the first client nothing.
+    let (_, r) = workload(
+        addr,
+        "rooms",
+        "-n 8 --room-size 4 -k 2 -m 10 --timeout 2",
+        1,
+    )
+    .await;
+    assert_eq!(r["timed_out"], true, "{r}");
+    assert!(r["mismatched"].as_u64().unwrap() >= 1, "{r}");
+    let starved = r["mismatches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["got"] == 0)
+        .unwrap_or_else(|| panic!("a receiver that got nothing: {r}"));
+    assert!(starved["expected"].as_u64().unwrap() > 0, "{r}");
 }

@@ -32,14 +32,17 @@ struct InProcess {
 
 impl InProcess {
     fn start(config: Config) -> InProcess {
+        InProcess::start_at("127.0.0.1:0", config)
+    }
+
+    /// A server on `addr` (a given port: a restart on the same address).
+    fn start_at(addr: &str, config: Config) -> InProcess {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .unwrap();
-        let server = runtime
-            .block_on(Server::bind("127.0.0.1:0", config))
-            .unwrap();
+        let server = runtime.block_on(Server::bind(addr, config)).unwrap();
         let addr = server.local_addr();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = runtime.spawn(server.run(async move {
@@ -110,24 +113,37 @@ impl Proc {
         }
     }
 
-    /// Starts a client and reads its greeting; returns it and its address.
-    fn client(name: &str, server: SocketAddr) -> (Proc, SocketAddr) {
+    /// Starts a client called `name` (positional address), reads its
+    /// greeting and the lobby's roster, which must list `others`, in order.
+    fn named(name: &str, server: SocketAddr, others: &[&str]) -> Proc {
         let mut cmd = Command::new(CLIENT);
-        cmd.args(["--server", &server.to_string()]);
+        cmd.args([&server.to_string(), "--name", name]);
+        let mut client = Proc::spawn(name, cmd);
+        client.expect(&format!("* connected to {server} as {name}"));
+        client.expect(&in_room("lobby", others));
+        client
+    }
+
+    /// Starts a version 1 client and reads its greeting; returns it and its
+    /// address.
+    fn v1(name: &str, server: SocketAddr) -> (Proc, SocketAddr) {
+        let mut cmd = Command::new(CLIENT);
+        cmd.args(["--server", &server.to_string(), "--v1"]);
         let mut client = Proc::spawn(name, cmd);
         let line = client.line();
         let me = line
-            .strip_prefix(&format!("connected to {server} as "))
+            .strip_prefix(&format!("* connected to {server} as "))
             .unwrap_or_else(|| panic!("{name} said {line:?}"))
             .parse()
             .unwrap();
         (client, me)
     }
 
-    /// Starts two clients, `a` then `b`, and reads how each learns of the other.
-    fn pair(server: SocketAddr) -> ((Proc, SocketAddr), (Proc, SocketAddr)) {
-        let (mut a, a_addr) = Proc::client("a", server);
-        let (mut b, b_addr) = Proc::client("b", server);
+    /// Starts two version 1 clients, `a` then `b`, and reads how each learns
+    /// of the other.
+    fn pair_v1(server: SocketAddr) -> ((Proc, SocketAddr), (Proc, SocketAddr)) {
+        let (mut a, a_addr) = Proc::v1("a", server);
+        let (mut b, b_addr) = Proc::v1("b", server);
         a.expect(&format!("* {b_addr} joined"));
         b.expect_joined(&[a_addr]);
         ((a, a_addr), (b, b_addr))
@@ -154,9 +170,19 @@ impl Proc {
         self.stdin = None;
     }
 
-    /// The next line of standard output.
-    fn line(&mut self) -> String {
+    /// The next line of standard output, as printed.
+    fn raw_line(&mut self) -> String {
         next(&self.stdout, &self.name, "stdout")
+    }
+
+    /// The next line of standard output, which must start with the time
+    /// (`HH:MM `), without it.
+    fn line(&mut self) -> String {
+        let line = self.raw_line();
+        match strip_time(&line) {
+            Some(rest) => rest.to_owned(),
+            None => panic!("{}'s line {line:?} does not start with HH:MM", self.name),
+        }
     }
 
     /// The next line of standard error.
@@ -168,11 +194,44 @@ impl Proc {
         assert_eq!(self.line(), want, "{}'s next line", self.name);
     }
 
+    /// Skips lines until `want` (a whole line); returns what was skipped.
+    fn expect_eventually(&mut self, want: &str) -> Vec<String> {
+        let mut skipped = Vec::new();
+        loop {
+            let line = self.line();
+            if line == want {
+                return skipped;
+            }
+            skipped.push(line);
+        }
+    }
+
     /// The next lines announce these peers, in any order: a newcomer is
     /// told who was already there.
     fn expect_joined(&mut self, peers: &[SocketAddr]) {
         let mut want: Vec<String> = peers.iter().map(|p| format!("* {p} joined")).collect();
         let mut got: Vec<String> = peers.iter().map(|_| self.line()).collect();
+        want.sort();
+        got.sort();
+        assert_eq!(got, want, "{}'s next lines", self.name);
+    }
+
+    /// The next line says the connection was lost (for whatever reason: a
+    /// vanished server may close or reset) and that it reconnects.
+    fn expect_disconnected(&mut self) {
+        let line = self.line();
+        assert!(
+            line.starts_with("* disconnected: ")
+                && line.ends_with("; reconnecting (/quit to stop)"),
+            "{}: {line:?}",
+            self.name
+        );
+    }
+
+    /// The next lines are these, in any order.
+    fn expect_unordered(&mut self, want: &[String]) {
+        let mut want = want.to_vec();
+        let mut got: Vec<String> = want.iter().map(|_| self.line()).collect();
         want.sort();
         got.sort();
         assert_eq!(got, want, "{}'s next lines", self.name);
@@ -256,22 +315,41 @@ fn next(rx: &Receiver<String>, name: &str, stream: &str) -> String {
     }
 }
 
+/// `line` without its leading `HH:MM `, if it has one.
+fn strip_time(line: &str) -> Option<&str> {
+    let (time, rest) = line.split_at_checked(6)?;
+    let b = time.as_bytes();
+    let digits = [0, 1, 3, 4].iter().all(|&i| b[i].is_ascii_digit());
+    (digits && b[2] == b':' && b[5] == b' ').then_some(rest)
+}
+
+/// What a client prints when it has joined `room` with `others` there.
+fn in_room(room: &str, others: &[&str]) -> String {
+    if others.is_empty() {
+        format!("* you are in #{room} (nobody else is here)")
+    } else {
+        format!("* you are in #{room} with {}", others.join(", "))
+    }
+}
+
 /// The conversation of the original lab report, with its three clients,
-/// English and Chinese, `send:` lines and `exit;`.
+/// English and Chinese, `send:` lines and `exit;`, by version 1 clients:
+/// what the seed did, plus the time and one's own lines.
 #[test]
 fn the_labs_conversation() {
     let server = InProcess::start(Config::default());
     let addr = server.addr;
-    let (mut a, a_addr) = Proc::client("client 1", addr);
-    let (mut b, b_addr) = Proc::client("client 2", addr);
+    let (mut a, a_addr) = Proc::v1("client 1", addr);
+    let (mut b, b_addr) = Proc::v1("client 2", addr);
     a.expect(&format!("* {b_addr} joined"));
     b.expect_joined(&[a_addr]);
-    let (mut c, c_addr) = Proc::client("client 3", addr);
+    let (mut c, c_addr) = Proc::v1("client 3", addr);
     c.expect_joined(&[a_addr, b_addr]);
     a.expect(&format!("* {c_addr} joined"));
     b.expect(&format!("* {c_addr} joined"));
 
-    // Who types what, in the report's order; the other two see it.
+    // Who types what, in the report's order; the other two see it, and the
+    // speaker sees the text it sent, without `send:`.
     let script = [
         (2, "hello I am jjj"),
         (0, "hello!!"),
@@ -284,10 +362,8 @@ fn the_labs_conversation() {
     let mut clients = [a, b, c];
     for (speaker, text) in script {
         clients[speaker].type_line(&format!("send:{text}"));
-        for (i, listener) in clients.iter_mut().enumerate() {
-            if i != speaker {
-                listener.expect(&format!("[{}] {text}", addrs[speaker]));
-            }
+        for listener in clients.iter_mut() {
+            listener.expect(&format!("[{}] {text}", addrs[speaker]));
         }
     }
     let [mut a, mut b, mut c] = clients;
@@ -298,6 +374,7 @@ fn the_labs_conversation() {
     c.expect(&format!("* {a_addr} left"));
 
     c.type_line("send:bye");
+    c.expect(&format!("[{c_addr}] bye"));
     b.expect(&format!("[{c_addr}] bye"));
 
     c.type_line("exit;");
@@ -316,22 +393,547 @@ fn the_labs_conversation() {
     server.stop();
 }
 
+/// Names, rooms, direct messages, `/who`, `/rooms`, `/part` and `/nick`,
+/// through three real clients.
+#[test]
+fn names_rooms_and_direct_messages() {
+    let server = InProcess::start(Config::default());
+    let addr = server.addr;
+    let mut alice = Proc::named("alice", addr, &[]);
+    let mut bob = Proc::named("bob", addr, &["alice"]);
+    alice.expect("* bob joined #lobby");
+    let mut carol = Proc::named("小红", addr, &["alice", "bob"]);
+    alice.expect("* 小红 joined #lobby");
+    bob.expect("* 小红 joined #lobby");
+
+    // A plain line goes to the lobby, where everyone is.
+    carol.type_line("大家好");
+    carol.expect("#lobby <小红> 大家好");
+    alice.expect("#lobby <小红> 大家好");
+    bob.expect("#lobby <小红> 大家好");
+
+    // `/join` makes the room current: plain lines go there, to its members only.
+    alice.type_line("/join rust");
+    alice.expect(&in_room("rust", &[]));
+    bob.type_line("/join #rust");
+    bob.expect(&in_room("rust", &["alice"]));
+    alice.expect("* bob joined #rust");
+    alice.type_line("send:only for rust");
+    alice.expect("#rust <alice> only for rust");
+    bob.expect("#rust <alice> only for rust");
+
+    // A direct message reaches its recipient only.
+    alice.type_line("/msg 小红 psst, 你好");
+    alice.expect("-> *小红* psst, 你好");
+    carol.expect("*alice* psst, 你好");
+    alice.type_line("/msg nobody hello?");
+    alice.expect("-> *nobody* hello?");
+    let refused = alice.line();
+    assert!(
+        refused.starts_with("! nobody has that name: nobody"),
+        "{refused}"
+    );
+
+    // Anyone may ask who is in a room; the answer has names and addresses.
+    carol.type_line("/who rust");
+    let who = carol.line();
+    let rest = who
+        .strip_prefix("* #rust has 2 members: alice [127.0.0.1:")
+        .unwrap_or_else(|| panic!("{who}"));
+    assert!(rest.contains("], bob [127.0.0.1:"), "{who}");
+    carol.type_line("/rooms");
+    carol.expect("* 2 rooms: #lobby (3), #rust (2)");
+
+    // Carol's next line is bob's, in the lobby: nothing from #rust reached
+    // her (and nothing of alice's direct message reached bob: his next line
+    // is carol's).
+    bob.type_line("/part lobby");
+    bob.expect("* you left #lobby");
+    alice.expect("* bob left #lobby");
+    carol.expect("* bob left #lobby");
+    carol.type_line("still here");
+    carol.expect("#lobby <小红> still here");
+    alice.expect("#lobby <小红> still here");
+
+    // `/part` without a room leaves the current one; the lobby becomes current.
+    alice.type_line("/part");
+    alice.expect("* you left #rust");
+    bob.expect("* alice left #rust");
+    alice.type_line("back in the lobby");
+    alice.expect("#lobby <alice> back in the lobby");
+    carol.expect("#lobby <alice> back in the lobby");
+
+    // A rename reaches those sharing a room; then the new name is shown.
+    alice.type_line("/nick alicia");
+    alice.expect("* you are now alicia");
+    carol.expect("* alice is now alicia");
+    alice.type_line("/nick 小红");
+    assert!(alice.line().starts_with("! name taken: 小红"));
+    alice.type_line("hi again");
+    alice.expect("#lobby <alicia> hi again");
+    carol.expect("#lobby <alicia> hi again");
+
+    // Mistakes are reported, not sent.
+    carol.type_line("/join");
+    assert_eq!(carol.err_line(), "usage: /join ROOM");
+
+    // Leaving is news for those sharing a room (only carol shares one with
+    // alice; nobody shares one with bob now).
+    alice.leave();
+    carol.expect("* alicia left #lobby");
+    bob.leave();
+    carol.leave();
+    server.stop();
+}
+
+/// A U+202E override (or any control) from a peer reaches the terminal
+/// escaped, so it cannot turn the line around; no output has escape codes
+/// when it is not a terminal, or when NO_COLOR is set.
+#[test]
+fn others_text_is_neutralised_and_pipes_get_no_colours() {
+    let server = InProcess::start(Config::default());
+    let addr = server.addr;
+    let mut cmd = Command::new(CLIENT);
+    cmd.args([&addr.to_string(), "--name", "alice"])
+        .env_remove("NO_COLOR")
+        .env("TERM", "xterm-256color");
+    let mut alice = Proc::spawn("alice", cmd);
+    alice.expect(&format!("* connected to {addr} as alice"));
+    alice.expect(&in_room("lobby", &[]));
+    let mut cmd = Command::new(CLIENT);
+    cmd.args([&addr.to_string(), "--name", "eve"])
+        .env("NO_COLOR", "1");
+    let mut eve = Proc::spawn("eve", cmd);
+    eve.expect(&format!("* connected to {addr} as eve"));
+    eve.expect(&in_room("lobby", &["alice"]));
+    alice.expect("* eve joined #lobby");
+
+    eve.type_line("send:abc\u{202E}fed \u{1b}[2J\u{9b}2J \u{2066}x\u{2069}");
+    let raw = alice.raw_line();
+    assert!(
+        !raw.contains(['\u{202E}', '\u{1b}', '\u{9b}', '\u{2066}', '\u{2069}']),
+        "{raw:?}"
+    );
+    assert_eq!(
+        strip_time(&raw),
+        Some("#lobby <eve> abc\\u{202e}fed \\u{1b}[2J\\u{9b}2J \\u{2066}x\\u{2069}")
+    );
+    eve.line();
+
+    // Names with bidi controls are refused by the server, which picks one;
+    // the name asked for is shown escaped too.
+    let mut cmd = Command::new(CLIENT);
+    cmd.args([&addr.to_string(), "--name", "mal\u{202E}lory"]);
+    let mut mallory = Proc::spawn("mallory", cmd);
+    let greeting = mallory.line();
+    assert!(
+        greeting.starts_with(&format!("* connected to {addr} as guest-")),
+        "{greeting}"
+    );
+    let refusal = mallory.line();
+    assert!(
+        refusal.starts_with("! invalid name: mal\\u{202e}lory"),
+        "{refusal:?}"
+    );
+    let guest = greeting.rsplit(' ').next().unwrap().to_owned();
+    mallory.expect(&in_room("lobby", &["alice", "eve"]));
+    alice.expect(&format!("* {guest} joined #lobby"));
+    eve.expect(&format!("* {guest} joined #lobby"));
+    mallory.leave();
+    alice.expect(&format!("* {guest} left #lobby"));
+    eve.expect(&format!("* {guest} left #lobby"));
+
+    alice.leave();
+    eve.expect("* alice left #lobby");
+    eve.leave();
+    server.stop();
+}
+
+/// A line of several KiB, from a pipe, goes out and arrives whole.
+#[test]
+fn a_long_line_arrives_whole() {
+    let server = InProcess::start(Config::default());
+    let addr = server.addr;
+    let mut a = Proc::named("a", addr, &[]);
+    let mut b = Proc::named("b", addr, &["a"]);
+    a.expect("* b joined #lobby");
+    let long: String = "长line/".repeat(1024); // 9 KiB, 7,168 characters
+    assert!(long.len() > 6 * 1024);
+    a.type_line(&long);
+    a.expect(&format!("#lobby <a> {long}"));
+    b.expect(&format!("#lobby <a> {long}"));
+    a.leave();
+    b.expect("* a left #lobby");
+    b.leave();
+    server.stop();
+}
+
+/// On a terminal, a pasted line of several KiB is sent whole on Enter.
+///
+/// crossterm (under the line editor) read the first 1,024 bytes of a paste
+/// and then waited for the terminal to become readable again, which it did
+/// only with the next key press: the rest of the line, Enter included,
+/// stayed unread. The client now turns on bracketed paste (`ESC[?2004h`),
+/// so the terminal marks a paste and crossterm reads all of it. `script(1)`
+/// gives the client a terminal; the test plays the terminal emulator: it
+/// answers cursor position queries, and marks the paste only once the
+/// client has asked for it, as terminals do.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_paste_on_a_terminal_arrives_whole() {
+    use std::sync::{Arc, Mutex};
+
+    let server = InProcess::start(Config::default());
+    let addr = server.addr;
+    let mut peer = Proc::named("peer", addr, &[]);
+    let command = format!("stty cols 80 rows 24; '{CLIENT}' {addr} --name paster");
+    let mut script = Command::new("script")
+        .args(["--quiet", "--return", "--command", &command, "/dev/null"])
+        .env("TERM", "xterm")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("script(1), from util-linux, gives the client a terminal");
+    let keys = Arc::new(Mutex::new(script.stdin.take().unwrap()));
+    let type_keys = |bytes: &[u8]| {
+        let mut keys = keys.lock().unwrap();
+        keys.write_all(bytes).unwrap();
+        keys.flush().unwrap();
+    };
+
+    // What the client writes to its terminal, as it comes.
+    let (screen_tx, screen) = mpsc::channel::<Vec<u8>>();
+    let mut output = script.stdout.take().unwrap();
+    let answers = Arc::clone(&keys);
+    thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = output.read(&mut buf) {
+            if n == 0 {
+                return;
+            }
+            let chunk = buf[..n].to_vec();
+            // The editor asks where the cursor is; a terminal answers.
+            for _ in 0..count(&chunk, b"\x1b[6n") {
+                let mut keys = answers.lock().unwrap();
+                let _ = keys.write_all(b"\x1b[1;1R").and_then(|()| keys.flush());
+            }
+            if screen_tx.send(chunk).is_err() {
+                return;
+            }
+        }
+    });
+    let mut shown = Vec::new();
+    let mut wait_for = |want: &[u8]| {
+        let deadline = Instant::now() + T;
+        while count(&shown, want) == 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match screen.recv_timeout(left) {
+                Ok(chunk) => shown.extend(chunk),
+                Err(_) => panic!(
+                    "the client never wrote {:?}; it wrote {:?}",
+                    String::from_utf8_lossy(want),
+                    String::from_utf8_lossy(&shown)
+                ),
+            }
+        }
+    };
+
+    peer.expect("* paster joined #lobby");
+    wait_for(b"\x1b[?2004h");
+    wait_for(b"#lobby> ");
+    let text = "pasted/粘贴 ".repeat(512); // 8 KiB
+    let mut paste = b"\x1b[200~".to_vec();
+    paste.extend(text.as_bytes());
+    paste.extend(b"\x1b[201~\r");
+    type_keys(&paste);
+    peer.expect(&format!("#lobby <paster> {text}"));
+    // The typed line leaves the screen (`#lobby <paster> TEXT` replaces
+    // it): "#lobby> " and 6,144 columns of text are 77 rows of 80.
+    wait_for(b"\x1b[77A\r\x1b[J");
+    wait_for(b"#lobby <paster> pasted/");
+
+    type_keys(b"exit;\r");
+    peer.expect("* paster left #lobby");
+    let deadline = Instant::now() + T;
+    while script.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the client did not exit");
+        // Output (or its end) paces the wait.
+        let _ = screen.recv_timeout(Duration::from_millis(50));
+    }
+    assert!(script.wait().unwrap().success(), "the client failed");
+    // NO_COLOR: no colours, the prompt's included (sequences that move the
+    // cursor or reset attributes remain: the line editor needs them).
+    shown.extend(screen.iter().flatten());
+    for colour in 30..=37 {
+        for sgr in [format!("\x1b[{colour}m"), format!("\x1b[{}m", colour + 60)] {
+            assert_eq!(count(&shown, sgr.as_bytes()), 0, "{sgr:?} with NO_COLOR");
+        }
+    }
+    peer.leave();
+    server.stop();
+}
+
+/// How many times `needle` occurs in `haystack`.
+fn count(haystack: &[u8], needle: &[u8]) -> usize {
+    haystack
+        .windows(needle.len())
+        .filter(|w| *w == needle)
+        .count()
+}
+
+/// Version 1 and names-capable clients share the lobby; room commands on a
+/// version 1 session get a clear message.
+#[test]
+fn version_1_and_named_clients_share_the_lobby() {
+    let server = InProcess::start(Config::default());
+    let addr = server.addr;
+    let mut alice = Proc::named("alice", addr, &[]);
+    let (mut old, old_addr) = Proc::v1("old", addr);
+    let joined = alice.line();
+    assert!(
+        joined.starts_with("* guest-") && joined.ends_with(" joined #lobby"),
+        "{joined}"
+    );
+    let guest = joined
+        .strip_prefix("* ")
+        .and_then(|l| l.strip_suffix(" joined #lobby"))
+        .unwrap()
+        .to_owned();
+    // The version 1 client is told of alice by address.
+    let alice_joined = old.line();
+    assert!(alice_joined.ends_with(" joined"), "{alice_joined}");
+
+    old.type_line("send:hello from 1999");
+    old.expect(&format!("[{old_addr}] hello from 1999"));
+    alice.expect(&format!("#lobby <{guest}> hello from 1999"));
+    alice.type_line("hello back");
+    alice.expect("#lobby <alice> hello back");
+    let relayed = old.line();
+    assert!(
+        relayed.starts_with("[127.0.0.1:") && relayed.ends_with("] hello back"),
+        "{relayed}"
+    );
+
+    old.type_line("/join rust");
+    assert!(
+        old.err_line()
+            .starts_with("not available: this server has one room")
+    );
+    alice.type_line("/msg old hi");
+    alice.expect("-> *old* hi");
+    // The name is a guest's; `old` is nobody.
+    let refused = alice.line();
+    assert!(
+        refused.starts_with("! nobody has that name: old"),
+        "{refused}"
+    );
+    alice.type_line(&format!("/msg {guest} hi"));
+    alice.expect(&format!("-> *{guest}* hi"));
+    assert!(
+        alice
+            .line()
+            .starts_with(&format!("! cannot receive direct messages: {guest}"))
+    );
+
+    old.leave();
+    alice.expect(&format!("* {guest} left #lobby"));
+    alice.leave();
+    server.stop();
+}
+
+/// A server from before names and rooms, played by chat-proto's server
+/// machine over a blocking socket: it welcomes one client without the
+/// capability, says one line to it, and answers its `Exit`. Returns what
+/// the client sent.
+fn older_server() -> (SocketAddr, thread::JoinHandle<Vec<chat_proto::Message>>) {
+    use chat_proto::{Connection, Event, Message, ServerConfig, features};
+
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = thread::spawn(move || {
+        let (mut stream, peer) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(T)).unwrap();
+        let mut config = ServerConfig::default();
+        config.features = features::NONE;
+        let mut conn = Connection::server(config);
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            while let Some(event) = conn.poll().expect("the client broke the protocol") {
+                match event {
+                    Event::Hello { .. } => {
+                        conn.accept(peer).unwrap();
+                        conn.send(&Message::Relay {
+                            ip: [127, 0, 0, 1].into(),
+                            port: 9,
+                            text: "from an older server".into(),
+                        })
+                        .unwrap();
+                    }
+                    Event::Message(msg) => got.push(msg),
+                    Event::Exit => conn.exit().unwrap(),
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            while let Some(bytes) = conn.transmit() {
+                stream.write_all(&bytes).unwrap();
+            }
+            let n = stream.read(&mut buf).expect("the client went quiet");
+            if n == 0 {
+                return got;
+            }
+            conn.input().extend_from_slice(&buf[..n]);
+        }
+    });
+    (addr, server)
+}
+
+/// Against a server without names and rooms, the client behaves as the
+/// seed did, and answers room commands with a clear message.
+#[test]
+fn an_older_server_gets_version_1() {
+    let (addr, server) = older_server();
+    let mut cmd = Command::new(CLIENT);
+    cmd.args([&addr.to_string(), "--name", "alice"]);
+    let mut alice = Proc::spawn("alice", cmd);
+    let greeting = alice.line();
+    let me = greeting
+        .strip_prefix(&format!("* connected to {addr} as "))
+        .unwrap_or_else(|| panic!("{greeting}"))
+        .to_owned();
+    assert!(me.parse::<SocketAddr>().is_ok(), "{greeting}");
+    alice.expect("* this server has one room and no names (protocol version 1)");
+    alice.expect("[127.0.0.1:9] from an older server");
+    for command in [
+        "/join rust",
+        "/msg bob hi",
+        "/nick bob",
+        "/rooms",
+        "/who",
+        "/part",
+    ] {
+        alice.type_line(command);
+        let said = alice.err_line();
+        assert!(
+            said.starts_with("not available: this server has one room and no names"),
+            "{command}: {said}"
+        );
+    }
+    alice.type_line("send:hello, old friend");
+    alice.expect(&format!("[{me}] hello, old friend"));
+    alice.leave();
+    let got = server.join().unwrap();
+    assert_eq!(
+        got,
+        [chat_proto::Message::Send {
+            text: "hello, old friend".into()
+        }]
+    );
+}
+
+/// When the server restarts, the client says so, reconnects with the same
+/// name and rooms, and goes on; lines typed meanwhile are reported unsent.
+#[test]
+fn reconnects_after_the_server_restarts() {
+    let server = InProcess::start(Config::default());
+    let addr = server.addr;
+    let mut alice = Proc::named("alice", addr, &[]);
+    alice.type_line("/join rust");
+    alice.expect(&in_room("rust", &[]));
+    alice.type_line("/part lobby");
+    alice.expect("* you left #lobby");
+
+    server.kill();
+    alice.expect_disconnected();
+    alice.type_line("typed while away");
+    assert_eq!(alice.err_line(), "not sent: not connected (reconnecting)");
+
+    let server = InProcess::start_at(&addr.to_string(), Config::default());
+    // Failed attempts (if the restart took a while) come first.
+    let skipped = alice.expect_eventually(&format!("* reconnected to {addr} as alice"));
+    for line in skipped {
+        assert!(line.starts_with("* reconnect attempt "), "{line}");
+    }
+    // The server puts it in the lobby; it joins rust again and leaves the
+    // lobby again; rust is still the current room.
+    alice.expect_unordered(&[
+        in_room("lobby", &[]),
+        in_room("rust", &[]),
+        "* you left #lobby".to_owned(),
+    ]);
+
+    let mut bob = Proc::named("bob", addr, &[]);
+    bob.type_line("/join rust");
+    bob.expect(&in_room("rust", &["alice"]));
+    alice.expect("* bob joined #rust");
+    alice.type_line("I'm back");
+    alice.expect("#rust <alice> I'm back");
+    bob.expect("#rust <alice> I'm back");
+
+    // Quitting while reconnecting works, at once.
+    server.kill();
+    bob.expect_disconnected();
+    bob.type_line("/quit");
+    bob.expect("* left (not connected)");
+    assert!(bob.finish().success());
+    alice.expect_disconnected();
+    alice.signal("-INT");
+    alice.expect_eventually("* left (not connected)");
+    assert!(alice.finish().success());
+}
+
+#[test]
+fn addresses_as_people_type_them() {
+    // `--server` and the positional form; IPv6 with brackets.
+    let server = InProcess::start_at("[::1]:0", Config::default());
+    let addr = server.addr;
+    let typed = format!("[::1]:{}", addr.port());
+    let mut cmd = Command::new(CLIENT);
+    cmd.args([typed.as_str(), "--name", "six"]);
+    let mut six = Proc::spawn("six", cmd);
+    six.expect(&format!("* connected to {addr} as six"));
+    six.expect(&in_room("lobby", &[]));
+    six.leave();
+    server.stop();
+
+    // A mistake in the address is a clear usage error, not a parse error.
+    for (typed, hint) in [
+        ("localhost:http", "is not a port"),
+        ("tcp://localhost:8080", "looks like a URL"),
+    ] {
+        let out = Command::new(CLIENT).arg(typed).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{typed}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(hint), "{typed}: {stderr}");
+    }
+    // Both forms at once is a mistake too.
+    let out = Command::new(CLIENT)
+        .args(["127.0.0.1:1", "--server", "127.0.0.1:2"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
 #[test]
 fn friendlier_forms_and_end_of_input() {
     let server = InProcess::start(Config::default());
     let addr = server.addr;
-    let ((mut a, a_addr), (mut b, b_addr)) = Proc::pair(addr);
+    let ((mut a, a_addr), (mut b, b_addr)) = Proc::pair_v1(addr);
 
     // A plain line is a message; empty and blank lines send nothing.
     b.type_line("");
     b.type_line("   ");
     b.type_line("plain words, 你好");
+    b.expect(&format!("[{b_addr}] plain words, 你好"));
     a.expect(&format!("[{b_addr}] plain words, 你好"));
 
     // A mistyped command is reported, not sent.
     b.type_line("/qiut");
     assert!(b.err_line().starts_with("unknown command /qiut"));
     b.type_line("send:/qiut is what I typed");
+    b.expect(&format!("[{b_addr}] /qiut is what I typed"));
     a.expect(&format!("[{b_addr}] /qiut is what I typed"));
 
     // `/quit` leaves.
@@ -341,10 +943,11 @@ fn friendlier_forms_and_end_of_input() {
     assert!(b.finish().success());
 
     // So does the end of input, after sending what came before it.
-    let (mut c, c_addr) = Proc::client("c", addr);
+    let (mut c, c_addr) = Proc::v1("c", addr);
     c.expect_joined(&[a_addr]);
     a.expect(&format!("* {c_addr} joined"));
     a.type_line("last words");
+    a.expect(&format!("[{a_addr}] last words"));
     c.expect(&format!("[{a_addr}] last words"));
     a.close_stdin();
     a.expect("* left the chat");
@@ -387,11 +990,16 @@ fn bad_usage_exits_2() {
     assert!(help.status.success());
     let help = String::from_utf8_lossy(&help.stdout);
     for needle in [
+        "[HOST:PORT]",
         "--server <HOST:PORT>",
+        "--name <NAME>",
         "127.0.0.1:8080",
+        "port 8080",
         "send:TEXT",
         "exit;",
         "/quit",
+        "NO_COLOR",
+        "reconnect",
     ] {
         assert!(help.contains(needle), "--help lacks {needle}");
     }
@@ -401,7 +1009,14 @@ fn bad_usage_exits_2() {
 fn server_shutdown_ends_the_client_with_a_clear_line() {
     let server = InProcess::start(Config::default());
     let addr = server.addr;
-    let (mut a, _) = Proc::client("a", addr);
+    let mut cmd = Command::new(CLIENT);
+    cmd.args([&addr.to_string(), "--no-reconnect"]);
+    let mut a = Proc::spawn("a", cmd);
+    assert!(
+        a.line()
+            .starts_with(&format!("* connected to {addr} as guest-"))
+    );
+    a.expect(&in_room("lobby", &[]));
     // Returns once every session has ended: the client was told and left.
     server.stop();
     a.expect("* the server is shutting down");
@@ -412,7 +1027,10 @@ fn server_shutdown_ends_the_client_with_a_clear_line() {
 #[test]
 fn server_vanishing_is_reported() {
     let server = InProcess::start(Config::default());
-    let (mut a, _) = Proc::client("a", server.addr);
+    let mut cmd = Command::new(CLIENT);
+    cmd.args([&server.addr.to_string(), "--no-reconnect", "--v1"]);
+    let mut a = Proc::spawn("a", cmd);
+    a.line();
     // No goodbye at all: every server task and socket is dropped.
     server.kill();
     assert_eq!(a.err_line(), "the server closed the connection");
@@ -426,7 +1044,7 @@ fn text_over_the_servers_limit_is_not_sent() {
         max_frame_len: 100,
         ..Config::default()
     });
-    let ((mut a, _), (mut b, b_addr)) = Proc::pair(server.addr);
+    let ((mut a, _), (mut b, b_addr)) = Proc::pair_v1(server.addr);
 
     b.type_line(&format!("send:{}", "长".repeat(30)));
     assert_eq!(
@@ -435,8 +1053,10 @@ fn text_over_the_servers_limit_is_not_sent() {
     );
     // The client keeps running, and the next message is the first to arrive.
     b.type_line("send:this one fits");
+    b.expect(&format!("[{b_addr}] this one fits"));
     a.expect(&format!("[{b_addr}] this one fits"));
     b.type_line(&format!("send:{}", "x".repeat(78)));
+    b.expect(&format!("[{b_addr}] {}", "x".repeat(78)));
     a.expect(&format!("[{b_addr}] {}", "x".repeat(78)));
 
     b.leave();
@@ -448,17 +1068,30 @@ fn text_over_the_servers_limit_is_not_sent() {
 #[test]
 fn ctrl_c_leaves_gracefully() {
     let server = InProcess::start(Config::default());
-    let ((mut a, _), (mut b, b_addr)) = Proc::pair(server.addr);
+    let mut a = Proc::named("a", server.addr, &[]);
+    let mut b = Proc::named("b", server.addr, &["a"]);
+    a.expect("* b joined #lobby");
     b.signal("-INT");
     b.expect("* left the chat");
-    a.expect(&format!("* {b_addr} left"));
+    a.expect("* b left #lobby");
     assert!(b.finish().success());
     a.leave();
     server.stop();
 }
 
 /// Every command, in the form help shows it.
-const COMMANDS: [&str; 4] = ["send:TEXT", "exit;", "/quit", "/help"];
+const COMMANDS: [&str; 10] = [
+    "send:TEXT",
+    "exit;",
+    "/quit",
+    "/help",
+    "/join",
+    "/part",
+    "/rooms",
+    "/who",
+    "/msg",
+    "/nick",
+];
 
 /// `--help` and `/help` list exactly the commands the program accepts, and
 /// each one it lists does what it says.
@@ -469,24 +1102,27 @@ fn help_lists_every_command() {
     let long_help = String::from_utf8(out.stdout).unwrap();
 
     let server = InProcess::start(Config::default());
-    let ((mut a, a_addr), (mut b, _)) = Proc::pair(server.addr);
+    let mut a = Proc::named("a", server.addr, &[]);
+    let mut b = Proc::named("b", server.addr, &["a"]);
+    a.expect("* b joined #lobby");
 
     // Each command is accepted and works: `/help` prints the list, `send:`
     // sends, `exit;` and `/quit` leave (a command the program did not parse
     // would be sent as text or reported as unknown on stderr).
     a.type_line("/help");
-    a.type_line("send:probe");
-    b.expect(&format!("[{a_addr}] probe"));
-    a.type_line("exit;");
     let mut short_help = Vec::new();
+    a.type_line("send:probe");
     loop {
-        match a.line() {
-            line if line == "* left the chat" => break,
+        match a.raw_line() {
+            line if strip_time(&line) == Some("#lobby <a> probe") => break,
             line => short_help.push(line),
         }
     }
+    b.expect("#lobby <a> probe");
+    a.type_line("exit;");
+    a.expect("* left the chat");
     let short_help = short_help.join("\n");
-    b.expect(&format!("* {a_addr} left"));
+    b.expect("* a left #lobby");
     b.type_line("/quit");
     b.expect("* left the chat");
     for client in [a, b] {
@@ -503,7 +1139,7 @@ fn help_lists_every_command() {
         }
         // Nothing that looks like a command is listed but unknown here.
         for word in help.split_whitespace() {
-            let word = word.trim_end_matches([',', '.', ')']);
+            let word = word.trim_end_matches([',', '.', ')', ';', ':']);
             if word.starts_with('/') {
                 assert!(COMMANDS.contains(&word), "help lists {word}, not a command");
             }

@@ -3,16 +3,20 @@
 
 use std::time::Duration;
 
-use chat_proto::{HEADER_LEN, MAX_FRAME_LEN, MAX_FRAME_LEN_CEILING, MIN_FRAME_LEN};
+use chat_proto::{HEADER_LEN, MAX_FRAME_LEN, MAX_FRAME_LEN_CEILING, MIN_FRAME_LEN, ROOMS_OVERHEAD};
 use tokio::sync::Semaphore;
 
 use crate::error::Error;
 
 pub use chat_proto::RELAY_OVERHEAD;
 
-/// Longest `Joined`/`Left` frame, header included (an IPv6 address, a
-/// 3-byte port varint).
-const NOTICE_MAX: usize = 32;
+/// Longest presence notice, header included: a `Renamed`, `Entered` or
+/// `Departed` with two names of 32 four-byte characters, an IPv6 address
+/// and a 3-byte port varint (a `Joined`/`Left` takes at most 25).
+const NOTICE_MAX: usize = 288;
+/// How much longer than `max_frame_len` a frame for a client of the ROOMS
+/// capability may be: a `Said` carries a room and a name besides the text.
+const ROOMS_EXTRA: usize = ROOMS_OVERHEAD - RELAY_OVERHEAD;
 /// Longest `Ping`/`Pong` frame, header included (a 10-byte nonce varint).
 const CONTROL_MAX: usize = 16;
 
@@ -43,8 +47,9 @@ pub struct Config {
     /// Largest frame payload the server sends, in bytes. A client may send
     /// payloads of up to `max_frame_len - RELAY_OVERHEAD` bytes (announced in
     /// `Welcome`). Must be within
-    /// `MIN_FRAME_LEN + RELAY_OVERHEAD ..= MAX_FRAME_LEN_CEILING`.
-    /// Default: 65,536 ([`chat_proto::MAX_FRAME_LEN`]).
+    /// `MIN_FRAME_LEN + RELAY_OVERHEAD ..=` [`Config::MAX_FRAME_LEN`]
+    /// (`MAX_FRAME_LEN_CEILING` less 280: a client of the ROOMS capability is
+    /// sent frames of up to `max_frame_len + 280` bytes). Default: 65,536 ([`chat_proto::MAX_FRAME_LEN`]).
     pub max_frame_len: usize,
     /// Depth of each client's outgoing queue, in queued buffers (a buffer is
     /// one frame, or the relays of several `Send`s that arrived together from
@@ -126,6 +131,31 @@ pub struct Config {
     /// connection beyond `max_clients` waits in the listen queue.
     /// Default: 64.
     pub reject_slots: usize,
+    /// Most rooms one client may be in at once, the lobby included; a `Join`
+    /// past it is refused with `TooManyRooms`. Not zero. Default: 100.
+    pub max_rooms: usize,
+    /// Longest nickname, in characters (Unicode scalar values, after NFC
+    /// normalisation), 1 to [`Config::MAX_NAME_CHARS`]. A longer one is
+    /// refused with `NameInvalid`. Default: 32.
+    pub max_name_chars: usize,
+    /// Longest room name, in characters (after NFC normalisation), 1 to
+    /// [`Config::MAX_NAME_CHARS`], at least [`Config::MIN_ROOM_CHARS`] so that
+    /// `lobby` is a valid room name. A longer
+    /// one is refused with `RoomInvalid`. Default: 32.
+    pub max_room_chars: usize,
+    /// Most members in one room; a `Join` past it is refused with
+    /// `RoomFull`. Newcomers enter the lobby whatever its size (that is
+    /// bounded by `max_clients`); one that left it joins it again under this
+    /// cap like any room. Not zero. Default: 10,000.
+    pub room_members: usize,
+    /// Sustained direct messages (`Tell`) per second a client may send; one
+    /// beyond `tell_rate` plus `tell_burst` is refused with `RateLimited` and
+    /// not delivered (the connection stays open). Zero disables the limit
+    /// (`rate` still counts every `Tell`). Default: 10.
+    pub tell_rate: u32,
+    /// Direct messages a client may send in a burst above `tell_rate`. Not
+    /// zero unless `tell_rate` is. Default: 20.
+    pub tell_burst: u32,
 }
 
 impl Default for Config {
@@ -151,6 +181,12 @@ impl Default for Config {
             flush_rounds: 16,
             backlog: None,
             reject_slots: 64,
+            max_rooms: 100,
+            max_name_chars: Self::MAX_NAME_CHARS,
+            max_room_chars: Self::MAX_NAME_CHARS,
+            room_members: 10_000,
+            tell_rate: 10,
+            tell_burst: 20,
         }
     }
 }
@@ -168,6 +204,16 @@ impl Config {
     pub const MAX_IOV: usize = 1024;
     /// Largest `backlog`.
     pub const MAX_BACKLOG: u32 = 65_535;
+    /// Largest `max_frame_len`: a client of the ROOMS capability is sent
+    /// frames of up to `max_frame_len + ROOMS_OVERHEAD - RELAY_OVERHEAD`
+    /// bytes, which must stay within `MAX_FRAME_LEN_CEILING`.
+    pub const MAX_FRAME_LEN: usize = MAX_FRAME_LEN_CEILING - ROOMS_EXTRA;
+    /// Longest `max_name_chars` and `max_room_chars`: what the protocol
+    /// promises a client may ask for.
+    pub const MAX_NAME_CHARS: usize = 32;
+    /// Smallest `max_room_chars`: the lobby's name must be one a client can
+    /// join.
+    pub const MIN_ROOM_CHARS: usize = 5;
     /// Smallest listen queue derived from `max_clients`.
     const MIN_DEFAULT_BACKLOG: u32 = 1024;
 
@@ -178,8 +224,9 @@ impl Config {
     /// - **No eviction of a client that keeps up.** A client is evicted
     ///   when its outbox overflows. One turn of a sender's session hands the
     ///   room at most one buffer of relays, cut once it reaches
-    ///   `relay_batch` bytes: up to `relay_batch` plus one frame of
-    ///   `max_frame_len` and its 4-byte header. A client that keeps up (its
+    ///   `relay_batch` bytes: up to `relay_batch` plus one frame and its
+    ///   4-byte header (`max_frame_len`, 280 bytes more for a client of the
+    ///   ROOMS capability, whose `Said` names a room and a sender). A client that keeps up (its
     ///   session empties its outbox into the socket between two such turns)
     ///   can still be handed, at one moment, that buffer, one batch of
     ///   presence notices (`presence_batch` plus one notice), a `Ping` and a
@@ -199,9 +246,15 @@ impl Config {
     ///   when `rate` is. Zero is meaningful, and allowed, for `idle_timeout` and
     ///   `rate` (the check is off), `presence_delay`, `presence_batch` and
     ///   `relay_batch` (no batching) and `reject_slots` (nobody is told "server
-    ///   full": new connections wait in the listen queue).
+    ///   full": new connections wait in the listen queue), and `tell_rate`
+    ///   (no limit on direct messages; `tell_burst` must be non-zero otherwise).
+    ///   `max_rooms` and `room_members` are at least 1; `max_name_chars` is
+    ///   1 to [`Config::MAX_NAME_CHARS`], `max_room_chars`
+    ///   [`Config::MIN_ROOM_CHARS`] to [`Config::MAX_NAME_CHARS`].
     /// - **Within what the system takes.** `max_frame_len` within
-    ///   `MIN_FRAME_LEN + RELAY_OVERHEAD ..= MAX_FRAME_LEN_CEILING`; `max_iov` at
+    ///   `MIN_FRAME_LEN + RELAY_OVERHEAD ..=` [`Config::MAX_FRAME_LEN`] (so
+    ///   that the longest frame for a ROOMS client, `max_frame_len + 280`,
+    ///   stays within `MAX_FRAME_LEN_CEILING`); `max_iov` at
     ///   most [`Config::MAX_IOV`] (`IOV_MAX`); `backlog` at most
     ///   [`Config::MAX_BACKLOG`]; `read_chunk`, `relay_batch` and
     ///   `presence_batch` at most `MAX_FRAME_LEN_CEILING`; `max_clients` and
@@ -225,7 +278,7 @@ impl Config {
             "max_frame_len",
             self.max_frame_len,
             min,
-            MAX_FRAME_LEN_CEILING,
+            Self::MAX_FRAME_LEN,
         )?;
         within("relay_batch", self.relay_batch, 0, MAX_FRAME_LEN_CEILING)?;
         within(
@@ -246,10 +299,11 @@ impl Config {
                 "outbox_bytes",
                 format!(
                     "{} is less than the minimum, {min}: one relay buffer \
-                     (relay_batch + max_frame_len + {HEADER_LEN}), one batch of notices \
+                     (relay_batch + max_frame_len + {}), one batch of notices \
                      (presence_batch + {NOTICE_MAX}), a Ping and a Pong ({}); \
                      less could evict a client that keeps up",
                     self.outbox_bytes,
+                    ROOMS_EXTRA + HEADER_LEN,
                     2 * CONTROL_MAX
                 ),
             ));
@@ -286,17 +340,38 @@ impl Config {
         if self.rate > 0 && self.burst == 0 {
             return Err(("burst", "must be at least 1 unless rate is 0".into()));
         }
+        within("max_rooms", self.max_rooms, 1, usize::MAX)?;
+        within(
+            "max_name_chars",
+            self.max_name_chars,
+            1,
+            Self::MAX_NAME_CHARS,
+        )?;
+        within(
+            "max_room_chars",
+            self.max_room_chars,
+            Self::MIN_ROOM_CHARS,
+            Self::MAX_NAME_CHARS,
+        )?;
+        within("room_members", self.room_members, 1, usize::MAX)?;
+        if self.tell_rate > 0 && self.tell_burst == 0 {
+            return Err((
+                "tell_burst",
+                "must be at least 1 unless tell_rate is 0".into(),
+            ));
+        }
         Ok(())
     }
 
     /// The least `outbox_bytes` that can never evict a client that keeps
-    /// up: one relay buffer (`relay_batch` plus one frame of `max_frame_len`
-    /// and its header), one batch of presence notices (`presence_batch` plus
-    /// one notice), a `Ping` and a `Pong`. 147,524 with the defaults.
+    /// up: one relay buffer (`relay_batch` plus one frame of a ROOMS client,
+    /// `max_frame_len + 280`, and its header), one batch of presence notices
+    /// (`presence_batch` plus the longest notice, 288 bytes), a `Ping` and a
+    /// `Pong`. 148,060 with the defaults.
     pub fn min_outbox_bytes(&self) -> usize {
         self.relay_batch
             .saturating_add(self.max_frame_len)
-            .saturating_add(HEADER_LEN)
+            .saturating_add(ROOMS_EXTRA + HEADER_LEN)
             .saturating_add(self.presence_batch)
             .saturating_add(NOTICE_MAX)
             .saturating_add(2 * CONTROL_MAX)
@@ -361,7 +436,7 @@ mod tests {
         let config = Config::default();
         config.validate().unwrap();
         assert_eq!(config.client_max_frame(), MAX_FRAME_LEN - 20);
-        assert_eq!(config.min_outbox_bytes(), 147_524);
+        assert_eq!(config.min_outbox_bytes(), 148_060);
         assert_eq!(config.listen_backlog(), 10_000);
     }
 
@@ -402,7 +477,7 @@ mod tests {
             ..Config::default()
         });
         assert_eq!(field, "outbox_bytes");
-        assert!(reason.contains("less than the minimum, 147524"), "{reason}");
+        assert!(reason.contains("less than the minimum, 148060"), "{reason}");
         // Exactly the minimum is fine, one byte less is not.
         let base = Config {
             relay_batch: 1000,
@@ -410,7 +485,7 @@ mod tests {
             max_frame_len: 5000,
             ..Config::default()
         };
-        let min = 1000 + 5000 + 4 + 100 + 32 + 32;
+        let min = 1000 + 5000 + 280 + 4 + 100 + 288 + 32;
         assert_eq!(base.min_outbox_bytes(), min);
         Config {
             outbox_bytes: min,
@@ -652,6 +727,122 @@ mod tests {
     }
 
     #[test]
+    fn room_limits_are_checked() {
+        let cases: Vec<(&str, Config, &str)> = vec![
+            (
+                "max_rooms",
+                Config {
+                    max_rooms: 0,
+                    ..Config::default()
+                },
+                "0 is less than the minimum, 1",
+            ),
+            (
+                "room_members",
+                Config {
+                    room_members: 0,
+                    ..Config::default()
+                },
+                "0 is less than the minimum, 1",
+            ),
+            (
+                "max_name_chars",
+                Config {
+                    max_name_chars: 0,
+                    ..Config::default()
+                },
+                "0 is less than the minimum, 1",
+            ),
+            (
+                "max_name_chars",
+                Config {
+                    max_name_chars: 33,
+                    ..Config::default()
+                },
+                "33 is more than the maximum, 32",
+            ),
+            (
+                "max_room_chars",
+                Config {
+                    max_room_chars: 4,
+                    ..Config::default()
+                },
+                "4 is less than the minimum, 5",
+            ),
+            (
+                "max_room_chars",
+                Config {
+                    max_room_chars: 33,
+                    ..Config::default()
+                },
+                "33 is more than the maximum, 32",
+            ),
+            (
+                "tell_burst",
+                Config {
+                    tell_burst: 0,
+                    ..Config::default()
+                },
+                "must be at least 1 unless tell_rate is 0",
+            ),
+        ];
+        for (field, config, reason) in cases {
+            assert_eq!(refused(config), (field, reason.to_string()));
+        }
+        // The edges that are allowed, and a zero tell_rate (no DM limit).
+        Config {
+            max_rooms: 1,
+            room_members: 1,
+            max_name_chars: 1,
+            max_room_chars: Config::MIN_ROOM_CHARS,
+            tell_rate: 0,
+            tell_burst: 0,
+            ..Config::default()
+        }
+        .validate()
+        .unwrap();
+        Config {
+            max_name_chars: Config::MAX_NAME_CHARS,
+            max_room_chars: Config::MAX_NAME_CHARS,
+            max_rooms: usize::MAX,
+            room_members: usize::MAX,
+            tell_rate: u32::MAX,
+            tell_burst: u32::MAX,
+            ..Config::default()
+        }
+        .validate()
+        .unwrap();
+    }
+
+    #[test]
+    fn a_rooms_frame_stays_within_the_ceiling() {
+        // A ROOMS client is sent frames of up to max_frame_len + 280: the
+        // largest frame limit leaves room for that, one more byte does not.
+        let largest = Config::MAX_FRAME_LEN;
+        assert_eq!(largest + 280, MAX_FRAME_LEN_CEILING);
+        let at = |max_frame_len| Config {
+            max_frame_len,
+            outbox_bytes: 64 * 1024 * 1024,
+            ..Config::default()
+        };
+        at(largest).validate().unwrap();
+        let (field, reason) = refused(at(largest + 1));
+        assert_eq!(field, "max_frame_len");
+        assert_eq!(
+            reason,
+            format!("{} is more than the maximum, {largest}", largest + 1)
+        );
+        let mut server = chat_proto::ServerConfig::default();
+        server.max_frame_len = largest;
+        assert_eq!(
+            server
+                .outbound_for(chat_proto::features::ROOMS)
+                .max_frame_len(),
+            largest + 280
+        );
+    }
+
+    #[test]
     fn backlog_follows_max_clients_within_bounds() {
         let with = |max_clients, backlog| Config {
             max_clients,
@@ -680,6 +871,39 @@ mod tests {
         for text in ["", "x", &"y".repeat(200), &"z".repeat(70_000)] {
             let send = len(&Message::Send { text: text.into() });
             assert!(len(&Message::relay(from, text)) - send <= RELAY_OVERHEAD);
+        }
+        // A ROOMS client's relay and notices, with the longest names.
+        let name = "𠀀".repeat(Config::MAX_NAME_CHARS);
+        let member = chat_proto::Member::new(name.clone(), from);
+        for text in ["", &"y".repeat(200), &"z".repeat(70_000)] {
+            let room = name.clone();
+            let say = len(&Message::Say {
+                room: room.clone(),
+                text: text.into(),
+            });
+            let said = Message::Said {
+                room,
+                from: member.clone(),
+                text: text.into(),
+            };
+            assert!(len(&said) - say <= ROOMS_OVERHEAD);
+        }
+        let notices = [
+            Message::Entered {
+                room: name.clone(),
+                member: member.clone(),
+            },
+            Message::Departed {
+                room: name.clone(),
+                member: member.clone(),
+            },
+            Message::Renamed {
+                old: name.clone(),
+                member,
+            },
+        ];
+        for notice in &notices {
+            assert!(len(notice) <= NOTICE_MAX, "{} bytes", len(notice));
         }
         let (ip, port) = (from.ip(), from.port());
         assert!(len(&Message::Joined { ip, port }) <= NOTICE_MAX);

@@ -69,6 +69,20 @@
 //!   must arrive within [`Config::frame_timeout`], or it gets
 //!   `Error { reason: "frame timeout" }` and is closed: trickling a frame
 //!   byte by byte cannot hold a slot.
+//! - **Rooms.** A client that asks for `features::ROOMS` must send `Nick`
+//!   first (within the handshake timeout): it gets `Named` (or `Refused`
+//!   and an assigned `guest-N`), then the lobby's `Roster`, itself last. It
+//!   may then rename, `Join`/`Part` rooms (made on first join, removed when
+//!   empty; at most [`Config::max_rooms`] per client and
+//!   [`Config::room_members`] per room), `Say` in a room (`Said` to its
+//!   other members), `Tell` a name (`Told` to that client only,
+//!   [`Config::tell_rate`] per second), and ask `Who` and `ListRooms`.
+//!   Presence is per room, with the promises above: `Entered`/`Departed`,
+//!   and `Renamed` once to everyone sharing a room. A request that cannot be
+//!   carried out gets `Refused` with a code, and the connection stays open.
+//!   Version 1 clients are in the lobby under an assigned name, see rooms
+//!   clients as `ip:port` (`Joined`, `Left`, `Relay` from the lobby only)
+//!   and are seen by them as members; they cannot receive `Tell`s.
 //!
 //! # Limits and policies
 //!
@@ -119,26 +133,38 @@
 //!   out of file descriptors; `admission.rs`: the client and reject slots
 //!   taken before `accept`.
 //! - `session.rs`: one task per client, the only owner of its transport and
-//!   its protocol machine; dispatch, flood control, timers, goodbyes.
+//!   its protocol machine; flood control, timers; `session/goodbye.rs`: how
+//!   it ends. `dispatch.rs`: what each request does (the client's name,
+//!   rooms, direct messages, refusals), and relays gathered per room.
 //! - `transport.rs`: the byte stream a session is served over (TCP, or any
 //!   `AsyncRead + AsyncWrite`); `writer.rs`: the queue of shared buffers
 //!   being written, and the frame half written.
-//! - `hub.rs`: rooms by name, their members (the `Membership` guard) and
-//!   the fan-out policy; `peer.rs`: a member's `PeerId`, address and
-//!   outbox; `presence.rs`: join and leave notices, batched; `outbox.rs`: a
-//!   peer's bounded queue; `flood.rs`: the token bucket.
+//! - `hub.rs`: rooms by name (the lobby always), renames, the pacing of
+//!   notices; `room.rs`: one room's members in order (the `Membership`
+//!   guard) and its fan-out, one shared buffer per kind of member;
+//!   `presence.rs`: join and leave notices of a room, batched, and the
+//!   newcomers' rosters; `roster.rs`: `Roster` and `Rooms` answers cut to
+//!   the frame limit; `directory.rs`: names → clients; `names.rs`: which
+//!   names are valid, and when two are one; `peer.rs`: a client's `PeerId`,
+//!   address, name and outbox; `outbox.rs`: a peer's bounded queue;
+//!   `flood.rs`: the token bucket.
 //! - `error.rs`: [`Error`].
 #![forbid(unsafe_code)]
 
 mod admission;
 mod config;
+mod directory;
+mod dispatch;
 mod error;
 mod flood;
 mod hub;
 mod listener;
+mod names;
 mod outbox;
 mod peer;
 mod presence;
+mod room;
+mod roster;
 mod session;
 mod transport;
 mod writer;

@@ -1,9 +1,12 @@
 //! A peer as the hub knows it: an identity, the address shown to the
-//! others, and the outbox that reaches it.
+//! others, its name, whether it speaks the rooms capability, and the outbox
+//! that reaches it. Rooms and the directory share one `Arc<Peer>` each.
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use chat_proto::Member;
 
 use crate::outbox::Outbox;
 
@@ -25,11 +28,82 @@ impl fmt::Display for PeerId {
     }
 }
 
-/// A member of a room, as the others see it.
-#[derive(Debug, Clone)]
+/// A client's name: as shown, and folded (the directory's key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Label {
+    /// The holder's NFC spelling, shared by every frame and roster.
+    pub(crate) shown: Arc<str>,
+    /// The uniqueness key.
+    pub(crate) key: Arc<str>,
+}
+
+impl Label {
+    /// A label from its two forms.
+    pub(crate) fn new(shown: &str, key: &str) -> Self {
+        let shown: Arc<str> = Arc::from(shown);
+        // Most names fold to themselves: share the allocation then.
+        let key = if *key == *shown {
+            shown.clone()
+        } else {
+            Arc::from(key)
+        };
+        Label { shown, key }
+    }
+}
+
+/// A connected client, as rooms and the directory see it.
+#[derive(Debug)]
 pub(crate) struct Peer {
     pub(crate) id: PeerId,
-    /// The address shown to the others in `Relay`, `Joined` and `Left`.
+    /// The address shown to the others in `Relay`, `Joined`, `Left` and
+    /// every `Member`.
     pub(crate) addr: SocketAddr,
-    pub(crate) outbox: Arc<Outbox>,
+    /// Speaks the rooms capability: gets `Said`, `Entered`, `Departed`;
+    /// otherwise version 1: `Relay`, `Joined`, `Left`, lobby only.
+    pub(crate) rooms: bool,
+    pub(crate) outbox: Outbox,
+    /// Changed only by the peer's own session, under the hub's rename
+    /// lock; read by others building rosters under the same lock.
+    label: Mutex<Label>,
+}
+
+impl Peer {
+    /// A peer not yet named (its label is empty until it is).
+    pub(crate) fn new(id: PeerId, addr: SocketAddr, rooms: bool, outbox: Outbox) -> Self {
+        Peer {
+            id,
+            addr,
+            rooms,
+            outbox,
+            label: Mutex::new(Label::new("", "")),
+        }
+    }
+
+    /// Its name as shown.
+    pub(crate) fn name(&self) -> Arc<str> {
+        self.lock().shown.clone()
+    }
+
+    /// Its name, both forms.
+    pub(crate) fn label(&self) -> Label {
+        self.lock().clone()
+    }
+
+    /// Renames it (the directory has checked the new name is free).
+    pub(crate) fn set_label(&self, label: Label) {
+        *self.lock() = label;
+    }
+
+    /// It as a `Member` of a roster or a relay.
+    pub(crate) fn member(&self) -> Member {
+        Member {
+            name: self.name().to_string(),
+            ip: self.addr.ip(),
+            port: self.addr.port(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Label> {
+        self.label.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }

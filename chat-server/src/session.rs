@@ -2,19 +2,23 @@
 //! machine, and is the only thing that ever touches either.
 //!
 //! The rules of the conversation (handshake, HTTP detection, versions,
-//! who may send what, answering `Ping`, the `Exit` and `Error` sequences,
-//! frame limits) are [`chat_proto::Connection`]'s, in the server role; the
-//! session moves bytes between it and the transport, and adds what is the
-//! server's own: the room, flood control, timers, eviction and shutdown.
+//! feature gating, the first `Nick` of a rooms client, who may send what,
+//! answering `Ping`, the `Exit` and `Error` sequences, frame limits) are
+//! [`chat_proto::Connection`]'s, in the server role; the session moves
+//! bytes between it and the transport, and adds what is the server's own:
+//! flood control, timers (the handshake's, which also bounds the wait for a
+//! rooms client's first `Nick`, a frame's, idleness), eviction and
+//! shutdown. What each request does is `dispatch.rs`'s; how a session
+//! ends is `goodbye.rs`'s.
 //!
 //! The task waits on whichever comes first: bytes to read, room in the
 //! transport for queued output, new frames in its outbox, its timer, an
 //! eviction or the server's shutdown. Output is a queue of shared [`Bytes`]
-//! written with vectored writes. The relays of the `Send`s that arrived
-//! together are encoded back to back into one buffer, handed to the room
-//! once and shared by every recipient, so the fan-out cost is paid per
-//! batch, not per message; a batch never exceeds what the outbox of a
-//! client that keeps up can take.
+//! written with vectored writes. The relays of the `Send`s and `Say`s that
+//! arrived together for one room are encoded back to back into one buffer
+//! per kind of recipient, handed to the room once and shared by every
+//! recipient, so the fan-out cost is paid per batch, not per message; a
+//! batch never exceeds what the outbox of a client that keeps up can take.
 
 use std::future::{Future, poll_fn};
 use std::io;
@@ -25,21 +29,27 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use chat_proto::{ChatCodec, Connection, Event, HEADER_LEN, Message, ServerConfig};
+use chat_proto::{Connection, Event, HEADER_LEN, Message, ServerConfig, features};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::futures::Notified;
-use tokio::time::{Instant, Sleep, sleep_until, timeout_at};
+use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::config::Config;
+use crate::dispatch::{Client, Relays, Stop};
 use crate::flood::Bucket;
-use crate::hub::{Hub, Membership, PresencePolicy};
+use crate::hub::{Hub, PresencePolicy};
 use crate::outbox::Outbox;
 use crate::peer::Peer;
+use crate::presence::Codecs;
 use crate::transport::Transport;
 use crate::writer::Writer;
+
+mod goodbye;
+
+use goodbye::Close;
 
 /// Stand-in for "never" where a duration would overflow `Instant`.
 const FAR: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
@@ -51,8 +61,6 @@ pub(crate) struct Shared {
     pub(crate) hub: Hub,
     /// Each session's protocol machine is made from this.
     server: ServerConfig,
-    /// Encodes relays: at most `config.max_frame_len`.
-    outbound: ChatCodec,
     /// Cancelled when the server shuts down.
     pub(crate) shutdown: CancellationToken,
 }
@@ -62,18 +70,20 @@ impl Shared {
     pub(crate) fn new(config: Config, shutdown: CancellationToken) -> Self {
         let server = ServerConfig::with_max_frame_len(config.max_frame_len)
             .unwrap_or_else(|_| ServerConfig::default());
-        let outbound = server.outbound();
         let hub = Hub::new(PresencePolicy {
             enabled: config.presence,
             delay: config.presence_delay,
             batch: config.presence_batch,
-            codec: outbound,
+            codecs: Codecs {
+                v1: server.outbound(),
+                rooms: server.outbound_for(features::ROOMS),
+                limit: config.max_frame_len,
+            },
         });
         Shared {
             config,
             hub,
             server,
-            outbound,
             shutdown,
         }
     }
@@ -140,27 +150,6 @@ pub(crate) async fn serve<T: Transport>(
     Box::pin(session.finish(close)).await;
 }
 
-/// Why a session ends.
-#[derive(Debug)]
-enum Close {
-    /// The client closed its end between frames.
-    Eof,
-    /// The transport failed (reset, broken pipe, ...).
-    Gone(io::Error),
-    /// The client sent `Exit`.
-    Exit,
-    /// The client sent `Error` and is going away.
-    ClientError(String),
-    /// The server is shutting down.
-    Shutdown,
-    /// The outbox overflowed: slow consumer.
-    Evicted,
-    /// The client broke a protocol rule; the machine has queued the `Error`.
-    Violation(String),
-    /// A limit of the server's: tell the client why, then close.
-    Refuse(String),
-}
-
 /// The wake-ups a serving session waits on besides its transport, made
 /// once and kept across wake-ups: re-creating them every time would
 /// register and unregister with each notifier, a cost paid per delivery.
@@ -192,8 +181,10 @@ struct Session<T> {
     out: Writer,
     /// Present while the client counts against `max_clients`.
     permit: Option<OwnedSemaphorePermit>,
-    /// Set once welcomed: the client is in the room.
-    member: Option<Membership>,
+    /// Set once welcomed: the client's name and rooms.
+    client: Option<Client>,
+    /// A rooms client must have sent its first `Nick` by then.
+    named_by: Option<Instant>,
     bucket: Bucket,
     /// When the last complete frame arrived.
     last_rx: Instant,
@@ -227,7 +218,8 @@ impl<T: Transport> Session<T> {
             addr,
             out: Writer::default(),
             permit,
-            member: None,
+            client: None,
+            named_by: None,
             last_rx: now,
             pinged: false,
             nonce: 0,
@@ -243,7 +235,9 @@ impl<T: Transport> Session<T> {
         let chunk = self.shared.config.read_chunk;
         loop {
             match self.conn.poll() {
-                Ok(Some(Event::Hello { version, .. })) => return self.admit(version),
+                Ok(Some(Event::Hello { version, features })) => {
+                    return self.admit(version, features, deadline);
+                }
                 Ok(Some(Event::Error(reason))) => return Err(Close::ClientError(reason)),
                 Ok(Some(other)) => debug!(peer = %self.addr, "ignored in handshake: {other:?}"),
                 Ok(None) => {}
@@ -265,23 +259,27 @@ impl<T: Transport> Session<T> {
         }
     }
 
-    fn admit(&mut self, version: u16) -> Result<(), Close> {
-        let config = &self.shared.config;
-        let outbox = Arc::new(Outbox::new(config.outbox_depth, config.outbox_bytes));
-        let id = self.shared.hub.next_id();
-        let peer = Peer {
-            id,
-            addr: self.addr,
-            outbox,
-        };
-        // Joining first: a closed hub (shutting down) refuses, and the
-        // client is then told so instead of being welcomed.
-        let member = self.shared.hub.lobby().join(peer).ok_or(Close::Shutdown)?;
+    /// Welcomes the client. A version 1 client joins the lobby first (a
+    /// closed hub, shutting down, refuses, and the client is then told so
+    /// instead of being welcomed); a rooms client joins nothing before its
+    /// `Nick`, which must come by `deadline`, the handshake's.
+    fn admit(&mut self, version: u16, asked: u64, deadline: Instant) -> Result<(), Close> {
+        let shared = &self.shared;
+        let config = &shared.config;
+        let outbox = Outbox::new(config.outbox_depth, config.outbox_bytes);
+        let id = shared.hub.next_id();
+        let rooms = asked & shared.server.features & features::ROOMS != 0;
+        let peer = Arc::new(Peer::new(id, self.addr, rooms, outbox));
+        let client = Client::new(&shared.hub, config, peer).map_err(|_| Close::Shutdown)?;
         self.conn.accept(self.addr);
         // The Welcome goes out before anything the room queues.
         self.out.push(self.conn.transmit().unwrap_or_default());
-        info!(peer = %self.addr, %id, version, peers = member.peers(), "client connected");
-        self.member = Some(member);
+        let peers = shared.hub.lobby().len();
+        info!(peer = %self.addr, %id, version, rooms, peers, "client connected");
+        if client.naming() {
+            self.named_by = Some(deadline);
+        }
+        self.client = Some(client);
         self.last_rx = Instant::now();
         Ok(())
     }
@@ -296,9 +294,10 @@ impl<T: Transport> Session<T> {
 
     /// The welcomed client's life: relay, answer, watch the clock.
     async fn serve(&mut self) -> Close {
-        let Some(outbox) = self.member.as_ref().map(|m| m.outbox().clone()) else {
+        let Some(peer) = self.client.as_ref().map(|c| c.peer.clone()) else {
             return Close::Shutdown;
         };
+        let outbox = &peer.outbox;
         let token = self.shared.shutdown.clone();
         let shutdown = token.cancelled();
         let evicted = outbox.evicted();
@@ -316,7 +315,7 @@ impl<T: Transport> Session<T> {
             return close;
         }
         loop {
-            let wake = poll_fn(|cx| self.poll_wake(cx, &outbox, &mut waits)).await;
+            let wake = poll_fn(|cx| self.poll_wake(cx, outbox, &mut waits)).await;
             match wake {
                 Wake::Shutdown => return Close::Shutdown,
                 Wake::Evicted => return Close::Evicted,
@@ -418,6 +417,9 @@ impl<T: Transport> Session<T> {
         if self.frame_deadline.is_some_and(|at| now >= at) {
             return Err(Close::Refuse("frame timeout".into()));
         }
+        if self.named_by.is_some_and(|at| now >= at) {
+            return Err(Close::Refuse("handshake timeout".into()));
+        }
         let idle = self.shared.config.idle_timeout;
         if !idle.is_zero() {
             let silent = now.saturating_duration_since(self.last_rx);
@@ -447,7 +449,8 @@ impl<T: Transport> Session<T> {
         } else {
             after(self.last_rx, idle / 2)
         };
-        self.frame_deadline.map_or(idle_at, |at| at.min(idle_at))
+        let at = self.frame_deadline.map_or(idle_at, |at| at.min(idle_at));
+        self.named_by.map_or(at, |named| named.min(at))
     }
 
     /// Handles the complete frames in the machine's input. Relays go to the
@@ -457,15 +460,18 @@ impl<T: Transport> Session<T> {
     fn process(&mut self) -> Result<(), Close> {
         let now = Instant::now();
         self.bucket.refill(now);
+        if let Some(client) = &mut self.client {
+            client.refill(now);
+        }
         let before = self.conn.buffered();
         let (piece, budget) = (self.shared.piece(), self.shared.config.relay_budget());
         // Sized once for the relays of what is buffered (a relay is a few
         // bytes longer than its `Send`), rather than grown frame by frame.
-        let mut batch = BytesMut::with_capacity((before + before / 4).min(piece + 64));
+        let mut batch = Relays::with_capacity((before + before / 4).min(piece + 64));
         self.backlog = false;
         let result = loop {
             if batch.len() >= piece {
-                self.relay(batch.split());
+                self.relay(&mut batch);
             }
             if self.relayed + batch.len() >= budget {
                 self.backlog = true;
@@ -481,7 +487,7 @@ impl<T: Transport> Session<T> {
                 Err(e) => break Err(Close::Violation(e.to_string())),
             }
         };
-        self.relay(batch);
+        self.relay(&mut batch);
         result?;
         // The machine answered any `Ping` itself: each `Pong` it queued
         // counts against the flood limit like any other message.
@@ -512,13 +518,9 @@ impl<T: Transport> Session<T> {
 
     /// Hands encoded relays to the room (refused only once the server is
     /// shutting down: they then reach no one, never some).
-    fn relay(&mut self, batch: BytesMut) {
-        if batch.is_empty() {
-            return;
-        }
-        self.relayed += batch.len();
-        if let Some(member) = &self.member {
-            member.broadcast(&batch.freeze());
+    fn relay(&mut self, batch: &mut Relays) {
+        if let Some(client) = &self.client {
+            self.relayed += client.flush(batch);
         }
     }
 
@@ -534,25 +536,30 @@ impl<T: Transport> Session<T> {
     }
 
     /// Applies one event from the machine.
-    fn dispatch(&mut self, event: Event, batch: &mut BytesMut) -> Result<(), Close> {
+    fn dispatch(&mut self, event: Event, batch: &mut Relays) -> Result<(), Close> {
         if !self.bucket.take() {
             return Err(self.flood());
         }
         match event {
-            Event::Message(Message::Send { text }) => {
-                debug!(peer = %self.addr, len = text.len(), "send");
+            Event::Message(Message::Pong { .. }) => {}
+            Event::Message(msg) => {
                 #[cfg(test)]
-                if text == tests::PANIC {
+                if matches!(&msg, Message::Send { text } if text == tests::PANIC) {
                     panic!("the test hook asked for a panic");
                 }
-                let relay = Message::relay(self.addr, text);
-                // The machine's inbound limit leaves room for the relay's
-                // header, so this cannot fail.
-                if let Err(e) = self.shared.outbound.encode(&relay, batch) {
-                    return Err(Close::Refuse(format!("message too long: {e}")));
+                let Some(client) = &mut self.client else {
+                    return Err(Close::Shutdown);
+                };
+                client
+                    .handle(&self.shared.hub, &self.shared.config, msg, batch)
+                    .map_err(|stop| match stop {
+                        Stop::Evicted => Close::Evicted,
+                        Stop::Shutdown => Close::Shutdown,
+                    })?;
+                if self.named_by.is_some() && !client.naming() {
+                    self.named_by = None;
                 }
             }
-            Event::Message(Message::Pong { .. }) => {}
             Event::Exit => return Err(Close::Exit),
             Event::Error(reason) => return Err(Close::ClientError(reason)),
             other => debug!(peer = %self.addr, "ignored: {other:?}"),
@@ -568,300 +575,16 @@ impl<T: Transport> Session<T> {
     /// Moves the machine's own frames (`Pong`, `Ping`) to the outbox, so
     /// they obey the same bound as relays.
     fn queue_replies(&mut self, frames: Option<Bytes>) -> Result<(), Close> {
-        let (Some(bytes), Some(member)) = (frames, &self.member) else {
+        let (Some(bytes), Some(client)) = (frames, &self.client) else {
             return Ok(());
         };
-        if member.outbox().push(bytes) {
+        if client.peer.outbox.push(bytes) {
             Ok(())
         } else {
             Err(Close::Evicted)
         }
     }
-
-    /// Leaves the room, says goodbye as the reason requires, and closes.
-    async fn finish(mut self, close: Close) {
-        let addr = self.addr;
-        // Nothing more is read but to discard it: let a half-received frame
-        // go now rather than hold it through the goodbye.
-        self.conn.input().clear();
-        self.conn.release();
-        // Leaving first: the others hear `Left` (the drop announces it), and
-        // nothing more is queued for this client.
-        let outbox = self.member.take().map(|member| member.outbox().clone());
-        // A leaving client no longer counts against the limit.
-        self.permit.take();
-        let config = &self.shared.config;
-        let budget = match close {
-            Close::Eof => {
-                info!(peer = %addr, "client disconnected");
-                return;
-            }
-            Close::Gone(e) => {
-                info!(peer = %addr, "client connection lost: {e}");
-                return;
-            }
-            Close::ClientError(reason) => {
-                info!(peer = %addr, "client left with an error: {reason}");
-                return;
-            }
-            Close::Exit | Close::Shutdown => {
-                // Everything queued for the client goes first: after the
-                // shutdown signal nothing more can be (the hub is closed).
-                if let Some(outbox) = &outbox {
-                    if outbox.drain_into(self.out.queue(), usize::MAX).is_err() {
-                        self.out.discard();
-                    }
-                }
-                if matches!(close, Close::Exit) {
-                    info!(peer = %addr, "client exited");
-                    let _ = self.conn.exit();
-                    config.close_timeout
-                } else {
-                    debug!(peer = %addr, "shutting down");
-                    self.conn.shutdown();
-                    config.shutdown_grace
-                }
-            }
-            Close::Evicted => {
-                warn!(peer = %addr, "slow consumer evicted");
-                self.out.discard();
-                self.conn.refuse("slow consumer");
-                config.close_timeout
-            }
-            Close::Refuse(reason) => {
-                warn!(peer = %addr, "closing: {reason}");
-                self.out.discard();
-                self.conn.refuse(&reason);
-                config.close_timeout
-            }
-            Close::Violation(reason) => {
-                warn!(peer = %addr, "closing: {reason}");
-                self.out.discard();
-                config.close_timeout
-            }
-        };
-        drop(outbox);
-        if let Some(bytes) = self.conn.transmit() {
-            self.out.push(bytes);
-        }
-        let deadline = after(Instant::now(), budget);
-        match timeout_at(deadline, self.goodbye()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => debug!(peer = %addr, "goodbye not delivered: {e}"),
-            Err(_) => debug!(peer = %addr, "goodbye not delivered in {budget:?}"),
-        }
-    }
-
-    /// Writes what is queued, half-closes, and waits for the client to close
-    /// its end, discarding what it sends: closing a socket with unread input
-    /// would reset the connection and could destroy the final frame in flight.
-    async fn goodbye(&mut self) -> io::Result<()> {
-        let config = &self.shared.config;
-        self.out.finish(&mut self.io, config.max_iov).await?;
-        let (chunk, enough) = (config.read_chunk, config.max_frame_len * 16);
-        let mut sink = BytesMut::new();
-        let mut discarded = 0usize;
-        loop {
-            sink.clear();
-            match poll_fn(|cx| self.io.poll_read(cx, &mut sink, chunk)).await? {
-                0 => return Ok(()),
-                n => discarded += n,
-            }
-            if discarded > enough {
-                return Ok(()); // enough politeness
-            }
-        }
-    }
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use std::time::Duration;
-
-    use chat_proto::{ClientConfig, Connection, Event, Message};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::{TcpListener, TcpStream};
-    use tokio::time::timeout;
-
-    use super::*;
-    use crate::transport::Stream;
-
-    /// A `Send` with this text makes the session panic (unit tests only).
-    pub(crate) const PANIC: &str = "\u{0}panic";
-
-    const T: Duration = Duration::from_secs(10);
-
-    /// A minimal client on the protocol's client machine.
-    struct Client {
-        stream: TcpStream,
-        conn: Connection,
-        addr: SocketAddr,
-    }
-
-    impl Client {
-        async fn join(server: SocketAddr) -> Client {
-            let stream = TcpStream::connect(server).await.unwrap();
-            let addr = stream.local_addr().unwrap();
-            let mut client = Client {
-                stream,
-                conn: Connection::client(ClientConfig::default()),
-                addr,
-            };
-            client.flush().await;
-            assert!(matches!(client.next().await, Some(Event::Welcome(_))));
-            client
-        }
-
-        async fn flush(&mut self) {
-            if let Some(bytes) = self.conn.transmit() {
-                self.stream.write_all(&bytes).await.unwrap();
-            }
-        }
-
-        async fn say(&mut self, text: &str) {
-            self.conn
-                .send(&Message::Send { text: text.into() })
-                .unwrap();
-            self.flush().await;
-        }
-
-        async fn next(&mut self) -> Option<Event> {
-            loop {
-                if let Some(event) = self.conn.poll().unwrap() {
-                    self.flush().await;
-                    return Some(event);
-                }
-                self.flush().await;
-                let input = self.conn.input();
-                input.reserve(4096);
-                let read = timeout(T, self.stream.read_buf(input)).await;
-                if read.expect("input in time").unwrap() == 0 {
-                    return None;
-                }
-            }
-        }
-
-        async fn recv(&mut self) -> Message {
-            match self.next().await.expect("a message") {
-                Event::Message(msg) => msg,
-                Event::Exit => Message::Exit,
-                other => panic!("{other:?}"),
-            }
-        }
-    }
-
-    fn joined(addr: SocketAddr) -> Message {
-        Message::Joined {
-            ip: addr.ip(),
-            port: addr.port(),
-        }
-    }
-
-    /// Every idle connection holds its session's future: keep it small
-    /// (it was 1,880 bytes while the goodbye's state was inline).
-    #[tokio::test]
-    async fn an_idle_session_is_small() {
-        let shared = Arc::new(Shared::new(Config::default(), CancellationToken::new()));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stream = TcpStream::connect(addr).await.unwrap();
-        let session = serve(shared, stream, addr, None);
-        let size = std::mem::size_of_val(&session);
-        assert!(size <= 1100, "a session's future takes {size} bytes");
-    }
-
-    #[test]
-    fn deadlines_never_overflow() {
-        let now = Instant::now();
-        assert!(after(now, Duration::MAX) > now + Duration::from_secs(3600));
-        assert_eq!(
-            after(now, Duration::from_secs(1)),
-            now + Duration::from_secs(1)
-        );
-    }
-
-    /// A session that panics still leaves the room: the others hear `Left`
-    /// and a newcomer's roster does not name it. (It used to stay a member,
-    /// silently, for ever.)
-    #[tokio::test]
-    async fn a_panicking_session_leaves_the_room() {
-        let server = crate::Server::bind("127.0.0.1:0", Config::default())
-            .await
-            .unwrap();
-        let addr = server.local_addr();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let running = tokio::spawn(server.run(async move {
-            let _ = stopped.await;
-        }));
-        let mut a = Client::join(addr).await;
-        let mut b = Client::join(addr).await;
-        assert_eq!(a.recv().await, joined(b.addr));
-        assert_eq!(b.recv().await, joined(a.addr));
-        b.say(PANIC).await;
-        assert_eq!(
-            a.recv().await,
-            Message::Left {
-                ip: b.addr.ip(),
-                port: b.addr.port()
-            }
-        );
-        let mut c = Client::join(addr).await;
-        a.say("after the panic").await;
-        assert_eq!(c.recv().await, joined(a.addr), "the roster is a alone");
-        assert_eq!(c.recv().await, Message::relay(a.addr, "after the panic"));
-        drop((a, b, c));
-        stop.send(()).unwrap();
-        timeout(T, running).await.unwrap().unwrap().unwrap();
-    }
-
-    /// A whole conversation through the generic `AsyncRead + AsyncWrite`
-    /// adapter, as a TLS or WebSocket stream would be served.
-    #[tokio::test]
-    async fn a_session_runs_over_any_async_stream() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let shared = Arc::new(Shared::new(Config::default(), CancellationToken::new()));
-        let pacer = tokio::spawn({
-            let shared = shared.clone();
-            async move { shared.hub.pace_presence().await }
-        });
-        let accepting = tokio::spawn({
-            let shared = shared.clone();
-            async move {
-                let mut sessions = Vec::new();
-                for _ in 0..2 {
-                    let (stream, peer) = listener.accept().await.unwrap();
-                    let session = serve(shared.clone(), Stream(stream), peer, None);
-                    sessions.push(tokio::spawn(session));
-                }
-                for session in sessions {
-                    session.await.unwrap();
-                }
-            }
-        });
-        let mut a = Client::join(addr).await;
-        let mut b = Client::join(addr).await;
-        assert_eq!(a.recv().await, joined(b.addr));
-        assert_eq!(b.recv().await, joined(a.addr));
-        a.say("über den Adapter").await;
-        assert_eq!(b.recv().await, Message::relay(a.addr, "über den Adapter"));
-        b.conn.send(&Message::Ping { nonce: 9 }).unwrap();
-        b.flush().await;
-        assert_eq!(b.recv().await, Message::Pong { nonce: 9 });
-        a.conn.exit().unwrap();
-        a.flush().await;
-        assert_eq!(a.recv().await, Message::Exit);
-        assert_eq!(
-            b.recv().await,
-            Message::Left {
-                ip: a.addr.ip(),
-                port: a.addr.port()
-            }
-        );
-        b.conn.exit().unwrap();
-        b.flush().await;
-        assert_eq!(b.recv().await, Message::Exit);
-        timeout(T, accepting).await.unwrap().unwrap();
-        pacer.abort();
-    }
-}
+pub(crate) mod tests;

@@ -135,7 +135,7 @@ async fn a_bad_combination_names_the_flags() {
     let err = read_all(child.stderr.take().unwrap()).await;
     assert_eq!(err.lines().count(), 1, "{err:?}");
     assert!(
-        err.contains("--outbox-bytes: 65536 is less than the minimum, 147524"),
+        err.contains("--outbox-bytes: 65536 is less than the minimum, 148060"),
         "{err:?}"
     );
     assert!(
@@ -160,6 +160,101 @@ async fn an_endless_timeout_is_refused() {
         err.contains("--idle-timeout") && err.contains("365 days"),
         "{err:?}"
     );
+}
+
+/// Every limit of names, rooms and direct messages that the library refuses
+/// is reported in one line that names the flag (not the `Config` field).
+#[tokio::test]
+async fn bad_room_limits_name_their_flags() {
+    let cases: [(&[&str], &str); 8] = [
+        (
+            &["--max-rooms", "0"],
+            "--max-rooms: 0 is less than the minimum, 1",
+        ),
+        (
+            &["--room-members", "0"],
+            "--room-members: 0 is less than the minimum, 1",
+        ),
+        (
+            &["--max-name-chars", "0"],
+            "--max-name-chars: 0 is less than the minimum, 1",
+        ),
+        (
+            &["--max-name-chars", "33"],
+            "--max-name-chars: 33 is more than the maximum, 32",
+        ),
+        (
+            &["--max-room-chars", "4"],
+            "--max-room-chars: 4 is less than the minimum, 5",
+        ),
+        (
+            &["--max-room-chars", "33"],
+            "--max-room-chars: 33 is more than the maximum, 32",
+        ),
+        (
+            &["--tell-rate", "5", "--tell-burst", "0"],
+            "--tell-burst: must be at least 1 unless --tell-rate is 0",
+        ),
+        // A ROOMS client is sent frames of up to --max-frame + 280, which
+        // must stay within the protocol's ceiling of 16 MiB.
+        (
+            &["--max-frame", "16MiB", "--outbox-bytes", "64MiB"],
+            "--max-frame: 16777216 is more than the maximum, 16776936",
+        ),
+    ];
+    let runs = cases.iter().map(|(flags, expected)| async move {
+        let mut args = vec!["--bind", "127.0.0.1:0"];
+        args.extend_from_slice(flags);
+        let mut child = server(&args);
+        let status = timeout(T, child.wait()).await.unwrap().unwrap();
+        assert!(!status.success(), "{flags:?} accepted");
+        assert_eq!(read_all(child.stdout.take().unwrap()).await, "");
+        let err = read_all(child.stderr.take().unwrap()).await;
+        assert_eq!(
+            err,
+            format!("chat-server: invalid {expected}\n"),
+            "for {flags:?}"
+        );
+    });
+    futures::future::join_all(runs).await;
+    // Not a number at all: clap names the flag.
+    let mut child = server(&["--bind", "127.0.0.1:0", "--tell-rate", "many"]);
+    let status = timeout(T, child.wait()).await.unwrap().unwrap();
+    assert!(!status.success());
+    let err = read_all(child.stderr.take().unwrap()).await;
+    assert!(err.contains("--tell-rate"), "{err:?}");
+}
+
+/// The edges the flags allow start a server: one room per client, names
+/// of one character, no limit on direct messages.
+#[tokio::test]
+async fn the_smallest_room_limits_are_accepted() {
+    let mut child = server(&[
+        "--bind",
+        "127.0.0.1:0",
+        "--max-rooms",
+        "1",
+        "--room-members",
+        "1",
+        "--max-name-chars",
+        "1",
+        "--max-room-chars",
+        "5",
+        "--tell-rate",
+        "0",
+        "--tell-burst",
+        "0",
+    ]);
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    timeout(T, stdout.read_line(&mut line))
+        .await
+        .expect("listening line in time")
+        .unwrap();
+    assert!(line.starts_with("listening on 127.0.0.1:"), "{line:?}");
+    signal(&child, "TERM");
+    let status = timeout(T, child.wait()).await.unwrap().unwrap();
+    assert!(status.success());
 }
 
 #[tokio::test]
@@ -192,6 +287,12 @@ async fn help_lists_every_flag_and_the_load_test_setting() {
         "--flush-rounds",
         "--threads",
         "--verbose",
+        "--max-rooms",
+        "--room-members",
+        "--max-name-chars",
+        "--max-room-chars",
+        "--tell-rate",
+        "--tell-burst",
     ] {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
     }

@@ -159,12 +159,12 @@ async fn ipv6_loopback() {
 #[tokio::test]
 async fn newer_client_gets_our_version_and_no_unknown_features() {
     let server = TestServer::start(config()).await;
-    let mut a = connect(server.addr).await;
-    a.send_raw(Message::Hello {
-        version: 9,
-        features: u64::MAX,
-    })
-    .await;
+    // A client of a later version, asking for every capability there is.
+    let mut newer = chat_proto::ClientConfig::default();
+    newer.version = 9;
+    newer.features = u64::MAX;
+    let mut a = common::connect_with(server.addr, newer).await;
+    a.hello().await;
     match a.recv().await {
         Message::Welcome {
             version,

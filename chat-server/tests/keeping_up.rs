@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use chat_proto::{HEADER_LEN, Message};
 use chat_server::Config;
-use common::{Client, T, TestServer, config, join};
+use common::{Client, LOBBY, T, TestServer, config, entered, join, named, said};
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
@@ -15,9 +15,17 @@ use tokio::time::timeout;
 /// batch of notices and a ping and pong (what `Config::validate` asks).
 fn tight() -> Config {
     let base = config();
+    let min = base.min_outbox_bytes();
+    // A maximal frame for a ROOMS client is 280 bytes longer than L, and
+    // its longest notice 288 bytes.
+    assert_eq!(
+        min,
+        base.relay_batch + base.max_frame_len + 280 + HEADER_LEN + base.presence_batch + 288 + 32
+    );
     Config {
         rate: 0,
-        outbox_bytes: base.relay_batch + base.max_frame_len + HEADER_LEN + base.presence_batch + 64,
+        tell_rate: 0,
+        outbox_bytes: min,
         ..base
     }
 }
@@ -93,5 +101,55 @@ async fn a_maximal_send_from_ipv6_does_not_evict_a_reader() {
         .expect("reader ok");
     assert_eq!(got, vec![(text.len(), 'z'); 3]);
     drop(sender);
+    server.stop().await;
+}
+
+/// The longest `Said` there is (the longest room and sender names, an IPv6
+/// sender, the longest text) reaches a ROOMS reader at the smallest outbox,
+/// three in a row.
+#[tokio::test]
+async fn the_longest_said_does_not_evict_a_rooms_reader() {
+    let server = TestServer::start_on("[::1]:0", tight()).await;
+    let long = "𠀀".repeat(32);
+    let (mut sender, _) = named(server.addr, &long).await;
+    let (mut reader, _) = named(server.addr, "reader").await;
+    sender.expect(entered(LOBBY, &reader.me())).await;
+    sender.enter(&long).await;
+    reader.enter(&long).await;
+    sender.expect(entered(&long, &reader.me())).await;
+    // The longest text of a Say in that room: the payload is exactly
+    // Welcome.max_frame.
+    let max = sender.conn.negotiated().unwrap().max_frame;
+    let empty = chat_proto::ChatCodec::new()
+        .frame(&Message::Say {
+            room: long.clone(),
+            text: String::new(),
+        })
+        .unwrap()
+        .as_bytes()
+        .len()
+        - HEADER_LEN;
+    let text = "z".repeat(max - empty - 2);
+    let say = Message::Say {
+        room: long.clone(),
+        text: text.clone(),
+    };
+    let len = chat_proto::ChatCodec::with_max_frame_len(chat_proto::MAX_FRAME_LEN_CEILING)
+        .unwrap()
+        .frame(&say)
+        .unwrap()
+        .as_bytes()
+        .len();
+    assert_eq!(len, max + HEADER_LEN);
+    for _ in 0..3 {
+        sender.feed(say.clone()).await;
+    }
+    sender.flush().await;
+    let me = sender.me();
+    for _ in 0..3 {
+        let got = timeout(T, reader.recv()).await.expect("in time");
+        assert_eq!(got, said(&long, &me, &text));
+    }
+    drop((sender, reader));
     server.stop().await;
 }

@@ -43,7 +43,8 @@ struct Args {
     /// Listen queue length [default: --max-clients, clamped to 1024..=65535].
     #[arg(long, value_name = "N")]
     backlog: Option<u32>,
-    /// Largest frame payload the server sends; clients may send 20 bytes less.
+    /// Largest frame payload the server sends (280 bytes more to a client of names and rooms);
+    /// clients may send 20 bytes less.
     #[arg(long, value_name = "BYTES", default_value = "65536", value_parser = size)]
     max_frame: usize,
     /// Outgoing queue depth per client, in buffers (at least 6); a client that lets it fill
@@ -51,7 +52,7 @@ struct Args {
     #[arg(long, value_name = "N", default_value = "1024")]
     outbox: usize,
     /// Most bytes queued for one client; past it the client is evicted as a slow consumer.
-    /// At least --relay-batch + --max-frame + --presence-batch + 68.
+    /// At least --relay-batch + --max-frame + --presence-batch + 604.
     #[arg(long, value_name = "BYTES", default_value = "8MiB", value_parser = size)]
     outbox_bytes: usize,
     /// Relays of Sends that arrive together from one client are shared as one buffer of
@@ -100,6 +101,25 @@ struct Args {
     /// Vectored writes in a row before a session lets others run.
     #[arg(long, value_name = "N", default_value = "16")]
     flush_rounds: usize,
+    /// Most rooms one client may be in at once, the lobby included.
+    #[arg(long, value_name = "N", default_value = "100")]
+    max_rooms: usize,
+    /// Most members in one room (newcomers enter the lobby whatever its size).
+    #[arg(long, value_name = "N", default_value = "10000")]
+    room_members: usize,
+    /// Longest nickname, in characters (1 to 32).
+    #[arg(long, value_name = "N", default_value = "32")]
+    max_name_chars: usize,
+    /// Longest room name, in characters (5 to 32: `lobby` must fit).
+    #[arg(long, value_name = "N", default_value = "32")]
+    max_room_chars: usize,
+    /// Sustained direct messages per second a client may send; beyond --tell-burst more,
+    /// they are refused (not delivered), the client stays. 0: no limit besides --rate.
+    #[arg(long, value_name = "N", default_value = "10")]
+    tell_rate: u32,
+    /// Direct messages a client may send in a burst above --tell-rate.
+    #[arg(long, value_name = "N", default_value = "20")]
+    tell_burst: u32,
     /// Worker threads (default: one per core). On a machine shared with a
     /// load generator, 1 leaves it a core of its own.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
@@ -133,6 +153,12 @@ impl Args {
             flush_rounds: self.flush_rounds,
             backlog: self.backlog,
             reject_slots: self.reject_slots,
+            max_rooms: self.max_rooms,
+            max_name_chars: self.max_name_chars,
+            max_room_chars: self.max_room_chars,
+            room_members: self.room_members,
+            tell_rate: self.tell_rate,
+            tell_burst: self.tell_burst,
         }
     }
 }
@@ -159,6 +185,12 @@ const FLAGS: &[(&str, &str)] = &[
     ("flush_rounds", "--flush-rounds"),
     ("backlog", "--backlog"),
     ("reject_slots", "--reject-slots"),
+    ("max_rooms", "--max-rooms"),
+    ("max_name_chars", "--max-name-chars"),
+    ("max_room_chars", "--max-room-chars"),
+    ("room_members", "--room-members"),
+    ("tell_rate", "--tell-rate"),
+    ("tell_burst", "--tell-burst"),
 ];
 
 /// The flag for a `Config` field (the field itself if it has none).
@@ -402,6 +434,12 @@ mod tests {
             "--flush-rounds=13",
             "--backlog=14",
             "--reject-slots=15",
+            "--max-rooms=16",
+            "--max-name-chars=17",
+            "--max-room-chars=18",
+            "--room-members=19",
+            "--tell-rate=20",
+            "--tell-burst=21",
         ])
         .config();
         let default = Config::default();
@@ -442,6 +480,18 @@ mod tests {
                 ..Config::default()
             },
             Config {
+                max_rooms: 0,
+                ..Config::default()
+            },
+            Config {
+                room_members: 0,
+                ..Config::default()
+            },
+            Config {
+                max_room_chars: 2,
+                ..Config::default()
+            },
+            Config {
                 backlog: Some(0),
                 ..Config::default()
             },
@@ -463,10 +513,13 @@ mod tests {
             ..Config::default()
         });
         assert!(
-            text.starts_with("--outbox-bytes: 65536 is less than the minimum, 147524"),
+            text.starts_with("--outbox-bytes: 65536 is less than the minimum, 148060"),
             "{text}"
         );
-        assert!(text.contains("(--relay-batch + --max-frame + 4)"), "{text}");
+        assert!(
+            text.contains("(--relay-batch + --max-frame + 284)"),
+            "{text}"
+        );
         assert_eq!(
             refusal(Config {
                 rate: 5,
@@ -474,6 +527,21 @@ mod tests {
                 ..Config::default()
             }),
             "--burst: must be at least 1 unless --rate is 0"
+        );
+        assert_eq!(
+            refusal(Config {
+                tell_rate: 5,
+                tell_burst: 0,
+                ..Config::default()
+            }),
+            "--tell-burst: must be at least 1 unless --tell-rate is 0"
+        );
+        assert_eq!(
+            refusal(Config {
+                max_name_chars: 33,
+                ..Config::default()
+            }),
+            "--max-name-chars: 33 is more than the maximum, 32"
         );
     }
 

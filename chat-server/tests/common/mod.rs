@@ -7,7 +7,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use chat_proto::{ChatCodec, ClientConfig, Connection, Event, Message};
+use chat_proto::{
+    ChatCodec, ClientConfig, Connection, Event, HEADER_LEN, MAX_FRAME_LEN_CEILING, Member, Message,
+    RELAY_OVERHEAD, Refusal, RoomInfo, features,
+};
 use chat_server::{Config, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -82,6 +85,8 @@ pub struct Client {
     raw: bytes::BytesMut,
     /// The machine's `Hello`, until [`Client::hello`] sends it.
     hello: Option<bytes::Bytes>,
+    /// The name the server gave this client (ROOMS clients), else empty.
+    pub name: String,
 }
 
 /// A connection whose `Hello` is queued but not sent.
@@ -104,8 +109,13 @@ pub async fn join(server: SocketAddr) -> Client {
 impl Client {
     /// A client over a connected stream, its `Hello` queued.
     pub fn over(stream: TcpStream) -> Self {
+        Self::over_with(stream, ClientConfig::default())
+    }
+
+    /// A client with `config` over a connected stream, its `Hello` queued.
+    pub fn over_with(stream: TcpStream, config: ClientConfig) -> Self {
         let addr = stream.local_addr().unwrap();
-        let mut conn = Connection::client(ClientConfig::default());
+        let mut conn = Connection::client(config);
         let hello = conn.transmit();
         Client {
             stream,
@@ -113,6 +123,7 @@ impl Client {
             addr,
             raw: bytes::BytesMut::new(),
             hello,
+            name: String::new(),
         }
     }
 
@@ -363,5 +374,265 @@ impl Bystanders {
         self.b.expect_relay(a, &format!("{tag}: still here")).await;
         self.b.say(&format!("{tag}: 我也在")).await;
         self.a.expect_relay(b, &format!("{tag}: 我也在")).await;
+    }
+}
+
+// ---- Names, rooms and direct messages (the ROOMS capability) ----
+
+/// The room every client starts in.
+pub const LOBBY: &str = "lobby";
+
+/// A client configuration that asks for the ROOMS capability.
+pub fn rooms() -> ClientConfig {
+    let mut config = ClientConfig::default();
+    config.features = features::ROOMS;
+    config
+}
+
+/// A connection with `config` whose `Hello` is queued but not sent.
+pub async fn connect_with(server: SocketAddr, config: ClientConfig) -> Client {
+    let stream = timeout(T, TcpStream::connect(server))
+        .await
+        .expect("connect in time")
+        .expect("connect");
+    Client::over_with(stream, config)
+}
+
+/// A ROOMS client, welcomed with the capability, that has not sent `Nick`.
+pub async fn welcomed_rooms(server: SocketAddr) -> Client {
+    let mut client = connect_with(server, rooms()).await;
+    client.hello().await;
+    match client.welcomed().await {
+        Message::Welcome { features, .. } => assert_eq!(features, features::ROOMS),
+        _ => unreachable!(),
+    }
+    client
+}
+
+/// A ROOMS client that asked for `asked` and got it (its NFC form), and
+/// the lobby's roster it was given (itself last).
+pub async fn named(server: SocketAddr, asked: &str) -> (Client, Vec<Member>) {
+    let mut client = welcomed_rooms(server).await;
+    client.nick(asked).await;
+    let name = client.expect_named().await;
+    assert!(!name.is_empty());
+    let roster = client.roster(LOBBY).await;
+    assert_eq!(roster.last(), Some(&client.me()), "the newcomer comes last");
+    (client, roster)
+}
+
+/// ROOMS clients named `names`, in that order, each in the lobby; every
+/// earlier one has taken the `Entered` of every later one, so all queues
+/// are empty.
+pub async fn crowd(server: SocketAddr, names: &[&str]) -> Vec<Client> {
+    let mut all: Vec<Client> = Vec::new();
+    for name in names {
+        let (client, roster) = named(server, name).await;
+        let before: Vec<Member> = all.iter().map(Client::me).collect();
+        assert_eq!(roster[..roster.len() - 1], before[..], "the lobby's roster");
+        for other in &mut all {
+            other.expect(entered(LOBBY, &client.me())).await;
+        }
+        all.push(client);
+    }
+    all
+}
+
+impl Client {
+    /// This client as others see it.
+    pub fn me(&self) -> Member {
+        Member::new(self.name.clone(), self.addr)
+    }
+
+    /// The frame limit `L` of the server (what `Welcome` implies).
+    pub fn server_limit(&self) -> usize {
+        self.conn.negotiated().expect("welcomed").max_frame + RELAY_OVERHEAD
+    }
+
+    pub async fn nick(&mut self, name: &str) {
+        self.send(Message::Nick { name: name.into() }).await;
+    }
+
+    pub async fn join_room(&mut self, room: &str) {
+        self.send(Message::Join { room: room.into() }).await;
+    }
+
+    pub async fn part(&mut self, room: &str) {
+        self.send(Message::Part { room: room.into() }).await;
+    }
+
+    pub async fn say_in(&mut self, room: &str, text: &str) {
+        self.send(Message::Say {
+            room: room.into(),
+            text: text.into(),
+        })
+        .await;
+    }
+
+    pub async fn tell(&mut self, name: &str, text: &str) {
+        self.send(Message::Tell {
+            name: name.into(),
+            text: text.into(),
+        })
+        .await;
+    }
+
+    pub async fn who(&mut self, room: &str) {
+        self.send(Message::Who { room: room.into() }).await;
+    }
+
+    /// Expects exactly `msg` next.
+    pub async fn expect(&mut self, msg: Message) {
+        let got = self.recv().await;
+        assert_eq!(got, msg, "at {} ({})", self.addr, self.name);
+    }
+
+    /// Expects `Named`, and keeps the name.
+    pub async fn expect_named(&mut self) -> String {
+        match self.recv().await {
+            Message::Named { name } => {
+                self.name = name.clone();
+                name
+            }
+            other => panic!("{}: expected Named, got {other:?}", self.addr),
+        }
+    }
+
+    /// Expects `Refused` with `code` about `subject`; returns the detail.
+    pub async fn expect_refused(&mut self, code: Refusal, subject: &str) -> String {
+        match self.recv().await {
+            Message::Refused {
+                code: got,
+                subject: got_subject,
+                detail,
+            } => {
+                assert_eq!((got, got_subject.as_str()), (code, subject), "{detail}");
+                assert!(!detail.is_empty(), "a refusal says why");
+                detail
+            }
+            other => panic!(
+                "{} ({}): expected Refused {code:?}, got {other:?}",
+                self.addr, self.name
+            ),
+        }
+    }
+
+    /// Joins `room` and expects its roster (which it returns), this client
+    /// last.
+    pub async fn enter(&mut self, room: &str) -> Vec<Member> {
+        self.join_room(room).await;
+        let roster = self.roster(room).await;
+        assert_eq!(roster.last(), Some(&self.me()), "the joiner comes last");
+        roster
+    }
+
+    /// Parts `room` and expects its own `Departed`.
+    pub async fn leave(&mut self, room: &str) {
+        self.part(room).await;
+        let me = self.me();
+        self.expect(departed(room, &me)).await;
+    }
+
+    /// The next messages, a `Roster` of `room` (in any case: the room keeps
+    /// its creator's spelling) in one or more frames; each
+    /// frame within the server's limit. The members, assembled.
+    pub async fn roster(&mut self, room: &str) -> Vec<Member> {
+        let mut all = Vec::new();
+        loop {
+            let msg = self.recv().await;
+            self.within_limit(&msg);
+            match msg {
+                Message::Roster {
+                    room: got,
+                    members,
+                    more,
+                } if got.to_lowercase() == room.to_lowercase() => {
+                    all.extend(members);
+                    if !more {
+                        return all;
+                    }
+                }
+                other => panic!(
+                    "{} ({}): expected the Roster of {room}, got {other:?}",
+                    self.addr, self.name
+                ),
+            }
+        }
+    }
+
+    /// Sends `ListRooms` and returns the answer, assembled.
+    pub async fn list_rooms(&mut self) -> Vec<RoomInfo> {
+        self.send(Message::ListRooms).await;
+        let mut all = Vec::new();
+        loop {
+            let msg = self.recv().await;
+            self.within_limit(&msg);
+            match msg {
+                Message::Rooms { rooms, more } => {
+                    all.extend(rooms);
+                    if !more {
+                        return all;
+                    }
+                }
+                other => panic!("{}: expected Rooms, got {other:?}", self.addr),
+            }
+        }
+    }
+
+    /// Panics unless `msg` fits the server's frame limit `L` (rosters and
+    /// room lists are split to fit it).
+    fn within_limit(&self, msg: &Message) {
+        let codec = ChatCodec::with_max_frame_len(MAX_FRAME_LEN_CEILING).unwrap();
+        let len = codec.frame(msg).unwrap().as_bytes().len() - HEADER_LEN;
+        assert!(
+            len <= self.server_limit(),
+            "a {}-byte {} frame, over L = {}",
+            len,
+            msg.name(),
+            self.server_limit()
+        );
+    }
+}
+
+pub fn entered(room: &str, member: &Member) -> Message {
+    Message::Entered {
+        room: room.into(),
+        member: member.clone(),
+    }
+}
+
+pub fn departed(room: &str, member: &Member) -> Message {
+    Message::Departed {
+        room: room.into(),
+        member: member.clone(),
+    }
+}
+
+pub fn said(room: &str, from: &Member, text: &str) -> Message {
+    Message::Said {
+        room: room.into(),
+        from: from.clone(),
+        text: text.into(),
+    }
+}
+
+pub fn told(from: &Member, text: &str) -> Message {
+    Message::Told {
+        from: from.clone(),
+        text: text.into(),
+    }
+}
+
+pub fn renamed(old: &str, member: &Member) -> Message {
+    Message::Renamed {
+        old: old.into(),
+        member: member.clone(),
+    }
+}
+
+pub fn info(name: &str, members: u32) -> RoomInfo {
+    RoomInfo {
+        name: name.into(),
+        members,
     }
 }

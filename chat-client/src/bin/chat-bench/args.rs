@@ -7,8 +7,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::error::Error;
+use crate::plan::Plan;
+use crate::rooms::tag;
 use crate::system::System;
-use crate::{fanout, idle, soak};
+use crate::{dm, fanout, idle, soak};
 
 /// Drives a running chat-server over loopback and checks every delivery.
 ///
@@ -17,6 +19,9 @@ use crate::{fanout, idle, soak};
 /// as a flood), and point this at it:
 ///
 ///   chat-server --bind 127.0.0.1:8080 --rate 0 --max-clients 20000
+///
+/// `dm` also needs the limit on direct messages off (`--tell-rate 0`), or
+/// its rate spread over enough pairs that none passes it.
 ///
 /// `fanout` also drives the anchors it is compared with, a NATS or a Redis
 /// server, with the same workload and checks (`--system`; see
@@ -59,6 +64,19 @@ pub(crate) struct Cli {
 pub(crate) enum Cmd {
     /// N clients each send M messages; each checks it got everyone else's.
     Fanout(FanoutArgs),
+    /// N named clients in rooms of S, each in K rooms, say M messages each
+    /// in their rooms in turn; each checks it got exactly what was said in
+    /// its rooms by the others.
+    ///
+    /// The clients ask for the ROOMS capability, a name, leave the lobby and
+    /// join their rooms, laid out so that every room has exactly S members
+    /// (N·K = R·S). Otherwise the run is fanout's: the same window, pacing,
+    /// checks and report, plus misdirected deliveries and every receiver's
+    /// count against what its rooms make.
+    Rooms(RoomsArgs),
+    /// Direct-message round trips: in each of P pairs of named clients, A
+    /// tells B, B tells it back on receipt; A measures the round trip.
+    Dm(DmArgs),
     /// Open K connections, handshake, hold them; report server RSS per connection.
     Idle(IdleArgs),
     /// Rounds of K clients stalled inside a large frame, then closed: does
@@ -83,6 +101,23 @@ pub(crate) struct FanoutArgs {
     /// Clients that send and receive.
     #[arg(short = 'n', long, default_value_t = 50)]
     pub(crate) clients: usize,
+    /// Extra clients that connect and never read, with a small receive
+    /// buffer; the run passes only if the server evicts each of them with
+    /// "slow consumer" (seen through the others' Left notices: presence
+    /// must be on, the server's default). The server must be made to
+    /// queue more for one than its socket buffer (up to 4 MiB) and its
+    /// --outbox-bytes (8 MiB) hold: e.g. -m 10000 at 50 clients. Stalled
+    /// clients not yet seen leaving get --timeout again after the run,
+    /// and as long to give up the server's reason.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) stalled: usize,
+    #[command(flatten)]
+    pub(crate) load: Load,
+}
+
+/// How a saturated or paced run goes: what fanout and rooms share.
+#[derive(Args, Debug)]
+pub(crate) struct Load {
     /// Messages each client sends.
     #[arg(short = 'm', long, default_value_t = 2000)]
     pub(crate) messages: u32,
@@ -92,22 +127,68 @@ pub(crate) struct FanoutArgs {
     /// Messages per second per client (default: as fast as possible).
     #[arg(long)]
     pub(crate) rate: Option<f64>,
-    /// Extra clients that connect and never read, with a small receive
-    /// buffer; the run passes only if the server evicts each of them with
-    /// "slow consumer" (seen through the others' Left notices: presence
-    /// must be on, the server's default). The server must be made to
-    /// queue more for one than its socket buffer (up to 4 MiB) and its
-    /// --outbox-bytes (8 MiB) hold: e.g. -m 10000 at 50 clients.
-    #[arg(long, default_value_t = 0)]
-    pub(crate) stalled: usize,
-    /// A sender sends its message q only once every other client has
-    /// received all its messages before q - W: no sender is more than W
-    /// messages ahead of its slowest receiver (0: no limit).
+    /// A sender sends its message q only once every client that should
+    /// get it has received all its messages before q - W: no sender is
+    /// more than W messages ahead of its slowest receiver (0: no limit).
     #[arg(long, value_name = "W", default_value_t = 500)]
     pub(crate) window: u32,
-    /// Stop when no delivery arrives for this many seconds. Stalled
-    /// clients not yet seen leaving get this long again after the run,
-    /// and as long to give up the server's reason.
+    /// Stop when no delivery arrives for this many seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub(crate) timeout: u64,
+    /// Repeat the run and report each.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) runs: usize,
+}
+
+// `chat-bench rooms` (its doc is the variant's).
+#[derive(Args, Debug)]
+pub(crate) struct RoomsArgs {
+    /// Clients that send and receive.
+    #[arg(short = 'n', long, default_value_t = 1000)]
+    pub(crate) clients: usize,
+    /// Rooms (default: what the clients make, N·K/S).
+    #[arg(long)]
+    pub(crate) rooms: Option<usize>,
+    /// Members of each room.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) room_size: usize,
+    /// Rooms each client is in (besides none: it leaves the lobby).
+    #[arg(short = 'k', long, default_value_t = 2)]
+    pub(crate) per_client: usize,
+    /// Messages a client says in a row in one room before it moves on to
+    /// its next (1: another room for every message). Default: M/(4K), at
+    /// most 100 and at least 1, so that each client goes through each of
+    /// its rooms at least twice.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) run: Option<u32>,
+    /// Handshakes in flight at once.
+    #[arg(long, default_value_t = 256)]
+    pub(crate) parallel: usize,
+    #[command(flatten)]
+    pub(crate) load: Load,
+}
+
+// `chat-bench dm` (its doc is the variant's).
+#[derive(Args, Debug)]
+pub(crate) struct DmArgs {
+    /// Pairs of clients.
+    #[arg(short = 'p', long, default_value_t = 100)]
+    pub(crate) pairs: usize,
+    /// Round trips per pair.
+    #[arg(short = 'm', long, default_value_t = 100)]
+    pub(crate) messages: u32,
+    /// Text size in bytes (UTF-8, includes Chinese), at least 31.
+    #[arg(short = 's', long, default_value_t = 64)]
+    pub(crate) size: usize,
+    /// Round trips started per second over all pairs (the server carries
+    /// twice as many direct messages); 0: one in flight per pair, as fast
+    /// as they come back.
+    #[arg(long, default_value_t = 1000.0)]
+    pub(crate) rate: f64,
+    /// Handshakes in flight at once.
+    #[arg(long, default_value_t = 256)]
+    pub(crate) parallel: usize,
+    /// Stop when no message arrives for this many seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     pub(crate) timeout: u64,
     /// Repeat the run and report each.
@@ -133,6 +214,13 @@ pub(crate) struct IdleArgs {
     /// Most seconds to connect them all and receive the join notices.
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     pub(crate) timeout: u64,
+    /// Named clients (the ROOMS capability), each in this many rooms: the
+    /// lobby and R - 1 rooms of --room-size (0: version 1 clients).
+    #[arg(long, value_name = "R", default_value_t = 0)]
+    pub(crate) rooms: usize,
+    /// Members of each room besides the lobby; must divide -k.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) room_size: usize,
 }
 
 // `chat-bench soak` (its doc is the variant's).
@@ -164,6 +252,27 @@ pub(crate) struct SoakArgs {
     pub(crate) timeout: u64,
 }
 
+/// Checks a client count: the payload has 4 hex digits for a client's id.
+fn check_clients(clients: usize) -> Result<(), Error> {
+    if clients < 2 {
+        return Err(Error::Options("a run needs at least 2 clients".into()));
+    }
+    if clients > 0xffff {
+        return Err(Error::Options("a run takes at most 65535 clients".into()));
+    }
+    Ok(())
+}
+
+/// Checks a rate: positive and finite.
+fn check_rate(rate: Option<f64>) -> Result<(), Error> {
+    if rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+        return Err(Error::Options(
+            "--rate must be a positive number of messages per second".into(),
+        ));
+    }
+    Ok(())
+}
+
 impl FanoutArgs {
     /// The run's options; `progress` prints a line a second.
     pub(crate) fn options(
@@ -172,20 +281,83 @@ impl FanoutArgs {
         server: SocketAddr,
         progress: bool,
     ) -> Result<fanout::Options, Error> {
-        if self.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
-            return Err(Error::Options(
-                "--rate must be a positive number of messages per second".into(),
-            ));
-        }
+        let l = &self.load;
+        check_rate(l.rate)?;
+        check_clients(self.clients)?;
         Ok(fanout::Options {
             system,
             server,
-            clients: self.clients,
+            plan: Plan::one_room(self.clients),
+            parallel: 256,
+            tag: String::new(),
+            messages: l.messages,
+            size: l.size,
+            rate: l.rate,
+            stalled: self.stalled,
+            window: l.window,
+            timeout: Duration::from_secs(l.timeout.max(1)),
+            progress,
+        })
+    }
+}
+
+impl RoomsArgs {
+    /// The options of one run (each run names its clients and rooms
+    /// afresh); `progress` prints a line a second.
+    pub(crate) fn options(
+        &self,
+        server: SocketAddr,
+        progress: bool,
+    ) -> Result<fanout::Options, Error> {
+        let l = &self.load;
+        check_rate(l.rate)?;
+        check_clients(self.clients)?;
+        let tag = tag();
+        Ok(fanout::Options {
+            system: System::Chat,
+            server,
+            plan: Plan::rooms(
+                self.clients,
+                self.rooms,
+                self.room_size,
+                self.per_client,
+                self.run.unwrap_or_else(|| {
+                    let runs = u32::try_from(self.per_client.saturating_mul(4))
+                        .unwrap_or(u32::MAX)
+                        .max(1);
+                    (l.messages / runs).clamp(1, 100)
+                }),
+                &tag,
+            )?,
+            parallel: self.parallel,
+            tag,
+            messages: l.messages,
+            size: l.size,
+            rate: l.rate,
+            stalled: 0,
+            window: l.window,
+            timeout: Duration::from_secs(l.timeout.max(1)),
+            progress,
+        })
+    }
+}
+
+impl DmArgs {
+    /// The options of one run; `progress` prints a line a second.
+    pub(crate) fn options(&self, server: SocketAddr, progress: bool) -> Result<dm::Options, Error> {
+        if !(self.rate >= 0.0 && self.rate.is_finite()) {
+            return Err(Error::Options(
+                "--rate must be a number of round trips per second, 0 or more".into(),
+            ));
+        }
+        Ok(dm::Options {
+            server,
+            pairs: self.pairs,
             messages: self.messages,
             size: self.size,
-            rate: self.rate,
-            stalled: self.stalled,
-            window: self.window,
+            rate: (self.rate > 0.0).then_some(self.rate),
+            parallel: self.parallel,
+            tag: tag(),
             timeout: Duration::from_secs(self.timeout.max(1)),
             progress,
         })
@@ -202,6 +374,9 @@ impl IdleArgs {
             hold: Duration::from_secs(self.hold),
             presence: !self.no_presence,
             timeout: Duration::from_secs(self.timeout.max(1)),
+            rooms: self.rooms,
+            room_size: self.room_size,
+            tag: tag(),
         }
     }
 }

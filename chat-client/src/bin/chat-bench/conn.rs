@@ -1,6 +1,10 @@
 //! One bench client: a TCP stream and the `chat_proto::Connection` (client
 //! role) that speaks the protocol over it.
 //!
+//! A client is either a version 1 one (no capability: `Send` and `Relay` in
+//! the one room) or a named one (the ROOMS capability: `Nick`, then `Join`
+//! and `Part`, `Say`, `Tell`); [`Client::named`] makes the second kind.
+//!
 //! The machine does the handshake, answers `Ping`, and checks every frame;
 //! this type only moves bytes. Whoever holds a `Client` is the only owner of
 //! its socket: the workloads run one task per client that both reads and
@@ -10,11 +14,25 @@ use std::io;
 use std::net::SocketAddr;
 
 use bytes::{Buf, Bytes};
-use chat_proto::{ClientConfig, Connection, Event};
+use chat_proto::{ClientConfig, Connection, Event, Message, Refusal, features};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::error::Error;
 use crate::socket::read_into;
+
+/// The room every client starts in.
+pub(crate) const LOBBY: &str = "lobby";
+
+/// What a named client asks for once welcomed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ask<'a> {
+    /// The name asked for (empty: the server picks one).
+    pub(crate) name: &'a str,
+    /// Rooms to join.
+    pub(crate) join: &'a [String],
+    /// Leave the lobby first.
+    pub(crate) part_lobby: bool,
+}
 
 /// A connected, welcomed client.
 #[derive(Debug)]
@@ -25,6 +43,11 @@ pub(crate) struct Client {
     pub(crate) conn: Connection,
     /// Our address as the server sees it (from `Welcome`).
     pub(crate) me: SocketAddr,
+    /// Our name (from `Named`); empty for a version 1 client.
+    pub(crate) name: String,
+    /// The rooms a workload's messages go to, in turn (empty: `Send`, in
+    /// the one room of version 1).
+    pub(crate) rooms: Vec<String>,
     /// Output taken from the machine and not yet written.
     out: Bytes,
 }
@@ -37,6 +60,88 @@ impl Client {
         id: usize,
         server: SocketAddr,
         rcvbuf: Option<u32>,
+    ) -> Result<Client, Error> {
+        Client::open(id, server, rcvbuf, features::NONE).await
+    }
+
+    /// Connects with the ROOMS capability, asks for a name, leaves the lobby
+    /// and joins rooms as `ask` says, and returns once every answer came
+    /// (`Named`, its own `Departed` from the lobby, a final `Roster` per
+    /// room joined). Every other event meanwhile (others' notices, the
+    /// lobby's roster) goes to `other`, with our address. A name taken or invalid is no failure: the server assigns
+    /// one, and [`Client::name`] is what it assigned.
+    pub(crate) async fn named(
+        id: usize,
+        server: SocketAddr,
+        ask: Ask<'_>,
+        mut other: impl FnMut(&Event, SocketAddr),
+    ) -> Result<Client, Error> {
+        let mut c = Client::open(id, server, None, features::ROOMS).await?;
+        let mut requests = vec![Message::Nick {
+            name: ask.name.into(),
+        }];
+        if ask.part_lobby {
+            requests.push(Message::Part { room: LOBBY.into() });
+        }
+        requests.extend(
+            ask.join
+                .iter()
+                .map(|room| Message::Join { room: room.clone() }),
+        );
+        for msg in &requests {
+            c.conn
+                .send(msg)
+                .map_err(|e| c.lost(format!("cannot send {}: {e}", msg.name())))?;
+        }
+        let mut pending: Vec<&str> = ask.join.iter().map(String::as_str).collect();
+        let (mut named, mut in_lobby) = (false, ask.part_lobby);
+        while !named || in_lobby || !pending.is_empty() {
+            let event = c.next_event().await?;
+            match &event {
+                Event::Message(Message::Named { name }) => {
+                    c.name.clone_from(name);
+                    named = true;
+                }
+                Event::Message(Message::Refused { code, .. })
+                    if !named && matches!(code, Refusal::NameTaken | Refusal::NameInvalid) => {}
+                Event::Message(Message::Refused {
+                    code,
+                    subject,
+                    detail,
+                }) => {
+                    return Err(Error::Refused {
+                        id,
+                        reason: format!("{code:?} for {subject:?}: {detail}"),
+                    });
+                }
+                Event::Message(Message::Roster {
+                    room, more: false, ..
+                }) if pending.contains(&room.as_str()) => {
+                    pending.retain(|r| r != room);
+                }
+                Event::Message(Message::Departed { room, member })
+                    if room == LOBBY && member.addr() == c.me =>
+                {
+                    in_lobby = false;
+                }
+                Event::Error(reason) => {
+                    return Err(Error::Refused {
+                        id,
+                        reason: reason.clone(),
+                    });
+                }
+                _ => other(&event, c.me),
+            }
+        }
+        c.rooms = ask.join.to_vec();
+        Ok(c)
+    }
+
+    async fn open(
+        id: usize,
+        server: SocketAddr,
+        rcvbuf: Option<u32>,
+        features: u64,
     ) -> Result<Client, Error> {
         let failed = |source| Error::Connect {
             id,
@@ -54,18 +159,26 @@ impl Client {
         }
         let stream = socket.connect(server).await.map_err(failed)?;
         stream.set_nodelay(true).map_err(failed)?;
+        let mut config = ClientConfig::default();
+        config.features = features;
         let mut client = Client {
             id,
             stream,
-            conn: Connection::client(ClientConfig::default()),
+            conn: Connection::client(config),
             me: server,
+            name: String::new(),
+            rooms: Vec::new(),
             out: Bytes::new(),
         };
         match client.next_event().await? {
-            Event::Welcome(session) => {
+            Event::Welcome(session) if session.has(features) => {
                 client.me = session.addr;
                 Ok(client)
             }
+            Event::Welcome(_) => Err(client.lost(
+                "the server does not offer the ROOMS capability (names, rooms, direct messages)"
+                    .into(),
+            )),
             Event::Error(reason) => Err(Error::Refused { id, reason }),
             other => Err(client.lost(format!("expected Welcome, got {other:?}"))),
         }

@@ -3,6 +3,15 @@
 //! per-sender order, intact and (from the chat server, which tags each
 //! delivery) with the right sender address.
 //!
+//! **Rooms.** Who hears whom is a [`Plan`]: for `fanout` one room holding
+//! everyone (version 1 `Send`s); for `rooms`, named rooms (the ROOMS
+//! capability), each client in a few, saying its messages in them in turn.
+//! A receiver then expects from each sender exactly the messages said in
+//! the rooms they share, checks that each `Said` names the room and the
+//! sender it should, and counts a delivery it should not have got apart
+//! (`misdirected`). Every receiver's count is compared with what its rooms
+//! make.
+//!
 //! **Systems.** The workload is written once over [`Peer`], the protocol
 //! adapter of `crate::system`: our chat server, NATS or Redis. The sender
 //! of a delivery is the one its payload names. A system that echoes a
@@ -36,7 +45,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chat_proto::{Event, Message};
@@ -50,7 +59,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::conn::Client;
 use crate::error::Error;
+use crate::latency::{Latency, histogram};
+use crate::pace::pace;
 use crate::payload::{HEADER, filler, parse, text};
+use crate::plan::Plan;
 use crate::procfs::{Cost, Proc};
 use crate::stalled::{self, Outcome};
 use crate::system::nats::Nats;
@@ -66,8 +78,13 @@ pub(crate) struct Options {
     /// Which system the server is.
     pub(crate) system: System,
     pub(crate) server: SocketAddr,
-    /// Clients that send and receive.
-    pub(crate) clients: usize,
+    /// Who hears whom; how many clients send and receive.
+    pub(crate) plan: Plan,
+    /// Handshakes in flight at once (named clients).
+    pub(crate) parallel: usize,
+    /// What the names of this run's clients and rooms start with (named
+    /// clients).
+    pub(crate) tag: String,
     /// Messages each client sends.
     pub(crate) messages: u32,
     /// Text size of each message, in bytes (at least [`HEADER`]).
@@ -91,11 +108,14 @@ pub(crate) struct Report {
     pub(crate) system: System,
     /// Clients that sent and received.
     pub(crate) clients: usize,
+    /// The rooms of a `rooms` run (`None`: `fanout`'s one room).
+    pub(crate) rooms: Option<Shape>,
     /// Messages per client.
     pub(crate) messages: u32,
     /// Text size.
     pub(crate) size: usize,
-    /// Deliveries expected: clients × (clients − 1) × messages.
+    /// Deliveries expected: clients × (clients − 1) × messages in one
+    /// room; in rooms, the sum over receivers of what their rooms make.
     pub(crate) expected: u64,
     /// Deliveries received intact, in order (a gap counts as an order violation).
     pub(crate) deliveries: u64,
@@ -114,8 +134,15 @@ pub(crate) struct Report {
     pub(crate) duplicates: u64,
     /// Messages received out of per-sender order.
     pub(crate) order_violations: u64,
-    /// Messages whose text or sender address was wrong.
+    /// Messages whose text or sender (address, name) was wrong.
     pub(crate) corrupt: u64,
+    /// Deliveries to a client that is not in the room, or naming another
+    /// room than the one the sender said the message in.
+    pub(crate) misdirected: u64,
+    /// Receivers whose count of deliveries is not what their rooms make.
+    pub(crate) mismatched: usize,
+    /// The first few of them.
+    pub(crate) mismatches: Vec<Mismatch>,
     /// Clients that read but were disconnected anyway, with the server's reason.
     pub(crate) evicted: Vec<Lost>,
     /// No delivery arrived for the whole timeout.
@@ -128,6 +155,9 @@ pub(crate) struct Report {
     pub(crate) stalled_outcomes: Vec<Outcome>,
     /// Server figures, if its pid was given.
     pub(crate) server: Option<Cost>,
+    /// CPU seconds the load generator itself used during the run: near
+    /// its threads × `seconds`, the run measured the load generator.
+    pub(crate) load_cpu_seconds: f64,
 }
 
 /// A client the server disconnected while it was reading.
@@ -139,14 +169,28 @@ pub(crate) struct Lost {
     pub(crate) reason: String,
 }
 
-/// Latency percentiles in microseconds.
-#[derive(Debug, Clone, Default, Serialize)]
-pub(crate) struct Latency {
-    pub(crate) p50: f64,
-    pub(crate) p99: f64,
-    pub(crate) p999: f64,
-    pub(crate) max: f64,
+/// The rooms of a `rooms` run.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Shape {
+    pub(crate) rooms: usize,
+    /// Members per room.
+    pub(crate) room_size: usize,
+    /// Rooms per client.
+    pub(crate) per_client: usize,
+    /// Messages a client says in a row in one room.
+    pub(crate) run: u32,
 }
+
+/// A receiver that got another number of deliveries than it should have.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Mismatch {
+    pub(crate) client: usize,
+    pub(crate) got: u64,
+    pub(crate) expected: u64,
+}
+
+/// Mismatched receivers a report lists.
+const MISMATCHES_SHOWN: usize = 10;
 
 impl Report {
     /// A run passes when every client that reads got every expected delivery
@@ -157,6 +201,8 @@ impl Report {
             && self.duplicates == 0
             && self.order_violations == 0
             && self.corrupt == 0
+            && self.misdirected == 0
+            && self.mismatched == 0
             && self.deliveries == self.expected
             && self.evicted.is_empty()
             && !self.timed_out
@@ -168,6 +214,9 @@ impl Report {
 struct Shared {
     base: Instant,
     clients: usize,
+    plan: Plan,
+    /// Deliveries each receiver expects.
+    expected: Vec<u64>,
     messages: u32,
     window: u32,
     /// `seen[s * clients + r]`: how many of sender `s`'s messages receiver
@@ -177,11 +226,17 @@ struct Shared {
     allowed: Option<Vec<AtomicU32>>,
     /// Wakes a sender waiting for its window or its turn.
     wake: Vec<Notify>,
+    /// Whether a sender waits for its window: only then do receivers wake
+    /// it (at a paced rate a sender waits for its turns, and waking it at
+    /// every read would cost more than the server being measured).
+    windowed: Vec<AtomicBool>,
     /// Deliveries so far, over all receivers.
     total: AtomicU64,
     /// Each client's address as the server shows it (chat only; the
     /// others do not tag deliveries).
     addrs: Vec<SocketAddr>,
+    /// Each client's name (named chat clients only).
+    names: Vec<String>,
     /// The system delivers a client's own messages back to it.
     echo: bool,
     /// Stalled clients' addresses, and what to tell each when it is seen to leave.
@@ -193,40 +248,41 @@ struct Shared {
 
 impl Shared {
     /// How many messages sender `s` may have sent now.
-    fn limit(&self, s: usize) -> u32 {
-        let mut limit = self.messages;
+    /// How many messages sender `s` may have sent now: as its turns allow,
+    /// and as its window allows.
+    fn limits(&self, s: usize) -> (u32, u32) {
+        let mut paced = self.messages;
         if let Some(allowed) = &self.allowed {
-            limit = limit.min(allowed[s].load(Ordering::Acquire));
+            paced = paced.min(allowed[s].load(Ordering::Acquire));
         }
+        let mut window = self.messages;
         if self.window > 0 {
             let row = &self.seen[s * self.clients..(s + 1) * self.clients];
-            let slowest = row
+            let slowest = self
+                .plan
+                .peers(s)
                 .iter()
-                .enumerate()
-                .filter(|&(r, _)| r != s)
-                .map(|(_, got)| got.load(Ordering::Acquire))
+                .map(|&r| row[r as usize].load(Ordering::SeqCst))
                 .min()
                 .unwrap_or(self.messages);
-            limit = limit.min(slowest.saturating_add(self.window));
+            window = window.min(slowest.saturating_add(self.window));
         }
-        limit
+        (paced, window)
     }
 }
 
 /// What one receiver saw.
 #[derive(Debug)]
 struct Tally {
+    client: usize,
     deliveries: u64,
     self_deliveries: u64,
     duplicates: u64,
     order: u64,
     corrupt: u64,
+    misdirected: u64,
     last: Option<Instant>,
     hist: Histogram<u64>,
-}
-
-fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds")
 }
 
 /// Runs the fan-out workload once.
@@ -237,10 +293,11 @@ fn histogram() -> Histogram<u64> {
 /// not all arrive in time. Evictions and losses during the run are in the
 /// report.
 pub(crate) async fn run(opts: &Options, server: Option<Proc>) -> Result<Report, Error> {
-    if opts.clients < 2 {
+    let clients = opts.plan.clients();
+    if clients < 2 {
         return Err(Error::Options("fanout needs at least 2 clients".into()));
     }
-    if opts.clients > 0xffff {
+    if clients > 0xffff {
         return Err(Error::Options("fanout takes at most 65535 clients".into()));
     }
     if opts.size < HEADER {
@@ -249,18 +306,24 @@ pub(crate) async fn run(opts: &Options, server: Option<Proc>) -> Result<Report, 
         )));
     }
     let fill = filler(opts.size);
-    if opts.system != System::Chat && opts.stalled > 0 {
-        return Err(Error::Options("--stalled needs --system chat".into()));
+    if opts.system != System::Chat && (opts.stalled > 0 || opts.plan.named()) {
+        return Err(Error::Options(
+            "--stalled and rooms need --system chat".into(),
+        ));
     }
     let all = |what: &str| {
         Error::Timeout(format!(
-            "could not connect and subscribe all {} clients to {what} in {:?}",
-            opts.clients, opts.timeout
+            "could not connect and subscribe all {clients} clients to {what} in {:?}",
+            opts.timeout
         ))
     };
     match opts.system {
         System::Chat => {
-            let (clients, stalled) = connect(opts).await?;
+            let (clients, stalled) = if opts.plan.named() {
+                (crate::rooms::connect(opts).await?, Vec::new())
+            } else {
+                connect(opts).await?
+            };
             let limit = clients[0].conn.max_text_len();
             if fill.len() + HEADER > limit {
                 return Err(Error::Options(format!(
@@ -269,21 +332,22 @@ pub(crate) async fn run(opts: &Options, server: Option<Proc>) -> Result<Report, 
                 )));
             }
             let addrs = clients.iter().map(|c| c.me).collect();
-            measure(opts, server, clients, stalled, addrs, fill).await
+            let names = clients.iter().map(|c| c.name.clone()).collect();
+            measure(opts, server, clients, stalled, (addrs, names), fill).await
         }
         System::Nats => {
-            let connect = (0..opts.clients).map(|id| Nats::connect(id, opts.server));
+            let connect = (0..clients).map(|id| Nats::connect(id, opts.server));
             let clients = tokio::time::timeout(opts.timeout, try_join_all(connect))
                 .await
                 .map_err(|_| all("NATS"))??;
-            measure(opts, server, clients, Vec::new(), Vec::new(), fill).await
+            measure(opts, server, clients, Vec::new(), Default::default(), fill).await
         }
         System::Redis => {
-            let connect = (0..opts.clients).map(|id| Redis::connect(id, opts.server));
+            let connect = (0..clients).map(|id| Redis::connect(id, opts.server));
             let clients = tokio::time::timeout(opts.timeout, try_join_all(connect))
                 .await
                 .map_err(|_| all("Redis"))??;
-            measure(opts, server, clients, Vec::new(), Vec::new(), fill).await
+            measure(opts, server, clients, Vec::new(), Default::default(), fill).await
         }
     }
 }
@@ -294,13 +358,18 @@ async fn measure<P: Peer>(
     server: Option<Proc>,
     mut clients: Vec<P>,
     stalled: Vec<Client>,
-    addrs: Vec<SocketAddr>,
+    (addrs, names): (Vec<SocketAddr>, Vec<String>),
     fill: String,
 ) -> Result<Report, Error> {
-    let n = opts.clients;
+    let n = opts.plan.clients();
+    let expected: Vec<u64> = (0..n)
+        .map(|r| opts.plan.expected(r, opts.messages))
+        .collect();
     let ctx = Arc::new(Shared {
         base: Instant::now(),
         clients: n,
+        plan: opts.plan.clone(),
+        expected,
         messages: opts.messages,
         window: opts.window,
         seen: (0..n * n).map(|_| AtomicU32::new(0)).collect(),
@@ -308,8 +377,10 @@ async fn measure<P: Peer>(
             .rate
             .map(|_| (0..n).map(|_| AtomicU32::new(0)).collect()),
         wake: (0..n).map(|_| Notify::new()).collect(),
+        windowed: (0..n).map(|_| AtomicBool::new(false)).collect(),
         total: AtomicU64::new(0),
         addrs,
+        names,
         echo: opts.system.echoes(),
         stalled: stalled.iter().map(|c| (c.me, Notify::new())).collect(),
         fill,
@@ -325,6 +396,7 @@ async fn measure<P: Peer>(
         });
     }
     let cpu_before = server.map(Proc::cpu).transpose().map_err(Error::Proc)?;
+    let load_before = Proc::me().cpu().map_err(Error::Proc)?;
     let start = Arc::new(Barrier::new(n + 1));
     let mut tasks = JoinSet::new();
     let size = opts.size;
@@ -339,12 +411,18 @@ async fn measure<P: Peer>(
     let t0 = Instant::now();
     let pacer = opts.rate.map(|rate| {
         let (ctx, finished) = (ctx.clone(), finished.clone());
-        tokio::task::spawn_blocking(move || pace(&ctx, rate, &finished))
+        tokio::task::spawn_blocking(move || {
+            if let Some(allowed) = &ctx.allowed {
+                pace(allowed, &ctx.wake, ctx.messages, rate, || {
+                    ctx.abort.is_cancelled() || finished.is_cancelled()
+                });
+            }
+        })
     });
 
     // Watch: collect the clients, print progress, stop everything on the
     // first eviction or when deliveries stop.
-    let expected = n as u64 * (n as u64 - 1) * u64::from(opts.messages);
+    let expected: u64 = ctx.expected.iter().sum();
     let mut tallies = Vec::with_capacity(n);
     let mut held = Vec::with_capacity(n);
     let mut evicted = Vec::new();
@@ -388,6 +466,10 @@ async fn measure<P: Peer>(
         }
         _ => None,
     };
+    let load_cpu = Proc::me()
+        .cpu()
+        .map_err(Error::Proc)?
+        .saturating_sub(load_before);
     finished.cancel();
     if let Some(p) = pacer {
         p.await.expect("pacer panicked");
@@ -401,22 +483,41 @@ async fn measure<P: Peer>(
 
     let mut hist = histogram();
     let (mut deliveries, mut duplicates, mut order, mut corrupt) = (0, 0, 0, 0);
-    let mut self_deliveries = 0;
+    let (mut self_deliveries, mut misdirected) = (0, 0);
     let mut last = None;
+    tallies.sort_by_key(|t| t.client);
+    let mut mismatches = Vec::new();
     for t in &tallies {
         deliveries += t.deliveries;
         self_deliveries += t.self_deliveries;
         duplicates += t.duplicates;
         order += t.order;
         corrupt += t.corrupt;
+        misdirected += t.misdirected;
         last = last.max(t.last);
         hist.add(&t.hist).expect("same histogram bounds");
+        if t.deliveries != ctx.expected[t.client] {
+            mismatches.push(Mismatch {
+                client: t.client,
+                got: t.deliveries,
+                expected: ctx.expected[t.client],
+            });
+        }
     }
+    // A receiver whose task never reported got nothing.
+    let mismatched = mismatches.len() + (n - tallies.len());
+    mismatches.truncate(MISMATCHES_SHOWN);
     let seconds = last.map_or(0.0, |l: Instant| l.duration_since(t0).as_secs_f64());
-    let us = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    let plan = &opts.plan;
     Ok(Report {
         system: opts.system,
         clients: n,
+        rooms: plan.named().then(|| Shape {
+            rooms: plan.count(),
+            room_size: plan.room_size(),
+            per_client: plan.per_client(),
+            run: plan.run(),
+        }),
         messages: opts.messages,
         size: opts.size,
         expected,
@@ -424,16 +525,14 @@ async fn measure<P: Peer>(
         seconds,
         rate: deliveries as f64 / seconds.max(1e-9),
         self_deliveries,
-        latency_us: Latency {
-            p50: us(0.5),
-            p99: us(0.99),
-            p999: us(0.999),
-            max: hist.max() as f64 / 1000.0,
-        },
+        latency_us: Latency::of(&hist),
         losses: expected.saturating_sub(deliveries + corrupt),
         duplicates,
         order_violations: order,
         corrupt,
+        misdirected,
+        mismatched,
+        mismatches,
         evicted,
         timed_out,
         stalled_evicted: stalled_outcomes
@@ -443,6 +542,7 @@ async fn measure<P: Peer>(
         stalled: opts.stalled,
         stalled_outcomes,
         server: cost,
+        load_cpu_seconds: load_cpu.as_secs_f64(),
     })
 }
 
@@ -457,11 +557,12 @@ fn reason(e: Error) -> String {
 /// all: the first connects alone and watches the others join. Returns the
 /// clients that read and the stalled ones.
 async fn connect(opts: &Options) -> Result<(Vec<Client>, Vec<Client>), Error> {
+    let clients = opts.plan.clients();
     let mut first = Client::connect(0, opts.server, None).await?;
     let mut set = JoinSet::new();
-    for id in 1..opts.clients + opts.stalled {
+    for id in 1..clients + opts.stalled {
         let server = opts.server;
-        let rcvbuf = (id >= opts.clients).then_some(stalled::RCVBUF);
+        let rcvbuf = (id >= clients).then_some(stalled::RCVBUF);
         set.spawn(Client::connect(id, server, rcvbuf));
     }
     let mut rest = Vec::with_capacity(set.len());
@@ -488,8 +589,8 @@ async fn connect(opts: &Options) -> Result<(Vec<Client>, Vec<Client>), Error> {
             )));
         }
     }
-    let stalled = rest.split_off(opts.clients - 1);
-    let mut clients = Vec::with_capacity(opts.clients);
+    let stalled = rest.split_off(clients - 1);
+    let mut clients = Vec::with_capacity(clients);
     clients.push(first);
     clients.extend(rest);
     Ok((clients, stalled))
@@ -502,18 +603,24 @@ async fn connect(opts: &Options) -> Result<(Vec<Client>, Vec<Client>), Error> {
 async fn drive<P: Peer>(mut c: P, ctx: &Shared, size: usize) -> (Tally, P, Option<Error>) {
     let id = c.id();
     let n = ctx.clients;
-    let expected = (n as u64 - 1) * u64::from(ctx.messages);
+    let expected = ctx.expected[id];
     let per_batch = (BATCH_BYTES / (size + 8)).max(1) as u32;
+    let mut next = vec![0; n];
+    for &s in ctx.plan.peers(id) {
+        next[s as usize] = ctx.plan.next(s as usize, id, 0, ctx.messages);
+    }
     let mut rx = Receiver {
         id,
-        next: vec![0; n],
+        next,
         published: vec![0; n],
         tally: Tally {
+            client: id,
             deliveries: 0,
             self_deliveries: 0,
             duplicates: 0,
             order: 0,
             corrupt: 0,
+            misdirected: 0,
             last: None,
             hist: histogram(),
         },
@@ -530,7 +637,13 @@ async fn drive<P: Peer>(mut c: P, ctx: &Shared, size: usize) -> (Tally, P, Optio
         let mut limit = ctx.messages;
         let sending = c.sending() && !write_failed;
         if seq < ctx.messages && !sending && !write_failed {
-            limit = ctx.limit(id);
+            // Say we wait for the window before reading it: a receiver that
+            // moves it on then either is seen here or sees the flag and
+            // wakes us (both sides SeqCst), so no wake-up is lost.
+            if ctx.window > 0 {
+                ctx.windowed[id].store(true, Ordering::SeqCst);
+            }
+            let (paced, window) = ctx.limits(id);
             // Full speed: once the window has closed, wait until it has room
             // for a real batch, so that sends stay large (small writes cost
             // the server more per delivery than what it is measured on).
@@ -539,14 +652,16 @@ async fn drive<P: Peer>(mut c: P, ctx: &Shared, size: usize) -> (Tally, P, Optio
             } else {
                 1
             };
-            if limit < seq.saturating_add(batch) {
-                limit = seq;
+            let open = window >= seq.saturating_add(batch);
+            if ctx.window > 0 && open {
+                ctx.windowed[id].store(false, Ordering::Relaxed);
             }
+            limit = if open { paced.min(window) } else { seq };
             let end = limit.min(seq.saturating_add(per_batch));
             let mut refused = None;
             while seq < end {
                 let ts = ctx.base.elapsed().as_nanos() as u64;
-                if let Err(e) = c.publish(text(id, seq, ts, &ctx.fill)) {
+                if let Err(e) = c.publish(ctx.plan.turn(seq), text(id, seq, ts, &ctx.fill)) {
                     refused = Some(e);
                     break;
                 }
@@ -615,10 +730,20 @@ impl Receiver {
         // Everything in one read arrived at the same moment: one clock read.
         let now = ctx.base.elapsed().as_nanos() as u64;
         let mut got = 0;
+        let before = self.tally.deliveries;
         let result = c.take(|delivery| match delivery {
             Got::Message { from, text } => {
                 got += 1;
-                self.check(from, text, now, ctx);
+                self.check(from, None, text, now, ctx);
+            }
+            Got::Said {
+                from,
+                name,
+                room,
+                text,
+            } => {
+                got += 1;
+                self.check(Some(from), Some((name, room)), text, now, ctx);
             }
             Got::Left(addr) => {
                 if let Some((_, left)) = ctx.stalled.iter().find(|(a, _)| *a == addr) {
@@ -629,30 +754,36 @@ impl Receiver {
         if got > 0 {
             self.tally.last = Some(Instant::now());
             let row = ctx.clients;
-            let mut delivered = 0u64;
-            for (from, (next, published)) in
-                self.next.iter().zip(self.published.iter_mut()).enumerate()
-            {
-                if next != published {
-                    delivered += u64::from(next - *published);
-                    *published = *next;
-                    ctx.seen[from * row + self.id].store(*next, Ordering::Release);
-                    if ctx.window > 0 {
+            for &from in ctx.plan.peers(self.id) {
+                let from = from as usize;
+                let (next, published) = (self.next[from], &mut self.published[from]);
+                if next != *published {
+                    *published = next;
+                    ctx.seen[from * row + self.id].store(next, Ordering::SeqCst);
+                    if ctx.window > 0 && ctx.windowed[from].load(Ordering::SeqCst) {
                         ctx.wake[from].notify_one();
                     }
                 }
             }
+            let delivered = self.tally.deliveries - before;
             ctx.total.fetch_add(delivered, Ordering::Relaxed);
         }
         result
     }
 
     /// Checks one delivery: sender (its address, when the system tags
-    /// deliveries with one), text, sequence. Inlined into the adapter's
-    /// loop, so that the chat path compares the address it decoded
-    /// without building a `Got` first.
+    /// deliveries with one; its name and the room, for a `Said`), text,
+    /// sequence. Inlined into the adapter's loop, so that the chat path
+    /// compares what it decoded without building a `Got` first.
     #[inline(always)]
-    fn check(&mut self, from_addr: Option<SocketAddr>, text: &[u8], now: u64, ctx: &Shared) {
+    fn check(
+        &mut self,
+        from_addr: Option<SocketAddr>,
+        said: Option<(&str, &str)>,
+        text: &[u8],
+        now: u64,
+        ctx: &Shared,
+    ) {
         let t = &mut self.tally;
         let Some((from, seq, ts)) = parse(text) else {
             t.corrupt += 1;
@@ -660,9 +791,20 @@ impl Receiver {
         };
         if from >= ctx.clients
             || from_addr.is_some_and(|a| ctx.addrs[from] != a)
+            || said.is_some_and(|(name, _)| ctx.names.get(from).is_none_or(|n| n != name))
             || text[HEADER..] != *ctx.fill.as_bytes()
         {
             t.corrupt += 1;
+            return;
+        }
+        if from != self.id
+            && said.is_some_and(|(_, room)| {
+                seq >= ctx.messages
+                    || room != ctx.plan.room_name(from, seq)
+                    || !ctx.plan.hears(from, self.id, seq)
+            })
+        {
+            t.misdirected += 1;
             return;
         }
         if from == self.id {
@@ -681,31 +823,8 @@ impl Receiver {
         if seq > want {
             t.order += 1;
         }
-        self.next[from] = seq + 1;
+        self.next[from] = ctx.plan.next(from, self.id, seq + 1, ctx.messages);
         t.deliveries += 1;
         t.hist.saturating_record(now.saturating_sub(ts).max(1));
-    }
-}
-
-/// Gives each client its turns at `rate` messages per second, from one
-/// thread with a precise clock; stops early on abort or once `finished`.
-fn pace(ctx: &Shared, rate: f64, finished: &CancellationToken) {
-    let Some(allowed) = &ctx.allowed else { return };
-    let period = Duration::from_secs_f64(1.0 / rate);
-    let n = ctx.clients;
-    let t0 = Instant::now();
-    for seq in 0..ctx.messages {
-        for (id, allowed) in allowed.iter().enumerate() {
-            let at = t0 + period * seq + period.mul_f64(id as f64 / n as f64);
-            let now = Instant::now();
-            if at > now {
-                std::thread::sleep(at - now);
-            }
-            if ctx.abort.is_cancelled() || finished.is_cancelled() {
-                return;
-            }
-            allowed.store(seq + 1, Ordering::Release);
-            ctx.wake[id].notify_one();
-        }
     }
 }

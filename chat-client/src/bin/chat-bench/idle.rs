@@ -5,8 +5,16 @@
 //! the server's `Ping`s), counting the `Joined` notices the server sends: with presence on, K
 //! clients arriving get at least K(K-1)/2 of them (each hears of those who
 //! come after it; a server that also tells a newcomer who is there sends
-//! twice as many). The measurement starts once that many have arrived and
+//! twice as many). Named clients hear of those who come after them as
+//! `Entered`, and of those already there in the lobby's `Roster`: both
+//! count. The measurement starts once that many have arrived and
 //! no more came for [`QUIET`], when the outboxes are empty again.
+//!
+//! With `rooms` set, the clients are named ones (the ROOMS capability):
+//! each asks for a name and is in `rooms` rooms, the lobby (where every
+//! client starts) and `rooms - 1` rooms of `room_size` laid out as in
+//! `rooms` runs. The lobby notices are then `Entered`s; each client waits
+//! for its name and its rosters before it counts as connected.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,8 +27,9 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::conn::Client;
+use crate::conn::{Ask, Client, LOBBY};
 use crate::error::Error;
+use crate::plan::Plan;
 use crate::procfs::{Cost, Proc};
 
 /// How long no notice may arrive before the clients count as settled.
@@ -40,6 +49,13 @@ pub(crate) struct Options {
     pub(crate) presence: bool,
     /// Longest wait for the connections and the notices.
     pub(crate) timeout: Duration,
+    /// Named clients, each in this many rooms, the lobby included (0:
+    /// version 1 clients).
+    pub(crate) rooms: usize,
+    /// Members of each room besides the lobby.
+    pub(crate) room_size: usize,
+    /// What this run's client and room names start with.
+    pub(crate) tag: String,
 }
 
 /// What an idle run measured.
@@ -47,7 +63,11 @@ pub(crate) struct Options {
 pub(crate) struct Report {
     /// Connections opened and held.
     pub(crate) connections: usize,
-    /// `Joined` notices the clients received, over all of them.
+    /// Rooms each client is in, the lobby included (0: version 1 clients,
+    /// no name).
+    pub(crate) rooms: usize,
+    /// Lobby notices (`Joined`, or `Entered` for named clients) the
+    /// clients received, over all of them.
     pub(crate) joined_notices: u64,
     /// Seconds to open them all.
     pub(crate) connect_seconds: f64,
@@ -70,6 +90,17 @@ pub(crate) struct Report {
 /// Fails if any connection cannot be made or is closed by the server, or if
 /// the connections or notices do not all arrive within the timeout.
 pub(crate) async fn run(opts: &Options, server: Option<Proc>) -> Result<Report, Error> {
+    let plan = match opts.rooms {
+        0 | 1 => None,
+        n => Some(Arc::new(Plan::rooms(
+            opts.connections,
+            None,
+            opts.room_size,
+            n - 1,
+            1,
+            &opts.tag,
+        )?)),
+    };
     let before = match server {
         Some(p) => Some((
             p.rss().map_err(Error::Proc)?.0,
@@ -101,10 +132,31 @@ pub(crate) async fn run(opts: &Options, server: Option<Proc>) -> Result<Report, 
             all_in.clone(),
         );
         let server = opts.server;
+        let named = (opts.rooms > 0).then(|| {
+            let join = plan.as_ref().map_or(Vec::new(), |p| p.names_of(id));
+            (format!("{}.{id}", opts.tag), join)
+        });
         set.spawn(async move {
             let mut c = {
                 let _permit = gate.acquire_owned().await.expect("semaphore open");
-                Client::connect(id, server, None).await?
+                match named {
+                    None => Client::connect(id, server, None).await?,
+                    Some((name, join)) => {
+                        // Others' arrivals seen while waiting for our own answers.
+                        let mut early = 0;
+                        let ask = Ask {
+                            name: &name,
+                            join: &join,
+                            part_lobby: false,
+                        };
+                        let c = Client::named(id, server, ask, |e, me| {
+                            early += lobby_notices(e, me);
+                        })
+                        .await?;
+                        notices.fetch_add(early, Ordering::Relaxed);
+                        c
+                    }
+                }
             };
             if connected.fetch_add(1, Ordering::Relaxed) + 1 == k {
                 changed.notify_one();
@@ -130,7 +182,7 @@ pub(crate) async fn run(opts: &Options, server: Option<Proc>) -> Result<Report, 
                 let mut joined = 0;
                 while let Some(event) = c.poll()? {
                     match event {
-                        Event::Message(Message::Joined { .. }) => joined += 1,
+                        ref e if lobby_notices(e, c.me) > 0 => joined += lobby_notices(e, c.me),
                         Event::Error(reason) => {
                             return Err(c.lost(format!("the server sent Error: {reason}")));
                         }
@@ -229,6 +281,7 @@ pub(crate) async fn run(opts: &Options, server: Option<Proc>) -> Result<Report, 
     let rss_before = before.map(|b| b.0);
     Ok(Report {
         connections: k,
+        rooms: opts.rooms,
         joined_notices: notices.load(Ordering::Relaxed),
         connect_seconds,
         settle_seconds,
@@ -239,4 +292,16 @@ pub(crate) async fn run(opts: &Options, server: Option<Proc>) -> Result<Report, 
             .map(|(b, a)| (a.saturating_sub(b) * 1024) as f64 / k.max(1) as f64),
         server: cost,
     })
+}
+
+/// Of how many other clients in the lobby `event` tells the client at `me`.
+fn lobby_notices(event: &Event, me: SocketAddr) -> u64 {
+    match event {
+        Event::Message(Message::Joined { .. }) => 1,
+        Event::Message(Message::Entered { room, .. }) if room == LOBBY => 1,
+        Event::Message(Message::Roster { room, members, .. }) if room == LOBBY => {
+            members.iter().filter(|m| m.addr() != me).count() as u64
+        }
+        _ => 0,
+    }
 }

@@ -1,14 +1,18 @@
 //! `chat-bench`: a load generator for a running chat server.
 //!
-//! Workloads: `fanout` (delivery, throughput, latency), `idle` (what an
-//! idle connection costs) and `soak` (whether memory comes back after
-//! rounds of stalled clients). Every client is a TCP stream driven by
-//! `chat_proto::Connection`, owned by one task. `fanout` also drives NATS
-//! and Redis (`--system`), the anchors it is compared with.
+//! Workloads: `fanout` (delivery, throughput, latency in one room),
+//! `rooms` (the same in named rooms), `dm` (direct-message round trips),
+//! `idle` (what an idle connection costs) and `soak` (whether memory comes
+//! back after rounds of stalled clients). Every client is a TCP stream
+//! driven by `chat_proto::Connection`, owned by one task. `fanout` also
+//! drives NATS and Redis (`--system`), the anchors it is compared with.
 //!
-//! Layout: `args` (the command line), `conn` (one client), `socket` (reads
-//! and writes without waiting, for every system), `payload` (the
-//! text of a bench message), `fanout`, `stalled` (clients that never read),
+//! Layout: `args` (the command line), `conn` (one client, version 1 or
+//! named), `socket` (reads and writes without waiting, for every system),
+//! `payload` (the text of a bench message), `plan` (who is in which room),
+//! `pace` (turns at a steady rate), `latency` (histograms, percentiles),
+//! `fanout` (the run of `fanout` and `rooms`), `rooms` (seating named
+//! clients in their rooms), `dm`, `stalled` (clients that never read),
 //! `idle`, `soak`, `procfs` (the server's CPU, memory and descriptors),
 //! `report` (human output), `error`, `system` (the protocol adapter per
 //! system `fanout` drives: `chat`, `nats`, `redis`).
@@ -16,12 +20,17 @@
 
 mod args;
 mod conn;
+mod dm;
 mod error;
 mod fanout;
 mod idle;
+mod latency;
+mod pace;
 mod payload;
+mod plan;
 mod procfs;
 mod report;
+mod rooms;
 mod soak;
 mod socket;
 mod stalled;
@@ -69,10 +78,10 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             Cmd::Fanout(args) => {
                 let opts = args.options(cli.system, cli.server, !json)?;
                 let mut ok = true;
-                for i in 0..args.runs {
+                for i in 0..args.load.runs {
                     let r = fanout::run(&opts, server).await?;
                     ok &= r.passed();
-                    if args.runs > 1 && !json {
+                    if args.load.runs > 1 && !json {
                         println!("run {}", i + 1);
                     }
                     show(&r, json)?;
@@ -81,6 +90,30 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             }
             _ if cli.system != System::Chat => {
                 anyhow::bail!("--system nats and --system redis drive only fanout")
+            }
+            Cmd::Rooms(args) => {
+                let mut ok = true;
+                for i in 0..args.load.runs {
+                    let r = fanout::run(&args.options(cli.server, !json)?, server).await?;
+                    ok &= r.passed();
+                    if args.load.runs > 1 && !json {
+                        println!("run {}", i + 1);
+                    }
+                    show(&r, json)?;
+                }
+                Ok(ok)
+            }
+            Cmd::Dm(args) => {
+                let mut ok = true;
+                for i in 0..args.runs {
+                    let r = dm::run(&args.options(cli.server, !json)?, server).await?;
+                    ok &= r.passed();
+                    if args.runs > 1 && !json {
+                        println!("run {}", i + 1);
+                    }
+                    show(&r, json)?;
+                }
+                Ok(ok)
             }
             Cmd::Idle(args) => {
                 show(&idle::run(&args.options(cli.server), server).await?, json)?;

@@ -10,6 +10,11 @@ use serde::Serialize;
 pub(crate) struct Proc(pub(crate) u32);
 
 impl Proc {
+    /// This process: the load generator itself.
+    pub(crate) fn me() -> Proc {
+        Proc(std::process::id())
+    }
+
     /// CPU time used by all the process's threads so far.
     pub(crate) fn cpu(self) -> std::io::Result<Duration> {
         // schedstat counts nanoseconds per thread; stat only clock ticks.

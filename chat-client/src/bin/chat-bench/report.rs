@@ -2,23 +2,40 @@
 
 use std::fmt;
 
+use crate::latency::Latency;
 use crate::system::System;
-use crate::{fanout, idle, soak};
+use crate::{dm, fanout, idle, soak};
+
+/// One line of latency percentiles.
+fn latency(f: &mut fmt::Formatter<'_>, what: &str, l: &Latency) -> fmt::Result {
+    writeln!(
+        f,
+        "  {what:<17} p50 {:.0}  p99 {:.0}  p99.9 {:.0}  max {:.0}",
+        l.p50, l.p99, l.p999, l.max
+    )
+}
 
 impl fmt::Display for fanout::Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "fanout: {} clients x {} messages x {} B{}",
-            self.clients,
-            self.messages,
-            self.size,
-            match self.system {
-                System::Chat => "",
-                System::Nats => " (NATS)",
-                System::Redis => " (Redis)",
-            }
-        )?;
+        match &self.rooms {
+            None => writeln!(
+                f,
+                "fanout: {} clients x {} messages x {} B{}",
+                self.clients,
+                self.messages,
+                self.size,
+                match self.system {
+                    System::Chat => "",
+                    System::Nats => " (NATS)",
+                    System::Redis => " (Redis)",
+                }
+            )?,
+            Some(r) => writeln!(
+                f,
+                "rooms: {} clients in {} rooms of {}, {} rooms each, x {} messages x {} B, {} in a row per room",
+                self.clients, r.rooms, r.room_size, r.per_client, self.messages, self.size, r.run
+            )?,
+        }
         writeln!(
             f,
             "  deliveries        {} of {}",
@@ -33,16 +50,28 @@ impl fmt::Display for fanout::Report {
         }
         writeln!(f, "  seconds           {:.3}", self.seconds)?;
         writeln!(f, "  deliveries/s      {:.0}", self.rate)?;
-        let l = &self.latency_us;
-        writeln!(
-            f,
-            "  latency us        p50 {:.0}  p99 {:.0}  p99.9 {:.0}  max {:.0}",
-            l.p50, l.p99, l.p999, l.max
-        )?;
+        latency(f, "latency us", &self.latency_us)?;
         writeln!(f, "  losses            {}", self.losses)?;
         writeln!(f, "  duplicates        {}", self.duplicates)?;
         writeln!(f, "  order violations  {}", self.order_violations)?;
         writeln!(f, "  corrupt           {}", self.corrupt)?;
+        if self.rooms.is_some() {
+            writeln!(f, "  misdirected       {}", self.misdirected)?;
+        }
+        if self.mismatched > 0 {
+            writeln!(
+                f,
+                "  receivers off     {} got another count than their rooms make",
+                self.mismatched
+            )?;
+            for m in &self.mismatches {
+                writeln!(
+                    f,
+                    "  client {:<10} got {} of {}",
+                    m.client, m.got, m.expected
+                )?;
+            }
+        }
         for lost in &self.evicted {
             writeln!(
                 f,
@@ -65,6 +94,11 @@ impl fmt::Display for fanout::Report {
                 }
             }
         }
+        writeln!(
+            f,
+            "  load cpu          {:.3} s (chat-bench's own)",
+            self.load_cpu_seconds
+        )?;
         if let Some(s) = &self.server {
             writeln!(
                 f,
@@ -85,9 +119,72 @@ impl fmt::Display for fanout::Report {
     }
 }
 
+impl fmt::Display for dm::Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "dm: {} pairs x {} round trips x {} B, {}",
+            self.pairs,
+            self.messages,
+            self.size,
+            match self.target_rate {
+                Some(r) => format!("{r} round trips/s asked"),
+                None => "one in flight per pair".into(),
+            }
+        )?;
+        writeln!(
+            f,
+            "  round trips       {} of {}",
+            self.round_trips, self.expected
+        )?;
+        writeln!(f, "  direct messages   {} (2 per round trip)", self.dms)?;
+        writeln!(f, "  seconds           {:.3}", self.seconds)?;
+        writeln!(f, "  round trips/s     {:.0}", self.rate)?;
+        latency(f, "round trip us", &self.latency_us)?;
+        writeln!(f, "  losses            {}", self.losses)?;
+        writeln!(f, "  duplicates        {}", self.duplicates)?;
+        writeln!(f, "  order violations  {}", self.order_violations)?;
+        writeln!(f, "  corrupt           {}", self.corrupt)?;
+        for lost in &self.evicted {
+            writeln!(
+                f,
+                "  failed            client {}: {}",
+                lost.client, lost.reason
+            )?;
+        }
+        if self.timed_out {
+            writeln!(f, "  timed out         no message for the whole timeout")?;
+        }
+        writeln!(
+            f,
+            "  load cpu          {:.3} s (chat-bench's own)",
+            self.load_cpu_seconds
+        )?;
+        if let (Some(s), Some(rt)) = (&self.server, self.cpu_us_per_round_trip) {
+            writeln!(
+                f,
+                "  server cpu        {:.3} s, {:.2} us/direct message, {:.2} us/round trip",
+                s.cpu_seconds, s.cpu_us_per_unit, rt
+            )?;
+        }
+        write!(
+            f,
+            "  result            {}",
+            if self.passed() { "PASS" } else { "FAIL" }
+        )
+    }
+}
+
 impl fmt::Display for idle::Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "idle: {} connections", self.connections)?;
+        match self.rooms {
+            0 => writeln!(f, "idle: {} connections", self.connections)?,
+            r => writeln!(
+                f,
+                "idle: {} named connections, each in {r} rooms (the lobby included)",
+                self.connections
+            )?,
+        }
         writeln!(f, "  join notices      {}", self.joined_notices)?;
         writeln!(f, "  connect seconds   {:.3}", self.connect_seconds)?;
         writeln!(f, "  settle seconds    {:.3}", self.settle_seconds)?;

@@ -3,8 +3,25 @@
 /// One line of input, interpreted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Input {
-    /// Send this text.
-    Send(String),
+    /// Say this text in the current room (to everyone, on a version 1 server).
+    Say(String),
+    /// Ask for this name.
+    Nick(String),
+    /// Join this room (and make it the current one).
+    Join(String),
+    /// Leave this room, or the current one.
+    Part(Option<String>),
+    /// List the rooms.
+    Rooms,
+    /// Show who is in this room, or the current one.
+    Who(Option<String>),
+    /// Send a direct message.
+    Msg {
+        /// The recipient's name.
+        to: String,
+        /// The text.
+        text: String,
+    },
     /// Leave the chat.
     Leave,
     /// Show the commands.
@@ -22,8 +39,9 @@ pub(crate) fn parse(line: &str) -> Input {
         return Input::Nothing;
     }
     match trimmed {
-        "exit;" | "/quit" => return Input::Leave,
+        "exit;" | "/quit" | "/exit" => return Input::Leave,
         "/help" => return Input::Help,
+        "/rooms" => return Input::Rooms,
         _ => {}
     }
     if let Some(text) = line.trim_start().strip_prefix("send:") {
@@ -31,16 +49,66 @@ pub(crate) fn parse(line: &str) -> Input {
         return if text.trim().is_empty() {
             Input::Nothing
         } else {
-            Input::Send(text.to_owned())
+            Input::Say(text.to_owned())
         };
     }
-    if trimmed.starts_with('/') {
-        let word = trimmed.split_whitespace().next().unwrap_or(trimmed);
-        return Input::Invalid(format!(
-            "unknown command {word} (try /help; to send a line starting with '/', write send:{trimmed})"
-        ));
+    if let Some(rest) = line.trim_start().strip_prefix('/') {
+        return slash(rest, trimmed);
     }
-    Input::Send(line.to_owned())
+    Input::Say(line.to_owned())
+}
+
+/// A `/command` (`rest` is what follows the slash).
+fn slash(rest: &str, trimmed: &str) -> Input {
+    let (word, args) = match rest.split_once(char::is_whitespace) {
+        Some((word, args)) => (word, args.trim_start()),
+        None => (rest, ""),
+    };
+    let words: Vec<&str> = args.split_whitespace().collect();
+    // At most one argument (a room or a name).
+    let one = |usage: &str| match words[..] {
+        [] => Ok(None),
+        [word] => Ok(Some(room_or_name(word))),
+        _ => Err(Input::Invalid(format!("usage: {usage}"))),
+    };
+    let required = |usage: &str| Input::Invalid(format!("usage: {usage}"));
+    match word {
+        "nick" => match one("/nick NAME") {
+            Ok(Some(name)) => Input::Nick(name),
+            Ok(None) => required("/nick NAME"),
+            Err(invalid) => invalid,
+        },
+        "join" => match one("/join ROOM") {
+            Ok(Some(room)) => Input::Join(room),
+            Ok(None) => required("/join ROOM"),
+            Err(invalid) => invalid,
+        },
+        "part" | "leave" => match one("/part [ROOM]") {
+            Ok(room) => Input::Part(room),
+            Err(invalid) => invalid,
+        },
+        "who" => match one("/who [ROOM]") {
+            Ok(room) => Input::Who(room),
+            Err(invalid) => invalid,
+        },
+        "msg" | "tell" => match args.split_once(char::is_whitespace) {
+            Some((to, text)) if !text.trim().is_empty() => Input::Msg {
+                to: to.to_owned(),
+                // The text goes out as typed, after the one separating space.
+                text: text.to_owned(),
+            },
+            _ => required("/msg NAME TEXT"),
+        },
+        _ => Input::Invalid(format!(
+            "unknown command /{word} (try /help; to send a line starting with '/', write send:{trimmed})"
+        )),
+    }
+}
+
+/// A room as typed: `#rust` and `rust` are the same room (`#` is never part
+/// of a room's name).
+fn room_or_name(word: &str) -> String {
+    word.strip_prefix('#').unwrap_or(word).to_owned()
 }
 
 /// The commands, for `--help` and `/help` (a macro, so `concat!` can use it).
@@ -48,13 +116,21 @@ macro_rules! commands {
     () => {
         "\
 Each line you type is one of:
-  TEXT          send TEXT to everyone else
-  send:TEXT     send TEXT (the original lab's form)
-  exit;         leave: the server acknowledges, then the program ends (status 0)
-  /quit         leave, like exit;
-  /help         show this list
-  (empty line)  nothing is sent
-End of input (Ctrl-D, or the end of a pipe) and Ctrl-C leave too."
+  TEXT            say TEXT in the current room (the prompt shows it)
+  send:TEXT       say TEXT (the original lab's form; TEXT may start with '/')
+  /join ROOM      join ROOM (created if nobody is in it) and make it current
+  /part [ROOM]    leave ROOM (default: the current room)
+  /rooms          list the rooms and how many are in each
+  /who [ROOM]     who is in ROOM (default: the current room), with addresses
+  /msg NAME TEXT  send TEXT to NAME only
+  /nick NAME      change your name
+  /help           show this list
+  exit;           leave: the server acknowledges, then the program ends (status 0)
+  /quit           leave, like exit;
+  (empty line)    nothing is sent
+End of input (Ctrl-D, or the end of a pipe) and Ctrl-C leave too.
+A version 1 server has one room and no names: there /join, /part, /rooms,
+/who, /msg and /nick are refused with a message, and lines go to everyone."
     };
 }
 
@@ -67,13 +143,13 @@ mod tests {
 
     #[test]
     fn lines() {
-        assert_eq!(parse("send:hello!!"), Input::Send("hello!!".into()));
+        assert_eq!(parse("send:hello!!"), Input::Say("hello!!".into()));
         assert_eq!(
             parse("send:是的你是对的，我是中国人"),
-            Input::Send("是的你是对的，我是中国人".into())
+            Input::Say("是的你是对的，我是中国人".into())
         );
-        assert_eq!(parse("send: spaced "), Input::Send(" spaced ".into()));
-        assert_eq!(parse("plain words"), Input::Send("plain words".into()));
+        assert_eq!(parse("send: spaced "), Input::Say(" spaced ".into()));
+        assert_eq!(parse("plain words"), Input::Say("plain words".into()));
         assert_eq!(parse("exit;"), Input::Leave);
         assert_eq!(parse("  exit;  "), Input::Leave);
         assert_eq!(parse("/quit"), Input::Leave);
@@ -81,10 +157,42 @@ mod tests {
         assert_eq!(parse(""), Input::Nothing);
         assert_eq!(parse("   "), Input::Nothing);
         assert_eq!(parse("send:"), Input::Nothing);
-        assert_eq!(parse("send:/quit"), Input::Send("/quit".into()));
+        assert_eq!(parse("send:/quit"), Input::Say("/quit".into()));
         assert!(
             matches!(parse("/qiut now"), Input::Invalid(m) if m.starts_with("unknown command /qiut"))
         );
-        assert_eq!(parse("exit; now"), Input::Send("exit; now".into()));
+        assert_eq!(parse("exit; now"), Input::Say("exit; now".into()));
+    }
+
+    #[test]
+    fn room_commands() {
+        assert_eq!(parse("/nick 小明"), Input::Nick("小明".into()));
+        assert_eq!(parse("/join rust"), Input::Join("rust".into()));
+        assert_eq!(parse("/join #rust"), Input::Join("rust".into()));
+        assert_eq!(parse("/part"), Input::Part(None));
+        assert_eq!(parse("/part #rust"), Input::Part(Some("rust".into())));
+        assert_eq!(parse("/who"), Input::Who(None));
+        assert_eq!(parse("/who lobby"), Input::Who(Some("lobby".into())));
+        assert_eq!(parse("/rooms"), Input::Rooms);
+        assert_eq!(
+            parse("/msg bob  two  spaces "),
+            Input::Msg {
+                to: "bob".into(),
+                text: " two  spaces ".into()
+            }
+        );
+        for bad in [
+            "/nick",
+            "/nick a b",
+            "/join",
+            "/join a b",
+            "/msg bob",
+            "/msg",
+        ] {
+            assert!(
+                matches!(parse(bad), Input::Invalid(m) if m.starts_with("usage: /")),
+                "{bad}"
+            );
+        }
     }
 }

@@ -1,62 +1,122 @@
 //! `chat-client`: chat from a terminal or a pipe.
 //!
 //! A thin front end over the `chat_client` library: parse flags, connect,
-//! then pass input lines to the server and print what arrives.
+//! then pass input lines to the server and print what arrives; reconnect
+//! when the server goes away.
+//!
+//! Layout: `main.rs` flags and start-up, `chat.rs` the conversation and
+//! reconnecting, `command.rs` what a typed line means, `state.rs` our name
+//! and rooms, `render.rs` how lines look, `neutral.rs` making others' text
+//! safe to print, `clock.rs` the time of day, `address.rs` the server's
+//! address as typed, `ui.rs` the terminal and the pipe.
 #![forbid(unsafe_code)]
 
 #[macro_use]
 mod command;
+mod address;
+mod chat;
+mod clock;
+mod neutral;
+mod render;
+mod state;
 mod ui;
 
-use std::borrow::Cow;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use chat_client::{Client, Error, Event, Events, Sender};
+use chat_client::{Client, Options};
 use clap::Parser;
 use tokio::sync::mpsc;
 
-use crate::command::{COMMANDS, Input};
-use crate::ui::Out;
+use crate::chat::Chat;
+use crate::render::Painter;
+use crate::state::State;
+use crate::ui::PromptText;
 
-/// Chat with everyone connected to a chat server.
+/// Chat with others on a chat server: in rooms, by name, or directly.
 ///
-/// Lines you type are sent to every other client; what they send is printed
-/// as `[IP:PORT] TEXT`, one line each, as it arrives.
+/// Lines you type go to the current room (shown in the prompt); what others
+/// say is printed one line each, as it arrives, with the time, the room and
+/// who said it.
 #[derive(Debug, Parser)]
 #[command(version, after_help = AFTER_HELP)]
 struct Args {
-    /// The server to connect to: a host name, IPv4 or [IPv6] address, with a port.
+    /// The server: HOST:PORT, HOST (port 8080), [IPv6]:PORT or [IPv6]
+    /// [default: 127.0.0.1:8080]
+    #[arg(value_name = "HOST:PORT", value_parser = address::parse)]
+    address: Option<String>,
+
+    /// The server, as a flag (the same forms as HOST:PORT)
     #[arg(
         long,
         short,
         value_name = "HOST:PORT",
-        default_value = "127.0.0.1:8080"
+        value_parser = address::parse,
+        conflicts_with = "address"
     )]
-    server: String,
+    server: Option<String>,
+
+    /// The name to ask for; the server picks one (guest-N) if you give none
+    /// or if this one is taken or not allowed
+    #[arg(long, short, value_name = "NAME")]
+    name: Option<String>,
+
+    /// Speak protocol version 1, as the original lab's client did: one room,
+    /// everyone known by address
+    #[arg(long)]
+    v1: bool,
+
+    /// When the connection is lost, end (status 1) instead of reconnecting
+    #[arg(long)]
+    no_reconnect: bool,
 }
 
 const AFTER_HELP: &str = concat!(
     commands!(),
     "
 
-Output, one line each:
-  connected to SERVER as ME   first; ME is how the others see you
-  [IP:PORT] TEXT              a message from IP:PORT
-  * IP:PORT joined            (and `left`)
-  ! server error: REASON      the server is about to close the connection
-  * left the chat             the server acknowledged your exit
-Errors go to standard error (above the prompt on a terminal). A text longer
-than the server accepts is not sent, and the client keeps running.
+Output, one line each, after the local time (HH:MM):
+  * connected to SERVER as NAME   first; NAME is how the others see you
+  #ROOM <NAME> TEXT               NAME said TEXT in ROOM (yours look the same)
+  *NAME* TEXT                     a direct message from NAME
+  -> *NAME* TEXT                  a direct message you sent
+  * NAME joined #ROOM             (and `left`); `* OLD is now NEW` for a rename
+  * you are in #ROOM with NAMES   you joined ROOM
+  * #ROOM has N members: ...      the answer to /who: names and [IP:PORT]
+  * N rooms: #ROOM (N), ...       the answer to /rooms
+  ! REASON: SUBJECT (DETAIL)      the server refused a request (name taken, ...)
+  [IP:PORT] TEXT                  a message, on a version 1 server
+  * left the chat                 the server acknowledged your exit
+Others' names and text are shown with control characters and bidirectional
+overrides escaped (\\n, \\u{1b}, \\u{202e}), so they cannot drive the terminal.
+Colours (your lines, others', news, errors) only on a terminal, and never
+when NO_COLOR is set. Mistakes (an unknown command, a text longer than the
+server accepts) go to standard error in a pipe, above the prompt on a
+terminal; nothing is sent and the client keeps running.
 
-Exit status: 0 after leaving; 1 if the server could not be reached, closed
-the connection or shut down; 2 for bad usage.
+A pasted line is sent whole on Enter, however long (up to what the server
+accepts): the client turns on the terminal's bracketed paste, which nearly
+every terminal supports. A paste of several lines sends each line.
+
+When the server goes away or restarts, the client says so and reconnects
+(after 0.5 s, doubling up to 10 s between attempts; the first five failures
+are reported) with the same name and rooms, until you leave (exit;, /quit,
+Ctrl-C or Ctrl-D work meanwhile). What you are typing is kept; lines
+entered while disconnected are not sent, and the client says so.
+
+Exit status: 0 after leaving; 1 if the server could not be reached at
+start (or, with --no-reconnect, when the connection ends); 2 for bad usage.
 
 Set RUST_LOG=debug for protocol logs on standard error."
 );
 
+/// Where to connect when no address is given.
+const DEFAULT_SERVER: &str = "127.0.0.1:8080";
+
 fn main() -> ExitCode {
     let args = Args::parse();
+    // Before any other thread exists: a panic it catches stays silent.
+    let zone_warning = clock::probe();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -64,6 +124,9 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Some(warning) = zone_warning {
+        eprintln!("{warning}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -79,31 +142,47 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> ExitCode {
-    let client = match Client::connect(args.server.as_str()).await {
+    let server = args
+        .address
+        .or(args.server)
+        .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
+    let mut options = Options::default();
+    options.name = args.name.clone();
+    options.rooms = !args.v1;
+    let client = match Client::connect_with(server.as_str(), options.clone()).await {
         Ok(client) => client,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::FAILURE;
         }
     };
-    let session = *client.session();
     // Listen for Ctrl-C before saying we are connected, so that a signal
     // sent from then on always means "leave".
-    let interrupted = interrupts();
-    println!("connected to {} as {}", session.server, session.me);
+    let interrupted = chat::interrupts();
 
     let (inputs_tx, inputs) = mpsc::channel(16);
-    let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let prompt = PromptText::default();
+    let state = State::new(args.name, prompt.clone());
+    let stdout_terminal = std::io::stdout().is_terminal();
+    let painter = Painter::for_stdout(stdout_terminal);
+    let interactive = std::io::stdin().is_terminal() && stdout_terminal;
     let (out, editor) = if interactive {
-        let (out, editor) = ui::terminal(inputs_tx);
+        let (out, editor) = ui::terminal(inputs_tx, painter, prompt);
         (out, Some(editor))
     } else {
-        ui::pipe(inputs_tx);
-        (Out::Plain, None)
+        (ui::pipe(inputs_tx, painter), None)
     };
 
-    let (sender, events) = client.split();
-    let code = chat(sender, events, inputs, interrupted, &out).await;
+    let chat = Chat {
+        server,
+        options,
+        reconnect: !args.no_reconnect,
+        state,
+        inputs,
+        interrupted,
+        out: out.clone(),
+    };
+    let code = chat.run(client).await;
     drop(out);
     if let Some(editor) = editor {
         let _ = tokio::task::spawn_blocking(move || editor.finish()).await;
@@ -111,154 +190,34 @@ async fn run(args: Args) -> ExitCode {
     code
 }
 
-/// Runs the conversation until we have left or the server has gone.
-async fn chat(
-    sender: Sender,
-    mut events: Events,
-    mut inputs: mpsc::Receiver<Input>,
-    mut interrupted: mpsc::Receiver<()>,
-    out: &Out,
-) -> ExitCode {
-    let mut leaving = false;
-    let mut server_gone = false;
-    loop {
-        tokio::select! {
-            event = events.next_event() => match event {
-                Ok(Some(event)) => {
-                    server_gone |= event == Event::ServerExit;
-                    out.line(render(&event)).await;
-                }
-                // Our exit was acknowledged, or the server said it is shutting down.
-                Ok(None) => break,
-                Err(e) => {
-                    out.error(e.to_string()).await;
-                    return ExitCode::FAILURE;
-                }
-            },
-            input = inputs.recv(), if !leaving => match input.unwrap_or(Input::Leave) {
-                Input::Send(text) => match sender.send(text).await {
-                    Ok(()) => {}
-                    Err(e @ Error::TooLong { .. }) => out.error(format!("not sent: {e}")).await,
-                    // The session is over; the events say why.
-                    Err(e) => tracing::debug!(error = %e, "send failed"),
-                },
-                Input::Leave => leaving = leave(&sender),
-                Input::Help => out.line(COMMANDS).await,
-                Input::Nothing => {}
-                Input::Invalid(message) => out.error(message).await,
-            },
-            Some(()) = interrupted.recv(), if !leaving => leaving = leave(&sender),
-        }
-    }
-    if server_gone {
-        ExitCode::FAILURE
-    } else {
-        out.line("* left the chat").await;
-        ExitCode::SUCCESS
-    }
-}
-
-/// Ctrl-C (SIGINT), as a channel that is listening from the moment this returns.
-fn interrupts() -> mpsc::Receiver<()> {
-    let (tx, rx) = mpsc::channel(1);
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::interrupt()) {
-            Ok(mut sigint) => {
-                tokio::spawn(async move {
-                    while sigint.recv().await.is_some() {
-                        let _ = tx.try_send(());
-                    }
-                });
-            }
-            Err(e) => tracing::warn!("cannot listen for Ctrl-C: {e}"),
-        }
-    }
-    #[cfg(not(unix))]
-    tokio::spawn(async move {
-        while tokio::signal::ctrl_c().await.is_ok() {
-            let _ = tx.try_send(());
-        }
-    });
-    rx
-}
-
-/// Starts leaving; the event stream ends once the server has acknowledged.
-fn leave(sender: &Sender) -> bool {
-    let sender = sender.clone();
-    tokio::spawn(async move {
-        // A failure (say, no acknowledgement in time) also ends the events,
-        // which report it.
-        if let Err(e) = sender.exit().await {
-            tracing::debug!(error = %e, "exit failed");
-        }
-    });
-    true
-}
-
-/// One line for an event.
-fn render(event: &Event) -> String {
-    match event {
-        Event::Message { from, text } => format!("[{from}] {}", printable(text)),
-        Event::Joined(who) => format!("* {who} joined"),
-        Event::Left(who) => format!("* {who} left"),
-        Event::ServerError(reason) => format!("! server error: {}", printable(reason)),
-        Event::ServerExit => "* the server is shutting down".to_owned(),
-        other => format!("* {other:?}"),
-    }
-}
-
-/// Text from others with control characters escaped, so one message stays
-/// one line and cannot drive the terminal.
-fn printable(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
-        return Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        if c.is_control() {
-            out.extend(c.escape_debug());
-        } else {
-            out.push(c);
-        }
-    }
-    Cow::Owned(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rendering() {
-        let from = "127.0.0.1:3075".parse().unwrap();
-        let msg = Event::Message {
-            from,
-            text: "hello!!".into(),
-        };
-        assert_eq!(render(&msg), "[127.0.0.1:3075] hello!!");
-        let sneaky = Event::Message {
-            from,
-            text: "two\nlines\u{1b}[2J 你好".into(),
-        };
-        assert_eq!(
-            render(&sneaky),
-            "[127.0.0.1:3075] two\\nlines\\u{1b}[2J 你好"
-        );
-        assert_eq!(render(&Event::Joined(from)), "* 127.0.0.1:3075 joined");
-        assert_eq!(render(&Event::Left(from)), "* 127.0.0.1:3075 left");
-    }
+    use crate::command::{COMMANDS, Input};
+    use crate::render::Line;
 
     /// Each command as help shows it, a line that uses it, and what that
     /// line must mean: help and the parser cannot drift apart.
     #[test]
     fn help_lists_every_command() {
         let commands = [
-            ("send:TEXT", "send:hi", Input::Send("hi".into())),
+            ("send:TEXT", "send:hi", Input::Say("hi".into())),
             ("exit;", "exit;", Input::Leave),
             ("/quit", "/quit", Input::Leave),
             ("/help", "/help", Input::Help),
+            ("/join ROOM", "/join rust", Input::Join("rust".into())),
+            ("/part [ROOM]", "/part", Input::Part(None)),
+            ("/rooms", "/rooms", Input::Rooms),
+            ("/who [ROOM]", "/who", Input::Who(None)),
+            (
+                "/msg NAME TEXT",
+                "/msg bob hi",
+                Input::Msg {
+                    to: "bob".into(),
+                    text: "hi".into(),
+                },
+            ),
+            ("/nick NAME", "/nick 李雷", Input::Nick("李雷".into())),
         ];
         for (shown, line, meaning) in commands {
             assert!(COMMANDS.contains(shown), "/help lacks {shown}");
@@ -267,10 +226,23 @@ mod tests {
         }
         // Every `/word` help mentions is one the parser knows.
         for word in AFTER_HELP.split_whitespace().filter(|w| w.starts_with('/')) {
+            let word = word.trim_end_matches([',', '.', ')', ':']);
             assert!(
-                !matches!(command::parse(word), Input::Invalid(_)),
+                !matches!(command::parse(word), Input::Invalid(m) if m.starts_with("unknown")),
                 "help lists {word}, which the parser refuses"
             );
         }
+    }
+
+    #[test]
+    fn own_lines_show_the_text_not_the_command() {
+        let Input::Say(text) = command::parse("send:hello") else {
+            panic!("send: is not a message");
+        };
+        assert_eq!(
+            render::own(Some("lobby"), "me", &text).plain(),
+            "#lobby <me> hello"
+        );
+        assert_eq!(Line::system("x").plain(), "* x");
     }
 }

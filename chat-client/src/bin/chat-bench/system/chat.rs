@@ -1,6 +1,8 @@
-//! This repository's chat server: the adapter over [`Client`]. A payload is
-//! the text of a `Send`; a delivery is a `Relay`, tagged with the sender's
-//! address.
+//! This repository's chat server: the adapter over [`Client`]. A version 1
+//! client's payload is the text of a `Send`, delivered as a `Relay` tagged
+//! with the sender's address; a named client's is the text of a `Say` in
+//! one of its rooms, delivered as a `Said` that also names the sender and
+//! the room.
 
 use std::net::SocketAddr;
 
@@ -20,10 +22,23 @@ impl Peer for Client {
         Client::lost(self, reason)
     }
 
-    fn publish(&mut self, text: String) -> Result<(), Error> {
-        self.conn
-            .send(&Message::Send { text })
-            .map_err(|e| self.lost(format!("cannot send: {e}")))
+    fn publish(&mut self, room: usize, text: String) -> Result<(), Error> {
+        let result = if self.rooms.is_empty() {
+            self.conn.send(&Message::Send { text })
+        } else {
+            // Lend the room's name to the message rather than copy it.
+            let i = room % self.rooms.len();
+            let msg = Message::Say {
+                room: std::mem::take(&mut self.rooms[i]),
+                text,
+            };
+            let result = self.conn.send(&msg);
+            if let Message::Say { room, .. } = msg {
+                self.rooms[i] = room;
+            }
+            result
+        };
+        result.map_err(|e| self.lost(format!("cannot send: {e}")))
     }
 
     fn sending(&self) -> bool {
@@ -53,8 +68,23 @@ impl Peer for Client {
                     from: Some(SocketAddr::new(ip, port)),
                     text: text.as_bytes(),
                 }),
+                Ok(Some(Event::Message(Message::Said { room, from, text }))) => f(Got::Said {
+                    from: from.addr(),
+                    name: &from.name,
+                    room: &room,
+                    text: text.as_bytes(),
+                }),
                 Ok(Some(Event::Message(Message::Left { ip, port }))) => {
                     f(Got::Left(SocketAddr::new(ip, port)));
+                }
+                Ok(Some(Event::Message(Message::Refused {
+                    code,
+                    subject,
+                    detail,
+                }))) => {
+                    return Err(self.lost(format!(
+                        "the server refused a request: {code:?} for {subject:?}: {detail}"
+                    )));
                 }
                 Ok(Some(Event::Error(reason))) => {
                     return Err(self.lost(format!("evicted by the server: {reason}")));

@@ -8,7 +8,9 @@
 //! the one the payload names.
 //!
 //! - `chat`: this repository's server, over [`crate::conn::Client`]; a
-//!   delivery carries the sender's address, which is checked too.
+//!   delivery carries the sender's address, which is checked too. A named
+//!   client says its payloads in its rooms (`Say`, `Said`), where a
+//!   delivery also carries the sender's name and the room.
 //! - `nats`: NATS core protocol, `CONNECT` with echo off, `SUB`, `PUB`.
 //! - `redis`: RESP2, one `SUBSCRIBE` and one `PUBLISH` connection per
 //!   client; Redis echoes to the sender, counted apart.
@@ -56,6 +58,14 @@ pub(crate) enum Got<'a> {
         from: Option<SocketAddr>,
         text: &'a [u8],
     },
+    /// A payload said in a named room (the chat server's `Said`): the
+    /// sender's address and name, and the room.
+    Said {
+        from: SocketAddr,
+        name: &'a str,
+        room: &'a str,
+        text: &'a [u8],
+    },
     /// The chat server's notice that the client at this address left.
     Left(SocketAddr),
 }
@@ -72,8 +82,9 @@ pub(crate) trait Peer: Send + 'static {
             reason,
         }
     }
-    /// Queues one payload for publishing.
-    fn publish(&mut self, text: String) -> Result<(), Error>;
+    /// Queues one payload for publishing in the client's room number
+    /// `room` (the systems with one room have only room 0).
+    fn publish(&mut self, room: usize, text: String) -> Result<(), Error>;
     /// Whether output is waiting to be written.
     fn sending(&self) -> bool;
     /// Waits until a socket is ready for `interest`.

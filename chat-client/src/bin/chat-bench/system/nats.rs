@@ -158,7 +158,7 @@ impl Peer for Nats {
         self.id
     }
 
-    fn publish(&mut self, text: String) -> Result<(), Error> {
+    fn publish(&mut self, _room: usize, text: String) -> Result<(), Error> {
         put_pub(&mut self.out, text.as_bytes());
         Ok(())
     }

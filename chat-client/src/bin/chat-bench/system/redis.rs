@@ -226,7 +226,7 @@ impl Peer for Redis {
         self.id
     }
 
-    fn publish(&mut self, text: String) -> Result<(), Error> {
+    fn publish(&mut self, _room: usize, text: String) -> Result<(), Error> {
         put_publish(&mut self.out, text.as_bytes());
         Ok(())
     }

@@ -1,0 +1,1606 @@
+#!/usr/bin/env python3
+"""A client of the chat protocol written from chat-proto/PROTOCOL.md alone, and a
+conformance run of a server against that document.
+
+    python3 .ci/spec_client.py HOST:PORT   golden vectors, then live checks against a server
+    python3 .ci/spec_client.py --golden    golden vectors and codec checks only (no server)
+    python3 .ci/spec_client.py --timers HOST:PORT PID HS IDLE FRAME
+        timers and shutdown of a server started with --handshake-timeout HS --idle-timeout IDLE
+        --frame-timeout FRAME (seconds) whose process id is PID: the run ends it with SIGTERM
+
+Python 3 standard library only. Connects only to loopback addresses. Every read has a
+timeout and the whole run is bounded (RUN_SECONDS); nothing sleeps blindly: a check that
+something did NOT arrive waits for a later message that the server must send after it
+(a "barrier"). Exit status 0 if every check passed, 1 otherwise (failures listed last).
+Section numbers in messages refer to PROTOCOL.md.
+"""
+
+import ipaddress
+import os
+import random
+import re
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+import traceback
+import unicodedata
+from collections import namedtuple
+
+SPEC = os.environ.get(
+    "SPEC_PATH",
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "chat-proto", "PROTOCOL.md"),
+)
+RUN_SECONDS = 55  # hard bound of the whole run (the brief: < 60 s)
+READ_TIMEOUT = 5.0
+VERBOSE = bool(os.environ.get("VERBOSE"))  # print every check  # default for one awaited message
+ROOMS = 0x1
+MIN_FRAME_LEN = 64
+MAX_FRAME_LEN_CEILING = 16 * 1024 * 1024
+RELAY_OVERHEAD = 20
+ROOMS_OVERHEAD = 300
+
+# ---------------------------------------------------------------------------
+# Codec (sections 2, 3, 8.1)
+# ---------------------------------------------------------------------------
+
+
+class DecodeError(Exception):
+    """A frame that does not decode; `kind` is the section 6 name."""
+
+    def __init__(self, kind, detail=""):
+        super().__init__(f"{kind}: {detail}" if detail else kind)
+        self.kind = kind
+
+
+MAXV = {16: 0xFFFF, 32: 0xFFFFFFFF, 64: 2**64 - 1}
+
+
+def varint(n, bits=64):
+    """Shortest varint of n (section 3.1)."""
+    if not 0 <= n <= MAXV[bits]:
+        raise ValueError(f"{n} does not fit a u{bits}")
+    if n <= 250:
+        return bytes([n])
+    if n <= 0xFFFF:
+        return b"\xfb" + struct.pack("<H", n)
+    if n <= 0xFFFFFFFF:
+        return b"\xfc" + struct.pack("<I", n)
+    return b"\xfd" + struct.pack("<Q", n)
+
+
+class Reader:
+    def __init__(self, data):
+        self.d = bytes(data)
+        self.p = 0
+
+    def left(self):
+        return len(self.d) - self.p
+
+    def take(self, n):
+        if n > self.left():
+            raise DecodeError("Malformed", f"needs {n} byte(s), {self.left()} left")
+        b = self.d[self.p : self.p + n]
+        self.p += n
+        return b
+
+    def varint(self, bits):
+        b = self.take(1)[0]
+        if b <= 250:
+            return b
+        if b == 0xFB:
+            return struct.unpack("<H", self.take(2))[0]
+        if b == 0xFC and bits >= 32:
+            return struct.unpack("<I", self.take(4))[0]
+        if b == 0xFD and bits >= 64:
+            return struct.unpack("<Q", self.take(8))[0]
+        raise DecodeError("Malformed", f"varint marker {b:#04x} where a u{bits} is expected")
+
+
+Member = namedtuple("Member", "name ip port")
+RoomInfo = namedtuple("RoomInfo", "name members")
+
+
+def enc(t, v):
+    if t == "str":
+        b = v.encode("utf-8")
+        return varint(len(b)) + b
+    if t in ("u16", "u32", "u64"):
+        return varint(v, int(t[1:]))
+    if t == "bool":
+        return b"\x01" if v else b"\x00"
+    if t == "ip":
+        return (b"\x00" if v.version == 4 else b"\x01") + v.packed
+    if t == "member":
+        return enc("str", v.name) + enc("ip", v.ip) + enc("u16", v.port)
+    if t == "roominfo":
+        return enc("str", v.name) + enc("u32", v.members)
+    if t.startswith("vec:"):
+        return varint(len(v)) + b"".join(enc(t[4:], x) for x in v)
+    raise ValueError(t)
+
+
+def dec(t, r):
+    if t == "str":
+        n = r.varint(64)
+        if n > r.left():  # checked before anything is reserved, whatever n claims
+            raise DecodeError("Malformed", f"string of {n} bytes, {r.left()} left")
+        b = r.take(n)
+        try:
+            return b.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise DecodeError("InvalidUtf8", f"valid up to byte {e.start}") from None
+    if t in ("u16", "u32", "u64"):
+        return r.varint(int(t[1:]))
+    if t == "bool":
+        b = r.take(1)[0]
+        if b > 1:
+            raise DecodeError("Malformed", f"bool {b:#04x}")
+        return b == 1
+    if t == "ip":
+        tag = r.varint(32)
+        if tag == 0:
+            return ipaddress.IPv4Address(r.take(4))
+        if tag == 1:
+            return ipaddress.IPv6Address(r.take(16))
+        raise DecodeError("Malformed", f"IpAddr tag {tag}")
+    if t == "member":
+        return Member(dec("str", r), dec("ip", r), dec("u16", r))
+    if t == "roominfo":
+        return RoomInfo(dec("str", r), dec("u32", r))
+    if t.startswith("vec:"):
+        n = r.varint(64)
+        out = []
+        for _ in range(n):  # one element at a time: a huge count fails at the first missing one
+            out.append(dec(t[4:], r))
+        return out
+    raise ValueError(t)
+
+
+# (name, [(field, type)], sent by: "C" client, "S" server, "B" both), by tag (section 3.4, 8.2)
+SCHEMA = [
+    ("Send", [("text", "str")], "C"),
+    ("Exit", [], "B"),
+    ("Relay", [("ip", "ip"), ("port", "u16"), ("text", "str")], "S"),
+    ("Hello", [("version", "u16"), ("features", "u64")], "C"),
+    ("Welcome", [("version", "u16"), ("features", "u64"), ("max_frame", "u32"), ("ip", "ip"), ("port", "u16")], "S"),
+    ("Error", [("reason", "str")], "B"),
+    ("Joined", [("ip", "ip"), ("port", "u16")], "S"),
+    ("Left", [("ip", "ip"), ("port", "u16")], "S"),
+    ("Ping", [("nonce", "u64")], "B"),
+    ("Pong", [("nonce", "u64")], "B"),
+    ("Nick", [("name", "str")], "C"),
+    ("Join", [("room", "str")], "C"),
+    ("Part", [("room", "str")], "C"),
+    ("Say", [("room", "str"), ("text", "str")], "C"),
+    ("Tell", [("name", "str"), ("text", "str")], "C"),
+    ("Who", [("room", "str")], "C"),
+    ("ListRooms", [], "C"),
+    ("Named", [("name", "str")], "S"),
+    ("Said", [("room", "str"), ("from", "member"), ("text", "str")], "S"),
+    ("Told", [("from", "member"), ("text", "str")], "S"),
+    ("Entered", [("room", "str"), ("member", "member")], "S"),
+    ("Departed", [("room", "str"), ("member", "member")], "S"),
+    ("Renamed", [("old", "str"), ("member", "member")], "S"),
+    ("Roster", [("room", "str"), ("members", "vec:member"), ("more", "bool")], "S"),
+    ("Rooms", [("rooms", "vec:roominfo"), ("more", "bool")], "S"),
+    ("Refused", [("code", "u16"), ("subject", "str"), ("detail", "str")], "S"),
+]
+TAG = {s[0]: i for i, s in enumerate(SCHEMA)}
+ROOMS_TAGS = range(10, 26)
+REFUSAL = {
+    1: "NameTaken", 2: "NameInvalid", 3: "RoomInvalid", 4: "NotInRoom", 5: "NoSuchRoom",
+    6: "NoSuchName", 7: "TooManyRooms", 8: "RoomFull", 9: "CannotReceive", 10: "RateLimited",
+}
+CODE = {v: k for k, v in REFUSAL.items()}
+
+
+class Msg:
+    """One message: its kind (variant name) and its fields by name."""
+
+    __slots__ = ("kind", "f", "size")
+
+    def __init__(self, kind, *args):
+        fields = SCHEMA[TAG[kind]][1]
+        if len(args) != len(fields):
+            raise TypeError(f"{kind} takes {len(fields)} field(s)")
+        self.kind = kind
+        self.f = {name: v for (name, _), v in zip(fields, args)}
+        self.size = None  # payload length, for a received message
+
+    def __getitem__(self, k):
+        return self.f[k]
+
+    def __eq__(self, o):
+        return isinstance(o, Msg) and self.kind == o.kind and self.f == o.f
+
+    def __repr__(self):
+        if not self.f:
+            return self.kind
+        def show(v):
+            if isinstance(v, str):
+                return repr(v) if len(v) <= 40 else repr(v[:37]) + f"...({len(v)} chars)"
+            if isinstance(v, Member):
+                return f"{{{show(v.name)} {fmt_addr(v.ip, v.port)}}}"
+            if isinstance(v, list):
+                return "[" + ", ".join(show(x) for x in v[:4]) + (f", ... {len(v)} in all]" if len(v) > 4 else "]")
+            return str(v)
+        return self.kind + " { " + ", ".join(f"{k}: {show(v)}" for k, v in self.f.items()) + " }"
+
+
+def fmt_addr(ip, port):
+    return f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
+
+
+def encode(m):
+    return varint(TAG[m.kind], 32) + b"".join(enc(t, m.f[n]) for n, t in SCHEMA[TAG[m.kind]][1])
+
+
+def frame(m):
+    p = encode(m)
+    return struct.pack(">I", len(p)) + p
+
+
+def decode(payload):
+    """One payload to a Msg (section 3), or DecodeError."""
+    if not payload:
+        raise DecodeError("EmptyFrame", "empty frame (length prefix 0)")
+    r = Reader(payload)
+    tag = r.varint(32)
+    if tag >= len(SCHEMA):
+        raise DecodeError("UnknownVariant", f"unknown message variant {tag}")
+    name, fields, _ = SCHEMA[tag]
+    m = Msg(name, *[dec(t, r) for _, t in fields])
+    if r.left():
+        raise DecodeError("TrailingBytes", f"{r.left()} trailing byte(s)")
+    m.size = len(payload)
+    return m
+
+
+def key(name):
+    """Sameness of names and rooms (section 8.4 item 4)."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", name).casefold())
+
+
+def longest_text(max_frame, before=1):
+    """Largest n with before + varint(n) + n <= max_frame (section 2.1, 8.10)."""
+    n = max_frame - before - 1
+    while n > 0 and before + len(varint(n)) + n > max_frame:
+        n -= 1
+    return max(n, 0)
+
+
+# ---------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------
+
+
+class Fail(Exception):
+    """A check that cannot go on (timeout, unexpected close, ...)."""
+
+
+class Results:
+    def __init__(self):
+        self.failures = []
+        self.notes = []
+        self.passed = 0
+        self.awaited = 0  # messages awaited and received, each an implicit check
+        self.section = "?"
+
+    def check(self, cond, what, detail=""):
+        if VERBOSE:
+            print(f"  {'ok  ' if cond else 'FAIL'} {what}", flush=True)
+        if cond:
+            self.passed += 1
+        else:
+            self.failures.append(f"[{self.section}] {what}" + (f": {detail}" if detail else ""))
+            if not VERBOSE:
+                print(f"  FAIL {what}" + (f": {detail}" if detail else ""), flush=True)
+            else:
+                print(f"       {detail}", flush=True)
+        return cond
+
+    def eq(self, got, want, what):
+        return self.check(got == want, what, f"got {got!r}, want {want!r}")
+
+    def note(self, text):
+        self.notes.append(f"[{self.section}] {text}")
+        print(f"  NOTE {text}", flush=True)
+
+
+R = Results()
+DEADLINE = time.monotonic() + RUN_SECONDS
+
+# ---------------------------------------------------------------------------
+# Golden vectors, parsed out of PROTOCOL.md (section 4)
+# ---------------------------------------------------------------------------
+
+TOKEN = re.compile(r'\s*(?:("(?:[^"\\]|\\.)*")|([{}\[\],=()])|([^\s{}\[\],"()=]+))')
+
+
+def tokenize(s):
+    out, i = [], 0
+    while i < len(s):
+        m = TOKEN.match(s, i)
+        if not m or m.end() == i:
+            if s[i:].strip() == "":
+                break
+            raise ValueError(f"cannot tokenize {s[i:]!r}")
+        i = m.end()
+        if m.group(1):
+            out.append(("S", m.group(1)[1:-1]))  # the spec's strings use no escapes
+        elif m.group(2):
+            out.append(("P", m.group(2)))
+        elif m.group(3):
+            out.append(("W", m.group(3)))
+    return out
+
+
+class ValueParser:
+    """Reads the spec's message notation: `Name { field: value, ... }`, strings, lists,
+    records, and words (numbers, addresses, `true`), with `= Name` or `(note)` after a number."""
+
+    def __init__(self, text):
+        self.t = tokenize(text)
+        self.i = 0
+
+    def peek(self):
+        return self.t[self.i] if self.i < len(self.t) else (None, None)
+
+    def next(self):
+        tok = self.peek()
+        self.i += 1
+        return tok
+
+    def want(self, p):
+        tok = self.next()
+        if tok != ("P", p):
+            raise ValueError(f"expected {p!r}, got {tok}")
+
+    def fields(self):
+        out = {}
+        while self.peek() != ("P", "}"):
+            k = self.next()
+            if k[0] != "W" or not k[1].endswith(":"):
+                raise ValueError(f"expected a field name, got {k}")
+            out[k[1][:-1]] = self.value()
+            if self.peek() == ("P", ","):
+                self.next()
+        self.want("}")
+        return out
+
+    def value(self):
+        kind, v = self.next()
+        if kind == "S":
+            return ("S", v)
+        if (kind, v) == ("P", "["):
+            items = []
+            while self.peek() != ("P", "]"):
+                items.append(self.value())
+                if self.peek() == ("P", ","):
+                    self.next()
+            self.want("]")
+            return items
+        if (kind, v) == ("P", "{"):
+            return self.fields()
+        if kind == "W":
+            if self.peek() == ("P", "="):
+                self.next()
+                self.next()  # `= NameTaken`: the code's name, for the reader
+            elif self.peek() == ("P", "("):
+                while self.next() != ("P", ")"):
+                    pass
+            return ("W", v)
+        raise ValueError(f"unexpected {kind} {v!r}")
+
+    def message(self):
+        kind, name = self.next()
+        if kind != "W" or name not in TAG:
+            raise ValueError(f"unknown message {name!r}")
+        f = {}
+        if self.peek() == ("P", "{"):
+            self.next()
+            f = self.fields()
+        if self.i != len(self.t):
+            raise ValueError(f"text after the message: {self.t[self.i:]}")
+        return name, f
+
+
+def convert(t, v):
+    """A parsed notation value to the Python value of type t."""
+    if t == "str":
+        assert v[0] == "S", v
+        return v[1]
+    if t in ("u16", "u32", "u64"):
+        assert v[0] == "W", v
+        return CODE[v[1]] if v[1] in CODE else int(v[1])  # `code: NameTaken` in a heading
+    if t == "bool":
+        assert v[1] in ("true", "false"), v
+        return v[1] == "true"
+    if t == "ip":
+        return ipaddress.ip_address(v[1])
+    if t == "member":
+        return Member(convert("str", v["name"]), convert("ip", v["ip"]), convert("u16", v["port"]))
+    if t == "roominfo":
+        return RoomInfo(convert("str", v["name"]), convert("u32", v["members"]))
+    if t.startswith("vec:"):
+        return [convert(t[4:], x) for x in v]
+    raise ValueError(t)
+
+
+def parse_message(text):
+    name, f = ValueParser(text).message()
+    fields = SCHEMA[TAG[name]][1]
+    if set(f) != {n for n, _ in fields}:
+        raise ValueError(f"{name} fields {sorted(f)} != {[n for n, _ in fields]}")
+    return Msg(name, *[convert(t, f[n]) for n, t in fields])
+
+
+ROW = re.compile(r"^\|\s*`([\w-]+)`\s*\|\s*`([^`]*)`[^|]*\|\s*`([0-9a-fA-F]{8})`\s*`([0-9a-fA-F]*)`\s*\|\s*$")
+
+
+def check_golden(spec):
+    R.section = "golden vectors (section 4)"
+    print(f"== {R.section}", flush=True)
+    vectors = {}
+    for line in spec.splitlines():
+        m = ROW.match(line)
+        if not m:
+            continue
+        name, text, header, payload = m.groups()
+        try:
+            msg = parse_message(text)
+        except Exception as e:  # noqa: BLE001 - reported as a spec defect
+            R.check(False, f"vector {name}: its message notation parses", f"{text!r}: {e}")
+            continue
+        want = bytes.fromhex(header + payload)
+        vectors[name] = (msg, want)
+        got = frame(msg)
+        R.check(got == want, f"vector {name}: encode", f"got {got.hex()}, want {want.hex()}")
+        R.eq(int(header, 16), len(payload) // 2, f"vector {name}: header = payload length")
+        try:
+            back = decode(want[4:])
+            R.check(back == msg, f"vector {name}: decode", f"got {back!r}, want {msg!r}")
+        except DecodeError as e:
+            R.check(False, f"vector {name}: decode", str(e))
+    R.check(vectors, "the section 4 tables hold the vectors")
+    print(f"  ({len(vectors)} vectors)")
+    kinds = {m.kind for m, _ in vectors.values()}
+    missing = [s[0] for s in SCHEMA if s[0] not in kinds]
+    R.check(not missing, "every message type has a golden vector", f"none for {missing}")
+    names = list(vectors)
+    if "nick-chinese" in names:
+        rooms_vectors = names[names.index("nick-chinese"):]
+        R.eq(len(rooms_vectors), 20, "section 7: ROOMS added the 20 vectors from nick-chinese on")
+
+    # The "byte by byte" blocks must show the same bytes as the table.
+    for block in re.findall(r"```text\n(.*?)```", spec, re.S):
+        first, _, rest = block.partition("\n")
+        m = re.match(r"([\w-]+): ", first)
+        if not m or m.group(1) not in vectors:
+            continue
+        hexes = []
+        for line in rest.splitlines():
+            hm = re.match(r"\s*((?:[0-9a-f]{2} )*[0-9a-f]{2})(?=\s{2,}|\s*$)", line)
+            if hm:
+                hexes.append(hm.group(1).replace(" ", ""))
+        R.eq("".join(hexes), vectors[m.group(1)][1].hex(), f"byte-by-byte block {m.group(1)} matches its table row")
+        shown = first[len(m.group(0)):]
+        try:
+            R.check(parse_message(shown) == vectors[m.group(1)][0], f"byte-by-byte block {m.group(1)}: same message as the table")
+        except Exception as e:  # noqa: BLE001
+            R.note(f"byte-by-byte block {m.group(1)}: its heading uses a shorthand, not the table's notation"
+                   f" ({shown!r}); its bytes were checked")
+    return vectors
+
+
+def size_range(t):
+    """(min, max) encoded size of a field type, strings and lists counted without their content."""
+    return {
+        "str": (1, 9), "u16": (1, 3), "u32": (1, 5), "u64": (1, 9), "bool": (1, 1), "ip": (5, 17),
+        "member": (7, 29), "roominfo": (2, 14),
+    }.get(t, (1, 9))  # vec: the count
+
+
+def check_tables(spec):
+    """Payload-size column of section 3.4 and the arithmetic quoted in sections 2 and 8.10."""
+    R.section = "spec tables and arithmetic"
+    print(f"== {R.section}", flush=True)
+    rows = re.findall(r"^\| (\d+) \| `(\w+)` \| (.*?) \| (.*?) \| (.*?) \|$", spec, re.M)
+    seen = set()
+    for tag, name, fields, by, size in rows:
+        if name not in TAG or int(tag) != TAG[name] or not any(w in by for w in ("client", "server", "both")):
+            continue  # section 3.4's table only (section 8.2's says C/S)
+        seen.add(name)
+        nums = [int(x) for x in re.findall(r"(?:^|\.\. )(\d+)", size)]
+        lo = 1 + sum(size_range(t)[0] for _, t in SCHEMA[TAG[name]][1])
+        hi = 1 + sum(size_range(t)[1] for _, t in SCHEMA[TAG[name]][1])
+        want = [lo] if lo == hi else [lo, hi]
+        R.eq(nums, want, f"section 3.4 size column of {name}")
+        listed = [f.split(":")[0].strip(" `") for f in fields.split(",")] if fields != "none" else []
+        R.eq(listed, [n for n, _ in SCHEMA[TAG[name]][1]], f"section 3.4 fields of {name}")
+    R.eq(len(seen), len(SCHEMA), "section 3.4 lists every tag 0-25")
+    # Section 2: the largest message without text, a Welcome with IPv6 and maximal integers, is 38 bytes.
+    w = Msg("Welcome", 0xFFFF, 2**64 - 1, 2**32 - 1, ipaddress.ip_address("2001:db8::1"), 0xFFFF)
+    R.eq(len(encode(w)), 38, "section 2: the largest Welcome is 38 bytes")
+    # Section 2.1 arithmetic.
+    R.eq(longest_text(65516), 65512, "section 2.1: longest text for max_frame 65516")
+    R.eq(longest_text(253), 250, "section 2.1: longest text for max_frame 253")
+    text = "x" * 65512
+    R.eq(len(encode(Msg("Relay", ipaddress.ip_address("2001:db8::1"), 50000, text))), 65536,
+         "section 2.1/3.4: Relay of the longest text from IPv6")
+    R.eq(len(encode(Msg("Relay", ipaddress.ip_address("127.0.0.1"), 3075, text))), 65524,
+         "section 3.4: Relay of the longest text from 127.0.0.1:3075")
+    # Section 8.10 worked number.
+    four = "\U00020000" * 32
+    said = Msg("Said", four, Member(four, ipaddress.ip_address("2001:db8::1"), 65535), text)
+    R.eq(len(encode(said)), 65794, "section 8.10: the largest Said of the longest Send")
+    R.check(len(encode(said)) <= 65516 + ROOMS_OVERHEAD, "section 8.10: it fits max_frame + 300")
+
+
+def check_decoder():
+    """The decoding errors section 6 names, on the spec's own examples."""
+    R.section = "decoder (sections 3, 6, 8.1)"
+    print(f"== {R.section}", flush=True)
+
+    def err(payload, kind, what):
+        try:
+            m = decode(payload)
+            R.check(False, what, f"decoded as {m!r}, want {kind}")
+        except DecodeError as e:
+            R.eq(e.kind, kind, what)
+
+    err(b"", "EmptyFrame", "empty payload")
+    err(b"\x1a", "UnknownVariant", "tag 26")
+    err(b"\xfd" + b"\x00" * 8, "Malformed", "tag with the fd marker")
+    err(b"\x01\x00", "TrailingBytes", "Exit with a trailing byte")
+    err(b"\x00\x02\xc3", "Malformed", "string length beyond the payload")
+    err(b"\x00\xfd" + b"\xff" * 8, "Malformed", "string length 2^64-1")
+    err(b"\x00\x02\xc3\x28", "InvalidUtf8", "invalid UTF-8")
+    err(b"\x00\x02\xe4\xbd", "InvalidUtf8", "a character missing its last byte")
+    err(b"\x06\x00\x7f\x00\x00\x01\xfc\x00\x00\x01\x00", "Malformed", "port with fc marker (65536)")
+    err(b"\x06\x02\x7f\x00\x00\x01\x01", "Malformed", "IpAddr tag 2")
+    err(b"\x08\xfe", "Malformed", "fe marker")
+    err(b"\x08\xff", "Malformed", "ff marker")
+    err(b"\x17\x00\x00\x02", "Malformed", "bool 02")
+    err(b"\x17\x00\xfd" + b"\xff" * 8 + b"\x00", "Malformed", "Vec count 2^64-1 in a short payload")
+    err(b"\x19\xfc\x00\x00\x01\x00\x00\x00", "Malformed", "Refusal code with fc marker")
+    try:
+        R.eq(decode(b"\x08\xfb\x05\x00"), Msg("Ping", 5), "a longer-than-needed varint is accepted")
+    except DecodeError as e:
+        R.check(False, "a longer-than-needed varint is accepted", str(e))
+    for n, want in ((1, "01"), (250, "fa"), (3075, "fb030c"), (65536, "fc00000100"), (2**64 - 1, "fd" + "ff" * 8)):
+        R.eq(varint(n).hex(), want, f"varint {n} (section 3.1 table)")
+
+
+# ---------------------------------------------------------------------------
+# A client (sections 2.1, 5, 8.3, 8.13)
+# ---------------------------------------------------------------------------
+
+ALL_CLIENTS = []
+
+
+def remaining(timeout):
+    return max(0.0, min(timeout, DEADLINE - time.monotonic()))
+
+
+class Client:
+    """One connection. Received messages go to `inbox`; `expect` takes the first that
+    matches, waiting for more as needed. Ping is answered with Pong on arrival."""
+
+    def __init__(self, label, addr):
+        self.label = label
+        self.sock = socket.create_connection(addr, timeout=READ_TIMEOUT)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        host, port = self.sock.getsockname()[:2]
+        ip = ipaddress.ip_address(host)
+        if ip.version == 6 and ip.ipv4_mapped:
+            ip = ip.ipv4_mapped
+        self.addr = (ip, port)
+        self.buf = bytearray()
+        self.inbox = []
+        self.limit = 65536  # section 2.1: before Welcome, at least 65 536
+        self.welcome = None
+        self.rooms = False
+        self.eof = False
+        self.name = None
+        self.nonce = 0
+        self.drop = ()  # kinds not kept (for the crowd of the long-answer test)
+        self.pings = 0
+        self.answer_pings = True
+        ALL_CLIENTS.append(self)
+
+    def member(self, name=None):
+        return Member(name if name is not None else self.name, self.addr[0], self.addr[1])
+
+    # -- sending
+    def send(self, m):
+        f = frame(m)
+        if self.welcome is not None and len(f) - 4 > self.welcome["max_frame"]:  # section 2.1: MUST NOT
+            raise Fail(f"{self.label}: {m!r} is {len(f) - 4} bytes, over Welcome.max_frame "
+                       f"{self.welcome['max_frame']}: this check needs a larger server limit")
+        self.sock.sendall(f)
+
+    def raw(self, b):
+        self.sock.sendall(b)
+
+    # -- receiving
+    def _parse(self):
+        while len(self.buf) >= 4:
+            n = struct.unpack(">I", self.buf[:4])[0]
+            if n > self.limit:  # from the header alone (section 2)
+                raise Fail(f"{self.label}: server sent a frame of {n} bytes, over this client's limit {self.limit}"
+                           f" (section {'8.10' if self.rooms else '2.1'})")
+            if len(self.buf) < 4 + n:
+                return None
+            payload = bytes(self.buf[4 : 4 + n])
+            del self.buf[: 4 + n]
+            try:
+                m = decode(payload)
+            except DecodeError as e:
+                R.check(False, f"{self.label}: every frame from the server decodes", f"{e} in {payload[:40].hex()}")
+                continue
+            self._police(m)
+            if m.kind == "Ping" and self.welcome is not None:
+                self.pings += 1
+                if self.answer_pings:
+                    self.send(Msg("Pong", m["nonce"]))  # section 5.4
+                continue
+            if m.kind in self.drop:
+                continue
+            self.inbox.append(m)
+            return m
+        return None
+
+    def _police(self, m):
+        """What a server may send this client at all (sections 3.4, 5.1, 7, 8.10)."""
+        if SCHEMA[TAG[m.kind]][2] == "C":
+            R.check(False, f"{self.label}: the server sends no client-only message", repr(m))
+        if TAG[m.kind] in ROOMS_TAGS and not self.rooms:
+            R.check(False, f"{self.label}: no ROOMS message to a session without ROOMS (section 7)", repr(m))
+        if self.welcome is None and m.kind not in ("Welcome", "Error"):
+            R.check(False, f"{self.label}: nothing but Welcome/Error before Welcome (section 5.1)", repr(m))
+
+    def _fill(self, deadline):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        r, _, _ = select.select([self.sock], [], [], left)
+        if not r:
+            return False
+        try:
+            data = self.sock.recv(1 << 20)
+        except (ConnectionResetError, BrokenPipeError):
+            data = b""
+        if not data:
+            if self.buf:
+                R.check(False, f"{self.label}: the connection ends between frames",
+                        f"closed mid-frame ({len(self.buf)} bytes buffered)")
+                self.buf.clear()
+            self.eof = True
+        self.buf += data
+        return True
+
+    def _next(self, deadline):
+        """The next message kept, None at end of stream; Fail at the deadline."""
+        while True:
+            m = self._parse()
+            if m is not None:
+                return m
+            if self.eof:
+                return None
+            if not self._fill(deadline):
+                raise TimeoutError
+
+    def pump(self):
+        """Take in whatever has arrived, without waiting."""
+        while not self.eof and select.select([self.sock], [], [], 0)[0]:
+            self._fill(time.monotonic() + 1)
+            while self._parse() is not None:
+                pass
+
+    def expect(self, pred, what, timeout=READ_TIMEOUT):
+        for i, m in enumerate(self.inbox):
+            if pred(m):
+                return self.inbox.pop(i)
+        deadline = time.monotonic() + remaining(timeout)
+        while True:
+            try:
+                m = self._next(deadline)
+            except TimeoutError:
+                raise Fail(f"{self.label}: no {what} within {timeout:g}s; waiting: {self.inbox[-6:]}") from None
+            if m is None:
+                raise Fail(f"{self.label}: connection closed while waiting for {what}; waiting: {self.inbox[-6:]}")
+            if pred(m):
+                self.inbox.pop()
+                R.awaited += 1
+                return m
+
+    def next_msg(self, what, timeout=READ_TIMEOUT):
+        return self.expect(lambda m: True, what, timeout)
+
+    def expect_close(self, what, timeout=READ_TIMEOUT):
+        """Read to end of stream; True if it came in time."""
+        deadline = time.monotonic() + remaining(timeout)
+        try:
+            while self._next(deadline) is not None:
+                pass
+            return True
+        except TimeoutError:
+            R.check(False, f"{self.label}: {what}", f"connection still open after {timeout:g}s")
+            return False
+
+    def sync(self):
+        """Everything the server queued for this client before it read our Ping has arrived."""
+        self.nonce += 1
+        n = self.nonce
+        self.send(Msg("Ping", n))
+        self.expect(lambda m: m.kind == "Pong" and m["nonce"] == n, f"Pong {n}")
+
+    def find(self, pred):
+        return [m for m in self.inbox if pred(m)]
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def is_(kind, **fields):
+    fields = {k.rstrip("_"): v for k, v in fields.items()}
+    return lambda m: m.kind == kind and all(m.f.get(k) == v for k, v in fields.items())
+
+
+class Server:
+    def __init__(self, addr):
+        self.addr = addr
+        self.tag = f"{random.randrange(10000):04d}"
+
+
+def hello(srv, label, features=0, version=1):
+    """Connect and complete Hello/Welcome (section 5.1), checking Welcome."""
+    c = Client(label, srv.addr)
+    c.send(Msg("Hello", version, features))
+    w = c.next_msg("Welcome")
+    if w.kind != "Welcome":
+        raise Fail(f"{label}: first message {w!r}, want Welcome")
+    c.welcome = w
+    R.eq(w["version"], 1, f"{label}: Welcome.version = min(offered, 1)")
+    R.check(w["features"] & ~features == 0, f"{label}: Welcome.features within the bits asked", hex(w["features"]))
+    R.check(MIN_FRAME_LEN <= w["max_frame"] <= MAX_FRAME_LEN_CEILING, f"{label}: max_frame in 64..=16 MiB", w["max_frame"])
+    R.eq((w["ip"], w["port"]), c.addr, f"{label}: Welcome ip:port = the client's address")
+    c.rooms = bool(w["features"] & ROOMS)
+    c.limit = min(w["max_frame"] + (ROOMS_OVERHEAD if c.rooms else RELAY_OVERHEAD), MAX_FRAME_LEN_CEILING)
+    return c
+
+
+def reason_is(m, want, what):
+    """An Error with the reason the spec quotes. A reason cut short (to fit a small frame limit)
+    is noted, not failed: reasons are for humans (section 5.6)."""
+    if m.kind != "Error":
+        return R.check(False, what, f"got {m!r}, want Error {{ reason: {want!r} }}")
+    got = m["reason"]
+    if got != want and len(got) >= 16 and want.startswith(got):
+        R.note(f"{what}: reason cut to {len(got)} bytes: {got!r}")
+        return True
+    return R.eq(got, want, what)
+
+
+def assemble(c, kind, room=None, what=None):
+    """Collect a Roster/Rooms answer until more = false (section 8.9). Returns (items, frames)."""
+    items, frames = [], []
+    field = "members" if kind == "Roster" else "rooms"
+    while True:
+        m = c.expect(lambda m: m.kind == kind and (room is None or key(m["room"]) == key(room)),
+                     what or f"{kind} {room or ''}".strip())
+        frames.append(m)
+        items.extend(m[field])
+        if room is not None:
+            R.eq(key(m["room"]), key(room), f"{c.label}: every {kind} frame repeats the room")
+        if not m["more"]:
+            return items, frames
+
+
+def named(srv, label, nick, features=ROOMS):
+    """A ROOMS client through Nick/Named and the lobby Roster (section 8.3).
+    Returns (client, refusal or None, lobby roster)."""
+    c = hello(srv, label, features)
+    if not c.rooms:
+        raise Fail(f"{label}: the server did not grant ROOMS (Welcome.features {c.welcome['features']:#x})")
+    c.send(Msg("Nick", nick))
+    m = c.next_msg("Named or Refused")
+    refused = None
+    if m.kind == "Refused":
+        refused = m
+        m = c.next_msg("Named")
+    if m.kind != "Named":
+        raise Fail(f"{label}: answer to Nick is {m!r}, want Named (after an optional Refused)")
+    c.name = m["name"]
+    roster, _ = assemble(c, "Roster", "lobby", "the lobby Roster after Named")
+    R.check(roster and roster[-1] == c.member(), f"{label}: the client itself is last in its lobby Roster",
+            f"last {roster[-1] if roster else None}, want {c.member()}")
+    return c, refused, roster
+
+
+GUEST = re.compile(r"^guest-[0-9]+$")
+
+
+def bye(c):
+    """Exit and wait for Exit then the close (section 5.5)."""
+    if c.eof:
+        return
+    try:
+        c.send(Msg("Exit"))
+        c.expect(is_("Exit"), "Exit answering Exit")
+        c.expect_close("the server closes after Exit")
+    except (OSError, Fail) as e:
+        R.check(False, f"{c.label}: Exit answered by Exit and a close", str(e))
+    c.close()
+
+
+# ---------------------------------------------------------------------------
+# Live checks
+# ---------------------------------------------------------------------------
+
+
+def t_v1_chat(srv):
+    a = hello(srv, "v1-a")
+    b = hello(srv, "v1-b")
+    R.eq(a.welcome["features"], 0, "v1-a: features 0 asked, 0 granted")
+    b.expect(is_("Joined", ip=a.addr[0], port=a.addr[1]), "Joined of v1-a (who is already there)")
+    a.expect(is_("Joined", ip=b.addr[0], port=b.addr[1]), "Joined of v1-b")
+    for text in ("hello 你好 👍", "", "是的你是对的，我是中国人"):
+        a.send(Msg("Send", text))
+        b.expect(is_("Relay", ip=a.addr[0], port=a.addr[1], text=text), f"Relay of {text!r} from v1-a")
+    b.send(Msg("Send", "back"))
+    a.expect(is_("Relay", ip=b.addr[0], port=b.addr[1], text="back"), "Relay from v1-b")
+    a.sync()
+    R.check(not a.find(lambda m: m.kind == "Relay" and (m["ip"], m["port"]) == a.addr),
+            "v1-a: the sender gets no copy of its Send (section 5.2)")
+    a.send(Msg("Ping", 2**64 - 1))
+    a.expect(is_("Pong", nonce=2**64 - 1), "Pong with the same nonce")
+    # The longest text (section 2.1) is relayed whole.
+    mf = a.welcome["max_frame"]
+    n = longest_text(mf)
+    long = "字" * (n // 3) + "x" * (n % 3)
+    a.send(Msg("Send", long))
+    r = b.expect(is_("Relay", ip=a.addr[0], port=a.addr[1]), "Relay of the longest text", 15)
+    R.check(r["text"] == long, f"the longest text ({n} bytes for max_frame {mf}) is relayed unchanged")
+    R.check(r.size <= mf + RELAY_OVERHEAD, "the relay fits max_frame + 20", r.size)
+    # Exit, then Left to the other.
+    bye(a)
+    b.expect(is_("Left", ip=a.addr[0], port=a.addr[1]), "Left of v1-a after its Exit")
+    # Dropping without Exit is leaving too.
+    c = hello(srv, "v1-c")
+    b.expect(is_("Joined", ip=c.addr[0], port=c.addr[1]), "Joined of v1-c")
+    c.close()
+    b.expect(is_("Left", ip=c.addr[0], port=c.addr[1]), "Left of v1-c after it dropped the connection")
+    bye(b)
+
+
+def t_handshake(srv):
+    c = Client("hello-v0", srv.addr)
+    c.send(Msg("Hello", 0, 0))
+    m = c.next_msg("Error for version 0")
+    R.eq(m.kind, "Error", "Hello version 0 is answered with Error (section 5.1)")
+    c.expect_close("the server closes after the version-0 Error")
+    c.close()
+
+    c = hello(srv, "hello-v7", 0, version=7)  # Welcome.version = min(7, 1) checked in hello()
+    bye(c)
+
+    c = hello(srv, "hello-all-bits", 2**64 - 1)
+    R.eq(c.welcome["features"], ROOMS, "features = asked AND server's: unknown bits dropped, ROOMS kept (section 7)")
+    bye(c)  # Exit is allowed before Nick (section 8.3)
+
+    c = hello(srv, "oversize")
+    mf = c.welcome["max_frame"]
+    c.raw(struct.pack(">I", mf + 1))  # the header alone (section 2.1)
+    m = c.next_msg("Error for an oversized frame")
+    reason_is(m, f"invalid frame: frame of {mf + 1} bytes exceeds the {mf}-byte limit",
+              "a payload over max_frame: Error from the header alone (section 2.1)")
+    c.expect_close("close after the oversized frame")
+    c.close()
+
+    c = hello(srv, "second-hello")
+    c.send(Msg("Hello", 1, 0))
+    m = c.next_msg("Error for a second Hello")
+    R.eq(m.kind, "Error", "a second Hello is a protocol error (section 5.1)")
+    c.expect_close("close after the second Hello")
+    c.close()
+
+    c = hello(srv, "v1-join")
+    c.send(Msg("Join", "rust"))
+    m = c.next_msg("Error for Join without ROOMS")
+    reason_is(m, "protocol violation: Join belongs to a capability not negotiated in the handshake",
+              "Join in a version 1 session (section 8.10)")
+    c.expect_close("close after Join without ROOMS")
+    c.close()
+
+    c = hello(srv, "join-before-nick", ROOMS)
+    c.send(Msg("Join", "rust"))
+    m = c.next_msg("Error for Join before Nick")
+    reason_is(m, "expected Nick first, got Join", "Join before Nick (section 8.3)")
+    c.expect_close("close after Join before Nick")
+    c.close()
+
+    c = hello(srv, "send-before-nick", ROOMS)
+    c.send(Msg("Send", "hi"))
+    m = c.next_msg("Error for Send before Nick")
+    reason_is(m, "expected Nick first, got Send", "Send before Nick (section 8.3)")
+    c.expect_close("close after Send before Nick")
+    c.close()
+
+    c = hello(srv, "ping-before-nick", ROOMS)
+    c.send(Msg("Ping", 77))
+    c.expect(is_("Pong", nonce=77), "Pong before Nick")
+    c.send(Msg("Nick", ""))
+    m = c.next_msg("Named after Ping")
+    R.check(m.kind == "Named" and GUEST.match(m["name"]), "Nick after Ping: Named guest-N", repr(m))
+    bye(c)
+
+    # Frames that do not decode (section 6): the server SHOULD answer Error, then close (5.6).
+    for label, payload in (("empty frame", b""), ("tag 26", b"\x1a"), ("fe marker", b"\x08\xfe"),
+                           ("invalid UTF-8", b"\x00\x01\xff"), ("trailing byte", b"\x01\x00"),
+                           ("IpAddr tag 2", b"\x05\x01\x41\x00")):
+        c = hello(srv, f"bad-{label}")
+        c.raw(struct.pack(">I", len(payload)) + payload)
+        m = c.next_msg(f"Error for {label}")
+        R.check(m.kind == "Error" and m["reason"].startswith("invalid frame: "),
+                f"a frame with {label} is answered with Error \"invalid frame: ...\" (5.6)", repr(m))
+        c.expect_close(f"close after {label}")
+        c.close()
+    c = hello(srv, "client-error")
+    c.send(Msg("Error", "bye"))
+    ok = c.expect_close("an Error from the client ends the connection (5.6)")
+    R.check(ok and not c.inbox, "nothing is sent back to a client's Error (5.6 SHOULD)", repr(c.inbox))
+    c.close()
+
+    c = hello(srv, "v1-sends-relay")
+    c.send(Msg("Relay", ipaddress.ip_address("127.0.0.1"), 1, "x"))
+    m = c.next_msg("Error for a server-only message")
+    R.eq(m.kind, "Error", "a client sending Relay is answered with Error (section 3.4, SHOULD)")
+    c.expect_close("close after a server-only message")
+    c.close()
+
+    c = hello(srv, "rooms-sends-said", ROOMS)
+    c.send(Msg("Nick", ""))
+    c.expect(is_("Named"), "Named")
+    c.send(Msg("Said", "lobby", Member("x", ipaddress.ip_address("127.0.0.1"), 1), "x"))
+    c.expect(lambda m: m.kind == "Error", "Error for a client sending Said")
+    c.expect_close("close after a client sent Said")
+    c.close()
+
+
+def t_names(srv, st):
+    tag = srv.tag
+    al, ref, roster = named(srv, "alice", "alice" + tag)
+    R.eq(ref, None, "alice: a free name is not refused")
+    R.eq(al.name, "alice" + tag, "alice: Named with the name asked")
+    zs, ref, roster = named(srv, "zhangsan", "张三" + tag)
+    R.eq(ref, None, "张三: a free Chinese name is not refused")
+    R.eq(zs.name, "张三" + tag, "张三: Named with the Chinese name")
+    R.check(al.member() in roster[:-1], "张三's lobby Roster lists alice before it", repr(roster))
+    al.expect(is_("Entered", room="lobby", member=zs.member()), "Entered lobby of 张三")
+
+    ta, ref, _ = named(srv, "taken", "ALICE" + tag)
+    R.check(ref is not None and ref["code"] == CODE["NameTaken"] and ref["subject"] == "ALICE" + tag,
+            "a taken name (other case) is refused with NameTaken, subject the name sent (section 8.3)", repr(ref))
+    R.check(GUEST.match(ta.name or ""), "after NameTaken the client is Named guest-N", ta.name)
+    al.expect(is_("Entered", room="lobby", member=ta.member()), "Entered lobby of the guest")
+    zs.expect(is_("Entered", room="lobby", member=ta.member()), "Entered lobby of the guest")
+
+    em, ref, _ = named(srv, "empty", "")
+    R.eq(ref, None, "an empty Nick is not refused")
+    R.check(GUEST.match(em.name or "") and em.name != ta.name, "an empty Nick: Named guest-N (a fresh one)", em.name)
+
+    bad, ref, _ = named(srv, "badname", "bad name!")
+    R.check(ref is not None and ref["code"] == CODE["NameInvalid"] and ref["subject"] == "bad name!",
+            "an invalid name is refused with NameInvalid (section 8.3)", repr(ref))
+    R.check(GUEST.match(bad.name or ""), "after NameInvalid: Named guest-N", bad.name)
+
+    nf, ref, _ = named(srv, "nfc", "Rene\u0301" + tag)
+    R.eq(nf.name, "Ren\u00e9" + tag, "Named carries the NFC form of the name (section 8.3)")
+
+    st1, ref, _ = named(srv, "strasse", "Straße" + tag)
+    R.eq((ref, st1.name), (None, "Straße" + tag), "Straße is a valid name")
+    st2, ref, _ = named(srv, "STRASSE", "STRASSE" + tag)
+    R.check(ref is not None and ref["code"] == CODE["NameTaken"],
+            "STRASSE is the same name as Straße (full case folding, section 8.4)", repr(ref))
+    extra = []
+    if al.welcome["max_frame"] >= 2 + 99:
+        long = "名" * 33
+        lg, ref, _ = named(srv, "toolong", long)
+        R.check(ref is not None and ref["code"] == CODE["NameInvalid"], "a 33-character name is NameInvalid", repr(ref))
+        ok32, ref, _ = named(srv, "len32", "名" * 28 + tag)
+        R.eq(ref, None, "a 32-character Chinese name (96+ bytes) is valid")
+        extra = [lg, ok32]
+    else:
+        R.note("max_frame too small for a 33-character Nick: name-length checks skipped")
+    # After the handshake a taken name is still refused case-insensitively.
+    zs.send(Msg("Nick", "ALICE" + tag))
+    m = zs.expect(lambda m: m.kind in ("Refused", "Renamed"), "answer to Nick ALICE")
+    R.check(m.kind == "Refused" and m["code"] == CODE["NameTaken"] and m["subject"] == "ALICE" + tag,
+            "Nick ALICE while alice is connected is NameTaken (section 8.4)", repr(m))
+    for c in [bad, nf, em, st1, st2] + extra:
+        bye(c)
+    st.update(al=al, zs=zs, ta=ta)
+
+
+def t_rooms(srv, st):
+    tag = srv.tag
+    al, zs, ta = st["al"], st["zs"], st["ta"]
+    v = hello(srv, "v1-rooms")
+    st["v"] = v
+    for c in (al, zs, ta):
+        e = c.expect(lambda m: m.kind == "Entered" and m["room"] == "lobby" and m["member"][1:] == v.addr,
+                     "Entered lobby of the version 1 client")
+        R.check(GUEST.match(e["member"].name), f"{c.label}: a version 1 client enters as guest-N (section 8.11)", repr(e))
+        st["v_name"] = e["member"].name
+    room = "大厅" + tag
+    al.send(Msg("Join", room))
+    members, frames = assemble(al, "Roster", room)
+    R.eq((members, frames[0]["room"]), ([al.member()], room), "Join of a new room: Roster [joiner], the room's spelling")
+    zs.send(Msg("Join", room))
+    members, _ = assemble(zs, "Roster", room)
+    R.eq(members, [al.member(), zs.member()], "Join of an existing room: Roster in entry order, joiner last")
+    al.expect(is_("Entered", room=room, member=zs.member()), f"Entered {room} of 张三")
+
+    al.send(Msg("Say", room, "大家好"))
+    zs.expect(is_("Said", room=room, from_=al.member(), text="大家好"), "Said in the room")
+    al.send(Msg("Say", "lobby", "sync-1"))
+    zs.expect(is_("Said", room="lobby", from_=al.member(), text="sync-1"), "Said in the lobby")
+    ta.expect(is_("Said", room="lobby", from_=al.member(), text="sync-1"), "Said in the lobby")
+    v.expect(is_("Relay", ip=al.addr[0], port=al.addr[1], text="sync-1"), "Relay of a lobby Say")
+    R.check(not ta.find(lambda m: m.f.get("room") == room), "a non-member gets nothing of the room",
+            repr(ta.find(lambda m: m.f.get("room") == room)))
+    R.check(not v.find(lambda m: m.kind == "Relay" and m["text"] == "大家好"), "a version 1 client gets no other room's text")
+    al.sync()
+    R.check(not al.find(lambda m: m.kind == "Said" and m["from"] == al.member()), "the sayer gets no copy of its Say")
+
+    # A room keeps its creator's spelling (section 8.4 item 6).
+    rr = "Rust" + tag
+    al.send(Msg("Join", rr))
+    assemble(al, "Roster", rr)
+    zs.send(Msg("Join", "RUST" + tag))
+    members, frames = assemble(zs, "Roster", rr)
+    R.eq(frames[0]["room"], rr, "Join RUST enters the room created as Rust and shows it as Rust")
+    al.expect(is_("Entered", room=rr, member=zs.member()), "Entered of 张三 into Rust (creator's spelling)")
+    zs.send(Msg("Say", "rust" + tag, "hi"))
+    m = al.expect(is_("Said", from_=zs.member(), text="hi"), "Said in Rust")
+    R.eq(m["room"], rr, "Said names the room as the server shows it")
+
+    # Join again: the Roster again, nobody gets Entered.
+    zs.send(Msg("Join", room))
+    members, _ = assemble(zs, "Roster", room, "the Roster again on a second Join")
+    R.eq(members, [al.member(), zs.member()], "a second Join: the same Roster")
+    zs.send(Msg("Say", room, "sync-2"))
+    al.expect(is_("Said", room=room, text="sync-2"), "Said after the second Join")
+    R.check(not al.find(lambda m: m.kind == "Entered" and m["room"] == room), "a second Join: nobody gets Entered")
+
+    # Who, as a non-member, and ListRooms.
+    ta.send(Msg("Who", room))
+    members, _ = assemble(ta, "Roster", room, "Who by a non-member")
+    R.eq(members, [al.member(), zs.member()], "Who of a room one is not in")
+    ta.send(Msg("ListRooms"))
+    rooms, frames = assemble(ta, "Rooms")
+    got = {key(r.name): r for r in rooms}
+    R.check(key("lobby") in got, "ListRooms lists the lobby", repr(rooms))
+    R.eq(got.get(key(room)), RoomInfo(room, 2), "ListRooms: the room with its member count")
+    R.eq(got.get(key(rr)), RoomInfo(rr, 2), "ListRooms: Rust with its creator's spelling")
+    R.eq([key(r.name) for r in rooms], sorted(key(r.name) for r in rooms), "ListRooms is sorted by key")
+
+    # Part: Departed to every member including the leaver.
+    zs.send(Msg("Part", room))
+    zs.expect(is_("Departed", room=room, member=zs.member()), "Departed confirming its own Part")
+    al.expect(is_("Departed", room=room, member=zs.member()), "Departed of 张三")
+    zs.send(Msg("Say", room, "after"))
+    m = zs.expect(is_("Refused"), "Refused for Say after Part")
+    R.eq((m["code"], m["subject"]), (CODE["NotInRoom"], room), "Say in a room one parted: NotInRoom")
+    for what, req, code in (
+        ("Part of a room one is not in", Msg("Part", room), "NotInRoom"),
+        ("Part of no such room", Msg("Part", "nosuch" + tag), "NotInRoom"),
+        ("Part of an invalid name", Msg("Part", "bad room"), "NotInRoom"),
+        ("Join of an invalid room name", Msg("Join", "bad room"), "RoomInvalid"),
+        ("Join of an empty room name", Msg("Join", ""), "RoomInvalid"),
+        ("Who of an invalid room name", Msg("Who", "#rust"), "RoomInvalid"),
+        ("Who of no such room", Msg("Who", "nosuch" + tag), "NoSuchRoom"),
+    ):
+        zs.send(req)
+        subject = req.f.get("room")
+        m = zs.expect(lambda m: m.kind == "Refused" or m.kind in ("Roster", "Departed") and key(m["room"]) == key(subject),
+                      f"answer to {req!r}")
+        R.eq((m.kind, m.f.get("code"), m.f.get("subject")), ("Refused", CODE[code], subject), what)
+    # A room goes when its last member leaves.
+    for c in (al, zs):
+        c.send(Msg("Part", rr))
+        c.expect(is_("Departed", room=rr, member=c.member()), "Departed from Rust")
+    al.send(Msg("Who", rr))
+    m = al.expect(lambda m: m.kind in ("Refused", "Roster"), "answer to Who of an emptied room")
+    R.eq((m.kind, m.f.get("code")), ("Refused", CODE["NoSuchRoom"]), "an emptied room is removed (section 8.4 item 6)")
+    al.send(Msg("Part", room))
+    al.expect(is_("Departed", room=room, member=al.member()), "alice parts the room")
+
+
+def t_tell(srv, st):
+    tag = srv.tag
+    al, zs, ta = st["al"], st["zs"], st["ta"]
+    zs.send(Msg("Tell", "ALICE" + tag, "你好"))
+    al.expect(is_("Told", from_=zs.member(), text="你好"), "Told from 张三 (name matched by key)")
+    zs.sync()
+    R.check(not zs.find(lambda m: m.kind in ("Told", "Refused")), "the teller gets nothing back",
+            repr(zs.find(lambda m: m.kind in ("Told", "Refused"))))
+    ta.sync()
+    R.check(not ta.find(is_("Told")), "only the recipient sees a direct message")
+    zs.send(Msg("Tell", "nobody" + tag, "x"))
+    m = zs.expect(is_("Refused"), "Refused for a Tell to nobody")
+    R.eq((m["code"], m["subject"]), (CODE["NoSuchName"], "nobody" + tag), "Tell to nobody: NoSuchName")
+    zs.send(Msg("Tell", st["v_name"].upper(), "x"))
+    m = zs.expect(is_("Refused"), "Refused for a Tell to a version 1 client")
+    R.eq((m["code"], m["subject"]), (CODE["CannotReceive"], st["v_name"].upper()),
+         "Tell to a version 1 client: CannotReceive")
+    al.send(Msg("Tell", al.name, "note to self"))
+    al.expect(is_("Told", from_=al.member(), text="note to self"), "a Tell to oneself is delivered to oneself")
+    st["v"].sync()
+    R.check(not st["v"].find(lambda m: m.kind == "Relay" and m["text"] in ("你好", "x", "note to self")),
+            "a version 1 client sees no direct message")
+    # RateLimited (section 8.5): a burst well over the reference's 20 is partly refused, the rest delivered.
+    burst = 40
+    for i in range(burst):
+        ta.send(Msg("Tell", al.name, f"burst-{i}"))
+    ta.send(Msg("Say", "lobby", "sync-burst"))
+    al.expect(is_("Said", text="sync-burst"), "Said after the Tell burst")
+    told = al.find(lambda m: m.kind == "Told" and m["text"].startswith("burst-"))
+    ta.sync()
+    refused = ta.find(lambda m: m.kind == "Refused")
+    al.inbox = [m for m in al.inbox if m not in told]
+    ta.inbox = [m for m in ta.inbox if m not in refused]
+    R.check(all(m["code"] == CODE["RateLimited"] and m["subject"] == al.name for m in refused),
+            "refusals of a Tell burst are RateLimited, subject the recipient", repr(refused[:2]))
+    R.eq(len(told) + len(refused), burst, "every Tell of a burst is delivered or refused, not both")
+    R.check(refused, f"a burst of {burst} Tells is rate-limited (reference: bursts of 20)",
+            f"{len(told)} delivered")
+    R.check(not ta.eof, "RateLimited leaves the connection open")
+
+
+def t_rename(srv, st):
+    tag = srv.tag
+    al, zs, ta, v = st["al"], st["zs"], st["ta"], st["v"]
+    both = "both" + tag
+    for c in (al, zs):
+        c.send(Msg("Join", both))
+        assemble(c, "Roster", both)
+    al.expect(is_("Entered", room=both, member=zs.member()), "Entered of 张三 in the shared room")
+    # x shares no room with 张三: in its own room only.
+    x, _, _ = named(srv, "loner", "loner" + tag)
+    for c in (al, zs, ta):
+        c.expect(is_("Entered", room="lobby", member=x.member()), "Entered lobby of loner")
+    x.send(Msg("Join", "solo" + tag))
+    assemble(x, "Roster", "solo" + tag)
+    x.send(Msg("Part", "lobby"))
+    x.expect(is_("Departed", room="lobby", member=x.member()), "loner parts the lobby")
+    for c in (al, zs, ta):
+        c.expect(is_("Departed", room="lobby", member=x.member()), "Departed lobby of loner")
+    v.expect(is_("Left", ip=x.addr[0], port=x.addr[1]), "Left of loner when it parts the lobby")
+
+    v2 = hello(srv, "v1-late")
+    al.send(Msg("Say", "lobby", "sync-late"))
+    v2.expect(is_("Relay", ip=al.addr[0], port=al.addr[1], text="sync-late"), "Relay to a late version 1 client")
+    R.check(v2.find(is_("Joined", ip=al.addr[0], port=al.addr[1])), "a late version 1 client got Joined of alice first")
+    R.check(not v2.find(is_("Joined", ip=x.addr[0], port=x.addr[1])),
+            "a late version 1 client gets no Joined for a client outside the lobby (section 8.6)")
+    bye(v2)
+    old = zs.member()
+    new = "李四" + tag
+    zs.send(Msg("Nick", new))
+    zs.name = new
+    want = Msg("Renamed", old.name, zs.member())
+    R.eq(zs.expect(is_("Renamed"), "Renamed to the renamer"), want, "Renamed to the renamer")
+    R.eq(al.expect(is_("Renamed"), "Renamed to a room-mate"), want, "Renamed to a client sharing two rooms")
+    R.eq(ta.expect(is_("Renamed"), "Renamed to a lobby member"), want, "Renamed to a lobby member")
+    zs.send(Msg("Say", "lobby", "sync-3"))
+    al.expect(is_("Said", room="lobby", from_=zs.member(), text="sync-3"), "Said with the new name")
+    ta.expect(is_("Said", room="lobby", from_=zs.member(), text="sync-3"), "Said with the new name")
+    v.expect(is_("Relay", ip=zs.addr[0], port=zs.addr[1], text="sync-3"), "Relay after a rename")
+    R.check(not al.find(is_("Renamed")), "Renamed once each, however many rooms shared (section 8.6)")
+    zs.send(Msg("Tell", x.name, "sync-4"))
+    x.expect(is_("Told", text="sync-4"), "Told to loner")
+    R.check(not x.find(is_("Renamed")), "no Renamed to a client sharing no room")
+    al.send(Msg("Tell", old.name, "to old"))
+    m = al.expect(is_("Refused"), "Refused for a Tell to the old name")
+    R.eq((m["code"], m["subject"]), (CODE["NoSuchName"], old.name), "Tell to the old name: NoSuchName")
+    al.send(Msg("Tell", new, "to new"))
+    zs.expect(is_("Told", from_=al.member(), text="to new"), "Told under the new name")
+    # Same name again: Renamed with old == new, to the client only.
+    zs.send(Msg("Nick", new))
+    R.eq(zs.expect(is_("Renamed"), "Renamed for the same name"), Msg("Renamed", new, zs.member()),
+         "Nick with one's own name: Renamed old == new")
+    zs.send(Msg("Say", both, "sync-5"))
+    al.expect(is_("Said", room=both, text="sync-5"), "Said after a same-name Nick")
+    R.check(not al.find(is_("Renamed")), "a same-name Nick reaches the client only")
+    # A case-only change is a rename.
+    al.send(Msg("Nick", "Alice" + tag))
+    oldal = al.member()
+    al.name = "Alice" + tag
+    want = Msg("Renamed", oldal.name, al.member())
+    R.eq(al.expect(is_("Renamed"), "Renamed (case change)"), want, "a case-only change is a rename (to itself)")
+    R.eq(zs.expect(is_("Renamed"), "Renamed (case change)"), want, "a case-only change is a rename (to others)")
+    # An empty Nick after the handshake is invalid.
+    zs.send(Msg("Nick", ""))
+    m = zs.expect(lambda m: m.kind in ("Refused", "Renamed", "Named"), "answer to Nick \"\" after the handshake")
+    R.eq((m.kind, m.f.get("code"), m.f.get("subject")), ("Refused", CODE["NameInvalid"], ""),
+         "Nick \"\" after the handshake: NameInvalid")
+    # The version 1 client saw none of it.
+    v.sync()
+    bye(x)
+    al.send(Msg("Part", both))
+    al.expect(is_("Departed", room=both, member=al.member()), "alice parts the shared room")
+    zs.expect(is_("Departed", room=both, member=al.member()), "Departed of alice")
+    zs.send(Msg("Part", both))
+    zs.expect(is_("Departed", room=both), "李四 parts the shared room")
+
+
+def t_mixed(srv, st):
+    """Section 8.11, one row at a time."""
+    tag = srv.tag
+    w = hello(srv, "v1-w")
+    r, _, roster = named(srv, "mixed", "mixed" + tag)
+    guest = [mb for mb in roster if mb[1:] == w.addr]
+    R.check(len(guest) == 1 and GUEST.match(guest[0].name), "a version 1 client is in the lobby Roster as guest-N",
+            repr(roster))
+    w.expect(is_("Joined", ip=r.addr[0], port=r.addr[1]), "Joined when a ROOMS client is named")
+    # v1 connects while the ROOMS client is there.
+    w2 = hello(srv, "v1-w2")
+    e = r.expect(lambda m: m.kind == "Entered" and m["room"] == "lobby" and m["member"][1:] == w2.addr,
+                 "Entered lobby of a version 1 client")
+    R.check(GUEST.match(e["member"].name), "a version 1 client enters as guest-N", repr(e))
+    w2.expect(is_("Joined", ip=r.addr[0], port=r.addr[1]), "Joined of the ROOMS client already there")
+    gw = guest[0] if guest else None
+    w.send(Msg("Send", "from v1"))
+    R.eq(r.expect(is_("Said", text="from v1"), "Said of a version 1 Send"), Msg("Said", "lobby", gw, "from v1"),
+         "a version 1 Send reaches ROOMS clients as Said lobby from guest-N")
+    r.send(Msg("Say", "lobby", "from rooms"))
+    w.expect(is_("Relay", ip=r.addr[0], port=r.addr[1], text="from rooms"), "Relay of a lobby Say")
+    r.send(Msg("Send", "send from rooms"))
+    w.expect(is_("Relay", ip=r.addr[0], port=r.addr[1], text="send from rooms"), "Relay of a ROOMS client's Send")
+    st["al"].expect(is_("Said", room="lobby", from_=r.member(), text="send from rooms"),
+                    "a ROOMS client's Send is Said in the lobby")
+    # Parting the lobby: Left to version 1 clients; back in: Joined.
+    r.send(Msg("Part", "lobby"))
+    r.expect(is_("Departed", room="lobby", member=r.member()), "Departed confirming Part lobby")
+    w.expect(is_("Left", ip=r.addr[0], port=r.addr[1]), "Left when a ROOMS client parts the lobby")
+    st["al"].expect(is_("Departed", room="lobby", member=r.member()), "Departed lobby")
+    w.send(Msg("Send", "while parted"))
+    st["al"].expect(is_("Said", text="while parted"), "Said of the version 1 client")
+    r.sync()
+    R.check(not r.find(lambda m: m.f.get("text") == "while parted"), "a client that parted the lobby gets no lobby text")
+    r.send(Msg("Send", "parted send"))
+    m = r.expect(is_("Refused"), "Refused for Send after parting the lobby")
+    R.eq((m["code"], m["subject"]), (CODE["NotInRoom"], "lobby"), "Send after Part lobby: NotInRoom, subject lobby")
+    w.sync()
+    R.check(not w.find(lambda m: m.f.get("text") == "parted send"), "a refused Send is not relayed")
+    r.send(Msg("Join", "lobby"))
+    members, _ = assemble(r, "Roster", "lobby", "the lobby Roster on joining it again")
+    R.check(members and members[-1] == r.member(), "back in the lobby: joiner last")
+    w.expect(is_("Joined", ip=r.addr[0], port=r.addr[1]), "Joined when a ROOMS client joins the lobby again")
+    # The longest Say in the lobby (section 8.10) reaches both kinds of client.
+    n = longest_text(r.welcome["max_frame"], 1 + len(enc("str", "lobby")))
+    r.send(Msg("Say", "lobby", "y" * n))
+    m = w.expect(is_("Relay", ip=r.addr[0], port=r.addr[1]), "Relay of the longest lobby Say")
+    R.check(m["text"] == "y" * n and m.size <= w.welcome["max_frame"] + RELAY_OVERHEAD,
+            f"the longest lobby Say ({n} bytes) reaches a version 1 client within max_frame + 20", m.size)
+    m = st["al"].expect(is_("Said", from_=r.member(), room="lobby", text="y" * n), "Said of the longest lobby Say")
+    R.check(m.size <= st["al"].welcome["max_frame"] + ROOMS_OVERHEAD,
+            "... and a ROOMS client within max_frame + 300", m.size)
+    # A rename is nothing to a version 1 client.
+    r.send(Msg("Nick", "mixed2" + tag))
+    r.name = "mixed2" + tag
+    r.expect(is_("Renamed"), "Renamed")
+    r.send(Msg("Say", "lobby", "sync-6"))
+    w.expect(is_("Relay", ip=r.addr[0], port=r.addr[1], text="sync-6"), "Relay after a rename")
+    # Leaving: Left and Departed.
+    bye(r)
+    w.expect(is_("Left", ip=r.addr[0], port=r.addr[1]), "Left when a ROOMS client exits")
+    st["al"].expect(is_("Departed", room="lobby", member=r.member()), "Departed lobby of an exiting ROOMS client")
+    bye(w2)
+    st["al"].expect(is_("Departed", room="lobby", member=Member(e["member"].name, *w2.addr)),
+                    "Departed lobby of a version 1 client leaving")
+    bye(w)
+
+
+def fits(f, L, field):
+    """Section 8.9: a frame fits L, or is a lone entry too big for L, within max_frame + 300."""
+    return f.size <= L or (len(f[field]) == 1 and f.size <= L - RELAY_OVERHEAD + ROOMS_OVERHEAD)
+
+
+def t_long(srv, st):
+    """Section 8.9: a Roster and a Rooms answer in several frames, assembled."""
+    tag = srv.tag
+    obs = st["al"]
+    L = obs.welcome["max_frame"] + RELAY_OVERHEAD
+    per = max(8, min(32, (obs.welcome["max_frame"] - 3) // 4))  # a Nick/Join must fit max_frame
+    tagc = [chr(0x20000 + 1000 + int(d)) for d in tag]
+
+    def big(i, kind):  # `per` four-byte letters (CJK Ext. B, Alphabetic), distinct per i and per run
+        idx = [chr(0x21000 + (i // 1000) % 1000), chr(0x22000 + (i // 10) % 100), chr(0x23000 + i % 10)]
+        return (chr(0x24000 if kind == "n" else 0x25000) * (per - 3 - 4)) + "".join(tagc) + "".join(idx)
+
+    msize = 1 + 4 * per + 5 + 3
+    n = L // msize + 3
+    if n > 1500:
+        R.note(f"max_frame {L - 20} needs {n} clients for a two-frame Roster; skipped")
+        return
+    print(f"  (connecting {n} clients with {4 * per}-byte names for a Roster over L = {L})", flush=True)
+    crowd = []
+    for i in range(n):
+        c = Client(f"crowd-{i}", srv.addr)
+        c.drop = ("Entered", "Departed", "Joined", "Left", "Said", "Relay")
+        c.send(Msg("Hello", 1, ROOMS))
+        crowd.append(c)
+    for i, c in enumerate(crowd):
+        w = c.expect(is_("Welcome"), "Welcome", 15)
+        c.welcome = w
+        c.rooms = bool(w["features"] & ROOMS)
+        c.limit = w["max_frame"] + ROOMS_OVERHEAD
+        c.send(Msg("Nick", big(i, "n")))
+    for i, c in enumerate(crowd):
+        for d in crowd[i:i + 50]:
+            d.pump()
+        m = c.expect(is_("Named"), "Named", 15)
+        c.name = m["name"]
+        assemble(c, "Roster", "lobby")
+        R.check(c.name == big(i, "n"), f"crowd-{i}: Named with its long name", c.name[:8])
+        if c.name != big(i, "n"):
+            break
+    names = {c.name for c in crowd}
+    entered = []
+    while len(entered) < n:
+        m = obs.expect(lambda m: m.kind == "Entered" and m["room"] == "lobby" and m["member"].name in names,
+                       "Entered of the crowd", 15)
+        entered.append(m["member"])
+    obs.send(Msg("Who", "lobby"))
+    members, frames = assemble(obs, "Roster", "lobby", "the long lobby Roster")
+    R.check(len(frames) >= 2, f"a lobby of {len(members)} long names comes in several Roster frames",
+            f"{len(frames)} frame(s)")
+    R.check(all(f["more"] for f in frames[:-1]) and not frames[-1]["more"], "more = true on all frames but the last")
+    R.check(all(fits(f, L, "members") for f in frames), "every Roster frame fits L (section 8.9)",
+            [(f.size, len(f["members"])) for f in frames if not fits(f, L, "members")][:3])
+    R.eq([mb for mb in members if mb in entered], entered, "the assembled Roster lists the crowd in entry order")
+    R.eq(len(members), len(set(members)), "no member twice in the assembled Roster")
+    obs.send(Msg("Who", "lobby"))
+    obs.send(Msg("Who", "lobby"))
+    one, _ = assemble(obs, "Roster", "lobby", "the first of two long Rosters")
+    two, _ = assemble(obs, "Roster", "lobby", "the second of two long Rosters")
+    R.check(one == members and two == members, "two Roster answers of one room never interleave (section 8.9)",
+            f"{len(one)} and {len(two)} members, want {len(members)}")
+
+    # Rooms: enough 128-byte rooms to exceed L.
+    rsize = 1 + 4 * per + 1
+    nrooms = max(L // rsize + 5, 99)  # at least 99: crowd-0 then has 100 rooms with the lobby
+    made, ci = [], 0
+    while len(made) < nrooms and ci < len(crowd):
+        c = crowd[ci]
+        ci += 1
+        batch = [big(len(made) + j, "r") for j in range(min(99, nrooms - len(made)))]
+        for room in batch:
+            c.send(Msg("Join", room))
+        for room in batch:
+            m = c.expect(lambda m: m.kind in ("Roster", "Refused") and key(m.f.get("room", m.f.get("subject"))) == key(room),
+                         f"answer to Join {room[:3]}", 15)
+            if m.kind == "Refused":
+                R.check(m["code"] == CODE["TooManyRooms"], "a crowd Join refused only for TooManyRooms", repr(m))
+                break
+            made.append(room)
+    if len(made) >= 99:
+        c = crowd[0]
+        c.send(Msg("Join", "onemore" + tag))
+        m = c.expect(lambda m: m.kind in ("Roster", "Refused"), "answer to a 101st room")
+        R.eq((m.kind, m.f.get("code"), m.f.get("subject")), ("Refused", CODE["TooManyRooms"], "onemore" + tag),
+             "Join beyond the reference's 100 rooms: TooManyRooms")
+    obs.send(Msg("ListRooms"))
+    rooms, frames = assemble(obs, "Rooms", None, "the long Rooms answer")
+    R.check(len(frames) >= 2, f"{len(rooms)} long room names come in several Rooms frames", f"{len(frames)} frame(s)")
+    R.check(all(f["more"] for f in frames[:-1]) and not frames[-1]["more"], "Rooms: more = true on all but the last")
+    R.check(all(fits(f, L, "rooms") for f in frames), "every Rooms frame fits L (section 8.9)",
+            [(f.size, len(f["rooms"])) for f in frames if not fits(f, L, "rooms")][:3])
+    got = {r.name: r.members for r in rooms}
+    R.check(all(got.get(r) == 1 for r in made), "every room made is listed with 1 member",
+            f"{sum(1 for r in made if got.get(r) != 1)} of {len(made)} wrong")
+    R.eq([key(r.name) for r in rooms], sorted(key(r.name) for r in rooms), "the assembled Rooms answer is sorted by key")
+    R.check(got.get("lobby", 0) >= n + 1, "the lobby's member count includes the crowd", got.get("lobby"))
+    # They all go; the observer sees each one depart the lobby.
+    for c in crowd:
+        c.close()
+    gone = set()
+    crowd_names = {c.name for c in crowd}
+    while len(gone) < len(crowd_names):
+        m = obs.expect(lambda m: m.kind == "Departed" and m["room"] == "lobby" and m["member"].name in crowd_names
+                       and m["member"].name not in gone, "Departed of the crowd", 15)
+        gone.add(m["member"].name)
+
+
+def closed_within(c, seconds, what):
+    """Read until the server closes; returns (closed, messages seen, seconds taken)."""
+    t0 = time.monotonic()
+    seen = []
+    deadline = t0 + remaining(seconds)
+    try:
+        while True:
+            m = c._next(deadline)
+            if m is None:
+                return True, seen, time.monotonic() - t0
+            seen.append(c.inbox.pop())
+    except TimeoutError:
+        R.check(False, what, f"still open after {seconds:g}s; got {seen[-4:]}")
+        return False, seen, time.monotonic() - t0
+
+
+def run_timers(srv, pid, hs, idle, frame_to):
+    """Against a server started with --handshake-timeout HS --idle-timeout IDLE --frame-timeout FRAME:
+    sections 5.1, 5.4 and 8.3's timers, then its shutdown (section 5.5) on SIGTERM to PID."""
+    R.section = "flood control (8.5)"
+    print(f"== {R.section}", flush=True)
+    f = hello(srv, "flooder")
+    f.raw(frame(Msg("Send", "f")) * 6000)  # well over the reference's burst of 4000
+    ok, seen, _ = closed_within(f, 10, "a flooding client is closed")
+    R.check(seen and seen[-1].kind == "Error" and seen[-1]["reason"].startswith("flood: "),
+            "flood control closes with Error \"flood: ...\" (8.5, 5.6)", repr(seen[-1:]))
+    f.close()
+
+    R.section = "timers (5.1, 5.4, 8.3)"
+    print(f"== {R.section}", flush=True)
+    silent = Client("silent", srv.addr)
+    nonick = hello(srv, "no-nick", ROOMS)
+    ok, seen, t = closed_within(silent, hs + 3, "a client that never says Hello is closed (5.1 MAY)")
+    if ok:
+        R.check(t <= hs + 3, "closed around the handshake timeout", f"{t:.1f}s")
+        R.note(f"silent client closed after {t:.1f}s with {seen or 'no message'}")
+    ok, seen, t = closed_within(nonick, hs + 3, "the handshake timeout covers the wait for Nick (8.3)")
+    if ok:
+        R.note(f"client without Nick closed after {t:.1f}s with {seen or 'no message'}")
+
+    # A frame once begun must be finished, however slowly bytes trickle in.
+    tr = hello(srv, "trickle")
+    data = frame(Msg("Send", "x" * 40))
+    t0 = time.monotonic()
+    got = None
+    for i in range(len(data)):
+        tr.raw(data[i : i + 1])
+        if tr._fill(time.monotonic() + 0.25):  # wait for the server's verdict, briefly, between bytes
+            got = tr._parse()
+            if got is not None or tr.eof:
+                break
+    if got is None and not tr.eof:
+        got = tr.expect(lambda m: True, "Error frame timeout", frame_to + 2)
+    took = time.monotonic() - t0
+    R.check(got is not None and got.kind == "Error" and got["reason"] == "frame timeout",
+            "a frame trickling in is cut at the frame timeout with Error \"frame timeout\" (5.4)", repr(got))
+    R.check(took <= frame_to + 3, "trickling bytes do not extend the frame timeout", f"{took:.1f}s")
+    tr.expect_close("close after frame timeout")
+
+    # Idle: the server pings; a client that answers stays, one that does not is closed.
+    live = hello(srv, "answers-pings")
+    mute = hello(srv, "ignores-pings")
+    mute.answer_pings = False
+    t0 = time.monotonic()
+    closed_at = None
+    # Read both as data comes (live answers its Pings on arrival) until mute is closed and
+    # 1.5 idle timeouts have passed.
+    end = t0 + remaining(idle + 3)
+    while time.monotonic() < end and not (mute.eof and time.monotonic() - t0 >= idle * 1.5):
+        socks = [c.sock for c in (live, mute) if not c.eof]
+        left = end - time.monotonic()
+        if mute.eof:
+            left = min(left, t0 + idle * 1.5 - time.monotonic())
+        ready, _, _ = select.select(socks, [], [], max(0.0, left))
+        for c in (live, mute):
+            if c.sock in ready:
+                c._fill(time.monotonic() + 1)
+                while c._parse() is not None:
+                    pass
+        if mute.eof and closed_at is None:
+            closed_at = time.monotonic() - t0
+    R.check(mute.pings >= 1, "the server pings an idle client (5.4)", f"{mute.pings} Ping(s)")
+    if R.check(closed_at is not None, "a client that sends nothing is closed at the idle timeout (5.4)"):
+        R.check(idle - 0.5 <= closed_at <= idle + 3, "closed around the idle timeout", f"{closed_at:.1f}s")
+        R.note(f"idle client closed after {closed_at:.1f}s with {mute.inbox or 'no message'}")
+    R.check(live.pings >= 1 and not live.eof, "a client answering Pings outlives the idle timeout",
+            f"{live.pings} Ping(s), closed: {live.eof}")
+    live.inbox.clear()
+
+    R.section = "shutdown (5.5)"
+    print(f"== {R.section}", flush=True)
+    a = hello(srv, "sd-a")
+    b = hello(srv, "sd-b")
+    r, _, _ = named(srv, "sd-rooms", "")
+    pending = Client("sd-pending", srv.addr)
+    a.send(Msg("Send", "last words"))
+    b.expect(is_("Relay", text="last words"), "the last Relay before shutdown")
+    os.kill(pid, signal.SIGTERM)
+    before = list(r.inbox)
+    for c in (a, b, r, live):
+        ok, seen, _ = closed_within(c, 8, f"{c.label}: closed on shutdown")
+        R.check(seen and seen[-1].kind == "Exit", f"{c.label}: Exit is the last message at shutdown (5.5)", repr(seen[-3:]))
+        if c is r:
+            before += seen
+    ok, seen, _ = closed_within(pending, 8, "a client in its handshake is closed on shutdown")
+    R.eq([m for m in seen], [Msg("Error", "server shutting down")],
+         "a client in its handshake gets Error \"server shutting down\" instead of Exit (5.1, 5.5)")
+    R.check(any(is_("Said", text="last words")(m) for m in before),
+            "a message accepted before shutdown reaches every reader before its Exit (5.5)")
+
+
+def run_live(srv):
+    st = {}
+    for name, fn in (("version 1 chat", t_v1_chat), ("handshake", t_handshake), ("names", t_names),
+                     ("rooms", t_rooms), ("tell", t_tell), ("rename", t_rename), ("mixed lobby (8.11)", t_mixed),
+                     ("long answers (8.9)", t_long)):
+        R.section = name
+        print(f"== {name}", flush=True)
+        if time.monotonic() > DEADLINE:
+            R.check(False, "run out of time before this part")
+            continue
+        try:
+            if fn in (t_v1_chat, t_handshake):
+                fn(srv)
+            else:
+                if fn is not t_names and "al" not in st:
+                    R.check(False, "skipped: the names part failed")
+                    continue
+                fn(srv, st)
+        except Fail as e:
+            R.check(False, "aborted", str(e))
+        except OSError as e:
+            R.check(False, "aborted on a socket error", f"{e!r}")
+        except Exception as e:  # noqa: BLE001 - a bug here is reported, not hidden
+            R.check(False, "aborted on an exception", "".join(traceback.format_exception(type(e), e, e.__traceback__))[-800:])
+    for c in ALL_CLIENTS:
+        c.close()
+
+
+def parse_addr(s):
+    host, _, port = s.rpartition(":")
+    host = host.strip("[]")
+    ip = ipaddress.ip_address(host)
+    if str(ip) not in ("127.0.0.1", "::1"):
+        sys.exit(f"refusing to connect to {host}: only 127.0.0.1 / ::1")
+    return (str(ip), int(port))
+
+
+def main():
+    if len(sys.argv) != 2 and not (sys.argv[1:2] == ["--timers"] and len(sys.argv) == 7):
+        sys.exit(__doc__)
+
+    def out_of_time(*_):
+        raise Fail(f"the run exceeded {RUN_SECONDS + 3}s")
+
+    signal.signal(signal.SIGALRM, out_of_time)
+    signal.alarm(RUN_SECONDS + 3)
+    with open(SPEC, encoding="utf-8") as f:
+        spec = f.read()
+    try:
+        if sys.argv[1] != "--timers":  # the main run has checked these already
+            check_golden(spec)
+            check_tables(spec)
+            check_decoder()
+        if sys.argv[1] == "--timers":
+            run_timers(Server(parse_addr(sys.argv[2])), int(sys.argv[3]), *map(float, sys.argv[4:7]))
+        elif sys.argv[1] != "--golden":
+            run_live(Server(parse_addr(sys.argv[1])))
+    except Fail as e:
+        R.check(False, "run aborted", str(e))
+    signal.alarm(0)
+    print(f"\n{R.passed} checks passed ({R.awaited} awaited messages arrived besides), {len(R.failures)} failed")
+    if R.notes:
+        print("notes:\n  " + "\n  ".join(R.notes))
+    if R.failures:
+        print("FAILURES:\n  " + "\n  ".join(R.failures))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

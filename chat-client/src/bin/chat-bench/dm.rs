@@ -1,0 +1,504 @@
+//! The direct-message workload: round trips between pairs of named clients.
+//!
+//! P pairs (A, B) of clients with the ROOMS capability, out of the lobby.
+//! A tells B a message (its id, a sequence number and the send time, as in
+//! every bench message); B, on receipt, tells it back to A unchanged; A
+//! records the round trip. Each side checks that what it got came from its
+//! partner (name and address), exactly once, in order, intact.
+//!
+//! **Rate.** With a rate, A's turns come from the pacer (`crate::pace`):
+//! `rate` round trips a second over all pairs, so the server carries twice
+//! as many `Tell`s. Without one, each A keeps one message in flight.
+//!
+//! Any `Refused` (a `RateLimited` above all: run the server with
+//! `--tell-rate 0`, or spread the rate over enough pairs) stops the run as a
+//! failure, as does a client the server disconnects, or no delivery for
+//! `timeout`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use chat_proto::{Event, Message};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use tokio::io::Interest;
+use tokio::sync::{Barrier, Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::conn::{Ask, Client};
+use crate::error::Error;
+use crate::fanout::Lost;
+use crate::latency::{Latency, histogram};
+use crate::pace::pace;
+use crate::payload::{HEADER, filler, parse, text};
+use crate::procfs::{Cost, Proc};
+
+/// Options of a direct-message run.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    pub(crate) server: SocketAddr,
+    /// Pairs of clients.
+    pub(crate) pairs: usize,
+    /// Round trips per pair.
+    pub(crate) messages: u32,
+    /// Text size of each message, in bytes (at least [`HEADER`]).
+    pub(crate) size: usize,
+    /// Round trips started per second, over all pairs; `None`: one in
+    /// flight per pair.
+    pub(crate) rate: Option<f64>,
+    /// Handshakes in flight at once.
+    pub(crate) parallel: usize,
+    /// What this run's client names start with.
+    pub(crate) tag: String,
+    /// Give up when no message arrives for this long.
+    pub(crate) timeout: Duration,
+    /// Print a progress line every second to stderr.
+    pub(crate) progress: bool,
+}
+
+/// What a direct-message run measured.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Report {
+    pub(crate) pairs: usize,
+    /// Round trips per pair.
+    pub(crate) messages: u32,
+    /// Text size.
+    pub(crate) size: usize,
+    /// Round trips a second asked for (`None`: one in flight per pair).
+    pub(crate) target_rate: Option<f64>,
+    /// Round trips expected: pairs × messages.
+    pub(crate) expected: u64,
+    /// Round trips completed, intact and in order.
+    pub(crate) round_trips: u64,
+    /// Direct messages delivered (both ways, each checked).
+    pub(crate) dms: u64,
+    /// Seconds from the start to the last reply.
+    pub(crate) seconds: f64,
+    /// Round trips per second.
+    pub(crate) rate: f64,
+    /// Round-trip latency percentiles, microseconds.
+    pub(crate) latency_us: Latency,
+    /// Expected direct messages (2 per round trip) that never arrived.
+    pub(crate) losses: u64,
+    /// Messages received more than once.
+    pub(crate) duplicates: u64,
+    /// Messages received out of order.
+    pub(crate) order_violations: u64,
+    /// Messages whose text or sender (name, address) was wrong.
+    pub(crate) corrupt: u64,
+    /// Clients the server disconnected or refused, with the reason.
+    pub(crate) evicted: Vec<Lost>,
+    /// No message arrived for the whole timeout.
+    pub(crate) timed_out: bool,
+    /// Server figures, if its pid was given: CPU per direct message.
+    pub(crate) server: Option<Cost>,
+    /// Server CPU microseconds per round trip (two direct messages).
+    pub(crate) cpu_us_per_round_trip: Option<f64>,
+    /// CPU seconds the load generator itself used during the run.
+    pub(crate) load_cpu_seconds: f64,
+}
+
+impl Report {
+    /// A run passes when every round trip completed exactly once, in order
+    /// and intact, and nothing was refused or disconnected.
+    pub(crate) fn passed(&self) -> bool {
+        self.round_trips == self.expected
+            && self.dms == 2 * self.expected
+            && self.losses == 0
+            && self.duplicates == 0
+            && self.order_violations == 0
+            && self.corrupt == 0
+            && self.evicted.is_empty()
+            && !self.timed_out
+    }
+}
+
+/// What every client task shares.
+struct Shared {
+    base: Instant,
+    messages: u32,
+    /// Each client's name and address, by id; pair `p` is `2p` (A) and `2p + 1` (B).
+    names: Vec<String>,
+    addrs: Vec<SocketAddr>,
+    /// Paced runs: how many round trips each pair may have started by now.
+    allowed: Option<Vec<AtomicU32>>,
+    /// Wakes an A waiting for its turn.
+    wake: Vec<Notify>,
+    /// Direct messages delivered so far.
+    total: AtomicU64,
+    fill: String,
+    abort: CancellationToken,
+}
+
+/// What one client saw.
+#[derive(Debug)]
+struct Tally {
+    /// Messages taken from the partner, intact and in order.
+    got: u64,
+    duplicates: u64,
+    order: u64,
+    corrupt: u64,
+    last: Option<Instant>,
+    /// A's round trips.
+    hist: Histogram<u64>,
+}
+
+/// Runs the direct-message workload once.
+///
+/// # Errors
+///
+/// Fails if a client cannot connect, be named, or leave the lobby.
+/// Refusals, evictions and losses during the run are in the report.
+pub(crate) async fn run(opts: &Options, server: Option<Proc>) -> Result<Report, Error> {
+    if opts.pairs == 0 || opts.pairs > 0x7fff {
+        return Err(Error::Options("dm takes 1 to 32767 pairs".into()));
+    }
+    if opts.size < HEADER {
+        return Err(Error::Options(format!(
+            "message size must be at least {HEADER} bytes"
+        )));
+    }
+    let clients = connect(opts).await?;
+    let limit = clients[0].conn.max_text_len();
+    if opts.size > limit {
+        return Err(Error::Options(format!(
+            "message size {} exceeds the server's limit of {limit} bytes",
+            opts.size
+        )));
+    }
+    let ctx = Arc::new(Shared {
+        base: Instant::now(),
+        messages: opts.messages,
+        names: clients.iter().map(|c| c.name.clone()).collect(),
+        addrs: clients.iter().map(|c| c.me).collect(),
+        allowed: opts
+            .rate
+            .map(|_| (0..opts.pairs).map(|_| AtomicU32::new(0)).collect()),
+        wake: (0..opts.pairs).map(|_| Notify::new()).collect(),
+        total: AtomicU64::new(0),
+        fill: filler(opts.size),
+        abort: CancellationToken::new(),
+    });
+    let cpu_before = server.map(Proc::cpu).transpose().map_err(Error::Proc)?;
+    let load_before = Proc::me().cpu().map_err(Error::Proc)?;
+    let start = Arc::new(Barrier::new(clients.len() + 1));
+    let mut tasks = JoinSet::new();
+    for c in clients {
+        let (ctx, start) = (ctx.clone(), start.clone());
+        tasks.spawn(async move {
+            start.wait().await;
+            drive(c, &ctx).await
+        });
+    }
+    start.wait().await;
+    let t0 = Instant::now();
+    let finished = CancellationToken::new();
+    let pacer = opts.rate.map(|rate| {
+        let (ctx, finished, per_pair) = (ctx.clone(), finished.clone(), rate / opts.pairs as f64);
+        tokio::task::spawn_blocking(move || {
+            if let Some(allowed) = &ctx.allowed {
+                pace(allowed, &ctx.wake, ctx.messages, per_pair, || {
+                    ctx.abort.is_cancelled() || finished.is_cancelled()
+                });
+            }
+        })
+    });
+
+    let expected = opts.pairs as u64 * u64::from(opts.messages);
+    let mut tallies = Vec::new();
+    let mut held = Vec::new();
+    let mut evicted = Vec::new();
+    let mut timed_out = false;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let (mut seen, mut moved, mut shown) = (0, Instant::now(), Instant::now());
+    while !tasks.is_empty() {
+        tokio::select! {
+            Some(r) = tasks.join_next() => {
+                let (tally, client, failure) = r.expect("client task panicked");
+                if let Some(e) = failure {
+                    if evicted.is_empty() {
+                        eprintln!("chat-bench: {e}; stopping the run");
+                    }
+                    evicted.push(Lost { client: client.id, reason: e.to_string() });
+                    ctx.abort.cancel();
+                }
+                tallies.push((client.id, tally));
+                held.push(client);
+            }
+            _ = tick.tick() => {
+                let total = ctx.total.load(Ordering::Relaxed);
+                if total != seen {
+                    (seen, moved) = (total, Instant::now());
+                } else if moved.elapsed() >= opts.timeout && !ctx.abort.is_cancelled() {
+                    eprintln!("chat-bench: no message for {:?}; stopping the run", opts.timeout);
+                    timed_out = true;
+                    ctx.abort.cancel();
+                }
+                if opts.progress && shown.elapsed() >= Duration::from_secs(1) {
+                    shown = Instant::now();
+                    eprintln!("  {total} of {} direct messages", 2 * expected);
+                }
+            }
+        }
+    }
+    let dms = ctx.total.load(Ordering::Relaxed);
+    let cost = match (server, cpu_before) {
+        (Some(p), Some(before)) => Some(p.cost(before, dms).map_err(Error::Proc)?),
+        _ => None,
+    };
+    let load_cpu = Proc::me()
+        .cpu()
+        .map_err(Error::Proc)?
+        .saturating_sub(load_before);
+    finished.cancel();
+    if let Some(p) = pacer {
+        p.await.expect("pacer panicked");
+    }
+    drop(held);
+
+    let mut hist = histogram();
+    let (mut round_trips, mut got, mut duplicates, mut order, mut corrupt) = (0, 0, 0, 0, 0);
+    let mut last = None;
+    for (id, t) in &tallies {
+        if id.is_multiple_of(2) {
+            round_trips += t.got;
+        }
+        got += t.got;
+        duplicates += t.duplicates;
+        order += t.order;
+        corrupt += t.corrupt;
+        last = last.max(t.last);
+        hist.add(&t.hist).expect("same histogram bounds");
+    }
+    let seconds = last.map_or(0.0, |l: Instant| l.duration_since(t0).as_secs_f64());
+    let cpu_us_per_round_trip = cost
+        .as_ref()
+        .map(|c| c.cpu_seconds * 1e6 / round_trips.max(1) as f64);
+    Ok(Report {
+        pairs: opts.pairs,
+        messages: opts.messages,
+        size: opts.size,
+        target_rate: opts.rate,
+        expected,
+        round_trips,
+        dms: got,
+        seconds,
+        rate: round_trips as f64 / seconds.max(1e-9),
+        latency_us: Latency::of(&hist),
+        losses: (2 * expected).saturating_sub(got + corrupt),
+        duplicates,
+        order_violations: order,
+        corrupt,
+        evicted,
+        timed_out,
+        server: cost,
+        cpu_us_per_round_trip,
+        load_cpu_seconds: load_cpu.as_secs_f64(),
+    })
+}
+
+/// Connects the 2P clients, named `{tag}.{id}`, out of the lobby, in id order.
+async fn connect(opts: &Options) -> Result<Vec<Client>, Error> {
+    let gate = Arc::new(Semaphore::new(opts.parallel.max(1)));
+    let mut set = JoinSet::new();
+    for id in 0..2 * opts.pairs {
+        let (gate, server) = (gate.clone(), opts.server);
+        let name = format!("{}.{id}", opts.tag);
+        set.spawn(async move {
+            let _permit = gate.acquire_owned().await.expect("semaphore open");
+            let ask = Ask {
+                name: &name,
+                join: &[],
+                part_lobby: true,
+            };
+            Client::named(id, server, ask, |_, _| {}).await
+        });
+    }
+    let all = async {
+        let mut clients = Vec::with_capacity(set.len());
+        while let Some(r) = set.join_next().await {
+            clients.push(r.expect("connect task panicked")?);
+        }
+        Ok::<_, Error>(clients)
+    };
+    let mut clients = tokio::time::timeout(opts.timeout, all)
+        .await
+        .map_err(|_| {
+            Error::Timeout(format!(
+                "could not connect and name all {} clients in {:?}",
+                2 * opts.pairs,
+                opts.timeout
+            ))
+        })??;
+    clients.sort_by_key(|c| c.id);
+    Ok(clients)
+}
+
+/// One client's whole run. An A (even id) starts round trips as its turns
+/// allow and takes the replies; a B (odd id) answers each message at once.
+async fn drive(mut c: Client, ctx: &Shared) -> (Tally, Client, Option<Error>) {
+    let id = c.id;
+    let (pair, starter) = (id / 2, id.is_multiple_of(2));
+    let partner = id ^ 1;
+    let mut tally = Tally {
+        got: 0,
+        duplicates: 0,
+        order: 0,
+        corrupt: 0,
+        last: None,
+        hist: histogram(),
+    };
+    let to = ctx.names[partner].clone();
+    let messages = u64::from(ctx.messages);
+    // A: round trips started. Both: the next sequence number expected.
+    let (mut sent, mut next) = (0u32, 0u32);
+    let mut write_failed = false;
+    let aborted = ctx.abort.cancelled();
+    tokio::pin!(aborted);
+    let failure = loop {
+        let mut limit = sent;
+        if starter && !write_failed {
+            limit = match &ctx.allowed {
+                Some(allowed) => allowed[pair].load(Ordering::Acquire).min(ctx.messages),
+                // Closed loop: the next one once the last one came back.
+                None => next.saturating_add(1).min(ctx.messages),
+            };
+            let mut refused = None;
+            while sent < limit {
+                let ts = ctx.base.elapsed().as_nanos() as u64;
+                let msg = Message::Tell {
+                    name: to.clone(),
+                    text: text(id, sent, ts, &ctx.fill),
+                };
+                if let Err(e) = c.conn.send(&msg) {
+                    refused = Some(c.lost(format!("cannot send: {e}")));
+                    break;
+                }
+                sent += 1;
+            }
+            if let Some(e) = refused {
+                break Some(e);
+            }
+        }
+        if tally.got + tally.corrupt >= messages && !c.sending() {
+            break None;
+        }
+        let sending = c.sending() && !write_failed;
+        let waiting = starter && ctx.allowed.is_some() && sent == limit && sent < ctx.messages;
+        let interest = if sending {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        tokio::select! {
+            () = &mut aborted => break None,
+            () = ctx.wake[pair].notified(), if waiting => {}
+            r = c.stream.ready(interest) => {
+                let ready = match r {
+                    Ok(ready) => ready,
+                    Err(e) => break Some(c.lost(e.to_string())),
+                };
+                if ready.is_writable() && sending && c.write().is_err() {
+                    write_failed = true;
+                }
+                if ready.is_readable() {
+                    match c.read() {
+                        Err(e) => break Some(e),
+                        Ok(None) => {}
+                        Ok(Some(_)) => {
+                            let before = tally.got;
+                            if let Err(e) = take(&mut c, ctx, partner, &to, &mut next, &mut tally) {
+                                break Some(e);
+                            }
+                            ctx.total.fetch_add(tally.got - before, Ordering::Relaxed);
+                            if c.conn.is_closed() {
+                                break Some(c.lost("the server closed the connection".into()));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    (tally, c, failure)
+}
+
+/// Takes every event the last read completed: checks each message from
+/// the partner; an A records its round trip, a B tells it back.
+fn take(
+    c: &mut Client,
+    ctx: &Shared,
+    partner: usize,
+    to: &str,
+    next: &mut u32,
+    t: &mut Tally,
+) -> Result<(), Error> {
+    let now = ctx.base.elapsed().as_nanos() as u64;
+    let starter = c.id.is_multiple_of(2);
+    // Whose id the text carries: an A gets its own messages back.
+    let origin = if starter { c.id } else { partner };
+    let mut got = false;
+    loop {
+        let event = c.poll()?;
+        let (from, text) = match event {
+            None => break,
+            Some(Event::Message(Message::Told { from, text })) => (from, text),
+            Some(Event::Message(Message::Refused {
+                code,
+                subject,
+                detail,
+            })) => {
+                return Err(c.lost(format!(
+                    "the server refused a request: {code:?} for {subject:?}: {detail}"
+                )));
+            }
+            Some(Event::Error(reason)) => {
+                return Err(c.lost(format!("evicted by the server: {reason}")));
+            }
+            Some(Event::Exit) => {
+                return Err(c.lost("the server sent Exit (shutting down)".into()));
+            }
+            Some(_) => continue,
+        };
+        got = true;
+        let Some((who, seq, ts)) = parse(text.as_bytes()) else {
+            t.corrupt += 1;
+            continue;
+        };
+        if who != origin
+            || from.name != ctx.names[partner]
+            || from.addr() != ctx.addrs[partner]
+            || text.as_bytes()[HEADER..] != *ctx.fill.as_bytes()
+        {
+            t.corrupt += 1;
+            continue;
+        }
+        if seq < *next {
+            t.duplicates += 1;
+            continue;
+        }
+        if seq > *next {
+            t.order += 1;
+        }
+        *next = seq + 1;
+        t.got += 1;
+        if starter {
+            t.hist.saturating_record(now.saturating_sub(ts).max(1));
+        } else {
+            let reply = Message::Tell {
+                name: to.to_owned(),
+                text,
+            };
+            c.conn
+                .send(&reply)
+                .map_err(|e| c.lost(format!("cannot send: {e}")))?;
+        }
+    }
+    if got {
+        t.last = Some(Instant::now());
+    }
+    Ok(())
+}

@@ -1,0 +1,333 @@
+//! The conversation: lines typed become requests, events become lines; when
+//! the connection is lost, reconnecting with backoff, with the same name and
+//! rooms, until the user leaves.
+//!
+//! The inputs (and the line editor behind them) live as long as the
+//! program, across connections: what is being typed survives a reconnect.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use chat_client::{Client, Error, Event, Options, Sender};
+use tokio::sync::mpsc;
+
+use crate::command::{COMMANDS, Input};
+use crate::render::{self, Line};
+use crate::state::{LOBBY, State};
+use crate::ui::Out;
+
+/// First wait before reconnecting; it doubles after each failed attempt.
+const FIRST_RETRY: Duration = Duration::from_millis(500);
+/// Longest wait between attempts.
+const MAX_RETRY: Duration = Duration::from_secs(10);
+/// Failed attempts reported one by one; after this many, the client goes
+/// on trying without a line each time.
+const QUIET_AFTER: u32 = 5;
+
+/// Everything the conversation needs, across connections.
+pub(crate) struct Chat {
+    /// The server's address, as given.
+    pub(crate) server: String,
+    /// How to connect (the name is updated before each reconnection).
+    pub(crate) options: Options,
+    /// Whether to reconnect when the connection is lost.
+    pub(crate) reconnect: bool,
+    pub(crate) state: State,
+    pub(crate) inputs: mpsc::Receiver<Input>,
+    pub(crate) interrupted: mpsc::Receiver<()>,
+    pub(crate) out: Out,
+}
+
+/// How one connection ended.
+enum End {
+    /// We left and the server acknowledged (or leaving failed: the code).
+    Left(ExitCode),
+    /// The connection was lost; why.
+    Lost(String),
+}
+
+impl Chat {
+    /// Chats over `client`, and over every connection after it, until the
+    /// user leaves.
+    pub(crate) async fn run(mut self, mut client: Client) -> ExitCode {
+        let mut again = false;
+        loop {
+            let reason = match self.connection(client, again).await {
+                End::Left(code) => return code,
+                End::Lost(reason) => reason,
+            };
+            self.state.disconnected();
+            if !self.reconnect {
+                if !reason.is_empty() {
+                    self.out.error(reason).await;
+                }
+                return ExitCode::FAILURE;
+            }
+            let why = if reason.is_empty() {
+                String::new()
+            } else {
+                format!(": {reason}")
+            };
+            self.out
+                .line(&Line::system(format!(
+                    "disconnected{why}; reconnecting (/quit to stop)"
+                )))
+                .await;
+            match self.reconnect().await {
+                Some(next) => client = next,
+                None => {
+                    self.out.line(&Line::system("left (not connected)")).await;
+                    return ExitCode::SUCCESS;
+                }
+            }
+            again = true;
+        }
+    }
+
+    /// One connection, from its greeting to its end.
+    async fn connection(&mut self, client: Client, again: bool) -> End {
+        let session = client.session().clone();
+        let (rejoin, part_lobby) =
+            self.state
+                .connected(session.me, session.name.clone(), session.rooms);
+        let verb = if again { "reconnected" } else { "connected" };
+        let who = match &session.name {
+            Some(name) => crate::neutral::neutral(name).into_owned(),
+            None => session.me.to_string(),
+        };
+        self.out
+            .line(&Line::system(format!(
+                "{verb} to {} as {who}",
+                session.server
+            )))
+            .await;
+        // Names were asked for, but the server has none.
+        if !session.rooms && self.options.rooms {
+            self.out
+                .line(&Line::system(
+                    "this server has one room and no names (protocol version 1)",
+                ))
+                .await;
+        }
+
+        let (sender, mut events) = client.split();
+        for room in rejoin {
+            if let Err(e) = sender.join(room).await {
+                tracing::debug!(error = %e, "join again failed");
+            }
+        }
+        if part_lobby && let Err(e) = sender.part(LOBBY).await {
+            tracing::debug!(error = %e, "part failed");
+        }
+
+        let mut leaving = false;
+        // The server said it is shutting down: the end is not our leaving.
+        let mut server_exit = false;
+        loop {
+            tokio::select! {
+                event = events.next_event() => match event {
+                    Ok(Some(event)) => {
+                        server_exit |= event == Event::ServerExit;
+                        let meaning = self.state.apply(&event);
+                        self.out.line(&render::event(&event, &meaning)).await;
+                    }
+                    // Our exit was acknowledged, or the server said it is
+                    // shutting down (its line is out already).
+                    Ok(None) if leaving && !server_exit => {
+                        self.out.line(&Line::system("left the chat")).await;
+                        return End::Left(ExitCode::SUCCESS);
+                    }
+                    Ok(None) => return End::Lost(String::new()),
+                    Err(e) if leaving => {
+                        self.out.error(e.to_string()).await;
+                        return End::Left(ExitCode::FAILURE);
+                    }
+                    Err(e) => return End::Lost(e.to_string()),
+                },
+                input = self.inputs.recv(), if !leaving => match input.unwrap_or(Input::Leave) {
+                    Input::Leave => leaving = leave(&sender),
+                    input => self.act(&sender, input).await,
+                },
+                Some(()) = self.interrupted.recv(), if !leaving => leaving = leave(&sender),
+            }
+        }
+    }
+
+    /// Carries out one input on a live connection.
+    async fn act(&mut self, sender: &Sender, input: Input) {
+        let rooms_on = sender.session().rooms;
+        let result = match input {
+            Input::Say(text) if !rooms_on => {
+                let me = sender.session().me.to_string();
+                let sent = sender.send(text.as_str()).await;
+                self.echo(sent, render::own(None, &me, &text)).await
+            }
+            Input::Say(text) => match self.state.current.clone() {
+                Some(room) => {
+                    let sent = sender.say(room.as_str(), text.as_str()).await;
+                    let me = self.state.name.clone().unwrap_or_default();
+                    self.echo(sent, render::own(Some(&room), &me, &text)).await
+                }
+                None => {
+                    self.out
+                        .error("you are in no room: /join ROOM first, or /msg NAME TEXT")
+                        .await;
+                    Ok(())
+                }
+            },
+            Input::Msg { to, text } => {
+                let sent = sender.tell(to.as_str(), text.as_str()).await;
+                self.echo(sent, render::own_direct(&to, &text)).await
+            }
+            Input::Nick(name) => sender.nick(name).await,
+            Input::Join(room) => {
+                let sent = sender.join(room.as_str()).await;
+                if sent.is_ok() {
+                    self.state.asked_to_join(&room);
+                }
+                sent
+            }
+            Input::Part(room) => match room.or_else(|| self.state.current.clone()) {
+                Some(room) => sender.part(room).await,
+                None if !rooms_on => sender.part(LOBBY).await,
+                None => {
+                    self.out.error("you are in no room").await;
+                    Ok(())
+                }
+            },
+            Input::Who(room) => match room.or_else(|| self.state.current.clone()) {
+                Some(room) => sender.who(room).await,
+                None if !rooms_on => sender.who(LOBBY).await,
+                None => {
+                    self.out.error("you are in no room: /who ROOM").await;
+                    Ok(())
+                }
+            },
+            Input::Rooms => sender.list_rooms().await,
+            Input::Help => {
+                self.out.text(COMMANDS).await;
+                Ok(())
+            }
+            Input::Invalid(message) => {
+                self.out.error(message).await;
+                Ok(())
+            }
+            Input::Nothing | Input::Leave => Ok(()),
+        };
+        match result {
+            Ok(()) => {}
+            Err(e @ Error::TooLong { .. }) => self.out.error(format!("not sent: {e}")).await,
+            Err(Error::Unsupported { .. }) => {
+                self.out
+                    .error(
+                        "not available: this server has one room and no names (protocol \
+                         version 1); only plain lines, /help and /quit work here",
+                    )
+                    .await;
+            }
+            // The session is over; the events say why.
+            Err(e) => tracing::debug!(error = %e, "request failed"),
+        }
+    }
+
+    /// Shows what we sent, once it is sent.
+    async fn echo(&self, sent: Result<(), Error>, line: Line) -> Result<(), Error> {
+        if sent.is_ok() {
+            self.out.line(&line).await;
+        }
+        sent
+    }
+
+    /// Connects again, waiting longer after each failure, until it works
+    /// (the new client) or the user leaves (`None`).
+    async fn reconnect(&mut self) -> Option<Client> {
+        let mut delay = FIRST_RETRY;
+        let mut attempt = 1u32;
+        loop {
+            let mut options = self.options.clone();
+            // The name we had, which the server may have chosen for us.
+            options.name = self.state.name.clone().or(options.name);
+            let server = self.server.clone();
+            let attempt_once = async move {
+                tokio::time::sleep(delay).await;
+                Client::connect_with(server.as_str(), options).await
+            };
+            tokio::pin!(attempt_once);
+            let result = loop {
+                tokio::select! {
+                    result = &mut attempt_once => break result,
+                    input = self.inputs.recv() => match input.unwrap_or(Input::Leave) {
+                        Input::Leave => return None,
+                        Input::Help => self.out.text(COMMANDS).await,
+                        Input::Nothing => {}
+                        Input::Invalid(message) => self.out.error(message).await,
+                        _ => self.out.error("not sent: not connected (reconnecting)").await,
+                    },
+                    Some(()) = self.interrupted.recv() => return None,
+                }
+            };
+            match result {
+                Ok(client) => return Some(client),
+                Err(e) => {
+                    delay = (delay * 2).min(MAX_RETRY);
+                    if attempt < QUIET_AFTER {
+                        self.out
+                            .line(&Line::system(format!(
+                                "reconnect attempt {attempt} failed: {e}; next in {:.1} s",
+                                delay.as_secs_f32()
+                            )))
+                            .await;
+                    } else if attempt == QUIET_AFTER {
+                        self.out
+                            .line(&Line::system(format!(
+                                "reconnect attempt {attempt} failed: {e}; still trying, every {} s, \
+                                 without saying so (/quit to stop)",
+                                MAX_RETRY.as_secs()
+                            )))
+                            .await;
+                    }
+                    attempt = attempt.saturating_add(1);
+                }
+            }
+        }
+    }
+}
+
+/// Ctrl-C (SIGINT), as a channel that is listening from the moment this returns.
+pub(crate) fn interrupts() -> mpsc::Receiver<()> {
+    let (tx, rx) = mpsc::channel(1);
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::interrupt()) {
+            Ok(mut sigint) => {
+                tokio::spawn(async move {
+                    while sigint.recv().await.is_some() {
+                        let _ = tx.try_send(());
+                    }
+                });
+            }
+            Err(e) => tracing::warn!("cannot listen for Ctrl-C: {e}"),
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::spawn(async move {
+        while tokio::signal::ctrl_c().await.is_ok() {
+            let _ = tx.try_send(());
+        }
+    });
+    rx
+}
+
+/// Starts leaving; the event stream ends once the server has acknowledged.
+fn leave(sender: &Sender) -> bool {
+    let sender = sender.clone();
+    tokio::spawn(async move {
+        // A failure (say, no acknowledgement in time) also ends the events,
+        // which report it.
+        if let Err(e) = sender.exit().await {
+            tracing::debug!(error = %e, "exit failed");
+        }
+    });
+    true
+}
