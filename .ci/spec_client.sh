@@ -2,8 +2,9 @@
 # Conformance of an already-built chat-server against chat-proto/PROTOCOL.md, through
 # .ci/spec_client.py (a client written from the document alone). Builds nothing.
 #   .ci/spec_client.sh target/debug/chat-server
-# Runs the main checks against a server with default settings, then the timer and shutdown
-# checks against one with short timers. Exit status: 0 if both runs pass, 1 otherwise.
+# Runs the main checks against a server with default settings, then flood control, a room
+# limit, the timers and the shutdown against one with short timers and --room-members 2
+# (the script ends that one with SIGTERM). Exit status: 0 if both runs pass, 1 otherwise.
 set -u
 bin=${1:?usage: $0 path/to/chat-server}
 here=$(cd "$(dirname "$0")" && pwd)
@@ -30,7 +31,7 @@ start() {
   fi
 }
 
-# stop: end the server we started and wait for it; its stdout stays drained until then.
+# stop: end the server we started and wait for it (its stdout pipe stays open until then).
 stop() {
   kill "$pid" 2>/dev/null
   wait "$pid" 2>/dev/null
@@ -43,12 +44,21 @@ start
 timeout 70 python3 "$here/spec_client.py" "$addr" || status=1
 stop
 
-hs=1 idle=2 frame=1
-start --handshake-timeout "${hs}s" --idle-timeout "${idle}s" --frame-timeout "${frame}s"
-timeout 70 python3 "$here/spec_client.py" --timers "$addr" "$pid" "$hs" "$idle" "$frame" || status=1
+hs=1 idle=2 frame=1 members=2
+start --handshake-timeout "${hs}s" --idle-timeout "${idle}s" --frame-timeout "${frame}s" --room-members "$members"
+timeout 70 python3 "$here/spec_client.py" --timers "$addr" "$pid" "$hs" "$idle" "$frame" "$members" || status=1
+# The script has sent SIGTERM (unless it failed first): the server must exit 0 within its
+# grace. Its stdout reaching end of file says it has exited; 20 s bound that wait.
+kill "$pid" 2>/dev/null
+while read -t 20 -r _ <&3; do :; done
+if [ $? -gt 128 ]; then
+  echo "spec_client.sh: the server did not exit within 20 s of SIGTERM" >&2
+  kill -KILL "$pid" 2>/dev/null
+  status=1
+fi
 wait "$pid" 2>/dev/null || { echo "spec_client.sh: the server did not exit cleanly after SIGTERM" >&2; status=1; }
 pid=
 exec 3<&-
 
-[ "$status" = 0 ] || { echo "spec_client.sh: FAILED (server log: see above)" >&2; tail -20 "$tmp/server.log" >&2; }
+[ "$status" = 0 ] || { echo "spec_client.sh: FAILED; the server log ends:" >&2; tail -20 "$tmp/server.log" >&2; }
 exit "$status"

@@ -8,6 +8,13 @@
 //! client is sent. Every refusal is a `Refused` with a code, what the
 //! request named, and a sentence; the connection stays open.
 //!
+//! Answers come in the order asked. A room joined is answered by its
+//! batch of notices (its roster, in `presence.rs`), which the pacer sends
+//! in the order batches started, so the lobby's roster comes before that of
+//! a room joined at once; a request answered on the spot first has the
+//! batches holding this client's rosters sent. (A `Join` itself does not:
+//! a crowd arriving and joining rooms at once stays in few batches.)
+//!
 //! Relays are gathered, for one room at a time, into [`Relays`]: the
 //! `Send`s and `Say`s that arrived together are encoded back to back, once
 //! as `Said` for the room's rooms members and once as `Relay` for its
@@ -82,9 +89,6 @@ pub(crate) struct Client {
     tells: Bucket,
     directory: Arc<Directory>,
 }
-
-/// A text that is a room or a name, parsed.
-type Parsed = Result<Name, NameError>;
 
 impl Client {
     /// A client for `peer`. A version 1 client is given a name and put in
@@ -285,7 +289,7 @@ impl Client {
     /// lobby.
     fn name(&mut self, hub: &Hub, config: &Config, raw: &str) -> Result<(), Stop> {
         let dir = hub.directory();
-        let refusal = match parse(raw, config.max_name_chars) {
+        let refusal = match Name::parse(raw, config.max_name_chars) {
             Ok(name) => match dir.claim(&self.peer, label(&name)) {
                 Ok(_) => None,
                 Err(_) => Some((Refusal::NameTaken, taken(&name))),
@@ -313,7 +317,7 @@ impl Client {
 
     /// A later `Nick`.
     fn rename(&mut self, hub: &Hub, config: &Config, raw: &str) -> Result<(), Stop> {
-        let name = match parse(raw, config.max_name_chars) {
+        let name = match Name::parse(raw, config.max_name_chars) {
             Ok(name) => name,
             Err(e) => return self.refuse(hub, Refusal::NameInvalid, raw, &e.to_string()),
         };
@@ -331,7 +335,7 @@ impl Client {
     }
 
     fn join(&mut self, hub: &Hub, config: &Config, raw: &str) -> Result<(), Stop> {
-        let name = match parse(raw, config.max_room_chars) {
+        let name = match Name::parse(raw, config.max_room_chars) {
             Ok(name) => name,
             Err(e) => return self.refuse(hub, Refusal::RoomInvalid, raw, &room_error(e)),
         };
@@ -345,6 +349,8 @@ impl Client {
         }
         match hub.join(&name, &self.peer, config.room_members) {
             Ok(member) => {
+                // A client is in few rooms, most of the time for long.
+                self.rooms.reserve_exact(1);
                 self.rooms.push(member);
                 self.unsent = true;
                 Ok(())
@@ -365,7 +371,7 @@ impl Client {
     }
 
     fn part(&mut self, config: &Config, raw: &str, hub: &Hub) -> Result<(), Stop> {
-        let found = match parse(raw, config.max_room_chars) {
+        let found = match Name::parse(raw, config.max_room_chars) {
             Ok(name) => self.position(name.key()),
             Err(_) => None,
         };
@@ -410,7 +416,7 @@ impl Client {
     }
 
     fn who(&mut self, hub: &Hub, config: &Config, raw: &str) -> Result<(), Stop> {
-        let name = match parse(raw, config.max_room_chars) {
+        let name = match Name::parse(raw, config.max_room_chars) {
             Ok(name) => name,
             Err(e) => return self.refuse(hub, Refusal::RoomInvalid, raw, &room_error(e)),
         };
@@ -487,10 +493,6 @@ impl Drop for Client {
         self.directory.release(&self.peer);
         self.peer.outbox.close();
     }
-}
-
-fn parse(raw: &str, max: usize) -> Parsed {
-    Name::parse(raw, max)
 }
 
 fn label(name: &Name) -> Label {
@@ -574,13 +576,25 @@ mod tests {
         ask(&hub, &mut a, Message::Join { room: "x".into() });
         ask(&hub, &mut a, Message::Join { room: "y".into() });
         assert_eq!(rostered(&drain(&a)), ["(named)"], "joins are batched");
-        ask(&hub, &mut a, Message::Who { room: "lobby".into() });
+        ask(
+            &hub,
+            &mut a,
+            Message::Who {
+                room: "lobby".into(),
+            },
+        );
         assert_eq!(rostered(&drain(&a)), ["lobby", "x", "y", "lobby"]);
         // The pacer sends batches in the order they started, whatever
         // order the rooms are kept in.
         for n in 0..20 {
             let mut b = client(&hub, 10 + n, true);
-            ask(&hub, &mut b, Message::Nick { name: String::new() });
+            ask(
+                &hub,
+                &mut b,
+                Message::Nick {
+                    name: String::new(),
+                },
+            );
             let rooms: Vec<String> = (0..5).map(|i| format!("r{n}-{i}")).collect();
             for room in &rooms {
                 ask(&hub, &mut b, Message::Join { room: room.clone() });

@@ -710,30 +710,93 @@ mod tests {
         let hub = hub(true);
         let big = room("big");
         let crowd: Vec<_> = (1..=300).map(|i| peer(&hub, i, 64, true)).collect();
-        let _members: Vec<_> = crowd
+        let mut members: Vec<_> = crowd
             .iter()
             .map(|p| hub.join(&big, p, 1000).unwrap())
             .collect();
         let x = hub.find("big").unwrap();
         x.flush_presence();
-        let (p, q) = (peer(&hub, 1001, 64, true), peer(&hub, 1002, 64, true));
-        let _m = hub.join(&big, &p, 1000).unwrap();
-        let _n = hub.join(&big, &q, 1000).unwrap();
-        x.flush_presence();
-        for (me, other) in [(&p, &q), (&q, &p)] {
-            let frames = drain(&me.outbox);
-            assert!(frames.len() >= 2, "a shared frame, then its own");
-            let mut names = Vec::new();
+        // Members' ports, in order, as a newcomer's roster lists them.
+        let listed = |frames: Vec<Message>| -> Vec<(String, u16)> {
+            let mut got = Vec::new();
             for (i, frame) in frames.iter().enumerate() {
                 let Message::Roster { members, more, .. } = frame else {
                     panic!("{frame:?}")
                 };
                 assert_eq!(*more, i + 1 < frames.len());
-                names.extend(members.iter().map(|m| m.port));
+                got.extend(members.iter().map(|m| (m.name.clone(), m.port)));
+            }
+            got
+        };
+        let mut expected: Vec<(String, u16)> = crowd
+            .iter()
+            .map(|p| (p.name().to_string(), p.addr.port()))
+            .collect();
+        // Three batches: the kept roster is built; stale after a rename,
+        // built again; stale after a departure, built again.
+        for round in 0..3u16 {
+            if round == 1 {
+                let renamed = &crowd[5];
+                let rooms = [x.clone()];
+                hub.rename(renamed, Label::new("Renamed", "renamed"), rooms.iter())
+                    .unwrap();
+                expected[5].0 = "Renamed".into();
+            }
+            if round == 2 {
+                drop(members.remove(0));
+                expected.remove(0);
+            }
+            let ports = [1001 + 2 * round, 1002 + 2 * round];
+            let (p, q) = (
+                peer(&hub, ports[0], 64, true),
+                peer(&hub, ports[1], 64, true),
+            );
+            members.push(hub.join(&big, &p, 1000).unwrap());
+            members.push(hub.join(&big, &q, 1000).unwrap());
+            x.flush_presence();
+            let entry = |c: &Arc<Peer>| (c.name().to_string(), c.addr.port());
+            for (me, other) in [(&p, &q), (&q, &p)] {
+                let frames = drain(&me.outbox);
+                assert!(frames.len() >= 2, "shared frames, then its own");
+                let mut want = expected.clone();
+                want.extend([entry(other), entry(me)]);
+                assert_eq!(listed(frames), want, "round {round}");
+            }
+            expected.extend([entry(&p), entry(&q)]);
+        }
+    }
+
+    /// A crowd arriving in a big room at once: each newcomer's roster is
+    /// every member, the others of its batch, then itself, in a few frames.
+    #[test]
+    fn a_crowd_joining_a_big_room_gets_whole_rosters() {
+        let hub = hub(true);
+        let big = room("big");
+        let old: Vec<_> = (1..=300).map(|i| peer(&hub, i, 64, true)).collect();
+        let mut held: Vec<_> = old
+            .iter()
+            .map(|p| hub.join(&big, p, 1000).unwrap())
+            .collect();
+        let x = hub.find("big").unwrap();
+        x.flush_presence();
+        let crowd: Vec<_> = (1001..=1070).map(|i| peer(&hub, i, 64, true)).collect();
+        held.extend(crowd.iter().map(|p| hub.join(&big, p, 1000).unwrap()));
+        x.flush_presence();
+        for i in [0, 1, 31, 32, 33, 63, 64, 69] {
+            let frames = drain(&crowd[i].outbox);
+            assert!(frames.len() <= 8, "{} frames", frames.len());
+            let mut ports = Vec::new();
+            for (n, frame) in frames.iter().enumerate() {
+                let Message::Roster { members, more, .. } = frame else {
+                    panic!("{frame:?}")
+                };
+                assert_eq!(*more, n + 1 < frames.len());
+                ports.extend(members.iter().map(|m| m.port));
             }
             let mut expected: Vec<u16> = (1..=300).collect();
-            expected.extend([other.addr.port(), me.addr.port()]);
-            assert_eq!(names, expected);
+            expected.extend((1001..=1070).filter(|&p| p != 1001 + i as u16));
+            expected.push(1001 + i as u16);
+            assert_eq!(ports, expected, "newcomer {i}");
         }
     }
 

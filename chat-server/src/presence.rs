@@ -42,8 +42,19 @@ use crate::peer::{Peer, PeerId};
 use crate::roster;
 
 /// Rosters longer than this share the members' frames between the
-/// newcomers of a batch rather than encode them for each.
+/// newcomers of a batch, and from batch to batch, rather than encode them
+/// for each.
 const SHARED_ROSTER: usize = 256;
+
+/// A kept roster of more frames than this (a frame or so is added to it
+/// per batch) is encoded again, in full frames.
+const MAX_CACHED_FRAMES: usize = 32;
+
+/// A newcomer's roster, in up to five slices (empty ones are skipped).
+type View = [Bytes; 5];
+
+/// Newcomers of one batch go in frames of this many, shared by the others.
+const GROUP: usize = 32;
 
 /// How a room encodes what it sends.
 #[derive(Debug, Clone, Copy)]
@@ -71,6 +82,10 @@ pub(crate) struct Presence {
     /// A `Joined` frame for every member, in membership order; `None` when
     /// a departure made it stale, or nobody needs it.
     roster: Option<Bytes>,
+    /// In a big room, `Roster` frames (all with `more` set) listing every
+    /// member in order, and how many frames; `None` when a departure or a
+    /// rename made it stale.
+    rooms_roster: Option<(Bytes, usize)>,
     /// The room was taken out of the hub: joins must look it up again.
     pub(crate) removed: bool,
 }
@@ -82,8 +97,8 @@ pub(crate) struct Batch {
     pub(crate) v1: Bytes,
     /// For the rooms members: the newcomers' `Entered`s, then the `Departed`s.
     pub(crate) rooms: Bytes,
-    /// Each newcomer and its roster, in up to two slices.
-    pub(crate) newcomers: Vec<(Arc<Peer>, [Bytes; 2])>,
+    /// Each newcomer and its roster, in slices.
+    pub(crate) newcomers: Vec<(Arc<Peer>, View)>,
 }
 
 impl Presence {
@@ -139,6 +154,7 @@ impl Presence {
         own: bool,
     ) -> Option<Bytes> {
         self.roster = None;
+        self.rooms_roster = None;
         self.gone.push(peer.id);
         if v1 {
             encode(&codecs.v1, &left(peer.addr), &mut self.lefts);
@@ -153,10 +169,16 @@ impl Presence {
         Some(frame)
     }
 
+    /// A member was renamed: the kept roster names it as it was.
+    pub(crate) fn forget_names(&mut self) {
+        self.rooms_roster = None;
+    }
+
     /// A member left without notice (presence off, or shutting down): the
     /// roster is stale all the same.
     pub(crate) fn forget(&mut self) {
         self.roster = None;
+        self.rooms_roster = None;
     }
 
     /// Builds the batch for `room`, whose members are `members`, and empties
@@ -184,8 +206,9 @@ impl Presence {
             Vec::new()
         };
         let rooms_views = if rooms {
-            take_rooms(codecs, room, members, &newcomers, departed, &mut batch)
+            self.take_rooms(codecs, room, members, &newcomers, departed, &mut batch)
         } else {
+            self.rooms_roster = None;
             Vec::new()
         };
         let (mut v1_views, mut rooms_views) = (v1_views.into_iter(), rooms_views.into_iter());
@@ -212,7 +235,7 @@ impl Presence {
         newcomers: &[Arc<Peer>],
         lefts: Bytes,
         batch: &mut Batch,
-    ) -> Vec<[Bytes; 2]> {
+    ) -> Vec<View> {
         let roster = match self.roster.take() {
             Some(roster) => roster,
             None => {
@@ -245,74 +268,143 @@ impl Presence {
         spans
             .into_iter()
             .filter(|(rooms, _, _)| !rooms)
-            .map(|(_, start, end)| [all.slice(..start), all.slice(end..joined_end)])
+            .map(|(_, start, end)| {
+                let (before, after) = (all.slice(..start), all.slice(end..joined_end));
+                [before, after, Bytes::new(), Bytes::new(), Bytes::new()]
+            })
             .collect()
     }
 }
 
-/// The rooms part: `Entered` notices and `Roster` frames. Returns a roster
-/// view per rooms newcomer, in order.
-fn take_rooms<'a>(
-    codecs: &Codecs,
-    room: &str,
-    members: impl Iterator<Item = &'a Arc<Peer>>,
-    newcomers: &[Arc<Peer>],
-    departed: Bytes,
-    batch: &mut Batch,
-) -> Vec<[Bytes; 2]> {
-    if newcomers.is_empty() {
-        batch.rooms = departed;
-        return Vec::new();
-    }
-    let mut notices = BytesMut::with_capacity(newcomers.len() * 48 + departed.len());
-    let arrivals: Vec<Member> = newcomers.iter().map(|p| p.member()).collect();
-    for member in &arrivals {
-        let entered = Message::Entered {
-            room: room.to_owned(),
-            member: member.clone(),
+impl Presence {
+    /// The rooms part: `Entered` notices and `Roster` frames. Returns a
+    /// roster view per rooms newcomer, in order.
+    fn take_rooms<'a>(
+        &mut self,
+        codecs: &Codecs,
+        room: &str,
+        members: impl Iterator<Item = &'a Arc<Peer>> + Clone,
+        newcomers: &[Arc<Peer>],
+        departed: Bytes,
+        batch: &mut Batch,
+    ) -> Vec<View> {
+        if newcomers.is_empty() {
+            batch.rooms = departed;
+            return Vec::new();
+        }
+        let mut notices = BytesMut::with_capacity(newcomers.len() * 48 + departed.len());
+        let arrivals: Vec<Member> = newcomers.iter().map(|p| p.member()).collect();
+        for member in &arrivals {
+            let entered = Message::Entered {
+                room: room.to_owned(),
+                member: member.clone(),
+            };
+            encode(&codecs.rooms, &entered, &mut notices);
+        }
+        notices.extend_from_slice(&departed);
+        batch.rooms = notices.freeze();
+        let wanted = newcomers.iter().any(|p| p.rooms);
+        let count = members.clone().count();
+        if count + arrivals.len() <= SHARED_ROSTER {
+            // A small room: each newcomer's roster whole (one frame, most
+            // likely): the members, the other newcomers, then itself.
+            self.rooms_roster = None;
+            if !wanted {
+                return Vec::new();
+            }
+            let present: Vec<Member> = members.map(|p| p.member()).collect();
+            let mut views = Vec::new();
+            let mut list = Vec::with_capacity(present.len() + arrivals.len());
+            for (i, peer) in newcomers.iter().enumerate() {
+                if !peer.rooms {
+                    continue;
+                }
+                list.clear();
+                list.extend(present.iter().cloned());
+                list.extend(others(&arrivals, i));
+                list.push(arrivals[i].clone());
+                let mut buf = BytesMut::new();
+                roster::roster(&codecs.rooms, codecs.limit, room, &list, false, &mut buf);
+                let whole = buf.freeze();
+                views.push([
+                    whole,
+                    Bytes::new(),
+                    Bytes::new(),
+                    Bytes::new(),
+                    Bytes::new(),
+                ]);
+            }
+            return views;
+        }
+        // A big room: the members' frames are kept from batch to batch and
+        // shared by every newcomer; then one frame per newcomer, each a
+        // slice of one buffer, all but itself; then itself, last.
+        let prefix = match self.rooms_roster.take() {
+            Some((prefix, frames)) if frames <= MAX_CACHED_FRAMES => (prefix, frames),
+            _ => {
+                let present: Vec<Member> = members.map(|p| p.member()).collect();
+                let mut buf = BytesMut::new();
+                roster::roster(&codecs.rooms, codecs.limit, room, &present, true, &mut buf);
+                (buf.freeze(), 0)
+            }
         };
-        encode(&codecs.rooms, &entered, &mut notices);
-    }
-    notices.extend_from_slice(&departed);
-    batch.rooms = notices.freeze();
-    if newcomers.iter().all(|p| !p.rooms) {
-        return Vec::new();
-    }
-    // The members, in order, for every rooms newcomer of the batch: in a
-    // small room each newcomer's roster is encoded whole (one frame, most
-    // likely); in a big one the members' frames are encoded once and
-    // shared, each newcomer's own frame following.
-    let present: Vec<Member> = members.map(|p| p.member()).collect();
-    let shared = present.len() + arrivals.len() > SHARED_ROSTER;
-    let mut buf = BytesMut::new();
-    if shared {
-        roster::roster(&codecs.rooms, codecs.limit, room, &present, true, &mut buf);
-    }
-    let prefix = buf.freeze();
-    let mut views = Vec::new();
-    let mut tail = Vec::with_capacity(arrivals.len());
-    for (i, peer) in newcomers.iter().enumerate() {
-        if !peer.rooms {
-            continue;
-        }
-        // (The members,) the other newcomers, then itself.
-        tail.clear();
-        if !shared {
-            tail.extend(present.iter().cloned());
-        }
-        tail.extend(
-            arrivals
-                .iter()
-                .enumerate()
-                .filter(|&(j, _)| j != i)
-                .map(|(_, m)| m.clone()),
-        );
-        tail.push(arrivals[i].clone());
+        // The newcomers in groups, a frame each, shared: a newcomer gets
+        // the groups but its own, its own group without itself, then itself.
         let mut buf = BytesMut::new();
-        roster::roster(&codecs.rooms, codecs.limit, room, &tail, false, &mut buf);
-        views.push([prefix.clone(), buf.freeze()]);
+        let mut spans = Vec::new();
+        for group in arrivals.chunks(GROUP) {
+            let start = buf.len();
+            roster::roster(&codecs.rooms, codecs.limit, room, group, true, &mut buf);
+            spans.push((start, buf.len()));
+        }
+        let mates = buf.freeze();
+        let mut views = Vec::new();
+        for (i, peer) in newcomers.iter().enumerate() {
+            if !peer.rooms {
+                continue;
+            }
+            let g = i / GROUP;
+            let (start, end) = spans[g];
+            let group = &arrivals[g * GROUP..arrivals.len().min((g + 1) * GROUP)];
+            let rest: Vec<Member> = others(group, i - g * GROUP).collect();
+            let mut mine = BytesMut::new();
+            roster::roster(&codecs.rooms, codecs.limit, room, &rest, true, &mut mine);
+            let split = mine.len();
+            let me = std::slice::from_ref(&arrivals[i]);
+            roster::roster(&codecs.rooms, codecs.limit, room, me, false, &mut mine);
+            let mine = mine.freeze();
+            views.push([
+                prefix.0.clone(),
+                mates.slice(..start),
+                mine.slice(..split),
+                mates.slice(end..),
+                mine.slice(split..),
+            ]);
+        }
+        // Next time the newcomers are members: in full frames after the
+        // kept ones (a frame more per batch, until they are encoded again).
+        let mut next = BytesMut::with_capacity(prefix.0.len() + mates.len());
+        next.extend_from_slice(&prefix.0);
+        roster::roster(
+            &codecs.rooms,
+            codecs.limit,
+            room,
+            &arrivals,
+            true,
+            &mut next,
+        );
+        self.rooms_roster = Some((next.freeze(), prefix.1 + 1));
+        views
     }
-    views
+}
+
+/// `members` but the one at `i`.
+fn others(members: &[Member], i: usize) -> impl Iterator<Item = Member> + '_ {
+    members
+        .iter()
+        .enumerate()
+        .filter(move |&(j, _)| j != i)
+        .map(|(_, m)| m.clone())
 }
 
 impl Batch {

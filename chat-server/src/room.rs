@@ -95,13 +95,21 @@ pub(crate) struct Room {
     common: Arc<Common>,
 }
 
+/// Rooms up to this size find a member by a scan of the list rather than
+/// keep an index: most rooms are small, and the index would be most of
+/// what they cost.
+const SMALL: usize = 32;
+
 /// The members, in the order they entered: removal leaves a hole, filled
 /// when holes are many, so order is kept and leaving costs O(1) amortised.
 #[derive(Debug, Default)]
 struct Members {
     peers: Vec<Slot>,
-    /// Where each member is in `peers`.
-    index: HashMap<PeerId, usize>,
+    /// Where each member is in `peers`, once there are more than `SMALL`
+    /// slots.
+    index: Option<HashMap<PeerId, usize>>,
+    /// Members (slots less holes).
+    count: usize,
     holes: usize,
     /// Set by the hub's close.
     closed: bool,
@@ -120,21 +128,55 @@ struct Slot {
 
 impl Members {
     fn add(&mut self, peer: Arc<Peer>) {
-        self.index.insert(peer.id, self.peers.len());
+        if let Some(index) = &mut self.index {
+            index.insert(peer.id, self.peers.len());
+        }
+        if self.peers.len() < SMALL {
+            // Most rooms stay small: no room for members that never come.
+            self.peers.reserve_exact(1);
+        }
         self.peers.push(Slot {
             id: peer.id,
             rooms: peer.rooms,
             peer: Some(peer),
         });
+        self.count += 1;
+        if self.index.is_none() && self.peers.len() > SMALL {
+            self.reindex();
+        }
+    }
+
+    fn reindex(&mut self) {
+        let index = self.index.get_or_insert_with(HashMap::new);
+        index.clear();
+        for (i, slot) in self.peers.iter().enumerate() {
+            if slot.peer.is_some() {
+                index.insert(slot.id, i);
+            }
+        }
+    }
+
+    fn position(&self, id: PeerId) -> Option<usize> {
+        match &self.index {
+            Some(index) => index.get(&id).copied(),
+            None => self
+                .peers
+                .iter()
+                .position(|slot| slot.id == id && slot.peer.is_some()),
+        }
     }
 
     fn contains(&self, id: PeerId) -> bool {
-        self.index.contains_key(&id)
+        self.position(id).is_some()
     }
 
     fn remove(&mut self, id: PeerId) -> Option<Arc<Peer>> {
-        let i = self.index.remove(&id)?;
+        let i = self.position(id)?;
+        if let Some(index) = &mut self.index {
+            index.remove(&id);
+        }
         let peer = self.peers.get_mut(i)?.peer.take();
+        self.count -= 1;
         self.holes += 1;
         if self.holes > 16 && self.holes * 2 > self.peers.len() {
             self.compact();
@@ -145,14 +187,17 @@ impl Members {
     fn compact(&mut self) {
         self.peers.retain(|slot| slot.peer.is_some());
         self.holes = 0;
-        for (i, slot) in self.peers.iter().enumerate() {
-            self.index.insert(slot.id, i);
-        }
         // A crowd gone leaves no large table behind: it would pin the top of
         // the allocator's heap, keeping all that the crowd freed below it.
         if self.peers.capacity() > 64 && self.peers.len() < self.peers.capacity() / 4 {
             self.peers.shrink_to(self.peers.len() * 2);
-            self.index.shrink_to(self.peers.len() * 2);
+        }
+        if self.peers.len() > SMALL {
+            // Rebuilt rather than shrunk: it has the right size then.
+            self.index = None;
+            self.reindex();
+        } else {
+            self.index = None;
         }
     }
 
@@ -161,7 +206,7 @@ impl Members {
     }
 
     fn len(&self) -> usize {
-        self.index.len()
+        self.count
     }
 }
 
@@ -336,9 +381,10 @@ impl Room {
     /// all of them if `id` is an announced member (a newcomer's arrival,
     /// not yet sent, will carry the new name).
     pub(crate) fn rename_audience(&self, id: PeerId, into: &mut Vec<Arc<Peer>>) {
-        let _presence = self.lock_presence();
+        let mut presence = self.lock_presence();
         let members = self.read();
         if members.contains(id) {
+            presence.forget_names();
             into.extend(members.iter().filter(|p| p.rooms).cloned());
         }
     }
@@ -549,6 +595,31 @@ mod tests {
         assert!(std::mem::size_of::<Peer>() <= 256);
         assert!(std::mem::size_of::<Membership>() <= 32);
         assert!(std::mem::size_of::<Slot>() <= 24);
+    }
+
+    /// A small room, without an index, through churn: every member found,
+    /// order kept, holes bounded.
+    #[test]
+    fn a_small_room_finds_its_members_by_scanning() {
+        let mut m = Members::default();
+        let mut expected: Vec<u64> = Vec::new();
+        for n in 1..=10 {
+            m.add(peer(n));
+            expected.push(n);
+        }
+        for round in 0..200u64 {
+            let gone = expected.remove((round as usize * 7) % expected.len());
+            assert!(m.remove(PeerId::new(gone)).is_some());
+            assert!(!m.contains(PeerId::new(gone)));
+            let n = 100 + round;
+            m.add(peer(n));
+            expected.push(n);
+            assert_eq!(ids(&m), expected);
+            assert!(m.index.is_none());
+            assert!(m.peers.len() <= 10 + 17, "holes are filled");
+        }
+        assert!(expected.iter().all(|&n| m.contains(PeerId::new(n))));
+        assert_eq!(m.len(), 10);
     }
 
     #[test]
