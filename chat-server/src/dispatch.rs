@@ -95,7 +95,7 @@ impl Client {
     /// the lobby at once; a rooms client waits for its `Nick`.
     pub(crate) fn new(hub: &Hub, config: &Config, peer: Arc<Peer>) -> Result<Client, Stop> {
         let mut client = Client {
-            tells: Bucket::new(config.tell_rate, config.tell_burst, Instant::now()),
+            tells: Bucket::new(config.tell_burst, Instant::now()),
             directory: hub.directory().clone(),
             naming: peer.rooms,
             unsent: false,
@@ -115,13 +115,16 @@ impl Client {
     }
 
     /// Adds the tokens its direct messages earned since the last refill.
-    pub(crate) fn refill(&mut self, now: Instant) {
-        self.tells.refill(now);
+    pub(crate) fn refill(&mut self, config: &Config, now: Instant) {
+        self.tells.refill(config.tell_rate, config.tell_burst, now);
     }
 
     fn enter_lobby(&mut self, hub: &Hub) -> Result<(), Stop> {
         match hub.enter_lobby(&self.peer) {
             Ok(member) => {
+                // Room for it alone, not the four a first push makes: most
+                // clients are in a few rooms, for long (see `join`).
+                self.rooms.reserve_exact(1);
                 self.rooms.push(member);
                 self.unsent = true;
                 Ok(())
@@ -172,7 +175,7 @@ impl Client {
             Message::Nick { name } => self.rename(hub, config, &name),
             Message::Join { room } => self.join(hub, config, &room),
             Message::Part { room } => self.part(config, &room, hub),
-            Message::Tell { name, text } => self.tell(hub, &name, text),
+            Message::Tell { name, text } => self.tell(hub, config, &name, text),
             Message::Who { room } => self.who(hub, config, &room),
             Message::ListRooms => {
                 let codecs = hub.codecs();
@@ -384,7 +387,7 @@ impl Client {
         }
     }
 
-    fn tell(&mut self, hub: &Hub, raw: &str, text: String) -> Result<(), Stop> {
+    fn tell(&mut self, hub: &Hub, config: &Config, raw: &str, text: String) -> Result<(), Stop> {
         // Whatever the length limit: a `guest-N` may be longer.
         let to = Name::parse(raw, usize::MAX)
             .ok()
@@ -396,7 +399,7 @@ impl Client {
             let detail = "that client speaks version 1 of the protocol, without direct messages";
             return self.refuse(hub, Refusal::CannotReceive, raw, detail);
         }
-        if !self.tells.take() {
+        if !self.tells.take(config.tell_rate) {
             let detail = "too many direct messages too fast; this one was not delivered";
             return self.refuse(hub, Refusal::RateLimited, raw, detail);
         }

@@ -3,8 +3,10 @@
 //!
 //! Pushing never waits. A push that finds the queue full marks the peer
 //! evicted (a slow consumer) and wakes its session, which closes it; the
-//! senders go on. Unlike a channel, the queue gives its memory back when
-//! drained, so an idle peer costs one small allocation.
+//! senders go on. Unlike a channel, the queue holds no memory once drained:
+//! a drain that takes everything hands the queue's buffer over to the
+//! session's writer, which frees it once written, so an idle peer's outbox
+//! costs nothing beyond its own struct.
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -13,10 +15,9 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 use tokio::sync::futures::Notified;
 
-/// A queue this small is kept when drained; a larger one is freed, so that a
-/// burst (a join storm, a busy minute) leaves no memory behind on an idle
-/// connection.
-const KEEP: usize = 8;
+/// A queue is made this large at its first push: the few frames that
+/// arrive between two drains fit without growing it.
+const FIRST: usize = 8;
 
 /// A peer's bounded queue of encoded frames, with its eviction mark.
 #[derive(Debug)]
@@ -93,6 +94,9 @@ impl Outbox {
         if limit_bytes {
             state.bytes += frame.len();
         }
+        if state.frames.capacity() == 0 {
+            state.frames.reserve_exact(FIRST);
+        }
         state.frames.push_back(frame);
         drop(state);
         self.ready.notify_one();
@@ -106,14 +110,34 @@ impl Outbox {
             return Err(Evicted);
         }
         let n = state.frames.len().min(max);
+        if n == state.frames.len() && out.is_empty() {
+            // All of it (perhaps nothing) into an empty writer: hand the
+            // buffer over rather than copy, so the queue holds no memory
+            // until the next push, and the writer, which frees its buffer
+            // once written, no allocation of its own (one allocation per
+            // drain either way). A session always drains into an empty
+            // writer before it goes idle.
+            *out = Vec::from(std::mem::take(&mut state.frames));
+            state.bytes = 0;
+            return Ok(());
+        }
         let mut taken = 0;
         out.extend(state.frames.drain(..n).inspect(|f| taken += f.len()));
         // Rosters were never counted.
         state.bytes = state.bytes.saturating_sub(taken);
-        if state.frames.is_empty() && state.frames.capacity() > KEEP {
+        if state.frames.is_empty() && state.frames.capacity() > FIRST {
+            // A burst (a join storm) leaves no large buffer behind.
             state.frames = VecDeque::new();
         }
         Ok(())
+    }
+
+    /// Whether the queue is half full (frames or bytes): the session then
+    /// takes no more requests from its client until its writer has drained
+    /// it, so that answers to the client's own requests never evict it.
+    pub(crate) fn backed_up(&self) -> bool {
+        let state = self.lock();
+        state.frames.len() >= (self.depth / 2).max(1) || state.bytes >= (self.max_bytes / 2).max(1)
     }
 
     /// Waits until something was pushed since the last wait. May wake once
@@ -179,6 +203,40 @@ mod tests {
         o.drain_into(&mut got, usize::MAX).unwrap();
         assert_eq!(got.len(), 500);
         assert_eq!(o.lock().frames.capacity(), 0);
+    }
+
+    /// An idle peer's outbox holds no buffer: the last drain, into an empty
+    /// writer, takes it (it used to keep up to 8 slots, 256 bytes, per
+    /// client for ever).
+    #[test]
+    fn a_drained_outbox_holds_no_buffer() {
+        let o = Outbox::new(1024, usize::MAX);
+        for _ in 0..3 {
+            assert!(o.push(Bytes::from_static(b"frame")));
+        }
+        // Drained into a writer still busy: the queue is kept for more.
+        let mut busy = vec![Bytes::from_static(b"half-written")];
+        o.drain_into(&mut busy, usize::MAX).unwrap();
+        assert_eq!(busy.len(), 4);
+        assert!(o.lock().frames.capacity() > 0);
+        // The writer is done; the next look finds nothing, and the buffer
+        // goes with it.
+        let mut idle = Vec::new();
+        o.drain_into(&mut idle, usize::MAX).unwrap();
+        assert!(idle.is_empty());
+        assert_eq!(o.lock().frames.capacity(), 0);
+        // Handed over whole, in order.
+        for i in 0..5u8 {
+            assert!(o.push(Bytes::from(vec![i])));
+        }
+        let mut got = Vec::new();
+        o.drain_into(&mut got, usize::MAX).unwrap();
+        assert_eq!(
+            got.iter().map(|b| b[0]).collect::<Vec<_>>(),
+            [0, 1, 2, 3, 4]
+        );
+        assert_eq!(o.lock().frames.capacity(), 0);
+        assert_eq!(o.lock().bytes, 0);
     }
 
     #[test]

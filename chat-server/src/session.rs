@@ -120,40 +120,58 @@ fn after(now: Instant, d: Duration) -> Instant {
 }
 
 /// Serves one accepted TCP client until it leaves, then closes its socket.
-pub(crate) async fn run(
+///
+/// Not an `async fn`, nor is [`serve`]: the session is built before its
+/// future is, which then holds the session alone, not also the arguments it
+/// was built from (an `async fn` keeps room for its arguments for its whole
+/// life, and every idle client holds this future).
+pub(crate) fn run(
     shared: Arc<Shared>,
     stream: TcpStream,
     addr: SocketAddr,
     permit: OwnedSemaphorePermit,
-) {
+) -> impl Future<Output = ()> + Send + 'static {
     // Relays must go out at once; batching is done by the writer.
     if let Err(e) = stream.set_nodelay(true) {
         debug!(peer = %addr, "cannot set TCP_NODELAY: {e}");
     }
-    serve(shared, stream, addr, Some(permit)).await;
+    serve(shared, stream, addr, Some(permit))
 }
 
-/// Serves one client over any transport until it leaves.
-pub(crate) async fn serve<T: Transport>(
+/// Serves one client over any transport until it leaves: handshake,
+/// service, goodbye.
+pub(crate) fn serve<T: Transport + 'static>(
     shared: Arc<Shared>,
     io: T,
     addr: SocketAddr,
     permit: Option<OwnedSemaphorePermit>,
-) {
+) -> impl Future<Output = ()> + Send + 'static {
+    // The block captures the session and keeps it in place: an `async fn`
+    // taking it would keep it twice (as its argument and as a local).
     let mut session = Session::new(shared, io, addr, permit);
-    let close = match session.handshake().await {
-        Ok(()) => session.serve().await,
-        Err(close) => close,
-    };
-    // Boxed: the goodbye's state is as large as the rest of the session's
-    // put together, and only a closing session needs it, not an idle one.
-    Box::pin(session.finish(close)).await;
+    async move {
+        // Not a `match`: its scrutinee, the handshake's result, would be
+        // kept, taking room, for as long as the client is served.
+        let close = if let Err(close) = session.handshake().await {
+            close
+        } else {
+            session.serve().await
+        };
+        // Boxed: the goodbye's state is as large as the rest of the
+        // session's put together, and only a closing session needs it, not
+        // an idle one.
+        Box::pin(session.finish(close)).await;
+    }
 }
 
 /// The wake-ups a serving session waits on besides its transport, made
 /// once and kept across wake-ups: re-creating them every time would
 /// register and unregister with each notifier, a cost paid per delivery.
 struct Waits<'a, 'p> {
+    /// The client's outbox, which `evicted` and `ready` wait on. (Kept
+    /// here rather than beside: every byte of this future is held by every
+    /// idle client.)
+    outbox: &'a Outbox,
     shutdown: Pin<&'p mut WaitForCancellationFuture<'a>>,
     evicted: Pin<&'p mut Notified<'a>>,
     ready: Pin<&'p mut Notified<'a>>,
@@ -189,11 +207,16 @@ struct Session<T> {
     /// When the last complete frame arrived.
     last_rx: Instant,
     pinged: bool,
-    nonce: u64,
+    /// The last `Ping`'s (a `u32`: this struct is in every idle client).
+    nonce: u32,
     /// When the frame under way must be complete.
     frame_deadline: Option<Instant>,
     /// Complete frames left unread in the machine after a full batch.
     backlog: bool,
+    /// Requests wait, unread, until the writer has drained the client's
+    /// outbox, which its own answers have backed up: they are never a
+    /// reason to evict it (relays from others still are).
+    held: bool,
     /// Relay bytes handed to the room since the session last let the other
     /// tasks run: the recipients drain their outboxes in between, so this
     /// is what the outbox of a client that keeps up must hold at most.
@@ -211,7 +234,7 @@ impl<T: Transport> Session<T> {
         let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
         let now = Instant::now();
         Session {
-            bucket: Bucket::new(shared.config.rate, shared.config.burst, now),
+            bucket: Bucket::new(shared.config.burst, now),
             conn: Connection::server(shared.server),
             shared,
             io,
@@ -225,6 +248,7 @@ impl<T: Transport> Session<T> {
             nonce: 0,
             frame_deadline: None,
             backlog: false,
+            held: false,
             relayed: 0,
         }
     }
@@ -297,14 +321,14 @@ impl<T: Transport> Session<T> {
         let Some(peer) = self.client.as_ref().map(|c| c.peer.clone()) else {
             return Close::Shutdown;
         };
-        let outbox = &peer.outbox;
         let token = self.shared.shutdown.clone();
         let shutdown = token.cancelled();
-        let evicted = outbox.evicted();
-        let ready = outbox.ready();
+        let evicted = peer.outbox.evicted();
+        let ready = peer.outbox.ready();
         let timer = sleep_until(self.next_timer());
         tokio::pin!(shutdown, evicted, ready, timer);
         let mut waits = Waits {
+            outbox: &peer.outbox,
             shutdown,
             evicted,
             ready,
@@ -315,7 +339,7 @@ impl<T: Transport> Session<T> {
             return close;
         }
         loop {
-            let wake = poll_fn(|cx| self.poll_wake(cx, outbox, &mut waits)).await;
+            let wake = poll_fn(|cx| self.poll_wake(cx, &mut waits)).await;
             match wake {
                 Wake::Shutdown => return Close::Shutdown,
                 Wake::Evicted => return Close::Evicted,
@@ -349,12 +373,8 @@ impl<T: Transport> Session<T> {
 
     /// One look at everything the session waits on: writes what it can,
     /// then reports the first thing that needs the session.
-    fn poll_wake<'a>(
-        &mut self,
-        cx: &mut Context<'_>,
-        outbox: &'a Outbox,
-        waits: &mut Waits<'a, '_>,
-    ) -> Poll<Wake> {
+    fn poll_wake(&mut self, cx: &mut Context<'_>, waits: &mut Waits<'_, '_>) -> Poll<Wake> {
+        let outbox = waits.outbox;
         loop {
             if waits.shutdown.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Wake::Shutdown);
@@ -387,13 +407,21 @@ impl<T: Transport> Session<T> {
                     }
                 }
             }
+            // Held requests resume once the writer has drained the outbox
+            // (its progress, driven by the transport's readiness, wakes us).
+            if self.held && !outbox.backed_up() {
+                self.held = false;
+                self.backlog = true;
+            }
             if busy || self.backlog || self.relayed >= self.shared.config.relay_budget() {
                 return Poll::Ready(Wake::Busy);
             }
-            match self.io.poll_read(cx, self.conn.input(), config.read_chunk) {
-                Poll::Ready(Ok(n)) => return Poll::Ready(Wake::Input(n > 0)),
-                Poll::Ready(Err(e)) => return Poll::Ready(Wake::Gone(e)),
-                Poll::Pending => self.trim_input(),
+            if !self.held {
+                match self.io.poll_read(cx, self.conn.input(), config.read_chunk) {
+                    Poll::Ready(Ok(n)) => return Poll::Ready(Wake::Input(n > 0)),
+                    Poll::Ready(Err(e)) => return Poll::Ready(Wake::Gone(e)),
+                    Poll::Pending => self.trim_input(),
+                }
             }
             if waits.timer.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Wake::Timer);
@@ -428,10 +456,10 @@ impl<T: Transport> Session<T> {
             }
             if silent >= idle / 2 && !self.pinged {
                 self.pinged = true;
-                self.nonce += 1;
+                self.nonce = self.nonce.wrapping_add(1);
                 debug!(peer = %self.addr, "silent for {silent:?}: ping");
                 // Open until the session ends: cannot fail here.
-                let _ = self.conn.ping(self.nonce);
+                let _ = self.conn.ping(self.nonce.into());
                 let ping = self.conn.transmit();
                 self.queue_replies(ping)?;
             }
@@ -459,9 +487,10 @@ impl<T: Transport> Session<T> {
     /// is left waits for the next turn (`backlog`).
     fn process(&mut self) -> Result<(), Close> {
         let now = Instant::now();
-        self.bucket.refill(now);
+        let config = &self.shared.config;
+        self.bucket.refill(config.rate, config.burst, now);
         if let Some(client) = &mut self.client {
-            client.refill(now);
+            client.refill(config, now);
         }
         let before = self.conn.buffered();
         let (piece, budget) = (self.shared.piece(), self.shared.config.relay_budget());
@@ -469,12 +498,21 @@ impl<T: Transport> Session<T> {
         // bytes longer than its `Send`), rather than grown frame by frame.
         let mut batch = Relays::with_capacity((before + before / 4).min(piece + 64));
         self.backlog = false;
+        self.held = false;
         let result = loop {
             if batch.len() >= piece {
                 self.relay(&mut batch);
             }
             if self.relayed + batch.len() >= budget {
                 self.backlog = true;
+                break Ok(());
+            }
+            if self
+                .client
+                .as_ref()
+                .is_some_and(|c| c.peer.outbox.backed_up())
+            {
+                self.held = true;
                 break Ok(());
             }
             match self.conn.poll() {
@@ -493,7 +531,8 @@ impl<T: Transport> Session<T> {
         // counts against the flood limit like any other message.
         let pongs = self.conn.transmit();
         let answered = pongs.as_deref().map_or(0, frames_in);
-        if (0..answered).any(|_| !self.bucket.take()) {
+        let rate = self.shared.config.rate;
+        if (0..answered).any(|_| !self.bucket.take(rate)) {
             return Err(self.flood());
         }
         self.queue_replies(pongs)?;
@@ -509,7 +548,7 @@ impl<T: Transport> Session<T> {
             self.frame_deadline = None;
             // Most clients say nothing more for a while.
             self.conn.release();
-        } else if !self.backlog && self.frame_deadline.is_none() {
+        } else if !self.backlog && !self.held && self.frame_deadline.is_none() {
             // A frame is under way: it has so long to complete.
             self.frame_deadline = Some(after(now, self.shared.config.frame_timeout));
         }
@@ -537,7 +576,7 @@ impl<T: Transport> Session<T> {
 
     /// Applies one event from the machine.
     fn dispatch(&mut self, event: Event, batch: &mut Relays) -> Result<(), Close> {
-        if !self.bucket.take() {
+        if !self.bucket.take(self.shared.config.rate) {
             return Err(self.flood());
         }
         match event {

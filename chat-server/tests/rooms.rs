@@ -1149,3 +1149,33 @@ async fn room_presence_is_consistent_while_members_come_and_go() {
     drop(z);
     server.stop().await;
 }
+
+/// A client that pipelines far more requests than its outbox holds
+/// (5,000 `Who`s in one write, past the depth of 1,024) and reads the
+/// answers promptly gets every one: the server stops taking its requests
+/// while its own answers back up, rather than evict it as a slow consumer
+/// (it did: every request in the read buffer was answered before any
+/// answer was written).
+#[tokio::test]
+async fn pipelined_requests_are_answered_not_evicted() {
+    const N: usize = 5_000;
+    let server = TestServer::start(chat_server::Config {
+        rate: 0,
+        ..config()
+    })
+    .await;
+    let (mut c, _) = named(server.addr, "piper").await;
+    for _ in 0..N {
+        c.feed(Message::Who { room: LOBBY.into() }).await;
+    }
+    c.flush().await;
+    let me = c.me();
+    for i in 0..N {
+        let roster = c.roster(LOBBY).await;
+        assert_eq!(roster, std::slice::from_ref(&me), "answer {i}");
+    }
+    // Still served afterwards.
+    assert_eq!(c.list_rooms().await, [info(LOBBY, 1)]);
+    drop(c);
+    server.stop().await;
+}

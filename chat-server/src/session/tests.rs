@@ -79,8 +79,12 @@ fn joined(addr: SocketAddr) -> Message {
     }
 }
 
-/// Every idle connection holds its session's future: keep it small
-/// (it was 1,880 bytes while the goodbye's state was inline).
+/// Every idle connection holds its session's future: keep it small. It
+/// was 1,880 bytes while the goodbye's state was inline, then 1,080 while
+/// the future also kept the arguments the session was built from, the
+/// handshake's result and per-client copies of the flood limits. (The
+/// task around it, in a release build, is allocated in steps of 128
+/// bytes: 1,536 a client then, 1,152 now.)
 #[tokio::test]
 async fn an_idle_session_is_small() {
     let shared = Arc::new(Shared::new(Config::default(), CancellationToken::new()));
@@ -89,7 +93,7 @@ async fn an_idle_session_is_small() {
     let stream = TcpStream::connect(addr).await.unwrap();
     let session = serve(shared, stream, addr, None);
     let size = std::mem::size_of_val(&session);
-    assert!(size <= 1100, "a session's future takes {size} bytes");
+    assert!(size <= 920, "a session's future takes {size} bytes");
 }
 
 #[test]
