@@ -3,8 +3,8 @@
 # .ci/spec_client.py (a client written from the document alone). Builds nothing.
 #   .ci/spec_client.sh target/debug/chat-server
 # Three runs, each against a fresh server: the main checks (default settings); rounds of
-# 481 clients named at once, each of which must learn every other (a race the server has
-# lost now and then); flood control, a room limit, the timers and the shutdown, against a
+# 481 clients named at once, each of which must learn every other (frames read together
+# with a Roster are still parsed); flood control, a room limit, the timers and the shutdown, against a
 # server with short timers and --room-members 2 (the script ends it with SIGTERM).
 # Exit status: 0 if all three pass, 1 otherwise. About 40 s.
 set -u
