@@ -2,36 +2,18 @@
 //! `Connection` talking through buffers, and each one fed hand-made bytes
 //! to check every rule of PROTOCOL.md it enforces.
 
-use std::net::{IpAddr, SocketAddr};
+mod common;
+
+use common::{ADDR, Polled, WIDE, addr, any_codec, events, frame, pump, sent};
+use std::net::IpAddr;
 
 use bytes::{BufMut, BytesMut};
 use chat_proto::{
-    ChatCodec, ClientConfig, Connection, DecodeError, EncodeError, Event, HEADER_LEN,
-    MAX_FRAME_LEN, MAX_FRAME_LEN_CEILING, MIN_FRAME_LEN, Member, Message, ProtocolError,
-    RELAY_OVERHEAD, Refusal, Role, SendError, ServerConfig, State, features,
+    ClientConfig, Connection, DecodeError, EncodeError, Event, HEADER_LEN, MAX_FRAME_LEN,
+    MAX_FRAME_LEN_CEILING, MIN_FRAME_LEN, Member, Message, ProtocolError, RELAY_OVERHEAD, Refusal,
+    Role, SendError, ServerConfig, State, features,
 };
 use proptest::prelude::*;
-
-/// How the server sees the client in most tests.
-const ADDR: &str = "127.0.0.1:3075";
-/// The widest address a relay can carry: IPv6 with a 5-digit port.
-const WIDE: &str = "[2001:db8::1]:65535";
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
-
-/// A codec that takes any frame, to read what a machine sent.
-fn any_codec() -> ChatCodec {
-    ChatCodec::with_max_frame_len(MAX_FRAME_LEN_CEILING).unwrap()
-}
-
-/// `msg` as one frame, whatever its size.
-fn frame(msg: &Message) -> Vec<u8> {
-    let mut buf = BytesMut::new();
-    any_codec().encode(msg, &mut buf).unwrap();
-    buf.to_vec()
-}
 
 /// A frame around a hand-written payload.
 fn raw(payload: &[u8]) -> Vec<u8> {
@@ -39,39 +21,6 @@ fn raw(payload: &[u8]) -> Vec<u8> {
     buf.put_u32(payload.len() as u32);
     buf.put_slice(payload);
     buf
-}
-
-/// Every message the machine has queued, in order.
-fn sent(conn: &mut Connection) -> Vec<Message> {
-    let Some(bytes) = conn.transmit() else {
-        return Vec::new();
-    };
-    let mut buf = BytesMut::from(&bytes[..]);
-    let mut out = Vec::new();
-    while let Some(msg) = any_codec().decode(&mut buf).unwrap() {
-        out.push(msg);
-    }
-    assert!(buf.is_empty(), "a partial frame was queued");
-    out
-}
-
-/// Polls until the machine wants more bytes, or fails.
-fn events(conn: &mut Connection) -> Result<Vec<Event>, (Vec<Event>, ProtocolError)> {
-    let mut out = Vec::new();
-    loop {
-        match conn.poll() {
-            Ok(Some(event)) => out.push(event),
-            Ok(None) => return Ok(out),
-            Err(e) => return Err((out, e)),
-        }
-    }
-}
-
-/// Moves everything `from` queued into `to`.
-fn pump(from: &mut Connection, to: &mut Connection) {
-    if let Some(bytes) = from.transmit() {
-        to.receive(&bytes);
-    }
 }
 
 /// A client and a server with the handshake done, nothing left queued.
@@ -149,7 +98,7 @@ fn every_message(text: &str) -> Vec<Message> {
 }
 
 /// Asserts the machine failed with `err`, told the peer exactly why, and closed.
-fn assert_violation(conn: &mut Connection, got: Result<Vec<Event>, (Vec<Event>, ProtocolError)>) {
+fn assert_violation(conn: &mut Connection, got: Polled) {
     let (_, err) = got.expect_err("a violation");
     assert_eq!(conn.state(), State::Closed);
     assert!(!conn.wants_read());

@@ -2,66 +2,17 @@
 //! gating both ways, the Nick-first rule, the raised frame limits, and the
 //! refusal codes (PROTOCOL.md section 8).
 
-use std::net::{IpAddr, SocketAddr};
+mod common;
 
-use bytes::{BufMut, BytesMut};
+use common::{ADDR, Polled, WIDE, addr, events, frame, pump, sent};
+use std::net::IpAddr;
+
+use bytes::BufMut;
 use chat_proto::{
-    ChatCodec, ClientConfig, Connection, DecodeError, Event, HEADER_LEN, MAX_FRAME_LEN,
-    MAX_FRAME_LEN_CEILING, MIN_FRAME_LEN, Member, Message, ProtocolError, RELAY_OVERHEAD,
-    ROOMS_OVERHEAD, Refusal, Role, RoomInfo, SendError, ServerConfig, State, features,
+    ClientConfig, Connection, DecodeError, Event, HEADER_LEN, MAX_FRAME_LEN, MAX_FRAME_LEN_CEILING,
+    MIN_FRAME_LEN, Member, Message, ProtocolError, RELAY_OVERHEAD, ROOMS_OVERHEAD, Refusal, Role,
+    RoomInfo, SendError, ServerConfig, State, features,
 };
-
-const ADDR: &str = "127.0.0.1:3075";
-/// The widest address: IPv6 with a 5-digit port.
-const WIDE: &str = "[2001:db8::1]:65535";
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
-
-fn any_codec() -> ChatCodec {
-    ChatCodec::with_max_frame_len(MAX_FRAME_LEN_CEILING).unwrap()
-}
-
-fn frame(msg: &Message) -> Vec<u8> {
-    let mut buf = BytesMut::new();
-    any_codec().encode(msg, &mut buf).unwrap();
-    buf.to_vec()
-}
-
-/// Every message the machine has queued, in order.
-fn sent(conn: &mut Connection) -> Vec<Message> {
-    let Some(bytes) = conn.transmit() else {
-        return Vec::new();
-    };
-    let mut buf = BytesMut::from(&bytes[..]);
-    let mut out = Vec::new();
-    while let Some(msg) = any_codec().decode(&mut buf).unwrap() {
-        out.push(msg);
-    }
-    assert!(buf.is_empty(), "a partial frame was queued");
-    out
-}
-
-type Polled = Result<Vec<Event>, (Vec<Event>, ProtocolError)>;
-
-/// Polls until the machine wants more bytes, or fails.
-fn events(conn: &mut Connection) -> Polled {
-    let mut out = Vec::new();
-    loop {
-        match conn.poll() {
-            Ok(Some(event)) => out.push(event),
-            Ok(None) => return Ok(out),
-            Err(e) => return Err((out, e)),
-        }
-    }
-}
-
-fn pump(from: &mut Connection, to: &mut Connection) {
-    if let Some(bytes) = from.transmit() {
-        to.receive(&bytes);
-    }
-}
 
 /// Asserts the machine failed with `want`, told the peer exactly why, and closed.
 fn assert_violation(conn: &mut Connection, got: Polled, want: ProtocolError) {
