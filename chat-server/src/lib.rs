@@ -157,6 +157,7 @@ mod directory;
 mod dispatch;
 mod error;
 mod flood;
+mod flusher;
 mod hub;
 mod listener;
 mod names;

@@ -40,6 +40,7 @@ use tracing::{debug, info};
 use crate::config::Config;
 use crate::dispatch::{Client, Relays, Stop};
 use crate::flood::Bucket;
+use crate::flusher::Flusher;
 use crate::hub::{Hub, PresencePolicy};
 use crate::outbox::Outbox;
 use crate::peer::Peer;
@@ -63,6 +64,9 @@ pub(crate) struct Shared {
     server: ServerConfig,
     /// Cancelled when the server shuts down.
     pub(crate) shutdown: CancellationToken,
+    /// Wakes sessions whose output waits out `Config::coalesce` (`None`:
+    /// every write at once).
+    flusher: Option<Flusher>,
 }
 
 impl Shared {
@@ -80,11 +84,17 @@ impl Shared {
                 limit: config.max_frame_len,
             },
         });
+        let flusher = if config.coalesce.is_zero() {
+            None
+        } else {
+            Flusher::start(config.coalesce)
+        };
         Shared {
             config,
             hub,
             server,
             shutdown,
+            flusher,
         }
     }
 
@@ -217,6 +227,12 @@ struct Session<T> {
     /// outbox, which its own answers have backed up: they are never a
     /// reason to evict it (relays from others still are).
     held: bool,
+    /// When the last write to the client began, in the flusher's clock
+    /// (for `Config::coalesce`; a `u32`: this struct is in every client).
+    last_tx: u32,
+    /// Output waits for the flusher's tick after `deferred`.
+    coalescing: bool,
+    deferred: u32,
     /// Relay bytes handed to the room since the session last let the other
     /// tasks run: the recipients drain their outboxes in between, so this
     /// is what the outbox of a client that keeps up must hold at most.
@@ -233,6 +249,8 @@ impl<T: Transport> Session<T> {
         // Peers see the address in its plain form, not IPv4-mapped IPv6.
         let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
         let now = Instant::now();
+        // As if last written a gap ago: a client's first output never waits.
+        let last_tx = shared.flusher.as_ref().map_or(0, |f| f.since_ago());
         Session {
             bucket: Bucket::new(shared.config.burst, now),
             conn: Connection::server(shared.server),
@@ -249,6 +267,9 @@ impl<T: Transport> Session<T> {
             frame_deadline: None,
             backlog: false,
             held: false,
+            last_tx,
+            coalescing: false,
+            deferred: 0,
             relayed: 0,
         }
     }
@@ -395,9 +416,33 @@ impl<T: Transport> Session<T> {
                 }
                 if self.out.is_empty() {
                     self.out.release();
+                    self.coalescing = false;
                     busy = false;
                     break;
                 }
+                // A busy client's next write waits for the flusher's next
+                // tick, taking along whatever is queued for it meanwhile.
+                if let Some(flusher) = &self.shared.flusher {
+                    let now = flusher.now();
+                    let tick = flusher.tick();
+                    let waiting = self.out.len() < max_iov
+                        && if self.coalescing {
+                            tick == self.deferred
+                        } else {
+                            flusher.within_gap(self.last_tx, now)
+                        };
+                    if waiting {
+                        if !self.coalescing {
+                            self.coalescing = true;
+                            self.deferred = tick;
+                            flusher.defer(cx.waker().clone());
+                        }
+                        busy = false;
+                        break;
+                    }
+                    self.last_tx = now;
+                }
+                self.coalescing = false;
                 match self.out.poll_write(cx, &mut self.io, max_iov) {
                     Poll::Ready(Ok(())) => {}
                     Poll::Ready(Err(e)) => return Poll::Ready(Wake::Gone(e)),

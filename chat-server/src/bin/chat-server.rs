@@ -101,6 +101,10 @@ struct Args {
     /// Vectored writes in a row before a session lets others run.
     #[arg(long, value_name = "N", default_value = "16")]
     flush_rounds: usize,
+    /// Shortest gap between two writes to a busy client; what comes sooner
+    /// shares the next write (0: write at once).
+    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = duration)]
+    coalesce: Duration,
     /// Most rooms one client may be in at once, the lobby included.
     #[arg(long, value_name = "N", default_value = "100")]
     max_rooms: usize,
@@ -151,6 +155,7 @@ impl Args {
             read_chunk: self.read_chunk,
             max_iov: self.max_iov,
             flush_rounds: self.flush_rounds,
+            coalesce: self.coalesce,
             backlog: self.backlog,
             reject_slots: self.reject_slots,
             max_rooms: self.max_rooms,
@@ -183,6 +188,7 @@ const FLAGS: &[(&str, &str)] = &[
     ("read_chunk", "--read-chunk"),
     ("max_iov", "--max-iov"),
     ("flush_rounds", "--flush-rounds"),
+    ("coalesce", "--coalesce"),
     ("backlog", "--backlog"),
     ("reject_slots", "--reject-slots"),
     ("max_rooms", "--max-rooms"),
@@ -250,12 +256,13 @@ fn duration(s: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| format!("`{s}` is not a duration such as 10s or 500ms"))?;
     let scale = match unit.trim() {
+        "us" | "µs" => 0.000_001,
         "ms" => 0.001,
         "" | "s" => 1.0,
         "m" => 60.0,
         "h" => 3600.0,
         "d" => 86_400.0,
-        other => return Err(format!("unknown unit `{other}` (use ms, s, m, h or d)")),
+        other => return Err(format!("unknown unit `{other}` (use us, ms, s, m, h or d)")),
     };
     Duration::try_from_secs_f64(num * scale).map_err(|e| format!("`{s}`: {e}"))
 }
@@ -352,6 +359,7 @@ mod tests {
     fn durations() {
         assert_eq!(duration("10s"), Ok(Duration::from_secs(10)));
         assert_eq!(duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(duration("250us"), Ok(Duration::from_micros(250)));
         assert_eq!(duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(duration("1d"), Ok(Duration::from_secs(86_400)));
         assert_eq!(duration("1.5"), Ok(Duration::from_millis(1500)));
@@ -432,6 +440,7 @@ mod tests {
             "--read-chunk=1100",
             "--max-iov=12",
             "--flush-rounds=13",
+            "--coalesce=250us",
             "--backlog=14",
             "--reject-slots=15",
             "--max-rooms=16",
