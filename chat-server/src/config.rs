@@ -126,7 +126,7 @@ pub struct Config {
     /// meanwhile. A client written to less often is written to at once, so
     /// quiet rooms see no delay; busy ones trade at most this much latency
     /// for fewer system calls. Zero: every write at once. At most
-    /// [`Config::MAX_COALESCE`]. Default: 0.
+    /// [`Config::MAX_COALESCE`]. Default: 250 µs.
     pub coalesce: Duration,
     /// Length of the listening socket's queue of connections not yet
     /// accepted, 1 to [`Config::MAX_BACKLOG`]. `None`: `max_clients`, clamped
@@ -187,7 +187,7 @@ impl Default for Config {
             read_chunk: 16 * 1024,
             max_iov: 64,
             flush_rounds: 16,
-            coalesce: Duration::ZERO,
+            coalesce: Duration::from_micros(250),
             backlog: None,
             reject_slots: 64,
             max_rooms: 100,

@@ -103,7 +103,7 @@ struct Args {
     flush_rounds: usize,
     /// Shortest gap between two writes to a busy client; what comes sooner
     /// shares the next write (0: write at once).
-    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", default_value = "250us", value_parser = duration)]
     coalesce: Duration,
     /// Most rooms one client may be in at once, the lobby included.
     #[arg(long, value_name = "N", default_value = "100")]
@@ -440,7 +440,7 @@ mod tests {
             "--read-chunk=1100",
             "--max-iov=12",
             "--flush-rounds=13",
-            "--coalesce=250us",
+            "--coalesce=1ms",
             "--backlog=14",
             "--reject-slots=15",
             "--max-rooms=16",
