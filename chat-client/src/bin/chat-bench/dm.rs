@@ -182,7 +182,7 @@ pub(crate) async fn run(opts: &Options, server: Option<Proc>) -> Result<Report, 
         fill: filler(opts.size),
         abort: CancellationToken::new(),
     });
-    let cpu_before = server.map(Proc::cpu).transpose().map_err(Error::Proc)?;
+    let cpu_before = server.map(Proc::sched).transpose().map_err(Error::Proc)?;
     let load_before = Proc::me().cpu().map_err(Error::Proc)?;
     let start = Arc::new(Barrier::new(clients.len() + 1));
     let mut tasks = JoinSet::new();

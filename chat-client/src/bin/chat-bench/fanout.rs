@@ -395,7 +395,7 @@ async fn measure<P: Peer>(
             (i, outcome)
         });
     }
-    let cpu_before = server.map(Proc::cpu).transpose().map_err(Error::Proc)?;
+    let cpu_before = server.map(Proc::sched).transpose().map_err(Error::Proc)?;
     let load_before = Proc::me().cpu().map_err(Error::Proc)?;
     let start = Arc::new(Barrier::new(n + 1));
     let mut tasks = JoinSet::new();

@@ -104,7 +104,7 @@ pub(crate) async fn run(opts: &Options, server: Option<Proc>) -> Result<Report, 
     let before = match server {
         Some(p) => Some((
             p.rss().map_err(Error::Proc)?.0,
-            p.cpu().map_err(Error::Proc)?,
+            p.sched().map_err(Error::Proc)?,
         )),
         None => None,
     };
