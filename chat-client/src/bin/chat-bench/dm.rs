@@ -200,7 +200,8 @@ pub(crate) async fn run(opts: &Options, server: Option<Proc>) -> Result<Report, 
         let (ctx, finished, per_pair) = (ctx.clone(), finished.clone(), rate / opts.pairs as f64);
         tokio::task::spawn_blocking(move || {
             if let Some(allowed) = &ctx.allowed {
-                pace(allowed, &ctx.wake, ctx.messages, per_pair, || {
+                let who: Vec<u32> = (0..allowed.len() as u32).collect();
+                pace(allowed, &ctx.wake, &who, ctx.messages, per_pair, || {
                     ctx.abort.is_cancelled() || finished.is_cancelled()
                 });
             }

@@ -98,7 +98,7 @@ pub(crate) async fn run(opts: &Options, server: Option<Proc>) -> Result<Report, 
             opts.room_size,
             n - 1,
             1,
-            &opts.tag,
+            &format!("{}-", opts.tag),
         )?)),
     };
     let before = match server {

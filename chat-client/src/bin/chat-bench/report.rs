@@ -47,8 +47,27 @@ impl fmt::Display for fanout::Report {
             )?,
             Some(r) => writeln!(
                 f,
-                "rooms: {} clients in {} rooms of {}, {} rooms each, x {} messages x {} B, {} in a row per room",
-                self.clients, r.rooms, r.room_size, r.per_client, self.messages, self.size, r.run
+                "rooms: {} clients in {} rooms of {}, {} rooms each, x {} messages x {} B, {} in a row per room{}{}",
+                self.clients,
+                r.rooms,
+                r.room_size,
+                r.per_client,
+                self.messages,
+                self.size,
+                r.run,
+                match self.system {
+                    System::Chat => "",
+                    System::Nats => " (NATS)",
+                    System::Redis => " (Redis)",
+                },
+                if self.senders < self.clients {
+                    format!(
+                        "\n  senders           {} (the others only receive)",
+                        self.senders
+                    )
+                } else {
+                    String::new()
+                }
             )?,
         }
         writeln!(
