@@ -47,8 +47,8 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chat_proto::{Event, Message};
@@ -73,6 +73,12 @@ use crate::system::{CHANNEL, Got, Peer, System};
 
 /// Output a client batches before writing, in bytes.
 const BATCH_BYTES: usize = 32 * 1024;
+
+/// Latency histograms the receivers share, client `c` recording into
+/// number `c % HISTOGRAMS`: one of ours is 220 KiB, and one per client
+/// made 10,000 clients zero 2 GiB as the run started, which stalled it for
+/// a second.
+const HISTOGRAMS: usize = 64;
 
 /// Options of a fan-out run.
 #[derive(Debug, Clone)]
@@ -253,6 +259,8 @@ struct Shared {
     fill: String,
     /// Stops every client: a client failed, or the run timed out.
     abort: CancellationToken,
+    /// Latencies, nanoseconds, shared by the receivers (see [`HISTOGRAMS`]).
+    hists: Vec<Mutex<Histogram<u64>>>,
 }
 
 impl Shared {
@@ -287,7 +295,6 @@ struct Tally {
     corrupt: u64,
     misdirected: u64,
     last: Option<Instant>,
-    hist: Histogram<u64>,
 }
 
 /// Runs the fan-out workload once.
@@ -437,6 +444,9 @@ async fn measure<P: Peer>(
         stalled: stalled.iter().map(|c| (c.me, Notify::new())).collect(),
         fill,
         abort: CancellationToken::new(),
+        hists: (0..n.min(HISTOGRAMS))
+            .map(|_| Mutex::new(histogram()))
+            .collect(),
     });
     let finished = CancellationToken::new();
     let mut watchers = JoinSet::new();
@@ -535,6 +545,10 @@ async fn measure<P: Peer>(
     drop(held);
 
     let mut hist = histogram();
+    for h in &ctx.hists {
+        hist.add(&*h.lock().expect("no receiver panicked"))
+            .expect("same histogram bounds");
+    }
     let (mut deliveries, mut duplicates, mut order, mut corrupt) = (0, 0, 0, 0);
     let (mut self_deliveries, mut misdirected) = (0, 0);
     let mut last = None;
@@ -548,7 +562,6 @@ async fn measure<P: Peer>(
         corrupt += t.corrupt;
         misdirected += t.misdirected;
         last = last.max(t.last);
-        hist.add(&t.hist).expect("same histogram bounds");
         if t.deliveries != ctx.expected[t.client] {
             mismatches.push(Mismatch {
                 client: t.client,
@@ -690,8 +703,8 @@ async fn drive<P: Peer>(mut c: P, ctx: &Shared, size: usize) -> (Tally, P, Optio
             corrupt: 0,
             misdirected: 0,
             last: None,
-            hist: histogram(),
         },
+        latencies: Vec::new(),
     };
     let mut seq = 0u32;
     // A failed write stops the sending, not the reading: the server's
@@ -791,6 +804,8 @@ struct Receiver {
     /// Per sender heard: where this receiver's counter is in [`Shared::seen`].
     slots: Vec<usize>,
     tally: Tally,
+    /// Latencies of the read being taken, for [`Shared::hists`].
+    latencies: Vec<u64>,
 }
 
 impl Receiver {
@@ -828,6 +843,16 @@ impl Receiver {
                 }
             }
         });
+        if !self.latencies.is_empty() {
+            let mut hist = ctx.hists[self.id % ctx.hists.len()]
+                .lock()
+                .expect("no receiver panicked");
+            for &ns in &self.latencies {
+                hist.saturating_record(ns);
+            }
+            drop(hist);
+            self.latencies.clear();
+        }
         if got > 0 {
             self.tally.last = Some(Instant::now());
             for (i, &from) in ctx.plan.heard(self.id).iter().enumerate() {
@@ -907,6 +932,6 @@ impl Receiver {
         }
         self.next[i] = plan.next(from, self.id, seq + 1, ctx.messages);
         t.deliveries += 1;
-        t.hist.saturating_record(now.saturating_sub(ts).max(1));
+        self.latencies.push(now.saturating_sub(ts).max(1));
     }
 }
