@@ -207,7 +207,7 @@ def server(r, key):
 cols = [
     ("deliveries/s", lambda r: r["rate"], "{:>12.0f}", 12),
     ("cpu us/del", lambda r: server(r, "cpu_us_per_unit"), "{:>10.3f}", 10),
-    ("wakeups/del", lambda r: server(r, "wakeups_per_unit"), "{:>11.3f}", 11),
+    ("wakeups/del", lambda r: server(r, "wakeups_per_unit"), "{:>11.4f}", 11),
     ("p50 us", lambda r: r["latency_us"]["p50"], "{:>9.0f}", 9),
     ("p99 us", lambda r: r["latency_us"]["p99"], "{:>9.0f}", 9),
     ("peak MiB", lambda r: (server(r, "peak_rss_kib") or 0) / 1024 or None, "{:>9.1f}", 9),
