@@ -393,6 +393,9 @@ async fn silence_ends_the_run_at_its_timeout() {
 #[derive(Default)]
 struct Broker {
     subs: std::sync::Mutex<Vec<Sub>>,
+    /// Deliver every publish on every subscription, whatever its channel:
+    /// a broken server, for the checks to catch.
+    leaky: bool,
 }
 
 /// One subscription: the connection, its channel, its NATS sid, its writer.
@@ -404,15 +407,15 @@ struct Sub {
 }
 
 impl Broker {
-    /// Sends `frame(sid)` to every subscriber of `channel` but `from`.
-    fn publish(&self, from: usize, channel: &[u8], frame: impl Fn(&[u8]) -> Vec<u8>) -> usize {
+    /// Sends `frame(subscription)` to every subscriber of `channel` but `from`.
+    fn publish(&self, from: usize, channel: &[u8], frame: impl Fn(&Sub) -> Vec<u8>) -> usize {
         let subs = self.subs.lock().unwrap();
         let mut n = 0;
         for sub in subs
             .iter()
-            .filter(|s| s.conn != from && s.channel == channel)
+            .filter(|s| s.conn != from && (self.leaky || s.channel == channel))
         {
-            let _ = sub.tx.send(frame(&sub.sid));
+            let _ = sub.tx.send(frame(sub));
             n += 1;
         }
         n
@@ -442,9 +445,14 @@ enum Fake {
 
 /// Starts a fake server; gives its address.
 async fn fake(kind: Fake) -> SocketAddr {
+    fake_broker(kind, Broker::default()).await
+}
+
+/// Starts a fake server around `broker`; gives its address.
+async fn fake_broker(kind: Fake, broker: Broker) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let broker = std::sync::Arc::new(Broker::default());
+    let broker = std::sync::Arc::new(broker);
     tokio::spawn(async move {
         for id in 0.. {
             let Ok((stream, _)) = listener.accept().await else {
@@ -546,9 +554,9 @@ async fn fake_conn(kind: Fake, id: usize, stream: TcpStream, broker: std::sync::
                 }
                 (Fake::Nats, [b"PING"]) => drop(tx.send(b"PONG\r\n".to_vec())),
                 (Fake::Nats, [b"PUB", subject, _len, payload]) => {
-                    broker.publish(id, subject, |sid| {
+                    broker.publish(id, subject, |sub| {
                         let mut msg = b"MSG ".to_vec();
-                        for part in [*subject, b" ", sid, b" "] {
+                        for part in [&sub.channel[..], b" ", &sub.sid, b" "] {
                             msg.extend_from_slice(part);
                         }
                         msg.extend_from_slice(format!("{}\r\n", payload.len()).as_bytes());
@@ -567,9 +575,9 @@ async fn fake_conn(kind: Fake, id: usize, stream: TcpStream, broker: std::sync::
                     }
                 }
                 (Fake::Redis, [b"PUBLISH", channel, payload]) => {
-                    let n = broker.publish(id, channel, |_| {
+                    let n = broker.publish(id, channel, |sub| {
                         let mut msg = b"*3\r\n$7\r\nmessage\r\n".to_vec();
-                        msg.extend_from_slice(&bulk(channel));
+                        msg.extend_from_slice(&bulk(&sub.channel));
                         msg.extend_from_slice(&bulk(payload));
                         msg
                     });
@@ -645,6 +653,26 @@ async fn rooms_drive_nats_and_redis_with_silent_members() {
             Fake::Redis => assert!(own > 0 && own <= 8 * 40, "{r}"),
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anchor_delivering_outside_the_room_fails_the_run() {
+    let broker = Broker {
+        leaky: true,
+        ..Broker::default()
+    };
+    let addr = fake_broker(Fake::Redis, broker).await;
+    let mut all = vec!["--system", "redis", "--json", "rooms"];
+    all.extend("-n 8 --room-size 4 -k 1 -m 20 --rate 500".split_whitespace());
+    let run = bench(addr, &all).await;
+    assert_eq!(run.code, Some(1), "{}{}", run.stdout, run.stderr);
+    let r = run.json();
+    // Everyone also got the other room's 4 x 20 messages on its own channel
+    // (the last few may still be on their way when a client has all it
+    // waits for).
+    assert_eq!(r["deliveries"], r["expected"], "{r}");
+    let wrong = r["misdirected"].as_u64().unwrap();
+    assert!(wrong > 0 && wrong <= 8 * 4 * 20, "{r}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
