@@ -385,24 +385,55 @@ async fn silence_ends_the_run_at_its_timeout() {
 
 /// A stand-in for a NATS or Redis server on loopback: just enough of each
 /// protocol for `chat-bench --system`, so that CI needs neither. Every
-/// publish goes to every subscribed connection but the publishing one (for
-/// NATS that is echo off; a Redis client subscribes on another connection,
-/// so it gets its own messages back, as from Redis). Each frame it sends
-/// is written in two halves, so the adapters see split reads.
+/// publish on a channel goes to every connection subscribed to it but the
+/// publishing one (for NATS that is echo off; a Redis client subscribes on
+/// another connection, so it gets its own messages back, as from Redis).
+/// Each frame it sends is written in two halves, so the adapters see split
+/// reads.
 #[derive(Default)]
 struct Broker {
-    subs: std::sync::Mutex<Vec<(usize, tokio::sync::mpsc::UnboundedSender<Vec<u8>>)>>,
+    subs: std::sync::Mutex<Vec<Sub>>,
+    /// Deliver every publish on every subscription, whatever its channel:
+    /// a broken server, for the checks to catch.
+    leaky: bool,
+}
+
+/// One subscription: the connection, its channel, its NATS sid, its writer.
+struct Sub {
+    conn: usize,
+    channel: Vec<u8>,
+    sid: Vec<u8>,
+    tx: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
 }
 
 impl Broker {
-    fn publish(&self, from: usize, frame: &[u8]) -> usize {
+    /// Sends `frame(subscription)` to every subscriber of `channel` but `from`.
+    fn publish(&self, from: usize, channel: &[u8], frame: impl Fn(&Sub) -> Vec<u8>) -> usize {
         let subs = self.subs.lock().unwrap();
         let mut n = 0;
-        for (_, tx) in subs.iter().filter(|(id, _)| *id != from) {
-            let _ = tx.send(frame.to_vec());
+        for sub in subs
+            .iter()
+            .filter(|s| s.conn != from && (self.leaky || s.channel == channel))
+        {
+            let _ = sub.tx.send(frame(sub));
             n += 1;
         }
         n
+    }
+
+    fn subscribe(
+        &self,
+        conn: usize,
+        channel: &[u8],
+        sid: &[u8],
+        tx: &tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
+    ) {
+        self.subs.lock().unwrap().push(Sub {
+            conn,
+            channel: channel.to_vec(),
+            sid: sid.to_vec(),
+            tx: tx.clone(),
+        });
     }
 }
 
@@ -414,9 +445,14 @@ enum Fake {
 
 /// Starts a fake server; gives its address.
 async fn fake(kind: Fake) -> SocketAddr {
+    fake_broker(kind, Broker::default()).await
+}
+
+/// Starts a fake server around `broker`; gives its address.
+async fn fake_broker(kind: Fake, broker: Broker) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let broker = std::sync::Arc::new(Broker::default());
+    let broker = std::sync::Arc::new(broker);
     tokio::spawn(async move {
         for id in 0.. {
             let Ok((stream, _)) = listener.accept().await else {
@@ -478,6 +514,14 @@ fn command(kind: Fake, buf: &[u8]) -> Option<(Vec<Vec<u8>>, usize)> {
     }
 }
 
+/// A RESP bulk string.
+fn bulk(data: &[u8]) -> Vec<u8> {
+    let mut b = format!("${}\r\n", data.len()).into_bytes();
+    b.extend_from_slice(data);
+    b.extend_from_slice(b"\r\n");
+    b
+}
+
 async fn fake_conn(kind: Fake, id: usize, stream: TcpStream, broker: std::sync::Arc<Broker>) {
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
@@ -505,29 +549,38 @@ async fn fake_conn(kind: Fake, id: usize, stream: TcpStream, broker: std::sync::
                 (Fake::Nats, [b"CONNECT", json]) => {
                     assert!(String::from_utf8_lossy(json).contains("\"echo\":false"));
                 }
-                (Fake::Nats, [b"SUB", b"chat", _sid]) => {
-                    broker.subs.lock().unwrap().push((id, tx.clone()));
+                (Fake::Nats, [b"SUB", subject, sid]) => {
+                    broker.subscribe(id, subject, sid, &tx);
                 }
                 (Fake::Nats, [b"PING"]) => drop(tx.send(b"PONG\r\n".to_vec())),
-                (Fake::Nats, [b"PUB", b"chat", _len, payload]) => {
-                    let mut msg = format!("MSG chat 1 {}\r\n", payload.len()).into_bytes();
-                    msg.extend_from_slice(payload);
-                    msg.extend_from_slice(b"\r\n");
-                    broker.publish(id, &msg);
+                (Fake::Nats, [b"PUB", subject, _len, payload]) => {
+                    broker.publish(id, subject, |sub| {
+                        let mut msg = b"MSG ".to_vec();
+                        for part in [&sub.channel[..], b" ", &sub.sid, b" "] {
+                            msg.extend_from_slice(part);
+                        }
+                        msg.extend_from_slice(format!("{}\r\n", payload.len()).as_bytes());
+                        msg.extend_from_slice(payload);
+                        msg.extend_from_slice(b"\r\n");
+                        msg
+                    });
                 }
-                (Fake::Redis, [b"SUBSCRIBE", b"chat"]) => {
-                    broker.subs.lock().unwrap().push((id, tx.clone()));
-                    let _ = tx.send(b"*3\r\n$9\r\nsubscribe\r\n$4\r\nchat\r\n:1\r\n".to_vec());
+                (Fake::Redis, [b"SUBSCRIBE", channels @ ..]) => {
+                    for (i, channel) in channels.iter().enumerate() {
+                        broker.subscribe(id, channel, b"", &tx);
+                        let mut msg = b"*3\r\n$9\r\nsubscribe\r\n".to_vec();
+                        msg.extend_from_slice(&bulk(channel));
+                        msg.extend_from_slice(format!(":{}\r\n", i + 1).as_bytes());
+                        let _ = tx.send(msg);
+                    }
                 }
-                (Fake::Redis, [b"PUBLISH", b"chat", payload]) => {
-                    let mut msg = format!(
-                        "*3\r\n$7\r\nmessage\r\n$4\r\nchat\r\n${}\r\n",
-                        payload.len()
-                    )
-                    .into_bytes();
-                    msg.extend_from_slice(payload);
-                    msg.extend_from_slice(b"\r\n");
-                    let n = broker.publish(id, &msg);
+                (Fake::Redis, [b"PUBLISH", channel, payload]) => {
+                    let n = broker.publish(id, channel, |sub| {
+                        let mut msg = b"*3\r\n$7\r\nmessage\r\n".to_vec();
+                        msg.extend_from_slice(&bulk(&sub.channel));
+                        msg.extend_from_slice(&bulk(payload));
+                        msg
+                    });
                     let _ = tx.send(format!(":{n}\r\n").into_bytes());
                 }
                 (_, other) => panic!(
@@ -578,11 +631,60 @@ async fn fanout_drives_a_redis_server_and_counts_its_echo_apart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_fanout_drives_the_anchors() {
+async fn rooms_drive_nats_and_redis_with_silent_members() {
+    // 24 clients in rooms of 6, each in 2, every third one sending: each
+    // room has 2 senders, and a message reaches the 5 others of its room.
+    let args = "-n 24 --room-size 6 -k 2 --senders 8 -m 40 --window 10 --rate 1000";
+    for (kind, system) in [(Fake::Nats, "nats"), (Fake::Redis, "redis")] {
+        let addr = fake(kind).await;
+        let mut all = vec!["--system", system, "--json", "rooms"];
+        all.extend(args.split_whitespace());
+        let run = bench(addr, &all).await;
+        assert_eq!(run.code, Some(0), "{system}: {}{}", run.stdout, run.stderr);
+        let r = run.json();
+        assert_rooms_clean(&r);
+        assert_eq!(r["system"], system, "{r}");
+        assert_eq!(r["senders"], 8, "{r}");
+        assert_eq!(r["expected"], 8 * 40 * 5, "{r}");
+        assert_eq!(r["rooms"]["rooms"], 8, "{r}");
+        let own = r["self_deliveries"].as_u64().unwrap();
+        match kind {
+            Fake::Nats => assert_eq!(own, 0, "{r}"),
+            Fake::Redis => assert!(own > 0 && own <= 8 * 40, "{r}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anchor_delivering_outside_the_room_fails_the_run() {
+    let broker = Broker {
+        leaky: true,
+        ..Broker::default()
+    };
+    let addr = fake_broker(Fake::Redis, broker).await;
+    let mut all = vec!["--system", "redis", "--json", "rooms"];
+    all.extend("-n 8 --room-size 4 -k 1 -m 20 --rate 500".split_whitespace());
+    let run = bench(addr, &all).await;
+    assert_eq!(run.code, Some(1), "{}{}", run.stdout, run.stderr);
+    let r = run.json();
+    // Everyone also got the other room's 4 x 20 messages on its own channel
+    // (the last few may still be on their way when a client has all it
+    // waits for).
+    assert_eq!(r["deliveries"], r["expected"], "{r}");
+    let wrong = r["misdirected"].as_u64().unwrap();
+    assert!(wrong > 0 && wrong <= 8 * 4 * 20, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_fanout_and_rooms_drive_the_anchors() {
     let addr = fake(Fake::Nats).await;
     let run = bench(addr, &["--system", "nats", "idle", "-k", "2"]).await;
     assert_eq!(run.code, Some(2), "{}{}", run.stdout, run.stderr);
-    assert!(run.stderr.contains("only fanout"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("only fanout and rooms"),
+        "{}",
+        run.stderr
+    );
     let run = bench(addr, &["--system", "nats", "fanout", "--stalled", "1"]).await;
     assert_eq!(run.code, Some(2), "{}{}", run.stdout, run.stderr);
     assert!(run.stderr.contains("--system chat"), "{}", run.stderr);
@@ -634,6 +736,25 @@ async fn rooms_deliver_what_each_room_says_to_its_other_members() {
     server.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_members_get_what_the_senders_say() {
+    let server = start(load_config()).await;
+    // 40 clients in 8 rooms of 10, each in 2, every fifth one sending: 2
+    // senders per room; the 32 others only listen and are checked alike.
+    let (_, r) = workload(
+        server.addr,
+        "rooms",
+        "-n 40 --room-size 10 --senders 8 -m 60 --window 20",
+        0,
+    )
+    .await;
+    assert_eq!(r["senders"], 8, "{r}");
+    assert_eq!(r["clients"], 40, "{r}");
+    assert_eq!(r["expected"], 8 * 60 * 9, "{r}");
+    assert_rooms_clean(&r);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn room_numbers_that_do_not_fit_are_a_clear_error() {
     let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
@@ -646,6 +767,13 @@ async fn room_numbers_that_do_not_fit_are_a_clear_error() {
     let run = bench(addr, &["--system", "redis", "dm"]).await;
     assert_eq!(run.code, Some(2));
     assert!(run.stderr.contains("only fanout"), "{}", run.stderr);
+    let run = bench(addr, &["rooms", "-n", "40", "--senders", "7"]).await;
+    assert_eq!(run.code, Some(2));
+    assert!(
+        run.stderr.contains("the same number of senders") && run.stderr.contains("40, 20, 8, 4"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

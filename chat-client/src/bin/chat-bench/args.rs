@@ -23,9 +23,9 @@ use crate::{dm, fanout, idle, soak};
 /// `dm` also needs the limit on direct messages off (`--tell-rate 0`), or
 /// its rate spread over enough pairs that none passes it.
 ///
-/// `fanout` also drives the anchors it is compared with, a NATS or a Redis
-/// server, with the same workload and checks (`--system`; see
-/// chat-client/scripts/anchors.sh).
+/// `fanout` and `rooms` also drive the anchors they are compared with, a
+/// NATS or a Redis server, with the same workload and checks (`--system`;
+/// see chat-client/scripts/anchors.sh).
 ///
 /// Exit status: 0 when the run passed, 1 when it ran and failed (a loss,
 /// duplicate, reordering or corruption; a client that reads evicted; a
@@ -38,11 +38,13 @@ pub(crate) struct Cli {
     #[arg(long, default_value = "127.0.0.1:8080", global = true)]
     pub(crate) server: SocketAddr,
     /// Which system the server is: this repository's chat server, or an
-    /// anchor to compare it with, driven by `fanout` with the same
-    /// workload, payload and checks: a NATS server (core protocol, echo
-    /// off, subject `chat`) or a Redis server (pub/sub on channel `chat`,
-    /// one subscribing and one publishing connection per client; Redis
-    /// echoes a client's own messages, counted apart as self deliveries).
+    /// anchor to compare it with, driven by `fanout` and `rooms` with the
+    /// same workload, payload and checks: a NATS server (core protocol,
+    /// echo off, subject `chat`; in `rooms` subject `room.<i>` for room i,
+    /// one SUB per room a client is in) or a Redis server (pub/sub on
+    /// channel `chat`, or `room.<i>`; one subscribing connection per client
+    /// and one publishing connection per client that sends; Redis echoes a
+    /// client's own messages, counted apart as self deliveries). `dm`,
     /// `idle` and `soak` drive only the chat server.
     #[arg(long, value_enum, default_value_t = System::Chat, global = true)]
     pub(crate) system: System,
@@ -72,7 +74,10 @@ pub(crate) enum Cmd {
     /// join their rooms, laid out so that every room has exactly S members
     /// (N·K = R·S). Otherwise the run is fanout's: the same window, pacing,
     /// checks and report, plus misdirected deliveries and every receiver's
-    /// count against what its rooms make.
+    /// count against what its rooms make. With --senders only some of the
+    /// clients speak, the same number in every room; the others only
+    /// listen. On NATS and Redis (--system) room i is the subject or
+    /// channel `room.<i>`.
     Rooms(RoomsArgs),
     /// Direct-message round trips: in each of P pairs of named clients, A
     /// tells B, B tells it back on receipt; A measures the round trip.
@@ -164,6 +169,11 @@ pub(crate) struct RoomsArgs {
     /// Handshakes in flight at once.
     #[arg(long, default_value_t = 256)]
     pub(crate) parallel: usize,
+    /// Clients that send, the same number in every room (every N/S-th
+    /// client: N/S must divide the room size); the others only receive,
+    /// checked as senders are. Default: all of them.
+    #[arg(long, value_name = "S")]
+    pub(crate) senders: Option<usize>,
     #[command(flatten)]
     pub(crate) load: Load,
 }
@@ -306,6 +316,7 @@ impl RoomsArgs {
     /// afresh); `progress` prints a line a second.
     pub(crate) fn options(
         &self,
+        system: System,
         server: SocketAddr,
         progress: bool,
     ) -> Result<fanout::Options, Error> {
@@ -313,22 +324,33 @@ impl RoomsArgs {
         check_rate(l.rate)?;
         check_clients(self.clients)?;
         let tag = tag();
+        // The chat server's rooms outlive a run for as long as its clients
+        // take to leave: fresh names each run. An anchor's channels are
+        // nothing once unsubscribed.
+        let prefix = match system {
+            System::Chat => format!("{tag}-"),
+            System::Nats | System::Redis => "room.".into(),
+        };
+        let mut plan = Plan::rooms(
+            self.clients,
+            self.rooms,
+            self.room_size,
+            self.per_client,
+            self.run.unwrap_or_else(|| {
+                let runs = u32::try_from(self.per_client.saturating_mul(4))
+                    .unwrap_or(u32::MAX)
+                    .max(1);
+                (l.messages / runs).clamp(1, 100)
+            }),
+            &prefix,
+        )?;
+        if let Some(s) = self.senders {
+            plan = plan.with_senders(s)?;
+        }
         Ok(fanout::Options {
-            system: System::Chat,
+            system,
             server,
-            plan: Plan::rooms(
-                self.clients,
-                self.rooms,
-                self.room_size,
-                self.per_client,
-                self.run.unwrap_or_else(|| {
-                    let runs = u32::try_from(self.per_client.saturating_mul(4))
-                        .unwrap_or(u32::MAX)
-                        .max(1);
-                    (l.messages / runs).clamp(1, 100)
-                }),
-                &tag,
-            )?,
+            plan,
             parallel: self.parallel,
             tag,
             messages: l.messages,

@@ -182,7 +182,7 @@ pub(crate) async fn run(opts: &Options, server: Option<Proc>) -> Result<Report, 
         fill: filler(opts.size),
         abort: CancellationToken::new(),
     });
-    let cpu_before = server.map(Proc::cpu).transpose().map_err(Error::Proc)?;
+    let cpu_before = server.map(Proc::sched).transpose().map_err(Error::Proc)?;
     let load_before = Proc::me().cpu().map_err(Error::Proc)?;
     let start = Arc::new(Barrier::new(clients.len() + 1));
     let mut tasks = JoinSet::new();
@@ -200,7 +200,8 @@ pub(crate) async fn run(opts: &Options, server: Option<Proc>) -> Result<Report, 
         let (ctx, finished, per_pair) = (ctx.clone(), finished.clone(), rate / opts.pairs as f64);
         tokio::task::spawn_blocking(move || {
             if let Some(allowed) = &ctx.allowed {
-                pace(allowed, &ctx.wake, ctx.messages, per_pair, || {
+                let who: Vec<u32> = (0..allowed.len() as u32).collect();
+                pace(allowed, &ctx.wake, &who, ctx.messages, per_pair, || {
                     ctx.abort.is_cancelled() || finished.is_cancelled()
                 });
             }

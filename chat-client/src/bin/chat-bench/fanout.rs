@@ -10,11 +10,13 @@
 //! the rooms they share, checks that each `Said` names the room and the
 //! sender it should, and counts a delivery it should not have got apart
 //! (`misdirected`). Every receiver's count is compared with what its rooms
-//! make.
+//! make. Only some of the clients may send (`rooms --senders`): the others
+//! only receive, checked the same way.
 //!
 //! **Systems.** The workload is written once over [`Peer`], the protocol
-//! adapter of `crate::system`: our chat server, NATS or Redis. The sender
-//! of a delivery is the one its payload names. A system that echoes a
+//! adapter of `crate::system`: our chat server, NATS or Redis, in one room
+//! or in the plan's rooms (NATS subjects, Redis channels). The sender of a
+//! delivery is the one its payload names. A system that echoes a
 //! client's own messages (Redis) has them counted apart, as
 //! `self_deliveries`: neither deliveries nor duplicates.
 //!
@@ -43,17 +45,17 @@
 //! eviction: the run stops at once and reports the server's reason); or
 //! when no delivery arrives for `timeout`.
 
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chat_proto::{Event, Message};
-use futures::future::try_join_all;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::io::Interest;
-use tokio::sync::{Barrier, Notify};
+use tokio::sync::{Barrier, Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -67,10 +69,16 @@ use crate::procfs::{Cost, Proc};
 use crate::stalled::{self, Outcome};
 use crate::system::nats::Nats;
 use crate::system::redis::Redis;
-use crate::system::{Got, Peer, System};
+use crate::system::{CHANNEL, Got, Peer, System};
 
 /// Output a client batches before writing, in bytes.
 const BATCH_BYTES: usize = 32 * 1024;
+
+/// Latency histograms the receivers share, client `c` recording into
+/// number `c % HISTOGRAMS`: one of ours is 220 KiB, and one per client
+/// made 10,000 clients zero 2 GiB as the run started, which stalled it for
+/// a second.
+const HISTOGRAMS: usize = 64;
 
 /// Options of a fan-out run.
 #[derive(Debug, Clone)]
@@ -106,16 +114,19 @@ pub(crate) struct Options {
 pub(crate) struct Report {
     /// Which system the server is.
     pub(crate) system: System,
-    /// Clients that sent and received.
+    /// Clients that received (all of them) and sent (`senders` of them).
     pub(crate) clients: usize,
+    /// Clients that sent.
+    pub(crate) senders: usize,
     /// The rooms of a `rooms` run (`None`: `fanout`'s one room).
     pub(crate) rooms: Option<Shape>,
-    /// Messages per client.
+    /// Messages per sender.
     pub(crate) messages: u32,
     /// Text size.
     pub(crate) size: usize,
     /// Deliveries expected: clients × (clients − 1) × messages in one
-    /// room; in rooms, the sum over receivers of what their rooms make.
+    /// room; in rooms, the sum over receivers of what their rooms' senders
+    /// make.
     pub(crate) expected: u64,
     /// Deliveries received intact, in order (a gap counts as an order violation).
     pub(crate) deliveries: u64,
@@ -219,9 +230,13 @@ struct Shared {
     expected: Vec<u64>,
     messages: u32,
     window: u32,
-    /// `seen[s * clients + r]`: how many of sender `s`'s messages receiver
-    /// `r` has taken (the next sequence number it expects from `s`).
+    /// `seen[rows[s] + i]`: how many of sender `s`'s messages its `i`-th
+    /// peer (`plan.peers(s)[i]`) has taken, the next sequence number it
+    /// expects from `s`. Rows for senders only: 10,000 clients in rooms of
+    /// 100 make a million counters, not a hundred million.
     seen: Vec<AtomicU32>,
+    /// Where each client's row of `seen` starts; `rows[n]` is its length.
+    rows: Vec<usize>,
     /// Paced runs: how many messages each client may have sent by now.
     allowed: Option<Vec<AtomicU32>>,
     /// Wakes a sender waiting for its window or its turn.
@@ -244,10 +259,11 @@ struct Shared {
     fill: String,
     /// Stops every client: a client failed, or the run timed out.
     abort: CancellationToken,
+    /// Latencies, nanoseconds, shared by the receivers (see [`HISTOGRAMS`]).
+    hists: Vec<Mutex<Histogram<u64>>>,
 }
 
 impl Shared {
-    /// How many messages sender `s` may have sent now.
     /// How many messages sender `s` may have sent now: as its turns allow,
     /// and as its window allows.
     fn limits(&self, s: usize) -> (u32, u32) {
@@ -257,12 +273,9 @@ impl Shared {
         }
         let mut window = self.messages;
         if self.window > 0 {
-            let row = &self.seen[s * self.clients..(s + 1) * self.clients];
-            let slowest = self
-                .plan
-                .peers(s)
+            let slowest = self.seen[self.rows[s]..self.rows[s + 1]]
                 .iter()
-                .map(|&r| row[r as usize].load(Ordering::SeqCst))
+                .map(|seen| seen.load(Ordering::SeqCst))
                 .min()
                 .unwrap_or(self.messages);
             window = window.min(slowest.saturating_add(self.window));
@@ -282,7 +295,6 @@ struct Tally {
     corrupt: u64,
     misdirected: u64,
     last: Option<Instant>,
-    hist: Histogram<u64>,
 }
 
 /// Runs the fan-out workload once.
@@ -306,17 +318,9 @@ pub(crate) async fn run(opts: &Options, server: Option<Proc>) -> Result<Report, 
         )));
     }
     let fill = filler(opts.size);
-    if opts.system != System::Chat && (opts.stalled > 0 || opts.plan.named()) {
-        return Err(Error::Options(
-            "--stalled and rooms need --system chat".into(),
-        ));
+    if opts.system != System::Chat && opts.stalled > 0 {
+        return Err(Error::Options("--stalled needs --system chat".into()));
     }
-    let all = |what: &str| {
-        Error::Timeout(format!(
-            "could not connect and subscribe all {clients} clients to {what} in {:?}",
-            opts.timeout
-        ))
-    };
     match opts.system {
         System::Chat => {
             let (clients, stalled) = if opts.plan.named() {
@@ -336,20 +340,64 @@ pub(crate) async fn run(opts: &Options, server: Option<Proc>) -> Result<Report, 
             measure(opts, server, clients, stalled, (addrs, names), fill).await
         }
         System::Nats => {
-            let connect = (0..clients).map(|id| Nats::connect(id, opts.server));
-            let clients = tokio::time::timeout(opts.timeout, try_join_all(connect))
-                .await
-                .map_err(|_| all("NATS"))??;
+            let clients = subscribe(opts, "NATS", |id, server, channels| {
+                Nats::connect(id, server, channels)
+            })
+            .await?;
             measure(opts, server, clients, Vec::new(), Default::default(), fill).await
         }
         System::Redis => {
-            let connect = (0..clients).map(|id| Redis::connect(id, opts.server));
-            let clients = tokio::time::timeout(opts.timeout, try_join_all(connect))
-                .await
-                .map_err(|_| all("Redis"))??;
+            let clients = subscribe(opts, "Redis", |id, server, channels| {
+                // A publishing connection only for a client that sends.
+                Redis::connect(id, server, channels, opts.plan.sends(id))
+            })
+            .await?;
             measure(opts, server, clients, Vec::new(), Default::default(), fill).await
         }
     }
+}
+
+/// Connects every client of an anchor, `opts.parallel` at a time, each
+/// subscribed to its channels (its rooms' names; [`CHANNEL`] in one
+/// unnamed room) before it is given back; returns them in id order.
+async fn subscribe<P, F, C>(opts: &Options, what: &str, connect: C) -> Result<Vec<P>, Error>
+where
+    P: Peer,
+    F: Future<Output = Result<P, Error>> + Send + 'static,
+    C: Fn(usize, SocketAddr, Vec<String>) -> F,
+{
+    let n = opts.plan.clients();
+    let gate = Arc::new(Semaphore::new(opts.parallel.max(1)));
+    let mut set = JoinSet::new();
+    for id in 0..n {
+        let channels = if opts.plan.named() {
+            opts.plan.names_of(id)
+        } else {
+            vec![CHANNEL.to_string()]
+        };
+        let (gate, c) = (gate.clone(), connect(id, opts.server, channels));
+        set.spawn(async move {
+            let _permit = gate.acquire_owned().await.expect("semaphore open");
+            c.await
+        });
+    }
+    let all = async {
+        let mut clients = Vec::with_capacity(n);
+        while let Some(r) = set.join_next().await {
+            clients.push(r.expect("connect task panicked")?);
+        }
+        Ok::<_, Error>(clients)
+    };
+    let mut clients = tokio::time::timeout(opts.timeout, all)
+        .await
+        .map_err(|_| {
+            Error::Timeout(format!(
+                "could not connect and subscribe all {n} clients to {what} in {:?}",
+                opts.timeout
+            ))
+        })??;
+    clients.sort_by_key(Peer::id);
+    Ok(clients)
 }
 
 /// Runs the workload with connected clients: the part every system shares.
@@ -365,6 +413,16 @@ async fn measure<P: Peer>(
     let expected: Vec<u64> = (0..n)
         .map(|r| opts.plan.expected(r, opts.messages))
         .collect();
+    let mut rows = Vec::with_capacity(n + 1);
+    rows.push(0);
+    for s in 0..n {
+        let len = if opts.plan.sends(s) {
+            opts.plan.peers(s).len()
+        } else {
+            0
+        };
+        rows.push(rows[s] + len);
+    }
     let ctx = Arc::new(Shared {
         base: Instant::now(),
         clients: n,
@@ -372,7 +430,8 @@ async fn measure<P: Peer>(
         expected,
         messages: opts.messages,
         window: opts.window,
-        seen: (0..n * n).map(|_| AtomicU32::new(0)).collect(),
+        seen: (0..rows[n]).map(|_| AtomicU32::new(0)).collect(),
+        rows,
         allowed: opts
             .rate
             .map(|_| (0..n).map(|_| AtomicU32::new(0)).collect()),
@@ -385,6 +444,9 @@ async fn measure<P: Peer>(
         stalled: stalled.iter().map(|c| (c.me, Notify::new())).collect(),
         fill,
         abort: CancellationToken::new(),
+        hists: (0..n.min(HISTOGRAMS))
+            .map(|_| Mutex::new(histogram()))
+            .collect(),
     });
     let finished = CancellationToken::new();
     let mut watchers = JoinSet::new();
@@ -395,7 +457,7 @@ async fn measure<P: Peer>(
             (i, outcome)
         });
     }
-    let cpu_before = server.map(Proc::cpu).transpose().map_err(Error::Proc)?;
+    let cpu_before = server.map(Proc::sched).transpose().map_err(Error::Proc)?;
     let load_before = Proc::me().cpu().map_err(Error::Proc)?;
     let start = Arc::new(Barrier::new(n + 1));
     let mut tasks = JoinSet::new();
@@ -413,7 +475,8 @@ async fn measure<P: Peer>(
         let (ctx, finished) = (ctx.clone(), finished.clone());
         tokio::task::spawn_blocking(move || {
             if let Some(allowed) = &ctx.allowed {
-                pace(allowed, &ctx.wake, ctx.messages, rate, || {
+                let who = ctx.plan.sender_ids();
+                pace(allowed, &ctx.wake, &who, ctx.messages, rate, || {
                     ctx.abort.is_cancelled() || finished.is_cancelled()
                 });
             }
@@ -482,6 +545,10 @@ async fn measure<P: Peer>(
     drop(held);
 
     let mut hist = histogram();
+    for h in &ctx.hists {
+        hist.add(&*h.lock().expect("no receiver panicked"))
+            .expect("same histogram bounds");
+    }
     let (mut deliveries, mut duplicates, mut order, mut corrupt) = (0, 0, 0, 0);
     let (mut self_deliveries, mut misdirected) = (0, 0);
     let mut last = None;
@@ -495,7 +562,6 @@ async fn measure<P: Peer>(
         corrupt += t.corrupt;
         misdirected += t.misdirected;
         last = last.max(t.last);
-        hist.add(&t.hist).expect("same histogram bounds");
         if t.deliveries != ctx.expected[t.client] {
             mismatches.push(Mismatch {
                 client: t.client,
@@ -512,6 +578,7 @@ async fn measure<P: Peer>(
     Ok(Report {
         system: opts.system,
         clients: n,
+        senders: plan.senders(),
         rooms: plan.named().then(|| Shape {
             rooms: plan.count(),
             room_size: plan.room_size(),
@@ -602,17 +669,31 @@ async fn connect(opts: &Options) -> Result<(Vec<Client>, Vec<Client>), Error> {
 /// leaving), and what stopped it early, if anything did.
 async fn drive<P: Peer>(mut c: P, ctx: &Shared, size: usize) -> (Tally, P, Option<Error>) {
     let id = c.id();
-    let n = ctx.clients;
     let expected = ctx.expected[id];
+    // What this client sends: all the messages, or none (a silent member).
+    let mine = ctx.plan.messages_of(id, ctx.messages);
     let per_batch = (BATCH_BYTES / (size + 8)).max(1) as u32;
-    let mut next = vec![0; n];
-    for &s in ctx.plan.peers(id) {
-        next[s as usize] = ctx.plan.next(s as usize, id, 0, ctx.messages);
-    }
+    let heard = ctx.plan.heard(id);
+    let next: Vec<u32> = heard
+        .iter()
+        .map(|&s| ctx.plan.next(s as usize, id, 0, ctx.messages))
+        .collect();
+    let slots = heard
+        .iter()
+        .map(|&s| {
+            let s = s as usize;
+            let at = ctx
+                .plan
+                .peer_slot(s, id)
+                .expect("a sender heard hears back");
+            ctx.rows[s] + at
+        })
+        .collect();
     let mut rx = Receiver {
         id,
+        published: next.clone(),
         next,
-        published: vec![0; n],
+        slots,
         tally: Tally {
             client: id,
             deliveries: 0,
@@ -622,8 +703,8 @@ async fn drive<P: Peer>(mut c: P, ctx: &Shared, size: usize) -> (Tally, P, Optio
             corrupt: 0,
             misdirected: 0,
             last: None,
-            hist: histogram(),
         },
+        latencies: Vec::new(),
     };
     let mut seq = 0u32;
     // A failed write stops the sending, not the reading: the server's
@@ -634,9 +715,9 @@ async fn drive<P: Peer>(mut c: P, ctx: &Shared, size: usize) -> (Tally, P, Optio
     tokio::pin!(aborted);
     let failure = loop {
         // Queue the next batch once the previous one is written.
-        let mut limit = ctx.messages;
+        let mut limit = mine;
         let sending = c.sending() && !write_failed;
-        if seq < ctx.messages && !sending && !write_failed {
+        if seq < mine && !sending && !write_failed {
             // Say we wait for the window before reading it: a receiver that
             // moves it on then either is seen here or sees the flag and
             // wakes us (both sides SeqCst), so no wake-up is lost.
@@ -648,7 +729,7 @@ async fn drive<P: Peer>(mut c: P, ctx: &Shared, size: usize) -> (Tally, P, Optio
             // for a real batch, so that sends stay large (small writes cost
             // the server more per delivery than what it is measured on).
             let batch = if ctx.allowed.is_none() && ctx.window > 0 {
-                per_batch.min(ctx.window / 4).min(ctx.messages - seq).max(1)
+                per_batch.min(ctx.window / 4).min(mine - seq).max(1)
             } else {
                 1
             };
@@ -672,11 +753,11 @@ async fn drive<P: Peer>(mut c: P, ctx: &Shared, size: usize) -> (Tally, P, Optio
             }
         }
         let t = &rx.tally;
-        if t.deliveries + t.corrupt >= expected && seq == ctx.messages && !c.sending() {
+        if t.deliveries + t.corrupt >= expected && seq == mine && !c.sending() {
             break None;
         }
         let sending = c.sending() && !write_failed;
-        let blocked = seq < ctx.messages && !sending && !write_failed && seq >= limit;
+        let blocked = seq < mine && !sending && !write_failed && seq >= limit;
         let interest = if sending {
             Interest::READABLE | Interest::WRITABLE
         } else {
@@ -716,11 +797,15 @@ async fn drive<P: Peer>(mut c: P, ctx: &Shared, size: usize) -> (Tally, P, Optio
 /// The checking side of one client.
 struct Receiver {
     id: usize,
-    /// Per sender: the next sequence number expected.
+    /// Per sender heard (`plan.heard(id)`): the next sequence number expected.
     next: Vec<u32>,
-    /// Per sender: `next` as last published to [`Shared::seen`].
+    /// Per sender heard: `next` as last published to [`Shared::seen`].
     published: Vec<u32>,
+    /// Per sender heard: where this receiver's counter is in [`Shared::seen`].
+    slots: Vec<usize>,
     tally: Tally,
+    /// Latencies of the read being taken, for [`Shared::hists`].
+    latencies: Vec<u64>,
 }
 
 impl Receiver {
@@ -732,9 +817,9 @@ impl Receiver {
         let mut got = 0;
         let before = self.tally.deliveries;
         let result = c.take(|delivery| match delivery {
-            Got::Message { from, text } => {
+            Got::Message { from, room, text } => {
                 got += 1;
-                self.check(from, None, text, now, ctx);
+                self.check(from, None, room, text, now, ctx);
             }
             Got::Said {
                 from,
@@ -743,7 +828,14 @@ impl Receiver {
                 text,
             } => {
                 got += 1;
-                self.check(Some(from), Some((name, room)), text, now, ctx);
+                self.check(
+                    Some(from),
+                    Some(name),
+                    Some(room.as_bytes()),
+                    text,
+                    now,
+                    ctx,
+                );
             }
             Got::Left(addr) => {
                 if let Some((_, left)) = ctx.stalled.iter().find(|(a, _)| *a == addr) {
@@ -751,15 +843,24 @@ impl Receiver {
                 }
             }
         });
+        if !self.latencies.is_empty() {
+            let mut hist = ctx.hists[self.id % ctx.hists.len()]
+                .lock()
+                .expect("no receiver panicked");
+            for &ns in &self.latencies {
+                hist.saturating_record(ns);
+            }
+            drop(hist);
+            self.latencies.clear();
+        }
         if got > 0 {
             self.tally.last = Some(Instant::now());
-            let row = ctx.clients;
-            for &from in ctx.plan.peers(self.id) {
-                let from = from as usize;
-                let (next, published) = (self.next[from], &mut self.published[from]);
+            for (i, &from) in ctx.plan.heard(self.id).iter().enumerate() {
+                let (next, published) = (self.next[i], &mut self.published[i]);
                 if next != *published {
                     *published = next;
-                    ctx.seen[from * row + self.id].store(next, Ordering::SeqCst);
+                    ctx.seen[self.slots[i]].store(next, Ordering::SeqCst);
+                    let from = from as usize;
                     if ctx.window > 0 && ctx.windowed[from].load(Ordering::SeqCst) {
                         ctx.wake[from].notify_one();
                     }
@@ -772,14 +873,16 @@ impl Receiver {
     }
 
     /// Checks one delivery: sender (its address, when the system tags
-    /// deliveries with one; its name and the room, for a `Said`), text,
-    /// sequence. Inlined into the adapter's loop, so that the chat path
-    /// compares what it decoded without building a `Got` first.
+    /// deliveries with one; its name, for a `Said`), the room (a `Said`'s,
+    /// an anchor's channel) against the plan's, text, sequence. Inlined
+    /// into the adapter's loop, so that the chat path compares what it
+    /// decoded without building a `Got` first.
     #[inline(always)]
     fn check(
         &mut self,
         from_addr: Option<SocketAddr>,
-        said: Option<(&str, &str)>,
+        name: Option<&str>,
+        room: Option<&[u8]>,
         text: &[u8],
         now: u64,
         ctx: &Shared,
@@ -791,20 +894,10 @@ impl Receiver {
         };
         if from >= ctx.clients
             || from_addr.is_some_and(|a| ctx.addrs[from] != a)
-            || said.is_some_and(|(name, _)| ctx.names.get(from).is_none_or(|n| n != name))
+            || name.is_some_and(|name| ctx.names.get(from).is_none_or(|n| n != name))
             || text[HEADER..] != *ctx.fill.as_bytes()
         {
             t.corrupt += 1;
-            return;
-        }
-        if from != self.id
-            && said.is_some_and(|(_, room)| {
-                seq >= ctx.messages
-                    || room != ctx.plan.room_name(from, seq)
-                    || !ctx.plan.hears(from, self.id, seq)
-            })
-        {
-            t.misdirected += 1;
             return;
         }
         if from == self.id {
@@ -815,7 +908,21 @@ impl Receiver {
             }
             return;
         }
-        let want = self.next[from];
+        let plan = &ctx.plan;
+        if plan.named()
+            && (seq >= plan.messages_of(from, ctx.messages)
+                || room.is_some_and(|r| r != plan.room_name(from, seq).as_bytes())
+                || !plan.hears(from, self.id, seq))
+        {
+            t.misdirected += 1;
+            return;
+        }
+        let Some(i) = plan.heard_slot(self.id, from) else {
+            // A silent member's id: it never sends.
+            t.misdirected += 1;
+            return;
+        };
+        let want = self.next[i];
         if seq < want {
             t.duplicates += 1;
             return;
@@ -823,8 +930,8 @@ impl Receiver {
         if seq > want {
             t.order += 1;
         }
-        self.next[from] = ctx.plan.next(from, self.id, seq + 1, ctx.messages);
+        self.next[i] = plan.next(from, self.id, seq + 1, ctx.messages);
         t.deliveries += 1;
-        t.hist.saturating_record(now.saturating_sub(ts).max(1));
+        self.latencies.push(now.saturating_sub(ts).max(1));
     }
 }

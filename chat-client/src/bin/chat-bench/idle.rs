@@ -98,13 +98,13 @@ pub(crate) async fn run(opts: &Options, server: Option<Proc>) -> Result<Report, 
             opts.room_size,
             n - 1,
             1,
-            &opts.tag,
+            &format!("{}-", opts.tag),
         )?)),
     };
     let before = match server {
         Some(p) => Some((
             p.rss().map_err(Error::Proc)?.0,
-            p.cpu().map_err(Error::Proc)?,
+            p.sched().map_err(Error::Proc)?,
         )),
         None => None,
     };

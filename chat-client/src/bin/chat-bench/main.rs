@@ -4,8 +4,9 @@
 //! `rooms` (the same in named rooms), `dm` (direct-message round trips),
 //! `idle` (what an idle connection costs) and `soak` (whether memory comes
 //! back after rounds of stalled clients). Every client is a TCP stream
-//! driven by `chat_proto::Connection`, owned by one task. `fanout` also
-//! drives NATS and Redis (`--system`), the anchors it is compared with.
+//! driven by `chat_proto::Connection`, owned by one task. `fanout` and
+//! `rooms` also drive NATS and Redis (`--system`), the anchors they are
+//! compared with.
 //!
 //! Layout: `args` (the command line), `conn` (one client, version 1 or
 //! named), `socket` (reads and writes without waiting, for every system),
@@ -15,7 +16,7 @@
 //! clients in their rooms), `dm`, `stalled` (clients that never read),
 //! `idle`, `soak`, `procfs` (the server's CPU, memory and descriptors),
 //! `report` (human output), `error`, `system` (the protocol adapter per
-//! system `fanout` drives: `chat`, `nats`, `redis`).
+//! system `fanout` and `rooms` drive: `chat`, `nats`, `redis`).
 #![forbid(unsafe_code)]
 
 mod args;
@@ -88,13 +89,11 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                 }
                 Ok(ok)
             }
-            _ if cli.system != System::Chat => {
-                anyhow::bail!("--system nats and --system redis drive only fanout")
-            }
             Cmd::Rooms(args) => {
                 let mut ok = true;
                 for i in 0..args.load.runs {
-                    let r = fanout::run(&args.options(cli.server, !json)?, server).await?;
+                    let opts = args.options(cli.system, cli.server, !json)?;
+                    let r = fanout::run(&opts, server).await?;
                     ok &= r.passed();
                     if args.load.runs > 1 && !json {
                         println!("run {}", i + 1);
@@ -102,6 +101,9 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                     show(&r, json)?;
                 }
                 Ok(ok)
+            }
+            _ if cli.system != System::Chat => {
+                anyhow::bail!("--system nats and --system redis drive only fanout and rooms")
             }
             Cmd::Dm(args) => {
                 let mut ok = true;

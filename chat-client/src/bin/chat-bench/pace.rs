@@ -10,21 +10,22 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 /// Raises `allowed[i]` (how many messages client `i` may have sent by now)
-/// `rate` times a second per client, up to `messages`, waking `wake[i]`
-/// each time; returns early once `stop()` says so.
+/// for every `i` in `who`, `rate` times a second each, up to `messages`,
+/// waking `wake[i]` each time; returns early once `stop()` says so.
 pub(crate) fn pace(
     allowed: &[AtomicU32],
     wake: &[Notify],
+    who: &[u32],
     messages: u32,
     rate: f64,
     stop: impl Fn() -> bool,
 ) {
     let period = Duration::from_secs_f64(1.0 / rate);
-    let n = allowed.len();
+    let n = who.len();
     let t0 = Instant::now();
     for seq in 0..messages {
-        for (id, allowed) in allowed.iter().enumerate() {
-            let at = t0 + period * seq + period.mul_f64(id as f64 / n as f64);
+        for (turn, &id) in who.iter().enumerate() {
+            let at = t0 + period * seq + period.mul_f64(turn as f64 / n as f64);
             let now = Instant::now();
             if at > now {
                 std::thread::sleep(at - now);
@@ -32,7 +33,8 @@ pub(crate) fn pace(
             if stop() {
                 return;
             }
-            allowed.store(seq + 1, Ordering::Release);
+            let id = id as usize;
+            allowed[id].store(seq + 1, Ordering::Release);
             wake[id].notify_one();
         }
     }

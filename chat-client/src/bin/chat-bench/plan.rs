@@ -12,6 +12,12 @@
 //! in turn: message `q` in its room number `(q / run) mod K`. (A server
 //! batches the relays of one room that arrive together: a sender changing
 //! rooms at every message at full speed makes one buffer per message.)
+//!
+//! **Senders.** All clients send, or only every `d`-th one (ids `0, d,
+//! 2d, ...`; the others only receive). With `d` dividing `S`, every room of
+//! every layer gets exactly `S/d` senders: `c → c·m_k mod N` keeps the
+//! multiples of `d` among themselves (`d` divides `N`, `m_k` is coprime
+//! with it), and each group of a layer is a block of `S` consecutive values.
 
 use crate::error::Error;
 
@@ -27,15 +33,22 @@ pub(crate) struct Plan {
     rooms: Vec<u32>,
     /// Room names; empty for the one unnamed room of a version 1 `fanout`.
     names: Vec<String>,
-    /// `peers[c]`: the other members of `c`'s rooms, each once, ascending.
-    /// Sharing a room is symmetric: these are whom `c` hears and who hears `c`.
+    /// `peers[c]`: the other members of `c`'s rooms, each once, ascending:
+    /// who hears `c`.
     peers: Vec<Vec<u32>>,
+    /// Every `stride`-th client sends (1: all of them).
+    stride: usize,
+    /// `heard[c]`: the senders among `peers[c]`, ascending: whom `c` hears.
+    heard: Vec<Vec<u32>>,
 }
 
 impl Plan {
     /// Everyone in one room, with no name: `fanout`'s version 1 `Send`s.
     pub(crate) fn one_room(clients: usize) -> Plan {
         let all: Vec<u32> = (0..clients as u32).collect();
+        let peers: Vec<Vec<u32>> = (0..clients as u32)
+            .map(|c| all.iter().copied().filter(|&p| p != c).collect())
+            .collect();
         Plan {
             clients,
             room_size: clients,
@@ -43,15 +56,16 @@ impl Plan {
             run: 1,
             rooms: vec![0; clients],
             names: Vec::new(),
-            peers: (0..clients as u32)
-                .map(|c| all.iter().copied().filter(|&p| p != c).collect())
-                .collect(),
+            heard: peers.clone(),
+            peers,
+            stride: 1,
         }
     }
 
     /// `clients` clients in rooms of `room_size`, each in `per_client`
     /// rooms, saying `run` messages in a row in each; `rooms`, if given,
-    /// must be what that makes. Room `i` is called `{tag}-{i}`.
+    /// must be what that makes. Room `i` is called `{prefix}{i}`. All
+    /// clients send (see [`with_senders`](Self::with_senders)).
     ///
     /// # Errors
     ///
@@ -62,7 +76,7 @@ impl Plan {
         room_size: usize,
         per_client: usize,
         run: u32,
-        tag: &str,
+        prefix: &str,
     ) -> Result<Plan, Error> {
         let bad = |why: String| Err(Error::Options(why));
         if per_client > 1000 {
@@ -95,8 +109,10 @@ impl Plan {
             per_client,
             run,
             rooms: vec![0; clients * per_client],
-            names: (0..count).map(|i| format!("{tag}-{i}")).collect(),
+            names: (0..count).map(|i| format!("{prefix}{i}")).collect(),
             peers: Vec::new(),
+            stride: 1,
+            heard: Vec::new(),
         };
         let mut m = 1usize;
         for k in 0..per_client {
@@ -127,7 +143,45 @@ impl Plan {
                 p
             })
             .collect();
+        plan.heard = plan.peers.clone();
         Ok(plan)
+    }
+
+    /// The same rooms with only `senders` of the clients sending, every
+    /// room the same number of them; the others only receive.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Options`] when the senders cannot be spread evenly.
+    pub(crate) fn with_senders(mut self, senders: usize) -> Result<Plan, Error> {
+        let (n, size) = (self.clients, self.room_size);
+        let stride = n / senders.max(1);
+        if senders == 0 || senders > n || stride * senders != n || size % stride != 0 {
+            // Every d-th client for a divisor d of the room size.
+            let fits: Vec<String> = (1..=size)
+                .filter(|d| size % d == 0)
+                .map(|d| (n / d).to_string())
+                .collect();
+            return Err(Error::Options(format!(
+                "--senders {senders} does not spread evenly over the rooms: every room must \
+                 get the same number of senders, so with {n} clients in rooms of {size} the \
+                 senders must be every d-th client for a divisor d of {size}, that is one of \
+                 {}",
+                fits.join(", ")
+            )));
+        }
+        self.stride = stride;
+        self.heard = self
+            .peers
+            .iter()
+            .map(|p| {
+                p.iter()
+                    .copied()
+                    .filter(|&c| self.sends(c as usize))
+                    .collect()
+            })
+            .collect();
+        Ok(self)
     }
 
     pub(crate) fn clients(&self) -> usize {
@@ -188,9 +242,45 @@ impl Plan {
         &self.names[r as usize]
     }
 
-    /// Whom client `c` shares a room with.
+    /// Who hears client `c`: everyone it shares a room with.
     pub(crate) fn peers(&self, c: usize) -> &[u32] {
         &self.peers[c]
+    }
+
+    /// Whom client `c` hears: the senders it shares a room with.
+    pub(crate) fn heard(&self, c: usize) -> &[u32] {
+        &self.heard[c]
+    }
+
+    /// Whether client `c` sends.
+    pub(crate) fn sends(&self, c: usize) -> bool {
+        c.is_multiple_of(self.stride)
+    }
+
+    /// How many clients send.
+    pub(crate) fn senders(&self) -> usize {
+        self.clients / self.stride
+    }
+
+    /// The senders, ascending.
+    pub(crate) fn sender_ids(&self) -> Vec<u32> {
+        (0..self.clients as u32).step_by(self.stride).collect()
+    }
+
+    /// Messages client `c` sends when senders send `messages` each.
+    pub(crate) fn messages_of(&self, c: usize, messages: u32) -> u32 {
+        if self.sends(c) { messages } else { 0 }
+    }
+
+    /// Where sender `s` is in [`heard(r)`](Self::heard), if `r` hears it.
+    #[inline]
+    pub(crate) fn heard_slot(&self, r: usize, s: usize) -> Option<usize> {
+        slot(&self.heard[r], r, s, self.clients)
+    }
+
+    /// Where receiver `r` is in [`peers(s)`](Self::peers), if it hears `s`.
+    pub(crate) fn peer_slot(&self, s: usize, r: usize) -> Option<usize> {
+        slot(&self.peers[s], s, r, self.clients)
     }
 
     /// Whether receiver `r` is in the room sender `s` says its message `q` in.
@@ -221,10 +311,10 @@ impl Plan {
         messages
     }
 
-    /// Deliveries receiver `r` expects when everyone sends `messages`.
+    /// Deliveries receiver `r` expects when every sender sends `messages`.
     pub(crate) fn expected(&self, r: usize, messages: u32) -> u64 {
         let (m, run) = (u64::from(messages), u64::from(self.run));
-        self.peers[r]
+        self.heard[r]
             .iter()
             .map(|&s| {
                 // Run j holds messages j·run .. min((j + 1)·run, M).
@@ -235,6 +325,20 @@ impl Plan {
             })
             .sum()
     }
+}
+
+/// Where `x` is in `list`, the ascending ids of some clients other than
+/// `me` out of `clients`. Everyone else (one room of all, all sending) is
+/// the common case at full speed: arithmetic there, a search otherwise.
+#[inline]
+fn slot(list: &[u32], me: usize, x: usize, clients: usize) -> Option<usize> {
+    if x == me || x >= clients {
+        return None;
+    }
+    if list.len() + 1 == clients {
+        return Some(x - usize::from(x > me));
+    }
+    list.binary_search(&(x as u32)).ok()
 }
 
 /// The smallest multiplier coprime with `n`, above `prev`, and at least
@@ -276,6 +380,24 @@ mod tests {
             }
         }
         assert!(size.iter().all(|&x| x == s), "{size:?}");
+        let mut senders = vec![0; plan.count()];
+        for c in (0..n).filter(|&c| plan.sends(c)) {
+            for r in plan.rooms_of(c) {
+                senders[*r as usize] += 1;
+            }
+        }
+        let each = s * plan.senders() / n;
+        assert!(senders.iter().all(|&x| x == each), "{senders:?}");
+        for c in 0..n {
+            for (i, &p) in plan.peers(c).iter().enumerate() {
+                assert_eq!(plan.peer_slot(c, p as usize), Some(i));
+            }
+            for (i, &p) in plan.heard(c).iter().enumerate() {
+                assert!(plan.sends(p as usize));
+                assert_eq!(plan.heard_slot(c, p as usize), Some(i));
+            }
+            assert_eq!(plan.heard_slot(c, c), None);
+        }
         // Brute force against the closed forms, and `next` against a scan.
         let m = 7;
         for snd in 0..n {
@@ -290,10 +412,10 @@ mod tests {
         for r in 0..n {
             let mut want = 0;
             for q in 0..m {
-                for snd in (0..n).filter(|&x| x != r) {
+                for snd in (0..n).filter(|&x| x != r && plan.sends(x)) {
                     if plan.hears(snd, r, q) {
                         want += 1;
-                        assert!(plan.peers(r).contains(&(snd as u32)));
+                        assert!(plan.heard(r).contains(&(snd as u32)));
                     }
                 }
             }
@@ -308,6 +430,30 @@ mod tests {
         check(&Plan::rooms(60, None, 10, 3, 2, "t").unwrap());
         check(&Plan::rooms(50, None, 50, 1, 1, "t").unwrap());
         check(&Plan::one_room(5));
+    }
+
+    #[test]
+    fn senders_spread_evenly_over_every_layer() {
+        let p = |n, size, k| Plan::rooms(n, None, size, k, 1, "t").unwrap();
+        check(&p(1000, 100, 1).with_senders(100).unwrap());
+        check(&p(1000, 10, 2).with_senders(200).unwrap());
+        check(&p(60, 10, 3).with_senders(30).unwrap());
+        check(&p(60, 10, 3).with_senders(60).unwrap());
+        let plan = p(10_000, 100, 1).with_senders(1000).unwrap();
+        assert_eq!(plan.senders(), 1000);
+        assert_eq!(plan.sender_ids()[..3], [0, 10, 20]);
+        assert_eq!(plan.heard(5).len(), 10);
+        assert_eq!(plan.heard(10).len(), 9);
+        assert_eq!(plan.peers(10).len(), 99);
+        assert_eq!(plan.expected(5, 20), 200);
+        assert_eq!(plan.messages_of(11, 20), 0);
+        for bad in [0, 3, 300, 2000, 20_000] {
+            let e = p(1000, 100, 1).with_senders(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("the same number of senders") && e.contains("1000, 500"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

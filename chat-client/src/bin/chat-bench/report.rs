@@ -3,6 +3,7 @@
 use std::fmt;
 
 use crate::latency::Latency;
+use crate::procfs::Cost;
 use crate::system::System;
 use crate::{dm, fanout, idle, soak};
 
@@ -12,6 +13,20 @@ fn latency(f: &mut fmt::Formatter<'_>, what: &str, l: &Latency) -> fmt::Result {
         f,
         "  {what:<17} p50 {:.0}  p99 {:.0}  p99.9 {:.0}  max {:.0}",
         l.p50, l.p99, l.p999, l.max
+    )
+}
+
+/// Two lines: how often the server's threads ran and went to sleep, per `unit`.
+fn wakeups(f: &mut fmt::Formatter<'_>, s: &Cost, unit: &str) -> fmt::Result {
+    writeln!(
+        f,
+        "  server wake-ups   {}, {:.4}/{unit} (timeslices run)",
+        s.wakeups, s.wakeups_per_unit
+    )?;
+    writeln!(
+        f,
+        "  server sleeps     {}, {:.4}/{unit} (voluntary context switches)",
+        s.voluntary_switches, s.voluntary_switches_per_unit
     )
 }
 
@@ -32,8 +47,27 @@ impl fmt::Display for fanout::Report {
             )?,
             Some(r) => writeln!(
                 f,
-                "rooms: {} clients in {} rooms of {}, {} rooms each, x {} messages x {} B, {} in a row per room",
-                self.clients, r.rooms, r.room_size, r.per_client, self.messages, self.size, r.run
+                "rooms: {} clients in {} rooms of {}, {} rooms each, x {} messages x {} B, {} in a row per room{}{}",
+                self.clients,
+                r.rooms,
+                r.room_size,
+                r.per_client,
+                self.messages,
+                self.size,
+                r.run,
+                match self.system {
+                    System::Chat => "",
+                    System::Nats => " (NATS)",
+                    System::Redis => " (Redis)",
+                },
+                if self.senders < self.clients {
+                    format!(
+                        "\n  senders           {} (the others only receive)",
+                        self.senders
+                    )
+                } else {
+                    String::new()
+                }
             )?,
         }
         writeln!(
@@ -105,6 +139,7 @@ impl fmt::Display for fanout::Report {
                 "  server cpu        {:.3} s, {:.4} us/delivery",
                 s.cpu_seconds, s.cpu_us_per_unit
             )?;
+            wakeups(f, s, "delivery")?;
             writeln!(
                 f,
                 "  server rss        {} KiB now, {} KiB peak",
@@ -166,6 +201,7 @@ impl fmt::Display for dm::Report {
                 "  server cpu        {:.3} s, {:.2} us/direct message, {:.2} us/round trip",
                 s.cpu_seconds, s.cpu_us_per_unit, rt
             )?;
+            wakeups(f, s, "direct message")?;
         }
         write!(
             f,
@@ -203,6 +239,7 @@ impl fmt::Display for idle::Report {
                 "  server cpu        {:.3} s, peak rss {} KiB",
                 s.cpu_seconds, s.peak_rss_kib
             )?;
+            wakeups(f, s, "connection")?;
         }
         Ok(())
     }

@@ -66,6 +66,7 @@ impl Peer for Client {
             match self.poll() {
                 Ok(Some(Event::Message(Message::Relay { ip, port, text }))) => f(Got::Message {
                     from: Some(SocketAddr::new(ip, port)),
+                    room: None,
                     text: text.as_bytes(),
                 }),
                 Ok(Some(Event::Message(Message::Said { room, from, text }))) => f(Got::Said {

@@ -1,4 +1,5 @@
-//! The protocol adapters `fanout` drives: one per system under test.
+//! The protocol adapters `fanout` and `rooms` drive: one per system under
+//! test.
 //!
 //! Each gives a client what the workload needs and nothing more: publish
 //! one payload, write and read without waiting, wait for readiness, and
@@ -12,8 +13,13 @@
 //!   client says its payloads in its rooms (`Say`, `Said`), where a
 //!   delivery also carries the sender's name and the room.
 //! - `nats`: NATS core protocol, `CONNECT` with echo off, `SUB`, `PUB`.
-//! - `redis`: RESP2, one `SUBSCRIBE` and one `PUBLISH` connection per
-//!   client; Redis echoes to the sender, counted apart.
+//! - `redis`: RESP2, one `SUBSCRIBE` connection per client and one
+//!   `PUBLISH` connection per client that sends; Redis echoes to the
+//!   sender, counted apart.
+//!
+//! An anchor's client is given its channels when it connects: [`CHANNEL`]
+//! in `fanout`'s one room, its rooms' names (`room.<i>`) in `rooms`. A
+//! delivery names the channel it came on, checked as a chat room is.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -26,10 +32,10 @@ mod chat;
 pub(crate) mod nats;
 pub(crate) mod redis;
 
-/// The channel (NATS subject, Redis channel) every client publishes to.
+/// The channel (NATS subject, Redis channel) of `fanout`'s one room.
 pub(crate) const CHANNEL: &str = "chat";
 
-/// Which system `fanout` drives.
+/// Which system `fanout` and `rooms` drive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum System {
@@ -53,9 +59,10 @@ impl System {
 #[derive(Debug)]
 pub(crate) enum Got<'a> {
     /// A delivered payload, with the sender's address when the system
-    /// tags deliveries with one.
+    /// tags deliveries with one, and the channel it came on (an anchor's).
     Message {
         from: Option<SocketAddr>,
+        room: Option<&'a [u8]>,
         text: &'a [u8],
     },
     /// A payload said in a named room (the chat server's `Said`): the
@@ -99,6 +106,11 @@ pub(crate) trait Peer: Send + 'static {
     fn take(&mut self, f: impl FnMut(Got<'_>)) -> Result<(), Error>;
     /// Whether the server has closed the connection.
     fn is_closed(&self) -> bool;
+}
+
+/// Whether `channel` is one of `channels`: an anchor sends nothing else.
+pub(crate) fn subscribed(channels: &[String], channel: &[u8]) -> bool {
+    channels.iter().any(|c| c.as_bytes() == channel)
 }
 
 /// The position of the first `\r\n` in `buf`.

@@ -1,12 +1,14 @@
 //! A NATS server, core protocol (text, framed by lengths for payloads).
 //!
 //! On connect the server sends `INFO {...}`; the client sends
-//! `CONNECT {"verbose":false,"pedantic":false,"echo":false}`, `SUB chat 1`
-//! and `PING`, and waits for `PONG`, so that its subscription is in place
-//! before the run starts. A publish is `PUB chat <len>\r\n<payload>\r\n`; a
-//! delivery `MSG chat 1 <len>\r\n<payload>\r\n`. The server's `PING` is
-//! answered with `PONG`; `-ERR` ends the client. With echo off a client
-//! gets everyone else's messages, as from the chat server.
+//! `CONNECT {"verbose":false,"pedantic":false,"echo":false}`, one `SUB`
+//! per channel (subject) it is given (`SUB chat 1` in `fanout`, `SUB
+//! room.7 1`, `SUB room.42 2`... in `rooms`) and `PING`, and waits for
+//! `PONG`, so that its subscriptions are in place before the run starts. A
+//! publish is `PUB <subject> <len>\r\n<payload>\r\n`; a delivery `MSG
+//! <subject> <sid> <len>\r\n<payload>\r\n`. The server's `PING` is answered
+//! with `PONG`; `-ERR` ends the client. With echo off a client gets
+//! everyone else's messages on its subjects, as from the chat server.
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -15,15 +17,19 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{Interest, Ready};
 use tokio::net::TcpStream;
 
-use super::{CHANNEL, Got, Peer, crlf, decimal};
+use super::{Got, Peer, crlf, decimal, subscribed};
 use crate::error::Error;
 use crate::socket::{READ_CHUNK, read_into, write_from};
 
 /// One frame from the server.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Frame {
-    /// `MSG <subject> <sid> [reply-to] <len>`: where its payload lies.
-    Msg(Range<usize>),
+    /// `MSG <subject> <sid> [reply-to] <len>`: where its subject and its
+    /// payload lie.
+    Msg {
+        subject: Range<usize>,
+        payload: Range<usize>,
+    },
     Ping,
     Pong,
     /// `INFO`, `+OK`: nothing to do.
@@ -44,11 +50,18 @@ pub(crate) fn frame(buf: &[u8]) -> Result<Option<(Frame, usize)>, String> {
     let line = &buf[..eol];
     let next = eol + 2;
     if let Some(args) = line.strip_prefix(b"MSG ") {
+        let bad = || format!("a bad MSG line: {}", String::from_utf8_lossy(line));
         let len = args
             .rsplit(|&c| c == b' ')
             .next()
             .and_then(decimal)
-            .ok_or_else(|| format!("a bad MSG line: {}", String::from_utf8_lossy(line)))?;
+            .ok_or_else(bad)?;
+        let subject = args
+            .iter()
+            .position(|&c| c == b' ')
+            .filter(|&end| end > 0)
+            .map(|end| 4..4 + end)
+            .ok_or_else(bad)?;
         let end = next + len;
         if buf.len() < end + 2 {
             return Ok(None);
@@ -56,7 +69,13 @@ pub(crate) fn frame(buf: &[u8]) -> Result<Option<(Frame, usize)>, String> {
         if &buf[end..end + 2] != b"\r\n" {
             return Err("a MSG payload not followed by CRLF".into());
         }
-        return Ok(Some((Frame::Msg(next..end), end + 2)));
+        return Ok(Some((
+            Frame::Msg {
+                subject,
+                payload: next..end,
+            },
+            end + 2,
+        )));
     }
     let f = match line {
         b"PING" => Frame::Ping,
@@ -74,10 +93,10 @@ pub(crate) fn frame(buf: &[u8]) -> Result<Option<(Frame, usize)>, String> {
     Ok(Some((f, next)))
 }
 
-/// Appends the frame that publishes `payload` to [`CHANNEL`].
-pub(crate) fn put_pub(out: &mut BytesMut, payload: &[u8]) {
+/// Appends the frame that publishes `payload` to `subject`.
+pub(crate) fn put_pub(out: &mut BytesMut, subject: &str, payload: &[u8]) {
     out.extend_from_slice(b"PUB ");
-    out.extend_from_slice(CHANNEL.as_bytes());
+    out.extend_from_slice(subject.as_bytes());
     out.extend_from_slice(b" ");
     out.extend_from_slice(payload.len().to_string().as_bytes());
     out.extend_from_slice(b"\r\n");
@@ -89,6 +108,8 @@ pub(crate) fn put_pub(out: &mut BytesMut, payload: &[u8]) {
 #[derive(Debug)]
 pub(crate) struct Nats {
     id: usize,
+    /// Its subjects: its rooms, in the order it says its messages in them.
+    channels: Vec<String>,
     stream: TcpStream,
     input: BytesMut,
     out: BytesMut,
@@ -96,9 +117,13 @@ pub(crate) struct Nats {
 }
 
 impl Nats {
-    /// Connects, subscribes, and waits for the server to confirm it (the
-    /// `PONG` to a `PING` sent after the `SUB`).
-    pub(crate) async fn connect(id: usize, server: SocketAddr) -> Result<Nats, Error> {
+    /// Connects, subscribes to `channels`, and waits for the server to
+    /// confirm it (the `PONG` to a `PING` sent after the `SUB`s).
+    pub(crate) async fn connect(
+        id: usize,
+        server: SocketAddr,
+        channels: Vec<String>,
+    ) -> Result<Nats, Error> {
         let failed = |source| Error::Connect {
             id,
             addr: server,
@@ -108,18 +133,20 @@ impl Nats {
         stream.set_nodelay(true).map_err(failed)?;
         let mut c = Nats {
             id,
+            channels,
             stream,
             input: BytesMut::with_capacity(READ_CHUNK),
             out: BytesMut::with_capacity(READ_CHUNK),
             closed: false,
         };
         c.out.extend_from_slice(
-            format!(
-                "CONNECT {{\"verbose\":false,\"pedantic\":false,\"echo\":false}}\r\n\
-                 SUB {CHANNEL} 1\r\nPING\r\n"
-            )
-            .as_bytes(),
+            b"CONNECT {\"verbose\":false,\"pedantic\":false,\"echo\":false}\r\n",
         );
+        for (i, channel) in c.channels.iter().enumerate() {
+            c.out
+                .extend_from_slice(format!("SUB {channel} {}\r\n", i + 1).as_bytes());
+        }
+        c.out.extend_from_slice(b"PING\r\n");
         let mut pongs = 0;
         while pongs == 0 {
             while let Some((f, used)) = frame(&c.input).map_err(|e| c.lost(e))? {
@@ -128,7 +155,7 @@ impl Nats {
                     Frame::Pong => pongs += 1,
                     Frame::Ping => c.out.extend_from_slice(b"PONG\r\n"),
                     Frame::Err(e) => return Err(Error::Refused { id, reason: e }),
-                    Frame::Msg(_) => return Err(c.lost("a message before the run".into())),
+                    Frame::Msg { .. } => return Err(c.lost("a message before the run".into())),
                     Frame::Other => {}
                 }
             }
@@ -158,8 +185,9 @@ impl Peer for Nats {
         self.id
     }
 
-    fn publish(&mut self, _room: usize, text: String) -> Result<(), Error> {
-        put_pub(&mut self.out, text.as_bytes());
+    fn publish(&mut self, room: usize, text: String) -> Result<(), Error> {
+        let subject = &self.channels[room % self.channels.len()];
+        put_pub(&mut self.out, subject, text.as_bytes());
         Ok(())
     }
 
@@ -190,10 +218,20 @@ impl Peer for Nats {
             match frame(&self.input[at..]) {
                 Ok(Some((fr, used))) => {
                     match fr {
-                        Frame::Msg(r) => f(Got::Message {
-                            from: None,
-                            text: &self.input[at + r.start..at + r.end],
-                        }),
+                        Frame::Msg { subject, payload } => {
+                            let subject = &self.input[at + subject.start..at + subject.end];
+                            if !subscribed(&self.channels, subject) {
+                                break Err(format!(
+                                    "a message on subject {:?}, not subscribed to",
+                                    String::from_utf8_lossy(subject)
+                                ));
+                            }
+                            f(Got::Message {
+                                from: None,
+                                room: Some(subject),
+                                text: &self.input[at + payload.start..at + payload.end],
+                            });
+                        }
                         Frame::Ping => self.out.extend_from_slice(b"PONG\r\n"),
                         Frame::Err(e) => break Err(format!("the server said {e}")),
                         Frame::Pong | Frame::Other => {}
@@ -225,7 +263,10 @@ mod tests {
             buf.extend_from_slice(piece);
             while let Some((f, used)) = frame(&buf).unwrap() {
                 let payload = match &f {
-                    Frame::Msg(r) => buf[r.clone()].to_vec(),
+                    Frame::Msg { subject, payload } => {
+                        assert_eq!(&buf[subject.clone()], b"chat");
+                        buf[payload.clone()].to_vec()
+                    }
                     _ => Vec::new(),
                 };
                 got.push((f, payload));
@@ -246,7 +287,7 @@ mod tests {
             let kinds: Vec<_> = got
                 .iter()
                 .map(|(f, p)| match f {
-                    Frame::Msg(_) => format!("msg {p:?}"),
+                    Frame::Msg { .. } => format!("msg {p:?}"),
                     other => format!("{other:?}"),
                 })
                 .collect();
@@ -273,6 +314,7 @@ mod tests {
             Some((Frame::Err("-ERR 'Authorization Violation'".into()), 32))
         );
         assert!(frame(b"MSG chat 1 x\r\n").is_err());
+        assert!(frame(b"MSG  1 2\r\nab\r\n").is_err());
         assert!(frame(b"MSG chat 1 2\r\nabcd\r\n").is_err());
         assert!(frame(b"HELLO\r\n").is_err());
         assert_eq!(frame(b"MSG chat 1 2\r\nab").unwrap(), None);
@@ -281,7 +323,7 @@ mod tests {
     #[test]
     fn publish_is_length_framed() {
         let mut out = BytesMut::new();
-        put_pub(&mut out, b"a\r\nb");
-        assert_eq!(&out[..], b"PUB chat 4\r\na\r\nb\r\n");
+        put_pub(&mut out, "room.7", b"a\r\nb");
+        assert_eq!(&out[..], b"PUB room.7 4\r\na\r\nb\r\n");
     }
 }

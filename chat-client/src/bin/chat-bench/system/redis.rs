@@ -1,11 +1,14 @@
 //! A Redis server, pub/sub over RESP2.
 //!
-//! Each client holds two connections: one that sends `SUBSCRIBE chat` and
-//! waits for the confirmation before the run starts, and one that sends
-//! `PUBLISH chat <payload>` (arrays of bulk strings, pipelined) and reads
-//! and discards the integer replies. A delivery is
-//! `*3 $7 message $4 chat $<len> <payload>`. Redis delivers a client's own
-//! messages to its own subscription too: the workload counts those apart.
+//! Each client holds a connection that sends `SUBSCRIBE` with its channels
+//! (`chat` in `fanout`, its rooms' `room.<i>` in `rooms`) and waits for
+//! every confirmation before the run starts; a client that sends also
+//! holds one that sends `PUBLISH <channel> <payload>` (arrays of bulk
+//! strings, pipelined) and reads and discards the integer replies (a
+//! silent member has none: 10,000 clients of which 1,000 send take 11,000
+//! connections). A delivery is `*3 $7 message $<n> <channel> $<len>
+//! <payload>`. Redis delivers a client's own messages to its own
+//! subscription too: the workload counts those apart.
 
 use std::io;
 use std::net::SocketAddr;
@@ -15,7 +18,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{Interest, Ready};
 use tokio::net::TcpStream;
 
-use super::{CHANNEL, Got, Peer, crlf, decimal};
+use super::{Got, Peer, crlf, decimal, subscribed};
 use crate::error::Error;
 use crate::socket::{read_into, write_from};
 
@@ -77,10 +80,13 @@ pub(crate) fn value(buf: &[u8]) -> Result<Option<(Value, usize)>, String> {
 /// A push on the subscribing connection: `[kind, channel, data]`.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Push {
-    /// `message chat <payload>`: where the payload lies.
-    Message(Range<usize>),
-    /// `subscribe chat <count>`.
-    Subscribed,
+    /// `message <channel> <payload>`: where the channel and the payload lie.
+    Message {
+        channel: Range<usize>,
+        payload: Range<usize>,
+    },
+    /// `subscribe <channel> <count>`: where the channel lies.
+    Subscribed(Range<usize>),
 }
 
 /// The push at the front of `buf` and the bytes it takes; `None` until it
@@ -109,12 +115,9 @@ pub(crate) fn push(buf: &[u8]) -> Result<Option<(Push, usize)>, String> {
     let [Value::Bulk(kind), Value::Bulk(channel), data] = items else {
         return Err("a push without its kind and channel".into());
     };
-    if &buf[channel] != CHANNEL.as_bytes() {
-        return Err("a push for another channel".into());
-    }
     match (&buf[kind], data) {
-        (b"message", Value::Bulk(r)) => Ok(Some((Push::Message(r), at))),
-        (b"subscribe", Value::Int(_)) => Ok(Some((Push::Subscribed, at))),
+        (b"message", Value::Bulk(payload)) => Ok(Some((Push::Message { channel, payload }, at))),
+        (b"subscribe", Value::Int(_)) => Ok(Some((Push::Subscribed(channel), at))),
         (k, _) => Err(format!(
             "an unexpected push: {}",
             String::from_utf8_lossy(k)
@@ -122,12 +125,12 @@ pub(crate) fn push(buf: &[u8]) -> Result<Option<(Push, usize)>, String> {
     }
 }
 
-/// Appends the command `PUBLISH chat <payload>`.
-pub(crate) fn put_publish(out: &mut BytesMut, payload: &[u8]) {
+/// Appends the command `PUBLISH <channel> <payload>`.
+pub(crate) fn put_publish(out: &mut BytesMut, channel: &str, payload: &[u8]) {
     out.extend_from_slice(b"*3\r\n$7\r\nPUBLISH\r\n$");
-    out.extend_from_slice(CHANNEL.len().to_string().as_bytes());
+    out.extend_from_slice(channel.len().to_string().as_bytes());
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(CHANNEL.as_bytes());
+    out.extend_from_slice(channel.as_bytes());
     out.extend_from_slice(b"\r\n$");
     out.extend_from_slice(payload.len().to_string().as_bytes());
     out.extend_from_slice(b"\r\n");
@@ -135,12 +138,14 @@ pub(crate) fn put_publish(out: &mut BytesMut, payload: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// A client: a subscribed connection and a publishing one.
+/// A client: a subscribed connection, and a publishing one if it sends.
 #[derive(Debug)]
 pub(crate) struct Redis {
     id: usize,
+    /// Its channels: its rooms, in the order it says its messages in them.
+    channels: Vec<String>,
     sub: TcpStream,
-    publ: TcpStream,
+    publ: Option<TcpStream>,
     /// What the subscribing connection has read.
     input: BytesMut,
     /// What the publishing connection has read (its replies).
@@ -151,19 +156,31 @@ pub(crate) struct Redis {
 }
 
 impl Redis {
-    /// Opens both connections, subscribes, and waits for the confirmation.
-    pub(crate) async fn connect(id: usize, server: SocketAddr) -> Result<Redis, Error> {
+    /// Opens its connections (the publishing one if it `sends`), subscribes
+    /// to `channels`, and waits for every confirmation.
+    pub(crate) async fn connect(
+        id: usize,
+        server: SocketAddr,
+        channels: Vec<String>,
+        sends: bool,
+    ) -> Result<Redis, Error> {
         let failed = |source| Error::Connect {
             id,
             addr: server,
             source,
         };
         let sub = TcpStream::connect(server).await.map_err(failed)?;
-        let publ = TcpStream::connect(server).await.map_err(failed)?;
         sub.set_nodelay(true).map_err(failed)?;
-        publ.set_nodelay(true).map_err(failed)?;
+        let publ = if sends {
+            let publ = TcpStream::connect(server).await.map_err(failed)?;
+            publ.set_nodelay(true).map_err(failed)?;
+            Some(publ)
+        } else {
+            None
+        };
         let mut c = Redis {
             id,
+            channels,
             sub,
             publ,
             input: BytesMut::with_capacity(256 * 1024),
@@ -171,10 +188,10 @@ impl Redis {
             out: BytesMut::new(),
             closed: false,
         };
-        let cmd = format!(
-            "*2\r\n$9\r\nSUBSCRIBE\r\n${}\r\n{CHANNEL}\r\n",
-            CHANNEL.len()
-        );
+        let mut cmd = format!("*{}\r\n$9\r\nSUBSCRIBE\r\n", c.channels.len() + 1);
+        for channel in &c.channels {
+            cmd.push_str(&format!("${}\r\n{channel}\r\n", channel.len()));
+        }
         let mut cmd = cmd.as_bytes();
         while !cmd.is_empty() {
             c.sub.writable().await.map_err(|e| c.lost(e.to_string()))?;
@@ -184,13 +201,21 @@ impl Redis {
                 Err(e) => return Err(c.lost(e.to_string())),
             }
         }
+        let mut pending = c.channels.len();
         loop {
             match push(&c.input) {
-                Ok(Some((Push::Subscribed, used))) => {
+                Ok(Some((Push::Subscribed(channel), used))) => {
+                    if !subscribed(&c.channels, &c.input[channel]) {
+                        return Err(c.lost("a confirmation for another channel".into()));
+                    }
                     c.input.advance(used);
-                    return Ok(c);
+                    pending -= 1;
+                    if pending == 0 {
+                        return Ok(c);
+                    }
+                    continue;
                 }
-                Ok(Some((Push::Message(_), _))) => {
+                Ok(Some((Push::Message { .. }, _))) => {
                     return Err(c.lost("a message before the run".into()));
                 }
                 Ok(None) => {}
@@ -226,8 +251,14 @@ impl Peer for Redis {
         self.id
     }
 
-    fn publish(&mut self, _room: usize, text: String) -> Result<(), Error> {
-        put_publish(&mut self.out, text.as_bytes());
+    fn publish(&mut self, room: usize, text: String) -> Result<(), Error> {
+        if self.publ.is_none() {
+            return Err(
+                self.lost("a client that does not send has no connection to publish".into())
+            );
+        }
+        let channel = &self.channels[room % self.channels.len()];
+        put_publish(&mut self.out, channel, text.as_bytes());
         Ok(())
     }
 
@@ -236,20 +267,30 @@ impl Peer for Redis {
     }
 
     async fn ready(&mut self, interest: Interest) -> Result<Ready, Error> {
-        let r = tokio::select! {
-            r = self.sub.ready(Interest::READABLE) => r,
-            r = self.publ.ready(interest | Interest::READABLE) => r,
+        let r = match &self.publ {
+            Some(publ) => tokio::select! {
+                r = self.sub.ready(Interest::READABLE) => r,
+                r = publ.ready(interest | Interest::READABLE) => r,
+            },
+            None => self.sub.ready(Interest::READABLE).await,
         };
         r.map_err(|e| self.lost(e.to_string()))
     }
 
     fn write(&mut self) -> Result<bool, Error> {
-        write_from(&self.publ, &mut self.out).map_err(|e| self.lost(e.to_string()))
+        match &self.publ {
+            Some(publ) => write_from(publ, &mut self.out).map_err(|e| self.lost(e.to_string())),
+            None => Ok(true),
+        }
     }
 
     fn read(&mut self) -> Result<Option<usize>, Error> {
-        let replies =
-            read_into(&self.publ, &mut self.replies).map_err(|e| self.lost(e.to_string()))?;
+        let replies = match &self.publ {
+            Some(publ) => {
+                read_into(publ, &mut self.replies).map_err(|e| self.lost(e.to_string()))?
+            }
+            None => None,
+        };
         if replies == Some(0) {
             self.closed = true;
             return Ok(Some(0));
@@ -269,10 +310,18 @@ impl Peer for Redis {
         let result = loop {
             match push(&self.input[at..]) {
                 Ok(Some((p, used))) => {
-                    if let Push::Message(r) = p {
+                    if let Push::Message { channel, payload } = p {
+                        let channel = &self.input[at + channel.start..at + channel.end];
+                        if !subscribed(&self.channels, channel) {
+                            break Err(format!(
+                                "a message on channel {:?}, not subscribed to",
+                                String::from_utf8_lossy(channel)
+                            ));
+                        }
                         f(Got::Message {
                             from: None,
-                            text: &self.input[at + r.start..at + r.end],
+                            room: Some(channel),
+                            text: &self.input[at + payload.start..at + payload.end],
                         });
                     }
                     at += used;
@@ -306,8 +355,14 @@ mod tests {
                 buf.extend_from_slice(piece);
                 while let Some((p, used)) = push(&buf).unwrap() {
                     got.push(match p {
-                        Push::Message(r) => buf[r].to_vec(),
-                        Push::Subscribed => b"subscribed".to_vec(),
+                        Push::Message { channel, payload } => {
+                            assert_eq!(&buf[channel], b"chat");
+                            buf[payload].to_vec()
+                        }
+                        Push::Subscribed(channel) => {
+                            assert_eq!(&buf[channel], b"chat");
+                            b"subscribed".to_vec()
+                        }
                     });
                     buf.drain(..used);
                 }
@@ -324,7 +379,7 @@ mod tests {
     #[test]
     fn errors_and_replies() {
         assert!(push(b"-ERR unknown command\r\n").is_err());
-        assert!(push(b"*3\r\n$7\r\nmessage\r\n$5\r\nother\r\n$1\r\nx\r\n").is_err());
+        assert!(push(b"*3\r\n$7\r\nunknown\r\n$5\r\nother\r\n$1\r\nx\r\n").is_err());
         assert!(push(b"*3\r\n$7\r\nmessage\r\n$4\r\nchat\r\n$1\r\nxy\r\n").is_err());
         assert_eq!(value(b":42\r\n").unwrap(), Some((Value::Int(42), 5)));
         assert_eq!(value(b":4").unwrap(), None);
@@ -337,10 +392,10 @@ mod tests {
     #[test]
     fn publish_is_an_array_of_bulk_strings() {
         let mut out = BytesMut::new();
-        put_publish(&mut out, b"a\r\nb");
+        put_publish(&mut out, "room.7", b"a\r\nb");
         assert_eq!(
             &out[..],
-            b"*3\r\n$7\r\nPUBLISH\r\n$4\r\nchat\r\n$4\r\na\r\nb\r\n"
+            b"*3\r\n$7\r\nPUBLISH\r\n$6\r\nroom.7\r\n$4\r\na\r\nb\r\n"
         );
     }
 }
