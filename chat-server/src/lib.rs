@@ -158,6 +158,7 @@ mod dispatch;
 mod error;
 mod flood;
 mod hub;
+pub mod journal;
 mod listener;
 mod names;
 mod outbox;
@@ -166,6 +167,7 @@ mod presence;
 mod room;
 mod roster;
 mod session;
+pub mod store;
 mod transport;
 mod writer;
 
@@ -180,6 +182,10 @@ use tracing::{info, warn};
 
 pub use config::{Config, RELAY_OVERHEAD};
 pub use error::Error;
+pub use journal::{Journal, JournalConfig, Sink, SubmitError};
+pub use store::{
+    MemoryStore, NewRecord, Page, Record, RedbStore, Retention, Store, StoreError, Topic,
+};
 
 use session::Shared;
 

@@ -1,0 +1,423 @@
+//! [`RedbStore`]: history in one redb file, one fsync per appended batch.
+//!
+//! Three tables:
+//! - `meta`: `"layout"` → the layout version ([`LAYOUT`]), `"last_id"` → the
+//!   highest id ever stored;
+//! - `log`: (topic key, id) → the record ([`codec`]); a topic's records are
+//!   one contiguous key range in id order;
+//! - `topics`: topic key → (head id, highest trimmed id, records retained).
+//!   An entry is kept when all its records are trimmed, so `head` and
+//!   `missing` stay exact.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::fs::{self, File};
+use std::io;
+use std::panic::{self, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+
+use ::redb::{Database, ReadableTable, TableDefinition};
+
+use super::codec;
+use super::{Page, Record, Retention, Store, StoreError, Topic};
+
+/// The layout of the tables; a file with another is refused.
+const LAYOUT: u64 = 1;
+
+const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+const LOG: TableDefinition<'_, (&[u8], u64), &[u8]> = TableDefinition::new("log");
+const TOPICS: TableDefinition<'_, &[u8], (u64, u64, u64)> = TableDefinition::new("topics");
+
+const LAYOUT_KEY: &str = "layout";
+const LAST_ID: &str = "last_id";
+
+/// A topic's entry in `topics`.
+#[derive(Clone, Copy, Debug, Default)]
+struct State {
+    head: u64,
+    trimmed: u64,
+    count: u64,
+}
+
+impl State {
+    fn from_tuple((head, trimmed, count): (u64, u64, u64)) -> State {
+        State {
+            head,
+            trimmed,
+            count,
+        }
+    }
+
+    fn tuple(self) -> (u64, u64, u64) {
+        (self.head, self.trimmed, self.count)
+    }
+}
+
+/// The durable store: one redb file, opened by one process at a time.
+///
+/// A file that exists is only ever opened, never initialized: a new store is
+/// built under a temporary name and renamed into place, so a half-created
+/// file cannot pass for an empty store.
+pub struct RedbStore {
+    path: PathBuf,
+    db: Database,
+}
+
+impl std::fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedbStore {
+    /// Opens the store in the file `path`, creating it (and nothing else: the
+    /// directory must exist) if there is no such file.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Corrupt`] if the file is not a readable store of this
+    /// layout, [`StoreError::Locked`] if another process has it open,
+    /// [`StoreError::Full`] or [`StoreError::Io`] if it cannot be read or
+    /// created.
+    pub fn open(path: impl AsRef<Path>) -> Result<RedbStore, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        match fs::metadata(&path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => create(&path)?,
+            Err(e) => return Err(StoreError::io(&path, e)),
+        }
+        let db = open_db(&path)?;
+        let store = RedbStore { path, db };
+        store.check()?;
+        Ok(store)
+    }
+
+    /// The store's file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Refuses a file without this layout's tables and version.
+    fn check(&self) -> Result<(), StoreError> {
+        let corrupt = |detail: String| StoreError::Corrupt {
+            path: self.path.clone(),
+            detail,
+        };
+        let txn = self.db.begin_read().at(&self.path)?;
+        let meta = match txn.open_table(META) {
+            Ok(meta) => meta,
+            Err(::redb::TableError::TableDoesNotExist(_)) => {
+                return Err(corrupt("not a chat history store (no meta table)".into()));
+            }
+            Err(e) => return Err(map(&self.path, e.into())),
+        };
+        match meta.get(LAYOUT_KEY).at(&self.path)?.map(|v| v.value()) {
+            Some(LAYOUT) => {}
+            Some(other) => return Err(corrupt(format!("unknown store layout version {other}"))),
+            None => return Err(corrupt("no layout version".into())),
+        }
+        txn.open_table(LOG).at(&self.path)?;
+        txn.open_table(TOPICS).at(&self.path)?;
+        Ok(())
+    }
+
+    fn corrupt(&self, detail: String) -> StoreError {
+        StoreError::Corrupt {
+            path: self.path.clone(),
+            detail,
+        }
+    }
+
+    /// Writes raw bytes as the record `id` of `topic`, bypassing the codec:
+    /// for tests of what a damaged record does.
+    #[cfg(test)]
+    pub(crate) fn put_raw(&self, topic: &Topic, id: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().at(&self.path)?;
+        {
+            let mut log = txn.open_table(LOG).at(&self.path)?;
+            let key = topic.key();
+            log.insert((key.as_slice(), id), bytes).at(&self.path)?;
+        }
+        txn.commit().at(&self.path)
+    }
+}
+
+/// Builds an empty store under a temporary name, then renames it to `path`
+/// and syncs the directory, so `path` only ever names a complete store.
+fn create(path: &Path) -> Result<(), StoreError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".new");
+    let tmp = PathBuf::from(tmp);
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(StoreError::io(&tmp, e)),
+    }
+    {
+        let db = Database::create(&tmp).at(&tmp)?;
+        let txn = db.begin_write().at(&tmp)?;
+        {
+            let mut meta = txn.open_table(META).at(&tmp)?;
+            meta.insert(LAYOUT_KEY, LAYOUT).at(&tmp)?;
+            meta.insert(LAST_ID, 0).at(&tmp)?;
+            txn.open_table(LOG).at(&tmp)?;
+            txn.open_table(TOPICS).at(&tmp)?;
+        }
+        txn.commit().at(&tmp)?;
+    }
+    fs::rename(&tmp, path).map_err(|e| StoreError::io(path, e))?;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::io(dir, e))
+}
+
+/// Opens an existing file. redb checks it and may panic on some damage
+/// rather than return an error: that is a corrupt file too.
+fn open_db(path: &Path) -> Result<Database, StoreError> {
+    match panic::catch_unwind(AssertUnwindSafe(|| Database::open(path))) {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(e)) => Err(map(path, e.into())),
+        Err(_) => Err(StoreError::Corrupt {
+            path: path.to_path_buf(),
+            detail: "the file is damaged (the reader failed on it)".into(),
+        }),
+    }
+}
+
+/// redb's error as ours.
+fn map(path: &Path, err: ::redb::Error) -> StoreError {
+    use ::redb::Error as E;
+    let path = path.to_path_buf();
+    match err {
+        // A short or malformed file: redb says so through `io::Error`s.
+        E::Io(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
+            ) =>
+        {
+            StoreError::Corrupt {
+                path,
+                detail: format!("unreadable: {e}"),
+            }
+        }
+        E::Io(e) => StoreError::io(path, e),
+        E::DatabaseAlreadyOpen => StoreError::Locked { path },
+        E::Corrupted(detail) => StoreError::Corrupt { path, detail },
+        E::UpgradeRequired(v) => StoreError::Corrupt {
+            path,
+            detail: format!("file format version {v} is not the one this server reads"),
+        },
+        e @ (E::TableTypeMismatch { .. }
+        | E::TableIsMultimap(_)
+        | E::TableIsNotMultimap(_)
+        | E::TypeDefinitionChanged { .. }
+        | E::TableDoesNotExist(_)) => StoreError::Corrupt {
+            path,
+            detail: e.to_string(),
+        },
+        E::PreviousIo => StoreError::Io {
+            path,
+            source: io::Error::other("an earlier I/O error left the store unusable until reopened"),
+        },
+        e => StoreError::Io {
+            path,
+            source: io::Error::other(e.to_string()),
+        },
+    }
+}
+
+/// `?` on redb results, naming the file.
+trait At<T> {
+    fn at(self, path: &Path) -> Result<T, StoreError>;
+}
+
+impl<T, E: Into<::redb::Error>> At<T> for Result<T, E> {
+    fn at(self, path: &Path) -> Result<T, StoreError> {
+        self.map_err(|e| map(path, e.into()))
+    }
+}
+
+impl Store for RedbStore {
+    fn append(&self, batch: &[Record]) -> Result<(), StoreError> {
+        let Some(newest) = batch.iter().map(|r| r.id).max() else {
+            return Ok(());
+        };
+        let p = &self.path;
+        let txn = self.db.begin_write().at(p)?;
+        {
+            let mut log = txn.open_table(LOG).at(p)?;
+            let mut topics = txn.open_table(TOPICS).at(p)?;
+            let mut meta = txn.open_table(META).at(p)?;
+            let mut touched: HashMap<Vec<u8>, State> = HashMap::new();
+            let mut buf = Vec::with_capacity(256);
+            for record in batch {
+                let key = record.topic.key();
+                buf.clear();
+                codec::encode(record, &mut buf).map_err(|detail| StoreError::Io {
+                    path: p.clone(),
+                    source: io::Error::new(io::ErrorKind::InvalidInput, detail),
+                })?;
+                log.insert((key.as_slice(), record.id), buf.as_slice())
+                    .at(p)?;
+                let state = match touched.entry(key) {
+                    Entry::Occupied(e) => e.into_mut(),
+                    Entry::Vacant(e) => {
+                        let state = topics.get(e.key().as_slice()).at(p)?;
+                        let state = state.map(|s| State::from_tuple(s.value()));
+                        e.insert(state.unwrap_or_default())
+                    }
+                };
+                state.head = record.id;
+                state.count += 1;
+            }
+            for (key, state) in &touched {
+                topics.insert(key.as_slice(), state.tuple()).at(p)?;
+            }
+            let last = meta.get(LAST_ID).at(p)?.map_or(0, |v| v.value());
+            meta.insert(LAST_ID, last.max(newest)).at(p)?;
+        }
+        txn.commit().at(p)
+    }
+
+    fn after(&self, topic: &Topic, after: u64, limit: usize) -> Result<Page, StoreError> {
+        let p = &self.path;
+        let key = topic.key();
+        let txn = self.db.begin_read().at(p)?;
+        let topics = txn.open_table(TOPICS).at(p)?;
+        let state = topics.get(key.as_slice()).at(p)?;
+        let state = state
+            .map(|s| State::from_tuple(s.value()))
+            .unwrap_or_default();
+        let mut records = Vec::new();
+        if let Some(start) = after.checked_add(1) {
+            let log = txn.open_table(LOG).at(p)?;
+            let range = log
+                .range((key.as_slice(), start)..=(key.as_slice(), u64::MAX))
+                .at(p)?;
+            for entry in range.take(limit) {
+                let (_, value) = entry.at(p)?;
+                records.push(codec::decode(value.value()).map_err(|d| self.corrupt(d))?);
+            }
+        }
+        Ok(Page {
+            records,
+            missing: state.trimmed > after,
+        })
+    }
+
+    fn last(&self, topic: &Topic, count: usize) -> Result<Vec<Record>, StoreError> {
+        let p = &self.path;
+        let key = topic.key();
+        let txn = self.db.begin_read().at(p)?;
+        let log = txn.open_table(LOG).at(p)?;
+        let range = log
+            .range((key.as_slice(), 0)..=(key.as_slice(), u64::MAX))
+            .at(p)?;
+        let mut records = Vec::with_capacity(count.min(1024));
+        for entry in range.rev().take(count) {
+            let (_, value) = entry.at(p)?;
+            records.push(codec::decode(value.value()).map_err(|d| self.corrupt(d))?);
+        }
+        records.reverse();
+        Ok(records)
+    }
+
+    fn last_id(&self) -> Result<u64, StoreError> {
+        let p = &self.path;
+        let txn = self.db.begin_read().at(p)?;
+        let meta = txn.open_table(META).at(p)?;
+        let last = meta.get(LAST_ID).at(p)?;
+        Ok(last.map_or(0, |v| v.value()))
+    }
+
+    fn head(&self, topic: &Topic) -> Result<u64, StoreError> {
+        let p = &self.path;
+        let txn = self.db.begin_read().at(p)?;
+        let topics = txn.open_table(TOPICS).at(p)?;
+        let state = topics.get(topic.key().as_slice()).at(p)?;
+        Ok(state.map_or(0, |s| s.value().0))
+    }
+
+    fn trim(&self, keep: &Retention, now_ms: u64) -> Result<u64, StoreError> {
+        if keep.keeps_all() {
+            return Ok(0);
+        }
+        let p = &self.path;
+        let cutoff = keep.max_age.map(|age| {
+            let age = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
+            now_ms.saturating_sub(age)
+        });
+        let txn = self.db.begin_write().at(p)?;
+        let mut dropped = 0;
+        {
+            let mut log = txn.open_table(LOG).at(p)?;
+            let mut topics = txn.open_table(TOPICS).at(p)?;
+            let mut all = Vec::new();
+            for entry in topics.iter().at(p)? {
+                let (key, state) = entry.at(p)?;
+                let state = State::from_tuple(state.value());
+                if state.count > 0 {
+                    all.push((key.value().to_vec(), state));
+                }
+            }
+            let mut ids = Vec::new();
+            for (key, mut state) in all {
+                let over = keep.per_topic.map_or(0, |n| state.count.saturating_sub(n));
+                ids.clear();
+                let range = log
+                    .range((key.as_slice(), 0)..=(key.as_slice(), u64::MAX))
+                    .at(p)?;
+                for entry in range {
+                    let (k, value) = entry.at(p)?;
+                    let old = match cutoff {
+                        _ if (ids.len() as u64) < over => true,
+                        Some(cutoff) => {
+                            codec::at_ms(value.value()).map_err(|d| self.corrupt(d))? < cutoff
+                        }
+                        None => false,
+                    };
+                    if !old {
+                        break;
+                    }
+                    ids.push(k.value().1);
+                }
+                let Some(&newest) = ids.last() else { continue };
+                for &id in &ids {
+                    log.remove((key.as_slice(), id)).at(p)?;
+                }
+                let n = ids.len() as u64;
+                state.trimmed = state.trimmed.max(newest);
+                state.count -= n;
+                topics.insert(key.as_slice(), state.tuple()).at(p)?;
+                dropped += n;
+            }
+        }
+        if dropped == 0 {
+            // Nothing to make durable: skip the fsync.
+            txn.abort().at(p)?;
+        } else {
+            txn.commit().at(p)?;
+        }
+        Ok(dropped)
+    }
+}
+
+#[cfg(test)]
+impl RedbStore {
+    /// Overwrites the layout version, for tests of a file from elsewhere.
+    pub(crate) fn set_layout(&self, version: u64) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().at(&self.path)?;
+        txn.open_table(META)
+            .at(&self.path)?
+            .insert(LAYOUT_KEY, version)
+            .at(&self.path)?;
+        txn.commit().at(&self.path)
+    }
+}
