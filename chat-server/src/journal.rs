@@ -43,9 +43,11 @@ pub struct JournalConfig {
     /// The most messages committed in one transaction. Default 1,024; 0 is
     /// taken as 1.
     pub batch: usize,
-    /// How long the thread waits for more messages when a batch is not
-    /// full, the bound this adds to a message's latency. Default 1 ms; zero
-    /// commits whatever is queued at once.
+    /// How long the thread waits for more messages when what is queued does
+    /// not fill a batch: it sleeps this long, then takes what has come (up to
+    /// `batch`). The bound this adds to a message's latency; the queue holds
+    /// what comes meanwhile. Default 1 ms; zero commits whatever is queued at
+    /// once.
     pub window: Duration,
     /// What [`Store::trim`] keeps. Default: everything.
     pub retention: Retention,
@@ -242,15 +244,10 @@ impl Writer {
             batch.push(first);
             batch.extend(rx.try_iter().take(max - 1));
             if batch.len() < max && !self.config.window.is_zero() {
-                let deadline = Instant::now() + self.config.window;
-                while batch.len() < max {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    match rx.recv_timeout(left) {
-                        Ok(item) => batch.push(item),
-                        Err(_) => break,
-                    }
-                    batch.extend(rx.try_iter().take(max - batch.len()));
-                }
+                // Sleep rather than block on the queue: a blocked receiver
+                // makes every submit pay for waking it.
+                thread::sleep(self.config.window);
+                batch.extend(rx.try_iter().take(max - batch.len()));
             }
             self.commit(batch);
         }

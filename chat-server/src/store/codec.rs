@@ -31,7 +31,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Record, String> {
     if format != FORMAT {
         return Err(format!("unknown record format version {format}"));
     }
-    let (record, used): (Record, usize) = bincode::serde::decode_from_slice(body, CONFIG)
+    let (record, used): (Record, usize) = bincode::serde::borrow_decode_from_slice(body, CONFIG)
         .map_err(|e| format!("record does not decode: {e}"))?;
     if used != body.len() {
         return Err(format!(
@@ -49,7 +49,7 @@ pub(crate) fn at_ms(bytes: &[u8]) -> Result<u64, String> {
     match bytes.split_first() {
         Some((&FORMAT, body)) => {
             let ((_id, _prev, at_ms), _): ((u64, u64, u64), usize) =
-                bincode::serde::decode_from_slice(body, CONFIG)
+                bincode::serde::borrow_decode_from_slice(body, CONFIG)
                     .map_err(|e| format!("record does not decode: {e}"))?;
             Ok(at_ms)
         }
