@@ -15,6 +15,11 @@ use std::fs::{self, File};
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+#[cfg(test)]
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use ::redb::{Database, ReadableTable, TableDefinition};
 
@@ -58,9 +63,25 @@ impl State {
 /// A file that exists is only ever opened, never initialized: a new store is
 /// built under a temporary name and renamed into place, so a half-created
 /// file cannot pass for an empty store.
+///
+/// After an I/O error (a full disk, say) redb refuses every further call on
+/// that handle, reads included; so the store lets the handle go and opens
+/// the file again on the next call. Reads go on serving history while
+/// appends fail, and appends work again once there is room.
 pub struct RedbStore {
     path: PathBuf,
-    db: Database,
+    opener: Opener,
+    /// The open file; `None` after an I/O error, until reopened.
+    db: RwLock<Option<Arc<Database>>>,
+}
+
+/// How the file is opened: as a file, or in tests through a backend that
+/// can run out of room.
+#[derive(Clone)]
+enum Opener {
+    File,
+    #[cfg(test)]
+    Full(Arc<AtomicBool>),
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -70,6 +91,10 @@ impl std::fmt::Debug for RedbStore {
             .finish_non_exhaustive()
     }
 }
+
+/// How long a reopen waits for calls still using the old handle (which
+/// holds the file's lock) to finish.
+const REOPEN_WAIT: Duration = Duration::from_secs(1);
 
 impl RedbStore {
     /// Opens the store in the file `path`, creating it (and nothing else: the
@@ -82,16 +107,23 @@ impl RedbStore {
     /// [`StoreError::Full`] or [`StoreError::Io`] if it cannot be read or
     /// created.
     pub fn open(path: impl AsRef<Path>) -> Result<RedbStore, StoreError> {
-        let path = path.as_ref().to_path_buf();
+        RedbStore::open_with(path.as_ref(), Opener::File)
+    }
+
+    fn open_with(path: &Path, opener: Opener) -> Result<RedbStore, StoreError> {
+        let path = path.to_path_buf();
         match fs::metadata(&path) {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => create(&path)?,
             Err(e) => return Err(StoreError::io(&path, e)),
         }
-        let db = open_db(&path)?;
-        let store = RedbStore { path, db };
-        store.check()?;
-        Ok(store)
+        let db = open_db(&path, &opener)?;
+        check(&path, &db)?;
+        Ok(RedbStore {
+            path,
+            opener,
+            db: RwLock::new(Some(Arc::new(db))),
+        })
     }
 
     /// The store's file.
@@ -99,28 +131,47 @@ impl RedbStore {
         &self.path
     }
 
-    /// Refuses a file without this layout's tables and version.
-    fn check(&self) -> Result<(), StoreError> {
-        let corrupt = |detail: String| StoreError::Corrupt {
-            path: self.path.clone(),
-            detail,
-        };
-        let txn = self.db.begin_read().at(&self.path)?;
-        let meta = match txn.open_table(META) {
-            Ok(meta) => meta,
-            Err(::redb::TableError::TableDoesNotExist(_)) => {
-                return Err(corrupt("not a chat history store (no meta table)".into()));
-            }
-            Err(e) => return Err(map(&self.path, e.into())),
-        };
-        match meta.get(LAYOUT_KEY).at(&self.path)?.map(|v| v.value()) {
-            Some(LAYOUT) => {}
-            Some(other) => return Err(corrupt(format!("unknown store layout version {other}"))),
-            None => return Err(corrupt("no layout version".into())),
+    /// Runs `op` on the open file (reopening it if an earlier I/O error let
+    /// it go); lets the handle go if `op` meets an I/O error.
+    fn with<T>(
+        &self,
+        op: impl FnOnce(&Database) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let db = self.db()?;
+        let result = op(&db);
+        if let Err(StoreError::Io { .. } | StoreError::Full { .. }) = &result {
+            drop(db);
+            self.db
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
         }
-        txn.open_table(LOG).at(&self.path)?;
-        txn.open_table(TOPICS).at(&self.path)?;
-        Ok(())
+        result
+    }
+
+    fn db(&self) -> Result<Arc<Database>, StoreError> {
+        if let Some(db) = &*self.db.read().unwrap_or_else(PoisonError::into_inner) {
+            return Ok(db.clone());
+        }
+        let mut slot = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(db) = &*slot {
+            return Ok(db.clone());
+        }
+        // Calls that took the old handle before it was let go hold the
+        // file's lock until they end: wait for them, briefly.
+        let deadline = Instant::now() + REOPEN_WAIT;
+        let db = loop {
+            match open_db(&self.path, &self.opener) {
+                Err(StoreError::Locked { .. }) if Instant::now() < deadline => {
+                    thread::sleep(Duration::from_millis(2));
+                }
+                other => break other?,
+            }
+        };
+        check(&self.path, &db)?;
+        let db = Arc::new(db);
+        *slot = Some(db.clone());
+        Ok(db)
     }
 
     fn corrupt(&self, detail: String) -> StoreError {
@@ -134,7 +185,8 @@ impl RedbStore {
     /// for tests of what a damaged record does.
     #[cfg(test)]
     pub(crate) fn put_raw(&self, topic: &Topic, id: u64, bytes: &[u8]) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().at(&self.path)?;
+        let db = self.db()?;
+        let txn = db.begin_write().at(&self.path)?;
         {
             let mut log = txn.open_table(LOG).at(&self.path)?;
             let key = topic.key();
@@ -142,6 +194,32 @@ impl RedbStore {
         }
         txn.commit().at(&self.path)
     }
+}
+
+/// Refuses a file without this layout's tables and version.
+fn check(path: &Path, db: &Database) -> Result<(), StoreError> {
+    let corrupt = |detail: String| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let txn = db.begin_read().at(path)?;
+    let meta = match txn.open_table(META) {
+        Ok(meta) => meta,
+        Err(::redb::TableError::TableDoesNotExist(_)) => {
+            return Err(corrupt("not a chat history store (no meta table)".into()));
+        }
+        Err(e) => return Err(map(path, e.into())),
+    };
+    match meta.get(LAYOUT_KEY).at(path)?.map(|v| v.value()) {
+        Some(LAYOUT) => {}
+        Some(other) => return Err(corrupt(format!("unknown store layout version {other}"))),
+        None => return Err(corrupt("no layout version".into())),
+    }
+    // Opening them checks they exist, with their key and value types (a
+    // missing or mistyped table maps to `Corrupt`).
+    txn.open_table(LOG).at(path)?;
+    txn.open_table(TOPICS).at(path)?;
+    Ok(())
 }
 
 /// Builds an empty store under a temporary name, then renames it to `path`
@@ -179,8 +257,17 @@ fn create(path: &Path) -> Result<(), StoreError> {
 
 /// Opens an existing file. redb checks it and may panic on some damage
 /// rather than return an error: that is a corrupt file too.
-fn open_db(path: &Path) -> Result<Database, StoreError> {
-    match panic::catch_unwind(AssertUnwindSafe(|| Database::open(path))) {
+fn open_db(path: &Path, opener: &Opener) -> Result<Database, StoreError> {
+    let open = || match opener {
+        Opener::File => Database::open(path),
+        #[cfg(test)]
+        Opener::Full(full) => {
+            let file = fs::OpenOptions::new().read(true).write(true).open(path)?;
+            let backend = full::Backend::new(file, full.clone())?;
+            ::redb::Builder::new().create_with_backend(backend)
+        }
+    };
+    match panic::catch_unwind(AssertUnwindSafe(open)) {
         Ok(Ok(db)) => Ok(db),
         Ok(Err(e)) => Err(map(path, e.into())),
         Err(_) => Err(StoreError::Corrupt {
@@ -246,11 +333,44 @@ impl<T, E: Into<::redb::Error>> At<T> for Result<T, E> {
 
 impl Store for RedbStore {
     fn append(&self, batch: &[Record]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.with(|db| self.append_in(db, batch))
+    }
+
+    fn after(&self, topic: &Topic, after: u64, limit: usize) -> Result<Page, StoreError> {
+        self.with(|db| self.after_in(db, topic, after, limit))
+    }
+
+    fn last(&self, topic: &Topic, count: usize) -> Result<Vec<Record>, StoreError> {
+        self.with(|db| self.last_in(db, topic, count))
+    }
+
+    fn last_id(&self) -> Result<u64, StoreError> {
+        self.with(|db| self.last_id_in(db))
+    }
+
+    fn head(&self, topic: &Topic) -> Result<u64, StoreError> {
+        self.with(|db| self.head_in(db, topic))
+    }
+
+    fn trim(&self, keep: &Retention, now_ms: u64) -> Result<u64, StoreError> {
+        if keep.keeps_all() {
+            return Ok(0);
+        }
+        self.with(|db| self.trim_in(db, keep, now_ms))
+    }
+}
+
+/// The operations, on an open handle.
+impl RedbStore {
+    fn append_in(&self, db: &Database, batch: &[Record]) -> Result<(), StoreError> {
         let Some(newest) = batch.iter().map(|r| r.id).max() else {
             return Ok(());
         };
         let p = &self.path;
-        let txn = self.db.begin_write().at(p)?;
+        let txn = db.begin_write().at(p)?;
         {
             let mut log = txn.open_table(LOG).at(p)?;
             let mut topics = txn.open_table(TOPICS).at(p)?;
@@ -286,10 +406,16 @@ impl Store for RedbStore {
         txn.commit().at(p)
     }
 
-    fn after(&self, topic: &Topic, after: u64, limit: usize) -> Result<Page, StoreError> {
+    fn after_in(
+        &self,
+        db: &Database,
+        topic: &Topic,
+        after: u64,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
         let p = &self.path;
         let key = topic.key();
-        let txn = self.db.begin_read().at(p)?;
+        let txn = db.begin_read().at(p)?;
         let topics = txn.open_table(TOPICS).at(p)?;
         let state = topics.get(key.as_slice()).at(p)?;
         let state = state
@@ -312,10 +438,15 @@ impl Store for RedbStore {
         })
     }
 
-    fn last(&self, topic: &Topic, count: usize) -> Result<Vec<Record>, StoreError> {
+    fn last_in(
+        &self,
+        db: &Database,
+        topic: &Topic,
+        count: usize,
+    ) -> Result<Vec<Record>, StoreError> {
         let p = &self.path;
         let key = topic.key();
-        let txn = self.db.begin_read().at(p)?;
+        let txn = db.begin_read().at(p)?;
         let log = txn.open_table(LOG).at(p)?;
         let range = log
             .range((key.as_slice(), 0)..=(key.as_slice(), u64::MAX))
@@ -329,23 +460,23 @@ impl Store for RedbStore {
         Ok(records)
     }
 
-    fn last_id(&self) -> Result<u64, StoreError> {
+    fn last_id_in(&self, db: &Database) -> Result<u64, StoreError> {
         let p = &self.path;
-        let txn = self.db.begin_read().at(p)?;
+        let txn = db.begin_read().at(p)?;
         let meta = txn.open_table(META).at(p)?;
         let last = meta.get(LAST_ID).at(p)?;
         Ok(last.map_or(0, |v| v.value()))
     }
 
-    fn head(&self, topic: &Topic) -> Result<u64, StoreError> {
+    fn head_in(&self, db: &Database, topic: &Topic) -> Result<u64, StoreError> {
         let p = &self.path;
-        let txn = self.db.begin_read().at(p)?;
+        let txn = db.begin_read().at(p)?;
         let topics = txn.open_table(TOPICS).at(p)?;
         let state = topics.get(topic.key().as_slice()).at(p)?;
         Ok(state.map_or(0, |s| s.value().0))
     }
 
-    fn trim(&self, keep: &Retention, now_ms: u64) -> Result<u64, StoreError> {
+    fn trim_in(&self, db: &Database, keep: &Retention, now_ms: u64) -> Result<u64, StoreError> {
         if keep.keeps_all() {
             return Ok(0);
         }
@@ -354,7 +485,7 @@ impl Store for RedbStore {
             let age = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
             now_ms.saturating_sub(age)
         });
-        let txn = self.db.begin_write().at(p)?;
+        let txn = db.begin_write().at(p)?;
         let mut dropped = 0;
         {
             let mut log = txn.open_table(LOG).at(p)?;
@@ -413,11 +544,80 @@ impl Store for RedbStore {
 impl RedbStore {
     /// Overwrites the layout version, for tests of a file from elsewhere.
     pub(crate) fn set_layout(&self, version: u64) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().at(&self.path)?;
+        let db = self.db()?;
+        let txn = db.begin_write().at(&self.path)?;
         txn.open_table(META)
             .at(&self.path)?
             .insert(LAYOUT_KEY, version)
             .at(&self.path)?;
         txn.commit().at(&self.path)
+    }
+}
+
+#[cfg(test)]
+impl RedbStore {
+    /// Opens `path` through a backend that fails to grow the file while
+    /// `full` is set.
+    pub(crate) fn open_full(path: &Path, full: Arc<AtomicBool>) -> Result<RedbStore, StoreError> {
+        RedbStore::open_with(path, Opener::Full(full))
+    }
+}
+
+/// A file backend that runs out of room on demand: while the switch is on,
+/// growing the file fails as a full disk does; what is already there can
+/// still be read and rewritten.
+#[cfg(test)]
+mod full {
+    use std::fs::File;
+    use std::io;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use ::redb::StorageBackend;
+    use ::redb::backends::FileBackend;
+
+    #[derive(Debug)]
+    pub(super) struct Backend {
+        file: FileBackend,
+        full: Arc<AtomicBool>,
+    }
+
+    impl Backend {
+        pub(super) fn new(
+            file: File,
+            full: Arc<AtomicBool>,
+        ) -> Result<Backend, ::redb::DatabaseError> {
+            Ok(Backend {
+                file: FileBackend::new(file)?,
+                full,
+            })
+        }
+
+        fn room(&self, end: u64) -> io::Result<()> {
+            if self.full.load(Ordering::SeqCst) && end > self.file.len()? {
+                return Err(io::ErrorKind::StorageFull.into());
+            }
+            Ok(())
+        }
+    }
+
+    impl StorageBackend for Backend {
+        fn len(&self) -> io::Result<u64> {
+            self.file.len()
+        }
+        fn read(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+            self.file.read(offset, len)
+        }
+        fn set_len(&self, len: u64) -> io::Result<()> {
+            self.room(len)?;
+            self.file.set_len(len)
+        }
+        fn sync_data(&self, eventual: bool) -> io::Result<()> {
+            self.file.sync_data(eventual)
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+            self.room(offset + data.len() as u64)?;
+            self.file.write(offset, data)
+        }
     }
 }

@@ -2,6 +2,8 @@
 
 use std::fs;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chat_proto::Member;
@@ -373,4 +375,39 @@ fn a_record_of_an_unknown_format_is_corrupt() {
     }
     // The good record before it still reads.
     assert_eq!(store.after(&a, 0, 1).expect("after").records.len(), 1);
+}
+
+#[test]
+fn a_full_disk_fails_appends_and_history_still_reads() {
+    let temp = Temp::new();
+    let full = Arc::new(AtomicBool::new(false));
+    let store = RedbStore::open_full(&temp.path(), full.clone()).expect("open");
+    let a = room("a");
+    let before = fill(&store, std::slice::from_ref(&a), 1, 20);
+    full.store(true, Ordering::SeqCst);
+    // Big enough that the file must grow.
+    let big: Vec<Record> = (21..=2020)
+        .map(|id| rec(id, id - 1, id * 10, &a, &"x".repeat(1000)))
+        .collect();
+    match store.append(&big) {
+        Err(StoreError::Full { path }) => assert_eq!(path, temp.path()),
+        other => panic!("expected Full, got {other:?}"),
+    }
+    // History still reads, without any of the failed batch; and again.
+    for _ in 0..2 {
+        assert_eq!(store.after(&a, 0, 100).expect("after").records, before);
+        assert_eq!(store.last(&a, 5).expect("last"), before[15..].to_vec());
+        assert_eq!(store.last_id().expect("last id"), 20);
+        assert_eq!(store.head(&a).expect("head"), 20);
+    }
+    assert!(matches!(store.append(&big), Err(StoreError::Full { .. })));
+    // Once there is room, appends work again.
+    full.store(false, Ordering::SeqCst);
+    store.append(&big).expect("append once there is room");
+    assert_eq!(store.last_id().expect("last id"), 2020);
+    drop(store);
+    let store = temp.open();
+    let all = store.after(&a, 0, 10_000).expect("after").records;
+    assert_eq!(all.len(), 2020);
+    assert_eq!(all[..20].to_vec(), before);
 }
