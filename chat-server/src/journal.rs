@@ -28,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::warn;
 
-use crate::store::{NewRecord, Record, Retention, Store, StoreError, Topic};
+use crate::store::{NewRecord, Record, Retention, Store, StoreError, TRIM_MAX, Topic};
 
 #[cfg(test)]
 mod tests;
@@ -91,6 +91,9 @@ pub enum SubmitError {
 }
 
 type Item = (NewRecord, u64);
+
+/// The most topic heads the journal keeps in memory.
+const HEADS_MAX: usize = 100_000;
 
 /// The one writer of history: see the [module docs](self).
 pub struct Journal {
@@ -179,7 +182,8 @@ impl Journal {
 
     /// Refuses further submissions, commits everything queued (reporting it
     /// to the sink) and waits for the thread to end. Idempotent; also done
-    /// on drop.
+    /// on drop. Called from the sink (on the journal's thread), it does not
+    /// wait: the thread ends once it has committed what is queued.
     pub fn close(&self) {
         drop(
             self.tx
@@ -193,6 +197,9 @@ impl Journal {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         if let Some(thread) = thread {
+            if thread.thread().id() == thread::current().id() {
+                return;
+            }
             if thread.join().is_err() {
                 warn!("the history journal's thread panicked");
             }
@@ -258,14 +265,24 @@ impl Writer {
             return;
         }
         let now = (self.clock)();
-        if let Err(e) = self.store.trim(&self.config.retention, now) {
-            warn!("trimming history: {e}");
-        }
-        self.next_trim = Instant::now() + self.config.trim_every;
+        self.next_trim = match self.store.trim(&self.config.retention, now) {
+            // More may be left: go on at once, between batches.
+            Ok(TRIM_MAX) => Instant::now(),
+            Ok(_) => Instant::now() + self.config.trim_every,
+            Err(e) => {
+                warn!("trimming history: {e}");
+                Instant::now() + self.config.trim_every
+            }
+        };
     }
 
     /// Assigns ids, links and times to `batch`, stores it, and tells the sink.
     fn commit(&mut self, batch: Vec<Item>) {
+        // Bound the cache (direct conversations can be many): the store
+        // holds every head, so forgetting them only costs reads.
+        if self.heads.len() > HEADS_MAX {
+            self.heads.clear();
+        }
         // Heads of topics not seen yet, read before anything is assigned so
         // that a failed read leaves the batch whole for `failed`.
         for (new, _) in &batch {

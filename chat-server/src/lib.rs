@@ -184,7 +184,7 @@ pub use config::{Config, RELAY_OVERHEAD};
 pub use error::Error;
 pub use journal::{Journal, JournalConfig, Sink, SubmitError};
 pub use store::{
-    MemoryStore, NewRecord, Page, Record, RedbStore, Retention, Store, StoreError, Topic,
+    MemoryStore, NewRecord, Page, Record, RedbStore, Retention, Store, StoreError, TRIM_MAX, Topic,
 };
 
 use session::Shared;

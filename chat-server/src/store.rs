@@ -234,6 +234,11 @@ impl Retention {
     }
 }
 
+/// The most records one [`Store::trim`] drops, so that working off a large
+/// backlog (retention just lowered, a long stop) never holds the one writer
+/// for long. A call that returns this many may have left more to drop.
+pub const TRIM_MAX: u64 = 10_000;
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -312,6 +317,7 @@ pub trait Store: Send + Sync + 'static {
     /// Drops the records beyond `keep`: beyond the newest `per_topic` of each
     /// topic, and those with `at_ms` older than `now_ms - max_age` (from the
     /// oldest up to the first that is young enough, so only a prefix of each
-    /// topic goes). Returns how many were dropped.
+    /// topic goes). Returns how many were dropped: at most [`TRIM_MAX`], so
+    /// a large backlog is worked off over several calls.
     fn trim(&self, keep: &Retention, now_ms: u64) -> Result<u64, StoreError>;
 }

@@ -408,3 +408,51 @@ fn the_journal_trims_by_its_retention() {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// Closes its journal from inside `committed`.
+struct Closer {
+    journal: Mutex<Option<Arc<Journal>>>,
+    done: Mutex<Sender<()>>,
+}
+
+impl Sink for Closer {
+    fn committed(&self, _: &[(Record, u64)]) {
+        if let Some(journal) = self.journal.lock().expect("lock").take() {
+            journal.close();
+            assert_eq!(
+                journal.submit(new(&Topic::room("a"), "late"), 9),
+                Err(SubmitError::Closed)
+            );
+            // The last handle may go here, on the journal's own thread.
+            drop(journal);
+        }
+        let _ = self.done.lock().expect("lock").send(());
+    }
+
+    fn failed(&self, _: &[(NewRecord, u64)], err: &StoreError) {
+        panic!("{err}");
+    }
+}
+
+#[test]
+fn closing_from_the_sink_does_not_deadlock() {
+    let (tx, rx) = mpsc::channel();
+    let sink = Arc::new(Closer {
+        journal: Mutex::new(None),
+        done: Mutex::new(tx),
+    });
+    let journal = Arc::new(
+        Journal::start(
+            Arc::new(MemoryStore::new()),
+            JournalConfig::default(),
+            sink.clone(),
+        )
+        .expect("start"),
+    );
+    *sink.journal.lock().expect("lock") = Some(journal.clone());
+    journal
+        .submit(new(&Topic::room("a"), "x"), 0)
+        .expect("submit");
+    drop(journal);
+    rx.recv_timeout(WAIT).expect("the sink returned");
+}

@@ -3,7 +3,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{PoisonError, RwLock};
 
-use super::{Page, Record, Retention, Store, StoreError, Topic};
+use super::{Page, Record, Retention, Store, StoreError, TRIM_MAX, Topic};
 
 /// History kept in memory only (`--ephemeral`): lost when the process ends,
 /// otherwise the same as [`RedbStore`](super::RedbStore). Never fails.
@@ -95,10 +95,11 @@ impl Store for MemoryStore {
         for log in inner.topics.values_mut() {
             let len = log.records.len() as u64;
             let over = keep.per_topic.map_or(0, |n| len.saturating_sub(n));
+            let budget = TRIM_MAX - dropped;
             let mut n = 0;
             for record in &log.records {
                 let old = n < over || cutoff.is_some_and(|c| record.at_ms < c);
-                if !old {
+                if !old || n == budget {
                     break;
                 }
                 n += 1;

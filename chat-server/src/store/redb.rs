@@ -5,7 +5,8 @@
 //!   highest id ever stored;
 //! - `log`: (topic key, id) → the record ([`codec`]); a topic's records are
 //!   one contiguous key range in id order;
-//! - `topics`: topic key → (head id, highest trimmed id, records retained).
+//! - `topics`: topic key → (head id, highest trimmed id, records retained,
+//!   `at_ms` of the oldest retained).
 //!   An entry is kept when all its records are trimmed, so `head` and
 //!   `missing` stay exact.
 
@@ -24,14 +25,18 @@ use std::time::{Duration, Instant};
 use ::redb::{Database, ReadableTable, TableDefinition};
 
 use super::codec;
-use super::{Page, Record, Retention, Store, StoreError, Topic};
+use super::{Page, Record, Retention, Store, StoreError, TRIM_MAX, Topic};
+
+/// redb's page cache (its default is 1 GiB): recent history, the part that
+/// is read, stays in it.
+const CACHE: usize = 64 << 20;
 
 /// The layout of the tables; a file with another is refused.
 const LAYOUT: u64 = 1;
 
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 const LOG: TableDefinition<'_, (&[u8], u64), &[u8]> = TableDefinition::new("log");
-const TOPICS: TableDefinition<'_, &[u8], (u64, u64, u64)> = TableDefinition::new("topics");
+const TOPICS: TableDefinition<'_, &[u8], (u64, u64, u64, u64)> = TableDefinition::new("topics");
 
 const LAYOUT_KEY: &str = "layout";
 const LAST_ID: &str = "last_id";
@@ -39,22 +44,29 @@ const LAST_ID: &str = "last_id";
 /// A topic's entry in `topics`.
 #[derive(Clone, Copy, Debug, Default)]
 struct State {
+    /// The newest id ever stored.
     head: u64,
+    /// The highest id trimmed, 0 if none.
     trimmed: u64,
+    /// How many records are retained.
     count: u64,
+    /// The `at_ms` of the oldest retained record, so trimming by age skips
+    /// a topic without reading it.
+    oldest_at: u64,
 }
 
 impl State {
-    fn from_tuple((head, trimmed, count): (u64, u64, u64)) -> State {
+    fn from_tuple((head, trimmed, count, oldest_at): (u64, u64, u64, u64)) -> State {
         State {
             head,
             trimmed,
             count,
+            oldest_at,
         }
     }
 
-    fn tuple(self) -> (u64, u64, u64) {
-        (self.head, self.trimmed, self.count)
+    fn tuple(self) -> (u64, u64, u64, u64) {
+        (self.head, self.trimmed, self.count, self.oldest_at)
     }
 }
 
@@ -234,7 +246,7 @@ fn create(path: &Path) -> Result<(), StoreError> {
         Err(e) => return Err(StoreError::io(&tmp, e)),
     }
     {
-        let db = Database::create(&tmp).at(&tmp)?;
+        let db = builder().create(&tmp).at(&tmp)?;
         let txn = db.begin_write().at(&tmp)?;
         {
             let mut meta = txn.open_table(META).at(&tmp)?;
@@ -255,16 +267,25 @@ fn create(path: &Path) -> Result<(), StoreError> {
         .map_err(|e| StoreError::io(dir, e))
 }
 
+/// redb's settings: a bounded cache, and new files in the file format
+/// that later redb versions read.
+fn builder() -> ::redb::Builder {
+    let mut builder = Database::builder();
+    builder.set_cache_size(CACHE);
+    builder.create_with_file_format_v3(true);
+    builder
+}
+
 /// Opens an existing file. redb checks it and may panic on some damage
 /// rather than return an error: that is a corrupt file too.
 fn open_db(path: &Path, opener: &Opener) -> Result<Database, StoreError> {
     let open = || match opener {
-        Opener::File => Database::open(path),
+        Opener::File => builder().open(path),
         #[cfg(test)]
         Opener::Full(full) => {
             let file = fs::OpenOptions::new().read(true).write(true).open(path)?;
             let backend = full::Backend::new(file, full.clone())?;
-            ::redb::Builder::new().create_with_backend(backend)
+            builder().create_with_backend(backend)
         }
     };
     match panic::catch_unwind(AssertUnwindSafe(open)) {
@@ -394,6 +415,9 @@ impl RedbStore {
                         e.insert(state.unwrap_or_default())
                     }
                 };
+                if state.count == 0 {
+                    state.oldest_at = record.at_ms;
+                }
                 state.head = record.id;
                 state.count += 1;
             }
@@ -501,20 +525,23 @@ impl RedbStore {
             let mut ids = Vec::new();
             for (key, mut state) in all {
                 let over = keep.per_topic.map_or(0, |n| state.count.saturating_sub(n));
+                if over == 0 && cutoff.is_none_or(|c| state.oldest_at >= c) {
+                    continue;
+                }
+                let budget = TRIM_MAX - dropped;
+                if budget == 0 {
+                    break;
+                }
                 ids.clear();
                 let range = log
                     .range((key.as_slice(), 0)..=(key.as_slice(), u64::MAX))
                     .at(p)?;
                 for entry in range {
                     let (k, value) = entry.at(p)?;
-                    let old = match cutoff {
-                        _ if (ids.len() as u64) < over => true,
-                        Some(cutoff) => {
-                            codec::at_ms(value.value()).map_err(|d| self.corrupt(d))? < cutoff
-                        }
-                        None => false,
-                    };
-                    if !old {
+                    let at = codec::at_ms(value.value()).map_err(|d| self.corrupt(d))?;
+                    let old = (ids.len() as u64) < over || cutoff.is_some_and(|c| at < c);
+                    if !old || ids.len() as u64 == budget {
+                        state.oldest_at = at;
                         break;
                     }
                     ids.push(k.value().1);

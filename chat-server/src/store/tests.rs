@@ -9,7 +9,7 @@ use std::time::Duration;
 use chat_proto::Member;
 
 use super::codec;
-use super::{Kind, MemoryStore, Record, RedbStore, Retention, Store, StoreError, Topic};
+use super::{Kind, MemoryStore, Record, RedbStore, Retention, Store, StoreError, TRIM_MAX, Topic};
 
 fn member(name: &str) -> Member {
     Member::new(name, "127.0.0.1:4000".parse().expect("address"))
@@ -410,4 +410,57 @@ fn a_full_disk_fails_appends_and_history_still_reads() {
     let all = store.after(&a, 0, 10_000).expect("after").records;
     assert_eq!(all.len(), 2020);
     assert_eq!(all[..20].to_vec(), before);
+}
+
+#[test]
+fn one_trim_drops_at_most_trim_max() {
+    both(|store| {
+        let (a, b) = (room("a"), room("b"));
+        let n = TRIM_MAX / 2 + 10;
+        for topic in [&a, &b] {
+            let first = store.last_id().expect("last id") + 1;
+            let batch: Vec<Record> = (first..first + n)
+                .map(|id| rec(id, if id == first { 0 } else { id - 1 }, id, topic, ""))
+                .collect();
+            store.append(&batch).expect("append");
+        }
+        let keep = Retention {
+            per_topic: Some(5),
+            max_age: None,
+        };
+        assert_eq!(store.trim(&keep, 0).expect("trim"), TRIM_MAX);
+        assert_eq!(store.trim(&keep, 0).expect("trim"), 2 * (n - 5) - TRIM_MAX);
+        assert_eq!(store.trim(&keep, 0).expect("trim"), 0);
+        for topic in [&a, &b] {
+            let page = store.after(topic, 0, 100).expect("after");
+            assert!(page.missing);
+            assert_eq!(page.records.len(), 5);
+            let head = store.head(topic).expect("head");
+            assert_eq!(page.records[4].id, head);
+        }
+    });
+}
+
+#[test]
+fn age_trimming_skips_young_topics_and_follows_the_oldest() {
+    both(|store| {
+        let (a, b) = (room("a"), room("b"));
+        // `a` old, `b` young; then `b` ages.
+        store
+            .append(&[rec(1, 0, 100, &a, ""), rec(2, 1, 200, &a, "")])
+            .expect("append");
+        store
+            .append(&[rec(3, 0, 1000, &b, ""), rec(4, 3, 2000, &b, "")])
+            .expect("append");
+        let keep = Retention {
+            per_topic: None,
+            max_age: Some(Duration::from_millis(500)),
+        };
+        assert_eq!(store.trim(&keep, 1100).expect("trim"), 2);
+        assert_eq!(store.trim(&keep, 2400).expect("trim"), 1);
+        assert_eq!(store.last(&b, 10).expect("last")[0].id, 4);
+        assert_eq!(store.trim(&keep, 2499).expect("trim"), 0);
+        assert_eq!(store.trim(&keep, 2501).expect("trim"), 1);
+        assert!(store.after(&b, 0, 10).expect("after").records.is_empty());
+    });
 }
