@@ -144,19 +144,30 @@ impl RedbStore {
     }
 
     /// Runs `op` on the open file (reopening it if an earlier I/O error let
-    /// it go); lets the handle go if `op` meets an I/O error.
+    /// it go); lets the handle go if `op` meets an I/O error. A panic inside
+    /// redb (a damaged page can cause one) is reported as `Corrupt`, and
+    /// the handle let go too, rather than taking the caller down.
     fn with<T>(
         &self,
         op: impl FnOnce(&Database) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let db = self.db()?;
-        let result = op(&db);
-        if let Err(StoreError::Io { .. } | StoreError::Full { .. }) = &result {
-            drop(db);
-            self.db
-                .write()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take();
+        let (result, broken) = match panic::catch_unwind(AssertUnwindSafe(|| op(&db))) {
+            Ok(result) => {
+                let io = matches!(result, Err(StoreError::Io { .. } | StoreError::Full { .. }));
+                (result, io)
+            }
+            Err(_) => (
+                Err(self.corrupt("the store failed reading the file".into())),
+                true,
+            ),
+        };
+        if broken {
+            let mut slot = self.db.write().unwrap_or_else(PoisonError::into_inner);
+            // Unless another call has already reopened it.
+            if slot.as_ref().is_some_and(|open| Arc::ptr_eq(open, &db)) {
+                *slot = None;
+            }
         }
         result
     }
