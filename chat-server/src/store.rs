@@ -18,6 +18,13 @@
 //! - [`head`](Store::head) and [`last_id`](Store::last_id) survive trimming:
 //!   a topic whose records were all trimmed still knows its newest id, so
 //!   the next record's `prev` still points at it.
+//!
+//! Retention is applied by [`trim`](Store::trim) alone, which the journal
+//! calls between batches every
+//! [`JournalConfig::trim_every`](crate::JournalConfig::trim_every), not
+//! inside `append`: an append's transaction holds its batch and nothing
+//! else, and a topic may hold up to `trim_every` worth of records beyond its
+//! count in between.
 
 use std::fmt;
 use std::io;
