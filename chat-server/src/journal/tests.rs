@@ -456,3 +456,61 @@ fn closing_from_the_sink_does_not_deadlock() {
     drop(journal);
     rx.recv_timeout(WAIT).expect("the sink returned");
 }
+
+#[test]
+fn journal_is_shared_across_threads() {
+    fn shared<T: Send + Sync>() {}
+    shared::<Journal>();
+}
+
+#[test]
+fn a_full_disk_under_the_journal_fails_sends_then_recovers() {
+    use crate::store::RedbStore;
+    let dir = tempfile::Builder::new()
+        .prefix("chat-journal-")
+        .tempdir()
+        .expect("temp dir");
+    let full = Arc::new(AtomicBool::new(false));
+    let store = Arc::new(
+        RedbStore::open_full(&dir.path().join("history.redb"), full.clone()).expect("open"),
+    );
+    let rig = rig(false);
+    let journal =
+        Journal::start(store.clone(), JournalConfig::default(), rig.sink.clone()).expect("start");
+    let a = Topic::room("a");
+    journal.submit(new(&a, "one"), 1).expect("submit");
+    assert_eq!(rig.committed(1)[0].0.id, 1);
+
+    full.store(true, Ordering::SeqCst);
+    // Enough text that the file must grow.
+    let big = "x".repeat(4000);
+    let (mut seen, mut failed) = (0, 0);
+    for i in 0..1000 {
+        journal.submit(new(&a, &big), 100 + i).expect("submit");
+    }
+    while seen < 1000 {
+        match rig.next() {
+            Event::Failed(batch, err) => {
+                assert!(err.contains("disk full"), "{err}");
+                seen += batch.len();
+                failed += batch.len();
+            }
+            // A small batch may still fit in the file's free pages.
+            Event::Committed(batch) => seen += batch.len(),
+        }
+    }
+    assert!(failed > 0, "nothing failed");
+    // History still reads while the disk is full.
+    let page = store.after(&a, 0, 10).expect("reads while full");
+    assert_eq!(page.records[0].text, "one");
+
+    full.store(false, Ordering::SeqCst);
+    journal.submit(new(&a, "two"), 2).expect("submit");
+    let two = rig.committed(1);
+    let stored = store.last(&a, 2).expect("last");
+    assert_eq!(stored.last(), Some(&two[0].0));
+    // It links to the newest record stored, whatever got in before the disk
+    // filled up.
+    assert_eq!(two[0].0.prev, stored[0].id);
+    assert!(two[0].0.id > 1001);
+}
