@@ -159,6 +159,7 @@ mod error;
 mod flood;
 mod flusher;
 mod hub;
+pub mod journal;
 mod listener;
 mod names;
 mod outbox;
@@ -167,6 +168,7 @@ mod presence;
 mod room;
 mod roster;
 mod session;
+pub mod store;
 mod transport;
 mod writer;
 
@@ -181,6 +183,10 @@ use tracing::{info, warn};
 
 pub use config::{Config, RELAY_OVERHEAD};
 pub use error::Error;
+pub use journal::{Journal, JournalConfig, Sink, SubmitError};
+pub use store::{
+    MemoryStore, NewRecord, Page, Record, RedbStore, Retention, Store, StoreError, TRIM_MAX, Topic,
+};
 
 use session::Shared;
 
