@@ -201,10 +201,10 @@ pub use codec::{
     ChatCodec, Frame, HEADER_LEN, MAX_FRAME_LEN, MAX_FRAME_LEN_CEILING, MIN_FRAME_LEN,
 };
 pub use connection::{
-    ClientConfig, Connection, Event, Negotiated, RELAY_OVERHEAD, ROOMS_OVERHEAD, Role,
-    ServerConfig, State,
+    ClientConfig, Connection, Event, HISTORY_OVERHEAD, Negotiated, RELAY_OVERHEAD, ROOMS_OVERHEAD,
+    Role, ServerConfig, State,
 };
 pub use error::{
     ClientError, DecodeError, EncodeError, LimitError, ProtocolError, SendError, StreamError,
 };
-pub use message::{Member, Message, Refusal, RoomInfo, VERSION, features};
+pub use message::{Conversation, Entry, Member, Message, Refusal, RoomInfo, VERSION, features};
