@@ -6,8 +6,9 @@ use std::net::IpAddr;
 
 use bytes::{BufMut, BytesMut};
 use chat_proto::{
-    ChatCodec, DecodeError, EncodeError, HEADER_LEN, MAX_FRAME_LEN, MAX_FRAME_LEN_CEILING,
-    MIN_FRAME_LEN, Member, Message, Refusal, RoomInfo, StreamError, blocking,
+    ChatCodec, Conversation, DecodeError, EncodeError, Entry, HEADER_LEN, MAX_FRAME_LEN,
+    MAX_FRAME_LEN_CEILING, MIN_FRAME_LEN, Member, Message, Refusal, RoomInfo, StreamError,
+    blocking,
 };
 use proptest::prelude::*;
 
@@ -23,9 +24,16 @@ fn text() -> impl Strategy<Value = String> {
     ]
 }
 
-/// Any message: half of version 1, half of the ROOMS capability.
+/// Any message: a third each of version 1, the ROOMS capability and the
+/// HISTORY capability.
 fn message() -> impl Strategy<Value = Message> {
-    prop_oneof![v1_message(), rooms_message()]
+    // Boxed: the unboxed union is deep enough to overflow a test thread's
+    // stack in a debug build.
+    prop_oneof![
+        v1_message().boxed(),
+        rooms_message().boxed(),
+        history_message().boxed()
+    ]
 }
 
 /// Any message of version 1 (tags 0..=9).
@@ -106,6 +114,76 @@ fn rooms_message() -> impl Strategy<Value = Message> {
             subject,
             detail
         }),
+    ]
+}
+
+/// Ids of every width: small, at the varint boundaries, near `u64::MAX`.
+fn id() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        0u64..300,
+        Just(250u64),
+        Just(251u64),
+        Just(65_535u64),
+        Just(65_536u64),
+        Just(u64::from(u32::MAX) + 1),
+        Just(u64::MAX),
+        any::<u64>(),
+    ]
+}
+
+fn entry() -> BoxedStrategy<Entry> {
+    (id(), id(), id(), member(), text())
+        .prop_map(|(id, prev, at, from, text)| Entry {
+            id,
+            prev,
+            at,
+            from,
+            text,
+        })
+        .boxed()
+}
+
+fn conversation() -> impl Strategy<Value = Conversation> {
+    prop_oneof![
+        text().prop_map(Conversation::Room),
+        text().prop_map(Conversation::Direct),
+    ]
+}
+
+/// Any message of the HISTORY capability (tags 26..=32).
+fn history_message() -> impl Strategy<Value = Message> {
+    prop_oneof![
+        (text(), entry()).prop_map(|(room, entry)| Message::Posted { room, entry }),
+        entry().prop_map(|entry| Message::Direct { entry }),
+        (id(), id(), id()).prop_map(|(seq, id, at)| Message::Stored { seq, id, at }),
+        (id(), any::<u16>(), text()).prop_map(|(seq, code, detail)| Message::Unstored {
+            seq,
+            code: Refusal::from_code(code),
+            detail
+        }),
+        (conversation(), id(), any::<u32>()).prop_map(|(conversation, after, limit)| {
+            Message::Resume {
+                conversation,
+                after,
+                limit,
+            }
+        }),
+        (conversation(), any::<u32>()).prop_map(|(conversation, count)| Message::Recent {
+            conversation,
+            count
+        }),
+        (
+            conversation(),
+            prop::collection::vec(entry(), 0..5),
+            any::<bool>(),
+            any::<bool>()
+        )
+            .prop_map(|(conversation, entries, missing, more)| Message::Page {
+                conversation,
+                entries,
+                missing,
+                more
+            }),
     ]
 }
 
