@@ -523,6 +523,62 @@ impl Message {
         }
     }
 
+    /// A `Page` of `conversation` holding as many of `entries`, in order,
+    /// as fit a payload of `max_len` bytes (the client's limit, from
+    /// [`ServerConfig::outbound_for`](crate::ServerConfig::outbound_for)),
+    /// and how many it took. Its `more` is set if `more` is (stored
+    /// messages follow `entries`) or if some of `entries` were left out.
+    ///
+    /// The first entry is always taken: it fits any HISTORY client's limit
+    /// if its text came from a request the server accepted under its
+    /// current frame limit (PROTOCOL.md section 9.9), so a page that stops
+    /// early still makes progress.
+    ///
+    /// ```
+    /// use chat_proto::{Conversation, Entry, Member, Message};
+    ///
+    /// let entry = |id| Entry {
+    ///     id,
+    ///     prev: id - 1,
+    ///     at: 0,
+    ///     from: Member::new("张三", "127.0.0.1:3075".parse().unwrap()),
+    ///     text: "x".repeat(100),
+    /// };
+    /// let entries: Vec<Entry> = (1..=10).map(entry).collect();
+    /// let room = Conversation::Room("lobby".into());
+    /// let (page, taken) = Message::page(room, &entries, false, false, 400);
+    /// assert_eq!(taken, 3);
+    /// assert!(matches!(page, Message::Page { more: true, .. }));
+    /// ```
+    pub fn page(
+        conversation: Conversation,
+        entries: &[Entry],
+        missing: bool,
+        more: bool,
+        max_len: usize,
+    ) -> (Message, usize) {
+        // Tag, conversation, the two bools; the count's varint is added
+        // below, at its widest for the count reached so far.
+        let fixed = 1 + size::conversation(&conversation) + 2;
+        let mut len = fixed;
+        let mut taken = 0;
+        for entry in entries {
+            let next = len + size::entry(entry);
+            if taken > 0 && next + size::varint(taken as u64 + 1) > max_len {
+                break;
+            }
+            len = next;
+            taken += 1;
+        }
+        let page = Message::Page {
+            conversation,
+            entries: entries[..taken].to_vec(),
+            missing,
+            more: more || taken < entries.len(),
+        };
+        (page, taken)
+    }
+
     /// Whether this is a request that, in a [`features::HISTORY`] session,
     /// is numbered and answered with `Stored` or `Unstored`: `Say`, `Tell`,
     /// and `Send` (a ROOMS client's `Send` is a `Say` to the lobby).
@@ -582,6 +638,43 @@ impl Message {
                 | Message::Unstored { .. }
                 | Message::Page { .. }
         )
+    }
+}
+
+/// Encoded sizes, for packing pages without encoding them twice; checked
+/// against the encoder by the tests.
+mod size {
+    use std::net::IpAddr;
+
+    use super::{Conversation, Entry, Member};
+
+    pub(super) fn varint(n: u64) -> usize {
+        match n {
+            0..=250 => 1,
+            251..=0xffff => 3,
+            0x1_0000..=0xffff_ffff => 5,
+            _ => 9,
+        }
+    }
+
+    fn string(s: &str) -> usize {
+        varint(s.len() as u64) + s.len()
+    }
+
+    fn member(m: &Member) -> usize {
+        let ip = match m.ip {
+            IpAddr::V4(_) => 5,
+            IpAddr::V6(_) => 17,
+        };
+        string(&m.name) + ip + varint(u64::from(m.port))
+    }
+
+    pub(super) fn entry(e: &Entry) -> usize {
+        varint(e.id) + varint(e.prev) + varint(e.at) + member(&e.from) + string(&e.text)
+    }
+
+    pub(super) fn conversation(c: &Conversation) -> usize {
+        1 + string(c.name())
     }
 }
 

@@ -601,3 +601,24 @@ fn outbound_for_raises_the_limit_for_history_sessions() {
         65_836
     );
 }
+
+#[test]
+fn a_page_is_cut_to_the_clients_limit_and_still_progresses() {
+    let (mut client, mut server) = history();
+    let limit = server.max_frame_out();
+    let conversation = Conversation::Direct(longest_name());
+    for (text_len, fit) in [(30_000, 2), (client.max_text_len(), 1), (10, 3)] {
+        let entries = vec![widest("a".repeat(text_len)); 3];
+        let (page, taken) = Message::page(conversation.clone(), &entries, false, false, limit);
+        assert_eq!(taken, fit, "texts of {text_len}");
+        assert!(len(&page) <= limit);
+        server.send(&page).unwrap();
+        pump(&mut server, &mut client);
+        let got = events(&mut client).unwrap();
+        assert!(
+            matches!(&got[..], [Event::Message(Message::Page { entries, more, .. })]
+                if entries.len() == fit && *more == (fit < 3)),
+            "texts of {text_len}"
+        );
+    }
+}

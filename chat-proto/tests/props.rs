@@ -436,3 +436,73 @@ fn drain(codec: &ChatCodec, bytes: &[u8]) -> usize {
     assert_eq!(read_fatal, fatal);
     outcomes.len()
 }
+
+/// Payload length of `msg`.
+fn payload_len(msg: &Message) -> usize {
+    let codec = ChatCodec::with_max_frame_len(MAX_FRAME_LEN_CEILING).unwrap();
+    encode_all(&codec, std::slice::from_ref(msg)).len() - HEADER_LEN
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// `Message::page` takes exactly as many entries as fit: the page fits
+    /// `max_len` (or holds the one entry it always takes), and one entry
+    /// more would not fit.
+    #[test]
+    fn a_page_holds_exactly_the_entries_that_fit(
+        conversation in conversation(),
+        entries in prop::collection::vec(entry(), 0..12),
+        missing in any::<bool>(),
+        more in any::<bool>(),
+        max_len in 0usize..2_000,
+    ) {
+        let (page, taken) =
+            Message::page(conversation.clone(), &entries, missing, more, max_len);
+        let Message::Page { entries: got, missing: got_missing, more: got_more, .. } = &page
+        else {
+            panic!("not a Page");
+        };
+        prop_assert_eq!(&got[..], &entries[..taken]);
+        prop_assert_eq!(*got_missing, missing);
+        prop_assert_eq!(*got_more, more || taken < entries.len());
+        prop_assert_eq!(taken == 0, entries.is_empty());
+        if taken > 1 {
+            prop_assert!(payload_len(&page) <= max_len);
+        }
+        if taken < entries.len() {
+            let bigger = Message::Page {
+                conversation,
+                entries: entries[..=taken].to_vec(),
+                missing,
+                more,
+            };
+            prop_assert!(payload_len(&bigger) > max_len);
+        }
+    }
+}
+
+/// Pages of hundreds of entries cross the count's varint boundary (250).
+#[test]
+fn a_page_counts_the_width_of_a_long_count() {
+    let entry = |id| Entry {
+        id,
+        prev: id - 1,
+        at: 1,
+        from: Member {
+            name: String::new(),
+            ip: IpAddr::from([127, 0, 0, 1]),
+            port: 1,
+        },
+        text: String::new(),
+    };
+    let entries: Vec<Entry> = (1..=400).map(entry).collect();
+    let room = Conversation::Room(String::new());
+    // 250 entries of 11 bytes take 2,756 bytes; 251 take 2,769 (a 3-byte count).
+    for max_len in 2_700..2_800 {
+        let (page, taken) = Message::page(room.clone(), &entries, false, false, max_len);
+        assert!(payload_len(&page) <= max_len, "{max_len}");
+        let bigger = Message::page(room.clone(), &entries[..=taken], false, false, usize::MAX).0;
+        assert!(payload_len(&bigger) > max_len, "{max_len}: {taken}");
+    }
+}
