@@ -78,6 +78,16 @@ pub const RELAY_OVERHEAD: usize = 20;
 /// frame over `L`.
 pub const ROOMS_OVERHEAD: usize = 300;
 
+/// Bytes a frame to a client with [`features::HISTORY`] can take beyond
+/// `Welcome.max_frame`: a `Page` of one entry carries the conversation, the
+/// entry's three ids and its sender beside the text, at most 309 bytes more
+/// than the `Send` of that text (PROTOCOL.md section 9.9 has the arithmetic).
+///
+/// Such a client accepts frames of up to `max_frame + HISTORY_OVERHEAD`, so
+/// a server with frame limit `L` sends it frames of up to
+/// `L - RELAY_OVERHEAD + HISTORY_OVERHEAD = L + 300`.
+pub const HISTORY_OVERHEAD: usize = 320;
+
 /// Which end of the connection a [`Connection`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
@@ -143,8 +153,9 @@ impl Default for ClientConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ServerConfig {
-    /// Capabilities the server offers; `Welcome` carries the intersection
-    /// with the client's. Default: [`features::ALL`].
+    /// Capabilities the server offers; `Welcome` carries what
+    /// [`features::agree`] makes of them and the client's. Default:
+    /// [`features::ALL`].
     pub features: u64,
     /// The server's frame limit `L`: no frame it sends is longer. It
     /// accepts `L - RELAY_OVERHEAD` from clients and says so in `Welcome`.
@@ -196,7 +207,9 @@ impl ServerConfig {
 
     /// The codec for everything the server sends to a client with the
     /// capabilities `features`: [`outbound`](Self::outbound), raised by
-    /// `ROOMS_OVERHEAD - RELAY_OVERHEAD` for a [`features::ROOMS`] client.
+    /// `ROOMS_OVERHEAD - RELAY_OVERHEAD` for a [`features::ROOMS`] client
+    /// and by `HISTORY_OVERHEAD - RELAY_OVERHEAD` for a
+    /// [`features::HISTORY`] one.
     pub fn outbound_for(&self, features: u64) -> ChatCodec {
         codec(out_limit(self.client_max_frame(), features))
     }
@@ -205,7 +218,11 @@ impl ServerConfig {
 /// The largest frame a client with `features` accepts from a server that
 /// announced `max_frame`.
 fn out_limit(max_frame: usize, features: u64) -> usize {
-    let overhead = if features & features::ROOMS != 0 {
+    // HISTORY without ROOMS is never in force.
+    let features = features::agree(features, features);
+    let overhead = if features & features::HISTORY != 0 {
+        HISTORY_OVERHEAD
+    } else if features & features::ROOMS != 0 {
         ROOMS_OVERHEAD
     } else {
         RELAY_OVERHEAD
@@ -275,6 +292,17 @@ pub enum Event {
     /// ...) to a client; `Pong` to either. (`Ping` is answered by the
     /// machine and never reported.)
     Message(Message),
+    /// Server role, with [`features::HISTORY`] in force: a `Send`, `Say` or
+    /// `Tell` ([`Message::is_numbered`]) and its number, 1 for the first
+    /// of the session, 2 for the next, ... Answer it with exactly one
+    /// `Stored { seq, .. }` or `Unstored { seq, .. }`. (Without HISTORY
+    /// these come as [`Event::Message`].)
+    Numbered {
+        /// The request's number in the session.
+        seq: u64,
+        /// The `Send`, `Say` or `Tell`.
+        message: Message,
+    },
     /// The peer sent `Exit`. A server answers with [`Connection::exit`]
     /// after what is queued for the client; for a client this is the
     /// server's acknowledgement, or, unprompted, its shutdown.
@@ -309,6 +337,9 @@ pub struct Connection {
     /// [`features::ROOMS`] is in force and the client has not yet sent its
     /// first `Nick`, which must come before any other request.
     naming: bool,
+    /// [`features::HISTORY`]: numbered requests sent (client role) or
+    /// received (server role) so far.
+    seq: u64,
 }
 
 impl Connection {
@@ -354,6 +385,7 @@ impl Connection {
             skipped: 0,
             ended: false,
             naming: false,
+            seq: 0,
         }
     }
 
@@ -391,6 +423,18 @@ impl Connection {
     /// Longest text a `Send` may carry now, in bytes of UTF-8.
     pub fn max_text_len(&self) -> usize {
         max_text(self.outbound.max_frame_len())
+    }
+
+    /// With [`features::HISTORY`] in force, the number of the last `Send`,
+    /// `Say` or `Tell` ([`Message::is_numbered`]): in the client role the
+    /// last one [`send`](Self::send) queued, in the server role the last
+    /// one [`poll`](Self::poll) reported (as [`Event::Numbered`]). 0 before
+    /// the first, and always 0 without HISTORY.
+    ///
+    /// A client reads it right after sending, to match the server's
+    /// `Stored { seq, .. }` or `Unstored { seq, .. }` to its request.
+    pub fn seq(&self) -> u64 {
+        self.seq
     }
 
     /// Client role: frames of message kinds this crate does not know that
@@ -610,6 +654,29 @@ impl Connection {
                 self.naming = false;
                 Ok(Some(Event::Message(msg)))
             }
+            msg if !self.has(features::HISTORY) => Ok(Some(Event::Message(msg))),
+            msg if self.role == Role::Server && msg.is_numbered() => {
+                self.seq += 1;
+                Ok(Some(Event::Numbered {
+                    seq: self.seq,
+                    message: msg,
+                }))
+            }
+            Message::Stored { seq, .. } | Message::Unstored { seq, .. }
+                if seq == 0 || seq > self.seq =>
+            {
+                Err(self.violation(ProtocolError::UnknownSeq {
+                    got: msg.name(),
+                    seq,
+                    sent: self.seq,
+                }))
+            }
+            Message::Said { .. } | Message::Told { .. } => {
+                Err(self.violation(ProtocolError::Replaced {
+                    got: msg.name(),
+                    by: replacement(&msg),
+                }))
+            }
             msg => Ok(Some(Event::Message(msg))),
         }
     }
@@ -628,6 +695,11 @@ impl Connection {
             return Err(self.violation(ProtocolError::BadWelcome(format!(
                 "features {features:#x} include some this client did not ask for ({:#x})",
                 self.features
+            ))));
+        }
+        if features::agree(features, features) != features {
+            return Err(self.violation(ProtocolError::BadWelcome(format!(
+                "features {features:#x} grant HISTORY without ROOMS"
             ))));
         }
         let max_frame = max_frame as usize;
@@ -669,7 +741,7 @@ impl Connection {
         let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
         let negotiated = Negotiated {
             version: version.min(VERSION),
-            features: features & self.features,
+            features: features::agree(features, self.features),
             max_frame: self.inbound.max_frame_len(),
             addr,
         };
@@ -778,6 +850,9 @@ impl Connection {
         if msg.feature() & !self.agreed() != 0 {
             return Err(SendError::NotNegotiated { name: msg.name() });
         }
+        if self.has(features::HISTORY) {
+            self.history_send_rules(msg)?;
+        }
         let nick = matches!(msg, Message::Nick { .. });
         if self.naming
             && self.role == Role::Client
@@ -790,7 +865,31 @@ impl Connection {
         if nick && self.role == Role::Client {
             self.naming = false;
         }
+        if self.role == Role::Client && msg.is_numbered() && self.has(features::HISTORY) {
+            self.seq += 1;
+        }
         Ok(())
+    }
+
+    /// What a HISTORY session forbids a sender: a server's `Said` and
+    /// `Told` (replaced), and answers to requests it has not received.
+    fn history_send_rules(&self, msg: &Message) -> Result<(), SendError> {
+        match *msg {
+            Message::Said { .. } | Message::Told { .. } => Err(SendError::Replaced {
+                name: msg.name(),
+                by: replacement(msg),
+            }),
+            Message::Stored { seq, .. } | Message::Unstored { seq, .. }
+                if seq == 0 || seq > self.seq =>
+            {
+                Err(SendError::UnknownSeq {
+                    name: msg.name(),
+                    seq,
+                    received: self.seq,
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// At the end of the peer's stream: `Ok` if it ended between frames.
@@ -841,6 +940,11 @@ impl Connection {
         self.negotiated.map_or(features::NONE, |n| n.features)
     }
 
+    /// Whether the capability `feature` is in force.
+    fn has(&self, feature: u64) -> bool {
+        self.agreed() & feature == feature
+    }
+
     /// Records a violation: the peer is told why, and the machine closes.
     fn violation(&mut self, err: ProtocolError) -> ProtocolError {
         self.refuse(&err.to_string());
@@ -866,6 +970,14 @@ impl Connection {
         self.queue(&Message::Error {
             reason: reason[..end].to_owned(),
         });
+    }
+}
+
+/// What a HISTORY session sends instead of `Said` or `Told`.
+fn replacement(msg: &Message) -> &'static str {
+    match msg {
+        Message::Told { .. } => "Direct",
+        _ => "Posted",
     }
 }
 

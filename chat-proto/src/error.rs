@@ -165,6 +165,26 @@ pub enum ProtocolError {
         /// The message's name.
         got: &'static str,
     },
+    /// A `Stored` or `Unstored` whose number names no request the client
+    /// sent ([`features::HISTORY`](crate::features::HISTORY)).
+    #[error("protocol violation: {got} answers request {seq}, but the client sent {sent}")]
+    UnknownSeq {
+        /// `Stored` or `Unstored`.
+        got: &'static str,
+        /// The number it carries.
+        seq: u64,
+        /// How many numbered requests the client sent.
+        sent: u64,
+    },
+    /// A message that a [`features::HISTORY`](crate::features::HISTORY)
+    /// session replaces with another (`Said` by `Posted`, `Told` by `Direct`).
+    #[error("protocol violation: {got} in a HISTORY session, which uses {by}")]
+    Replaced {
+        /// The message's name.
+        got: &'static str,
+        /// What the session uses instead.
+        by: &'static str,
+    },
 }
 
 /// Why [`Connection`](crate::Connection) refused to send a message (caller
@@ -202,6 +222,26 @@ pub enum SendError {
     NickFirst {
         /// The message's name.
         name: &'static str,
+    },
+    /// With [`features::HISTORY`](crate::features::HISTORY) in force, a
+    /// server sends `Posted` instead of `Said` and `Direct` instead of `Told`.
+    #[error("{name} is replaced by {by} in a HISTORY session")]
+    Replaced {
+        /// The message's name.
+        name: &'static str,
+        /// What to send instead.
+        by: &'static str,
+    },
+    /// A server's `Stored` or `Unstored` for a request number it has not
+    /// received (numbers run from 1 to [`Connection::seq`](crate::Connection::seq)).
+    #[error("{name} for request {seq}, but only {received} were received")]
+    UnknownSeq {
+        /// `Stored` or `Unstored`.
+        name: &'static str,
+        /// The number it carries.
+        seq: u64,
+        /// How many numbered requests were received.
+        received: u64,
     },
 }
 

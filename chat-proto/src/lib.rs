@@ -126,6 +126,52 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # Durable history: the HISTORY capability
+//!
+//! A client that asks for [`features::HISTORY`] together with ROOMS (it is
+//! never granted alone: [`features::agree`]) gets its room and direct
+//! messages as [`Message::Posted`] and [`Message::Direct`], each an
+//! [`Entry`] with its id, the id before it in its [`Conversation`] (to
+//! detect gaps) and the server's timestamp; it pages through stored
+//! messages with [`Message::Resume`] and [`Message::Recent`], answered by
+//! [`Message::Page`]. Every `Say`, `Tell` and `Send` of such a session is
+//! numbered by both machines ([`Connection::seq`] on the client side,
+//! [`Event::Numbered`] on the server side) and answered with
+//! [`Message::Stored`] (its id) or [`Message::Unstored`]. Such a client
+//! accepts frames of up to `max_frame +` [`HISTORY_OVERHEAD`].
+//! `PROTOCOL.md` section 9 specifies it, including how pages join live
+//! delivery without a gap or a duplicate.
+//!
+//! ```
+//! use chat_proto::{ClientConfig, Connection, Event, Message, features};
+//!
+//! let mut config = ClientConfig::default();
+//! config.features = features::ROOMS | features::HISTORY;
+//! let mut client = Connection::client(config);
+//! let mut server = Connection::server(Default::default()); // offers both
+//! server.receive(&client.transmit().unwrap());
+//! server.poll()?; // Hello
+//! server.accept("127.0.0.1:3075".parse()?);
+//! client.receive(&server.transmit().unwrap());
+//! client.poll()?; // Welcome
+//! assert_eq!(client.max_frame_in(), 65_836); // max_frame + HISTORY_OVERHEAD
+//!
+//! client.send(&Message::Nick { name: "张三".into() })?;
+//! let say = Message::Say { room: "lobby".into(), text: "大家好".into() };
+//! client.send(&say)?;
+//! assert_eq!(client.seq(), 1); // this Say is request 1
+//!
+//! server.receive(&client.transmit().unwrap());
+//! server.poll()?; // Nick
+//! let Some(Event::Numbered { seq, message }) = server.poll()? else { panic!() };
+//! assert_eq!((seq, message), (1, say));
+//! // Once the message is durably stored, as id 42:
+//! server.send(&Message::Stored { seq, id: 42, at: 1_764_892_800_000 })?;
+//! client.receive(&server.transmit().unwrap());
+//! assert!(matches!(client.poll()?, Some(Event::Message(Message::Stored { seq: 1, id: 42, .. }))));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! Underneath, [`ChatCodec`] turns messages into frames and frames into
 //! messages over [`bytes::BytesMut`]. [`blocking::read_message`] and
 //! [`blocking::write_message`] move frames over `std::io` streams and, with
@@ -201,10 +247,10 @@ pub use codec::{
     ChatCodec, Frame, HEADER_LEN, MAX_FRAME_LEN, MAX_FRAME_LEN_CEILING, MIN_FRAME_LEN,
 };
 pub use connection::{
-    ClientConfig, Connection, Event, Negotiated, RELAY_OVERHEAD, ROOMS_OVERHEAD, Role,
-    ServerConfig, State,
+    ClientConfig, Connection, Event, HISTORY_OVERHEAD, Negotiated, RELAY_OVERHEAD, ROOMS_OVERHEAD,
+    Role, ServerConfig, State,
 };
 pub use error::{
     ClientError, DecodeError, EncodeError, LimitError, ProtocolError, SendError, StreamError,
 };
-pub use message::{Member, Message, Refusal, RoomInfo, VERSION, features};
+pub use message::{Conversation, Entry, Member, Message, Refusal, RoomInfo, VERSION, features};

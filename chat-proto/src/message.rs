@@ -30,12 +30,36 @@ pub mod features {
     /// is addressed by name, a roster lists names, a room's relay names its
     /// sender and its room.
     pub const ROOMS: u64 = 1;
+    /// Durable history (PROTOCOL.md section 9): room and direct messages
+    /// carry ids, the sender learns its message's id once it is stored, and a
+    /// client can page through what it missed. Granted only with [`ROOMS`]:
+    /// see [`agree`].
+    pub const HISTORY: u64 = 0x2;
     /// Every capability this crate knows.
-    pub const ALL: u64 = ROOMS;
+    pub const ALL: u64 = ROOMS | HISTORY;
+
+    /// The capabilities a session gets when a client asks for `asked` and
+    /// the server offers `offered`: the bits both set, minus [`HISTORY`]
+    /// unless [`ROOMS`] is among them (history is about rooms and names).
+    ///
+    /// ```
+    /// use chat_proto::features::{self, HISTORY, ROOMS};
+    /// assert_eq!(features::agree(ROOMS | HISTORY, ROOMS | HISTORY), ROOMS | HISTORY);
+    /// assert_eq!(features::agree(HISTORY, ROOMS | HISTORY), 0);
+    /// assert_eq!(features::agree(ROOMS | HISTORY, ROOMS), ROOMS);
+    /// ```
+    pub const fn agree(asked: u64, offered: u64) -> u64 {
+        let both = asked & offered;
+        if both & ROOMS == 0 {
+            both & !HISTORY
+        } else {
+            both
+        }
+    }
 }
 
 /// Number of variants in [`Message`]; tags at or above it are unknown.
-pub(crate) const VARIANT_COUNT: u32 = 26;
+pub(crate) const VARIANT_COUNT: u32 = 33;
 
 /// One protocol message. The comment on each variant says who may send it.
 ///
@@ -263,6 +287,78 @@ pub enum Message {
         #[serde(deserialize_with = "text::de")]
         detail: String,
     },
+    /// Server → client, [`features::HISTORY`]: a room message with its
+    /// place in the room's history. Replaces `Said` in HISTORY sessions.
+    Posted {
+        /// The room it was said in.
+        #[serde(deserialize_with = "text::de")]
+        room: String,
+        /// The message, its sender and its ids.
+        entry: Entry,
+    },
+    /// Server → client, [`features::HISTORY`]: a direct message with its
+    /// place in the conversation. Replaces `Told` in HISTORY sessions.
+    Direct {
+        /// The message; `entry.from` is the sender, the other party.
+        entry: Entry,
+    },
+    /// Server → client, [`features::HISTORY`]: the client's `Say`, `Tell`
+    /// or `Send` numbered `seq` is durably stored as `id`.
+    Stored {
+        /// The request's number ([`Connection::seq`](crate::Connection::seq)).
+        seq: u64,
+        /// The id the message got in its conversation.
+        id: u64,
+        /// The server's time of the message, in ms since the Unix epoch.
+        at: u64,
+    },
+    /// Server → client, [`features::HISTORY`]: the client's `Say`, `Tell`
+    /// or `Send` numbered `seq` was neither stored nor sent to anyone.
+    /// Replaces `Refused` for those requests in HISTORY sessions.
+    Unstored {
+        /// The request's number.
+        seq: u64,
+        /// Why, as a code a program can act on.
+        code: Refusal,
+        /// Why, for a human.
+        #[serde(deserialize_with = "text::de")]
+        detail: String,
+    },
+    /// Client → server, [`features::HISTORY`]: the stored messages of
+    /// `conversation` with an id above `after`, oldest first, at most
+    /// `limit` (0: the server's page size). Answered with `Page`.
+    Resume {
+        /// The room or direct conversation.
+        conversation: Conversation,
+        /// The last id the client has (0: from the start).
+        after: u64,
+        /// The most entries wanted (0: the server's page size).
+        limit: u32,
+    },
+    /// Client → server, [`features::HISTORY`]: the last `count` stored
+    /// messages of `conversation` (0: the server's page size), oldest
+    /// first. Answered with `Page`.
+    Recent {
+        /// The room or direct conversation.
+        conversation: Conversation,
+        /// How many of the latest messages are wanted.
+        count: u32,
+    },
+    /// Server → client, [`features::HISTORY`]: the answer to `Resume` or
+    /// `Recent`.
+    Page {
+        /// The conversation asked for.
+        conversation: Conversation,
+        /// Stored messages, in increasing id.
+        #[serde(deserialize_with = "seq::de")]
+        entries: Vec<Entry>,
+        /// Messages that the request reached for are no longer retained:
+        /// the page starts at the oldest retained one.
+        missing: bool,
+        /// More stored messages follow the last entry: ask again with
+        /// `after` set to its id.
+        more: bool,
+    },
 }
 
 /// A client as a room's members see it: its name and its address.
@@ -303,6 +399,45 @@ pub struct RoomInfo {
     pub name: String,
     /// How many clients are in it.
     pub members: u32,
+}
+
+/// A stored room or direct message: its place in its conversation, when
+/// and by whom it was sent, and its text ([`features::HISTORY`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct Entry {
+    /// Its id: at least 1, above every earlier id of its conversation,
+    /// never reused; not necessarily one more than `prev`.
+    pub id: u64,
+    /// The id of the message before it in the same conversation (0: none).
+    pub prev: u64,
+    /// The server's time when it was stored, in ms since the Unix epoch.
+    pub at: u64,
+    /// Its sender, as the server knew it then.
+    pub from: Member,
+    /// The text, unchanged.
+    #[serde(deserialize_with = "text::de")]
+    pub text: String,
+}
+
+/// Whose history: a room's, or a direct conversation's
+/// ([`features::HISTORY`]). On the wire a tag (0 room, 1 direct) and a name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum Conversation {
+    /// The room of this name.
+    Room(#[serde(deserialize_with = "text::de")] String),
+    /// The direct messages between the client and the party of this name.
+    Direct(#[serde(deserialize_with = "text::de")] String),
+}
+
+impl Conversation {
+    /// The room's name, or the other party's.
+    pub fn name(&self) -> &str {
+        match self {
+            Conversation::Room(name) | Conversation::Direct(name) => name,
+        }
+    }
 }
 
 impl Message {
@@ -352,6 +487,13 @@ impl Message {
             Message::Roster { .. } => "Roster",
             Message::Rooms { .. } => "Rooms",
             Message::Refused { .. } => "Refused",
+            Message::Posted { .. } => "Posted",
+            Message::Direct { .. } => "Direct",
+            Message::Stored { .. } => "Stored",
+            Message::Unstored { .. } => "Unstored",
+            Message::Resume { .. } => "Resume",
+            Message::Recent { .. } => "Recent",
+            Message::Page { .. } => "Page",
         }
     }
 
@@ -370,8 +512,81 @@ impl Message {
             | Message::Left { .. }
             | Message::Ping { .. }
             | Message::Pong { .. } => features::NONE,
+            Message::Posted { .. }
+            | Message::Direct { .. }
+            | Message::Stored { .. }
+            | Message::Unstored { .. }
+            | Message::Resume { .. }
+            | Message::Recent { .. }
+            | Message::Page { .. } => features::HISTORY,
             _ => features::ROOMS,
         }
+    }
+
+    /// A `Page` of `conversation` holding as many of `entries`, in order,
+    /// as fit a payload of `max_len` bytes (the client's limit, from
+    /// [`ServerConfig::outbound_for`](crate::ServerConfig::outbound_for)),
+    /// and how many it took. Its `more` is set if `more` is (stored
+    /// messages follow `entries`) or if some of `entries` were left out.
+    ///
+    /// The first entry is always taken: it fits any HISTORY client's limit
+    /// if its text came from a request the server accepted under its
+    /// current frame limit (PROTOCOL.md section 9.9), so a page that stops
+    /// early still makes progress.
+    ///
+    /// ```
+    /// use chat_proto::{Conversation, Entry, Member, Message};
+    ///
+    /// let entry = |id| Entry {
+    ///     id,
+    ///     prev: id - 1,
+    ///     at: 0,
+    ///     from: Member::new("张三", "127.0.0.1:3075".parse().unwrap()),
+    ///     text: "x".repeat(100),
+    /// };
+    /// let entries: Vec<Entry> = (1..=10).map(entry).collect();
+    /// let room = Conversation::Room("lobby".into());
+    /// let (page, taken) = Message::page(room, &entries, false, false, 400);
+    /// assert_eq!(taken, 3);
+    /// assert!(matches!(page, Message::Page { more: true, .. }));
+    /// ```
+    pub fn page(
+        conversation: Conversation,
+        entries: &[Entry],
+        missing: bool,
+        more: bool,
+        max_len: usize,
+    ) -> (Message, usize) {
+        // Tag, conversation, the two bools; the count's varint is added
+        // below, at its widest for the count reached so far.
+        let fixed = 1 + size::conversation(&conversation) + 2;
+        let mut len = fixed;
+        let mut taken = 0;
+        for entry in entries {
+            let next = len + size::entry(entry);
+            if taken > 0 && next + size::varint(taken as u64 + 1) > max_len {
+                break;
+            }
+            len = next;
+            taken += 1;
+        }
+        let page = Message::Page {
+            conversation,
+            entries: entries[..taken].to_vec(),
+            missing,
+            more: more || taken < entries.len(),
+        };
+        (page, taken)
+    }
+
+    /// Whether this is a request that, in a [`features::HISTORY`] session,
+    /// is numbered and answered with `Stored` or `Unstored`: `Say`, `Tell`,
+    /// and `Send` (a ROOMS client's `Send` is a `Say` to the lobby).
+    pub fn is_numbered(&self) -> bool {
+        matches!(
+            self,
+            Message::Send { .. } | Message::Say { .. } | Message::Tell { .. }
+        )
     }
 
     /// Whether a client may send this message to a server.
@@ -391,6 +606,8 @@ impl Message {
                 | Message::Tell { .. }
                 | Message::Who { .. }
                 | Message::ListRooms
+                | Message::Resume { .. }
+                | Message::Recent { .. }
         )
     }
 
@@ -415,7 +632,49 @@ impl Message {
                 | Message::Roster { .. }
                 | Message::Rooms { .. }
                 | Message::Refused { .. }
+                | Message::Posted { .. }
+                | Message::Direct { .. }
+                | Message::Stored { .. }
+                | Message::Unstored { .. }
+                | Message::Page { .. }
         )
+    }
+}
+
+/// Encoded sizes, for packing pages without encoding them twice; checked
+/// against the encoder by the tests.
+mod size {
+    use std::net::IpAddr;
+
+    use super::{Conversation, Entry, Member};
+
+    pub(super) fn varint(n: u64) -> usize {
+        match n {
+            0..=250 => 1,
+            251..=0xffff => 3,
+            0x1_0000..=0xffff_ffff => 5,
+            _ => 9,
+        }
+    }
+
+    fn string(s: &str) -> usize {
+        varint(s.len() as u64) + s.len()
+    }
+
+    fn member(m: &Member) -> usize {
+        let ip = match m.ip {
+            IpAddr::V4(_) => 5,
+            IpAddr::V6(_) => 17,
+        };
+        string(&m.name) + ip + varint(u64::from(m.port))
+    }
+
+    pub(super) fn entry(e: &Entry) -> usize {
+        varint(e.id) + varint(e.prev) + varint(e.at) + member(&e.from) + string(&e.text)
+    }
+
+    pub(super) fn conversation(c: &Conversation) -> usize {
+        1 + string(c.name())
     }
 }
 

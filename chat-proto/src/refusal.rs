@@ -30,6 +30,9 @@ pub enum Refusal {
     CannotReceive,
     /// 10: too many direct messages too fast; this one was not delivered.
     RateLimited,
+    /// 11: the history store could not store the message (a full disk, a
+    /// failing store); the connection stays open ([`Message::Unstored`](crate::Message::Unstored)).
+    Unavailable,
     /// A code this crate does not know, from a newer server. Build one with
     /// [`Refusal::from_code`], which never puts a known code here.
     Other(u16),
@@ -49,6 +52,7 @@ impl Refusal {
             Refusal::RoomFull => 8,
             Refusal::CannotReceive => 9,
             Refusal::RateLimited => 10,
+            Refusal::Unavailable => 11,
             Refusal::Other(code) => code,
         }
     }
@@ -73,6 +77,7 @@ impl Refusal {
             8 => Refusal::RoomFull,
             9 => Refusal::CannotReceive,
             10 => Refusal::RateLimited,
+            11 => Refusal::Unavailable,
             code => Refusal::Other(code),
         }
     }
@@ -91,6 +96,7 @@ impl fmt::Display for Refusal {
             Refusal::RoomFull => "room full",
             Refusal::CannotReceive => "cannot receive direct messages",
             Refusal::RateLimited => "too many direct messages",
+            Refusal::Unavailable => "message history unavailable",
             Refusal::Other(code) => return write!(f, "refusal {code}"),
         };
         f.write_str(text)

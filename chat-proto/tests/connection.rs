@@ -258,12 +258,13 @@ fn a_welcome_the_client_cannot_use_is_refused() {
 #[test]
 fn features_are_the_intersection() {
     let mut server = ServerConfig::default();
-    server.features = 0b1010;
+    // Bits no capability uses yet (HISTORY, 0b10, has a rule of its own).
+    server.features = 0b10100;
     let mut client = ClientConfig::default();
-    client.features = 0b0110;
+    client.features = 0b01100;
     let (client, server) = pair(server, client);
-    assert_eq!(server.negotiated().unwrap().features, 0b0010);
-    assert_eq!(client.negotiated().unwrap().features, 0b0010);
+    assert_eq!(server.negotiated().unwrap().features, 0b00100);
+    assert_eq!(client.negotiated().unwrap().features, 0b00100);
 }
 
 #[test]
@@ -933,10 +934,10 @@ fn a_frame_over_the_client_limit_is_refused() {
 #[test]
 fn a_client_skips_unknown_variants_after_the_handshake() {
     let mut client = open_client(ClientConfig::default(), 65_516);
-    let mut wire = raw(&[26]); // the first tag this crate does not know
+    let mut wire = raw(&[33]); // the first tag this crate does not know
     wire.extend(raw(&[0xfb, 0x00, 0x10, 1, 2, 3])); // tag 4096, any fields
     wire.extend(frame(&Message::Ping { nonce: 1 }));
-    wire.extend(raw(&[27]));
+    wire.extend(raw(&[34]));
     client.receive(&wire);
     assert_eq!(events(&mut client).unwrap(), []);
     assert_eq!(client.skipped(), 3);
@@ -946,11 +947,11 @@ fn a_client_skips_unknown_variants_after_the_handshake() {
     // Before Welcome it is not skippable.
     let mut client = Connection::client(ClientConfig::default());
     sent(&mut client);
-    client.receive(&raw(&[26]));
+    client.receive(&raw(&[33]));
     let got = events(&mut client);
     assert_eq!(
         got.as_ref().unwrap_err().1.to_string(),
-        "invalid frame: unknown message variant 26"
+        "invalid frame: unknown message variant 33"
     );
     assert_violation(&mut client, got);
 }
@@ -958,11 +959,11 @@ fn a_client_skips_unknown_variants_after_the_handshake() {
 #[test]
 fn an_unknown_variant_is_fatal_for_a_server() {
     let mut server = open_server(ServerConfig::default());
-    server.receive(&raw(&[26]));
+    server.receive(&raw(&[33]));
     let got = events(&mut server);
     assert_eq!(
         got.as_ref().unwrap_err().1,
-        ProtocolError::Frame(DecodeError::UnknownVariant { tag: 26 })
+        ProtocolError::Frame(DecodeError::UnknownVariant { tag: 33 })
     );
     assert_violation(&mut server, got);
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use bytes::BytesMut;
-use chat_proto::{ChatCodec, Member, Message, Refusal, features};
+use chat_proto::{ChatCodec, Conversation, Member, Message, Refusal, features};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -101,25 +101,97 @@ fn every_variant_has_a_vector() {
         "Roster",
         "Rooms",
         "Refused",
+        "Posted",
+        "Direct",
+        "Stored",
+        "Unstored",
+        "Resume",
+        "Recent",
+        "Page",
     ];
     assert_eq!(names, all.into_iter().collect::<BTreeSet<_>>());
 }
 
-/// Version 1's vectors come first and stay as they were; every vector after
-/// them is a message of the ROOMS capability, with its tag (10..=25) as the
-/// first payload byte.
+/// Version 1's vectors come first and stay as they were; the 20 of the
+/// ROOMS capability follow (tags 10..=25 as the first payload byte), then
+/// those of HISTORY (tags 26..=32).
 #[test]
-fn version_1_vectors_come_first_and_rooms_vectors_follow() {
+fn version_1_vectors_come_first_then_rooms_then_history() {
     let vs = vectors();
     let v1 = vs
         .iter()
         .take_while(|v| v.message.feature() == features::NONE);
     assert_eq!(v1.count(), 14, "the 14 frozen vectors of version 1");
-    for v in &vs[14..] {
-        assert_eq!(v.message.feature(), features::ROOMS, "{}", v.name);
-        let tag = unhex(&v.hex)[4];
-        assert!((10..=25).contains(&tag), "{}: tag {tag}", v.name);
+    let groups = [
+        (&vs[14..34], features::ROOMS, 10..=25),
+        (&vs[34..], features::HISTORY, 26..=32),
+    ];
+    for (group, feature, tags) in groups {
+        for v in group {
+            assert_eq!(v.message.feature(), feature, "{}", v.name);
+            let tag = unhex(&v.hex)[4];
+            assert!(tags.contains(&tag), "{}: tag {tag}", v.name);
+        }
     }
+}
+
+/// The 34 vectors before HISTORY, frozen: a digest of their names and bytes
+/// in order, so that no edit to golden.json can change one unnoticed.
+#[test]
+fn the_34_vectors_before_history_are_unchanged() {
+    let vs = vectors();
+    let old: String = vs[..34]
+        .iter()
+        .map(|v| format!("{} {}\n", v.name, v.hex))
+        .collect();
+    // FNV-1a, 64 bits: enough to notice an edit, no dependency.
+    let digest = old.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    assert_eq!(
+        digest, FROZEN,
+        "a vector before HISTORY changed: {digest:#x}"
+    );
+}
+
+/// The digest of the 34 vectors as committed before HISTORY.
+const FROZEN: u64 = 0x2b33_009d_078f_842e;
+
+#[test]
+fn history_vectors_cover_both_conversations_addresses_and_edge_values() {
+    let vs = vectors();
+    let has = |f: &dyn Fn(&Message) -> bool| vs.iter().any(|v| f(&v.message));
+    assert!(has(&|m| matches!(m, Message::Posted { room, entry }
+        if chinese(room) && chinese(&entry.from.name) && chinese(&entry.text) && entry.from.ip.is_ipv4())));
+    assert!(has(&|m| matches!(m, Message::Posted { entry, .. }
+        if entry.id > u64::MAX - 2 && entry.from.ip.is_ipv6())));
+    assert!(has(&|m| matches!(m, Message::Direct { entry }
+        if entry.prev == 0 && entry.from.ip.is_ipv6() && chinese(&entry.text))));
+    assert!(has(&|m| matches!(m, Message::Stored { .. })));
+    assert!(has(
+        &|m| matches!(m, Message::Unstored { code: Refusal::Unavailable, detail, .. } if chinese(detail))
+    ));
+    assert!(has(&|m| matches!(
+        m,
+        Message::Unstored {
+            code: Refusal::Other(999),
+            ..
+        }
+    )));
+    assert!(has(
+        &|m| matches!(m, Message::Resume { conversation: Conversation::Room(r), .. } if chinese(r))
+    ));
+    assert!(has(
+        &|m| matches!(m, Message::Resume { conversation: Conversation::Direct(n), .. } if chinese(n))
+    ));
+    assert!(has(&|m| matches!(m, Message::Recent { .. })));
+    assert!(has(
+        &|m| matches!(m, Message::Page { entries, missing: false, more: false, .. } if entries.is_empty())
+    ));
+    assert!(has(
+        &|m| matches!(m, Message::Page { entries, missing: true, more: true, .. }
+        if entries.len() == 2 && entries[0].from.ip.is_ipv4() && entries[1].from.ip.is_ipv6())
+    ));
 }
 
 fn chinese(s: &str) -> bool {

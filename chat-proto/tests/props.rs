@@ -6,8 +6,9 @@ use std::net::IpAddr;
 
 use bytes::{BufMut, BytesMut};
 use chat_proto::{
-    ChatCodec, DecodeError, EncodeError, HEADER_LEN, MAX_FRAME_LEN, MAX_FRAME_LEN_CEILING,
-    MIN_FRAME_LEN, Member, Message, Refusal, RoomInfo, StreamError, blocking,
+    ChatCodec, Conversation, DecodeError, EncodeError, Entry, HEADER_LEN, MAX_FRAME_LEN,
+    MAX_FRAME_LEN_CEILING, MIN_FRAME_LEN, Member, Message, Refusal, RoomInfo, StreamError,
+    blocking,
 };
 use proptest::prelude::*;
 
@@ -23,9 +24,16 @@ fn text() -> impl Strategy<Value = String> {
     ]
 }
 
-/// Any message: half of version 1, half of the ROOMS capability.
+/// Any message: a third each of version 1, the ROOMS capability and the
+/// HISTORY capability.
 fn message() -> impl Strategy<Value = Message> {
-    prop_oneof![v1_message(), rooms_message()]
+    // Boxed: the unboxed union is deep enough to overflow a test thread's
+    // stack in a debug build.
+    prop_oneof![
+        v1_message().boxed(),
+        rooms_message().boxed(),
+        history_message().boxed()
+    ]
 }
 
 /// Any message of version 1 (tags 0..=9).
@@ -106,6 +114,76 @@ fn rooms_message() -> impl Strategy<Value = Message> {
             subject,
             detail
         }),
+    ]
+}
+
+/// Ids of every width: small, at the varint boundaries, near `u64::MAX`.
+fn id() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        0u64..300,
+        Just(250u64),
+        Just(251u64),
+        Just(65_535u64),
+        Just(65_536u64),
+        Just(u64::from(u32::MAX) + 1),
+        Just(u64::MAX),
+        any::<u64>(),
+    ]
+}
+
+fn entry() -> BoxedStrategy<Entry> {
+    (id(), id(), id(), member(), text())
+        .prop_map(|(id, prev, at, from, text)| Entry {
+            id,
+            prev,
+            at,
+            from,
+            text,
+        })
+        .boxed()
+}
+
+fn conversation() -> impl Strategy<Value = Conversation> {
+    prop_oneof![
+        text().prop_map(Conversation::Room),
+        text().prop_map(Conversation::Direct),
+    ]
+}
+
+/// Any message of the HISTORY capability (tags 26..=32).
+fn history_message() -> impl Strategy<Value = Message> {
+    prop_oneof![
+        (text(), entry()).prop_map(|(room, entry)| Message::Posted { room, entry }),
+        entry().prop_map(|entry| Message::Direct { entry }),
+        (id(), id(), id()).prop_map(|(seq, id, at)| Message::Stored { seq, id, at }),
+        (id(), any::<u16>(), text()).prop_map(|(seq, code, detail)| Message::Unstored {
+            seq,
+            code: Refusal::from_code(code),
+            detail
+        }),
+        (conversation(), id(), any::<u32>()).prop_map(|(conversation, after, limit)| {
+            Message::Resume {
+                conversation,
+                after,
+                limit,
+            }
+        }),
+        (conversation(), any::<u32>()).prop_map(|(conversation, count)| Message::Recent {
+            conversation,
+            count
+        }),
+        (
+            conversation(),
+            prop::collection::vec(entry(), 0..5),
+            any::<bool>(),
+            any::<bool>()
+        )
+            .prop_map(|(conversation, entries, missing, more)| Message::Page {
+                conversation,
+                entries,
+                missing,
+                more
+            }),
     ]
 }
 
@@ -357,4 +435,74 @@ fn drain(codec: &ChatCodec, bytes: &[u8]) -> usize {
     assert_eq!(read, outcomes);
     assert_eq!(read_fatal, fatal);
     outcomes.len()
+}
+
+/// Payload length of `msg`.
+fn payload_len(msg: &Message) -> usize {
+    let codec = ChatCodec::with_max_frame_len(MAX_FRAME_LEN_CEILING).unwrap();
+    encode_all(&codec, std::slice::from_ref(msg)).len() - HEADER_LEN
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// `Message::page` takes exactly as many entries as fit: the page fits
+    /// `max_len` (or holds the one entry it always takes), and one entry
+    /// more would not fit.
+    #[test]
+    fn a_page_holds_exactly_the_entries_that_fit(
+        conversation in conversation(),
+        entries in prop::collection::vec(entry(), 0..12),
+        missing in any::<bool>(),
+        more in any::<bool>(),
+        max_len in 0usize..2_000,
+    ) {
+        let (page, taken) =
+            Message::page(conversation.clone(), &entries, missing, more, max_len);
+        let Message::Page { entries: got, missing: got_missing, more: got_more, .. } = &page
+        else {
+            panic!("not a Page");
+        };
+        prop_assert_eq!(&got[..], &entries[..taken]);
+        prop_assert_eq!(*got_missing, missing);
+        prop_assert_eq!(*got_more, more || taken < entries.len());
+        prop_assert_eq!(taken == 0, entries.is_empty());
+        if taken > 1 {
+            prop_assert!(payload_len(&page) <= max_len);
+        }
+        if taken < entries.len() {
+            let bigger = Message::Page {
+                conversation,
+                entries: entries[..=taken].to_vec(),
+                missing,
+                more,
+            };
+            prop_assert!(payload_len(&bigger) > max_len);
+        }
+    }
+}
+
+/// Pages of hundreds of entries cross the count's varint boundary (250).
+#[test]
+fn a_page_counts_the_width_of_a_long_count() {
+    let entry = |id| Entry {
+        id,
+        prev: id - 1,
+        at: 1,
+        from: Member {
+            name: String::new(),
+            ip: IpAddr::from([127, 0, 0, 1]),
+            port: 1,
+        },
+        text: String::new(),
+    };
+    let entries: Vec<Entry> = (1..=400).map(entry).collect();
+    let room = Conversation::Room(String::new());
+    // 250 entries of 11 bytes take 2,756 bytes; 251 take 2,769 (a 3-byte count).
+    for max_len in 2_700..2_800 {
+        let (page, taken) = Message::page(room.clone(), &entries, false, false, max_len);
+        assert!(payload_len(&page) <= max_len, "{max_len}");
+        let bigger = Message::page(room.clone(), &entries[..=taken], false, false, usize::MAX).0;
+        assert!(payload_len(&bigger) > max_len, "{max_len}: {taken}");
+    }
 }

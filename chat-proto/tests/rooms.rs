@@ -167,7 +167,7 @@ fn rooms_messages_are_tagged_10_to_25_and_belong_to_rooms() {
 fn the_default_client_asks_for_nothing_and_the_default_server_offers_rooms() {
     assert_eq!(ClientConfig::default().features, features::NONE);
     assert_eq!(ServerConfig::default().features, features::ALL);
-    assert_eq!(features::ALL, features::ROOMS);
+    assert_eq!(features::ALL, features::ROOMS | features::HISTORY);
     assert_eq!(features::ROOMS, 1);
 
     let (client, server) = pair(features::ALL, features::NONE);
@@ -643,7 +643,7 @@ fn every_refusal_code_round_trips() {
     for code in 0..=u16::MAX {
         let refusal = Refusal::from_code(code);
         assert_eq!(refusal.code(), code);
-        let known = (1..=10).contains(&code);
+        let known = (1..=11).contains(&code);
         assert_eq!(
             !matches!(refusal, Refusal::Other(_)),
             known,
@@ -661,6 +661,7 @@ fn every_refusal_code_round_trips() {
         (Refusal::RoomFull, 8, "room full"),
         (Refusal::CannotReceive, 9, "cannot receive direct messages"),
         (Refusal::RateLimited, 10, "too many direct messages"),
+        (Refusal::Unavailable, 11, "message history unavailable"),
         (Refusal::Other(0), 0, "refusal 0"),
         (Refusal::Other(999), 999, "refusal 999"),
     ];

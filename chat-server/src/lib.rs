@@ -33,7 +33,7 @@
 //! - **Handshake.** The first frame must be `Hello { version, features }`
 //!   within [`Config::handshake_timeout`]. Version 0 is refused; otherwise
 //!   the server speaks `min(version, chat_proto::VERSION)` and answers
-//!   `Welcome { version, features: features & chat_proto::features::ALL,
+//!   `Welcome { version, features: features & chat_proto::features::ROOMS,
 //!   max_frame, ip, port }`, where `ip:port` is the client's address as the
 //!   server sees it (the address the others will see) and `max_frame` the
 //!   largest payload the client may send, [`Config::max_frame_len`] minus

@@ -72,8 +72,9 @@ pub(crate) struct Shared {
 impl Shared {
     /// `config` must have been validated.
     pub(crate) fn new(config: Config, shutdown: CancellationToken) -> Self {
-        let server = ServerConfig::with_max_frame_len(config.max_frame_len)
+        let mut server = ServerConfig::with_max_frame_len(config.max_frame_len)
             .unwrap_or_else(|_| ServerConfig::default());
+        server.features = features::ROOMS; // HISTORY: not served yet
         let hub = Hub::new(PresencePolicy {
             enabled: config.presence,
             delay: config.presence_delay,

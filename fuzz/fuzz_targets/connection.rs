@@ -7,21 +7,24 @@
 //! the session, and the longest text it computes from `Welcome` is exactly
 //! the longest that fits. It reports no message of a capability not
 //! negotiated, and a server with ROOMS reports `Nick` before any other
-//! request.
+//! request. With HISTORY, a server numbers the `Send`, `Say` and `Tell` it
+//! reports 1, 2, 3, ..., and a `Posted`, `Direct` or one-entry `Page` of any
+//! text it accepts fits the session's limit.
 //!
 //! The first byte picks the run: bit 0 the role (0 server, 1 client), bits
-//! 1-2 the frame limit, bit 3 whether a client asks for ROOMS (a server
-//! always offers it; the client's `Hello` decides), bits 4-7 how the rest is
-//! cut into reads (0: one read).
+//! 1-2 the frame limit, bit 3 whether a client asks for ROOMS and HISTORY (a
+//! server always offers both; the client's `Hello` decides, and a client's
+//! `Welcome` grants ROOMS, both, or neither), bits 4-7 how the rest is cut
+//! into reads (0: one read).
 #![no_main]
 
 use std::net::SocketAddr;
 
 use bytes::BytesMut;
 use chat_proto::{
-    ChatCodec, ClientConfig, Connection, Event, HEADER_LEN, MAX_FRAME_LEN, MAX_FRAME_LEN_CEILING,
-    MIN_FRAME_LEN, Member, Message, ProtocolError, RELAY_OVERHEAD, ROOMS_OVERHEAD, Role,
-    ServerConfig, State, features,
+    ChatCodec, ClientConfig, Connection, Conversation, Entry, Event, HEADER_LEN, HISTORY_OVERHEAD,
+    MAX_FRAME_LEN, MAX_FRAME_LEN_CEILING, MIN_FRAME_LEN, Member, Message, ProtocolError,
+    RELAY_OVERHEAD, ROOMS_OVERHEAD, Role, ServerConfig, State, features,
 };
 use chat_proto_fuzz::{SLACK, bounded, decoded_bound};
 use libfuzzer_sys::fuzz_target;
@@ -59,7 +62,7 @@ fuzz_target!(|data: &[u8]| {
         let mut config = ClientConfig::default();
         config.max_frame_len = limit;
         if knobs & 8 != 0 {
-            config.features = features::ROOMS;
+            config.features = features::ALL;
         }
         Connection::client(config)
     };
@@ -97,6 +100,8 @@ struct Seen {
     config: ServerConfig,
     /// Server role with ROOMS: no request has come yet, so it must be `Nick`.
     naming: bool,
+    /// Server role with HISTORY: the number of the last numbered request.
+    seq: u64,
 }
 
 fn run(mut conn: Connection, limit: usize, stream: &[u8], sizes: Vec<usize>) {
@@ -104,6 +109,7 @@ fn run(mut conn: Connection, limit: usize, stream: &[u8], sizes: Vec<usize>) {
     let mut seen = Seen {
         config: ServerConfig::with_max_frame_len(limit).unwrap(),
         naming: false,
+        seq: 0,
     };
     let lists = decoded_bound(stream.len());
     conn.transmit();
@@ -187,7 +193,11 @@ fn handle(conn: &mut Connection, event: Event, seen: &mut Seen) -> bool {
             assert_eq!(conn.state(), State::Admitting);
             assert!(!conn.wants_read());
             let negotiated = conn.accept(wide()).unwrap();
-            assert_eq!(negotiated.features, features & features::ALL);
+            assert_eq!(
+                negotiated.features,
+                features::agree(features, features::ALL)
+            );
+            assert!(!negotiated.has(features::HISTORY) || negotiated.has(features::ROOMS));
             assert_eq!(negotiated.max_frame, conn.max_frame_in());
             assert_eq!(
                 seen.config
@@ -195,24 +205,19 @@ fn handle(conn: &mut Connection, event: Event, seen: &mut Seen) -> bool {
                     .max_frame_len(),
                 conn.max_frame_out()
             );
-            let overhead = if negotiated.has(features::ROOMS) {
-                ROOMS_OVERHEAD
-            } else {
-                RELAY_OVERHEAD
-            };
-            assert_eq!(negotiated.max_frame + overhead, conn.max_frame_out());
+            assert_eq!(
+                negotiated.max_frame + overhead(negotiated.features),
+                conn.max_frame_out()
+            );
             seen.naming = negotiated.has(features::ROOMS);
         }
         Event::Welcome(negotiated) => {
             assert_eq!(conn.state(), State::Open);
             assert_eq!(conn.max_frame_out(), negotiated.max_frame);
+            assert!(!negotiated.has(features::HISTORY) || negotiated.has(features::ROOMS));
             // Every relay the server may send is accepted.
-            let overhead = if negotiated.has(features::ROOMS) {
-                ROOMS_OVERHEAD
-            } else {
-                RELAY_OVERHEAD
-            };
-            let relay_max = (negotiated.max_frame + overhead).min(MAX_FRAME_LEN_CEILING);
+            let relay_max =
+                (negotiated.max_frame + overhead(negotiated.features)).min(MAX_FRAME_LEN_CEILING);
             assert!(conn.max_frame_in() >= relay_max);
             return true;
         }
@@ -223,9 +228,15 @@ fn handle(conn: &mut Connection, event: Event, seen: &mut Seen) -> bool {
                 !matches!(msg, Message::Ping { .. }),
                 "Ping is answered, not reported"
             );
+            let history = agreed & features::HISTORY != 0;
             match conn.role() {
                 Role::Server => {
                     assert!(msg.from_client(), "{}", msg.name());
+                    assert!(
+                        !(history && msg.is_numbered()),
+                        "{} not numbered",
+                        msg.name()
+                    );
                     if !matches!(msg, Message::Pong { .. }) {
                         if seen.naming {
                             assert!(
@@ -238,8 +249,27 @@ fn handle(conn: &mut Connection, event: Event, seen: &mut Seen) -> bool {
                     }
                     relays_fit(&seen.config, agreed, &msg);
                 }
-                Role::Client => assert!(msg.from_server(), "{}", msg.name()),
+                Role::Client => {
+                    assert!(msg.from_server(), "{}", msg.name());
+                    if let Message::Stored { seq, .. } | Message::Unstored { seq, .. } = msg {
+                        assert!((1..=conn.seq()).contains(&seq), "an answer to {seq}");
+                    }
+                    if history {
+                        assert!(!matches!(msg, Message::Said { .. } | Message::Told { .. }));
+                    }
+                }
             }
+        }
+        Event::Numbered { seq, message } => {
+            let agreed = conn.negotiated().map_or(0, |n| n.features);
+            assert_eq!(conn.role(), Role::Server);
+            assert_ne!(agreed & features::HISTORY, 0, "numbered without HISTORY");
+            assert!(message.is_numbered(), "{} numbered", message.name());
+            assert!(!seen.naming, "{} before Nick", message.name());
+            seen.seq += 1;
+            assert_eq!(seq, seen.seq);
+            assert_eq!(conn.seq(), seq);
+            relays_fit(&seen.config, agreed, &message);
         }
         Event::Exit => match conn.role() {
             Role::Server => conn.exit().unwrap(),
@@ -251,9 +281,33 @@ fn handle(conn: &mut Connection, event: Event, seen: &mut Seen) -> bool {
     false
 }
 
+/// What a client with `features` accepts beyond `Welcome.max_frame`.
+fn overhead(features: u64) -> usize {
+    if features & features::HISTORY != 0 {
+        HISTORY_OVERHEAD
+    } else if features & features::ROOMS != 0 {
+        ROOMS_OVERHEAD
+    } else {
+        RELAY_OVERHEAD
+    }
+}
+
+/// The widest stored form of `text`: ids of 9 bytes, the longest name, the
+/// widest address.
+fn widest(text: &str) -> Entry {
+    Entry {
+        id: u64::MAX,
+        prev: u64::MAX - 1,
+        at: u64::MAX,
+        from: Member::new(longest_name(), wide()),
+        text: text.to_owned(),
+    }
+}
+
 /// Whatever text a server accepts it can pass on from the widest address
 /// and the longest names: as a `Relay` within its limit to a version 1
-/// client, and as a `Said` or `Told` within the limit of a ROOMS session.
+/// client, as a `Said` or `Told` within the limit of a ROOMS session, and
+/// as a `Posted`, `Direct` or one-entry `Page` within that of a HISTORY one.
 fn relays_fit(config: &ServerConfig, agreed: u64, msg: &Message) {
     let text = match msg {
         Message::Send { text } | Message::Say { text, .. } | Message::Tell { text, .. } => text,
@@ -283,6 +337,31 @@ fn relays_fit(config: &ServerConfig, agreed: u64, msg: &Message) {
             Message::Told {
                 from,
                 text: text.clone(),
+            },
+        );
+    }
+    if agreed & features::HISTORY != 0 {
+        let history = config.outbound_for(features::ROOMS | features::HISTORY);
+        fits(
+            history,
+            Message::Posted {
+                room: longest_name(),
+                entry: widest(text),
+            },
+        );
+        fits(
+            history,
+            Message::Direct {
+                entry: widest(text),
+            },
+        );
+        fits(
+            history,
+            Message::Page {
+                conversation: Conversation::Direct(longest_name()),
+                entries: vec![widest(text)],
+                missing: true,
+                more: true,
             },
         );
     }

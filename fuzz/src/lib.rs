@@ -9,7 +9,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use chat_proto::{ChatCodec, MIN_FRAME_LEN, Member, RoomInfo};
+use chat_proto::{ChatCodec, Entry, MIN_FRAME_LEN, Member, RoomInfo};
 
 /// Room for small bookkeeping allocations (error messages and the like) on
 /// top of a bound derived from the frame limit.
@@ -27,12 +27,14 @@ pub fn codecs() -> [ChatCodec; 2] {
 /// The largest single allocation decoding `payload` bytes may need for the
 /// message itself: a list grows with the elements actually present, and an
 /// element takes more room in memory than on the wire (a `RoomInfo` is 2
-/// bytes at least on the wire, 32 in memory; a `Member` 7 and 48), doubled
-/// because a growing `Vec` may reserve twice what it holds.
+/// bytes at least on the wire, 32 in memory; a `Member` 7 and 48; an
+/// `Entry` 11 and 96), doubled because a growing `Vec` may reserve twice
+/// what it holds.
 pub fn decoded_bound(payload: usize) -> usize {
     let member = size_of::<Member>().div_ceil(7);
     let room = size_of::<RoomInfo>().div_ceil(2);
-    2 * payload * member.max(room)
+    let entry = size_of::<Entry>().div_ceil(11);
+    2 * payload * member.max(room).max(entry)
 }
 
 /// The system allocator, recording the largest size requested.
@@ -91,7 +93,7 @@ mod tests {
 
     use super::bounded;
 
-    /// A `Roster` or `Rooms` payload claiming 2^64 - 1 elements in a few
+    /// A `Roster`, `Rooms` or `Page` payload claiming 2^64 - 1 elements in a few
     /// bytes: serde's own `Vec` would reserve up to 1 MiB for the claim;
     /// chat-proto's list decoder reserves nothing it has not read.
     #[test]
@@ -99,7 +101,9 @@ mod tests {
         let count = [0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
         let roster = [&[0x17, 0x00][..], &count, &[0x01, b'a']].concat();
         let rooms = [&[0x18][..], &count, &[0x01, b'a', 0x05]].concat();
-        for payload in [roster, rooms] {
+        // Page { Room("a"), entries: 2^64 - 1 claimed, one id present }.
+        let page = [&[0x20, 0x00, 0x01, b'a'][..], &count, &[0x01]].concat();
+        for payload in [roster, rooms, page] {
             let mut buf = BytesMut::from(&(payload.len() as u32).to_be_bytes()[..]);
             buf.extend_from_slice(&payload);
             let got = bounded(1024, "hostile list", || ChatCodec::new().decode(&mut buf));
