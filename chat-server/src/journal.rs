@@ -71,12 +71,12 @@ impl Default for JournalConfig {
 /// Where the journal reports each batch: called on the journal's thread, in
 /// id order, so it must not block for long (hand work to other threads or
 /// tasks).
-pub trait Sink: Send + Sync + 'static {
+pub trait Sink<O = u64>: Send + Sync + 'static {
     /// These records are durably stored; each comes with the `origin` it
     /// was submitted with.
-    fn committed(&self, batch: &[(Record, u64)]);
+    fn committed(&self, batch: &[(Record, O)]);
     /// These messages were not stored, because of `err`.
-    fn failed(&self, batch: &[(NewRecord, u64)], err: &StoreError);
+    fn failed(&self, batch: &[(NewRecord, O)], err: &StoreError);
 }
 
 /// Why [`Journal::submit`] refused a message.
@@ -90,18 +90,18 @@ pub enum SubmitError {
     Closed,
 }
 
-type Item = (NewRecord, u64);
+type Item<O> = (NewRecord, O);
 
 /// The most topic heads the journal keeps in memory.
 const HEADS_MAX: usize = 100_000;
 
 /// The one writer of history: see the [module docs](self).
-pub struct Journal {
-    tx: RwLock<Option<SyncSender<Item>>>,
+pub struct Journal<O = u64> {
+    tx: RwLock<Option<SyncSender<Item<O>>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
-impl fmt::Debug for Journal {
+impl<O> fmt::Debug for Journal<O> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Journal").finish_non_exhaustive()
     }
@@ -115,7 +115,7 @@ fn wall_ms() -> u64 {
     u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
 }
 
-impl Journal {
+impl<O: Send + 'static> Journal<O> {
     /// Reads the store's last id and starts the journal's thread.
     ///
     /// # Errors
@@ -125,8 +125,8 @@ impl Journal {
     pub fn start(
         store: Arc<dyn Store>,
         config: JournalConfig,
-        sink: Arc<dyn Sink>,
-    ) -> Result<Journal, StoreError> {
+        sink: Arc<dyn Sink<O>>,
+    ) -> Result<Journal<O>, StoreError> {
         Journal::start_with_clock(store, config, sink, Box::new(wall_ms))
     }
 
@@ -134,9 +134,9 @@ impl Journal {
     pub(crate) fn start_with_clock(
         store: Arc<dyn Store>,
         config: JournalConfig,
-        sink: Arc<dyn Sink>,
+        sink: Arc<dyn Sink<O>>,
         clock: Box<dyn FnMut() -> u64 + Send>,
-    ) -> Result<Journal, StoreError> {
+    ) -> Result<Journal<O>, StoreError> {
         let next_id = store.last_id()?.saturating_add(1);
         let (tx, rx) = mpsc::sync_channel(config.queue.max(1));
         let writer = Writer {
@@ -169,7 +169,7 @@ impl Journal {
     ///
     /// [`SubmitError::Busy`] if the queue is full, [`SubmitError::Closed`]
     /// after [`close`](Journal::close).
-    pub fn submit(&self, new: NewRecord, origin: u64) -> Result<(), SubmitError> {
+    pub fn submit(&self, new: NewRecord, origin: O) -> Result<(), SubmitError> {
         let tx = self.tx.read().unwrap_or_else(PoisonError::into_inner);
         let Some(tx) = tx.as_ref() else {
             return Err(SubmitError::Closed);
@@ -179,7 +179,9 @@ impl Journal {
             TrySendError::Disconnected(_) => SubmitError::Closed,
         })
     }
+}
 
+impl<O> Journal<O> {
     /// Refuses further submissions, commits everything queued (reporting it
     /// to the sink) and waits for the thread to end. Idempotent; also done
     /// on drop. Called from the sink (on the journal's thread), it does not
@@ -207,16 +209,16 @@ impl Journal {
     }
 }
 
-impl Drop for Journal {
+impl<O> Drop for Journal<O> {
     fn drop(&mut self) {
         self.close();
     }
 }
 
 /// The state of the journal's thread.
-struct Writer {
+struct Writer<O> {
     store: Arc<dyn Store>,
-    sink: Arc<dyn Sink>,
+    sink: Arc<dyn Sink<O>>,
     config: JournalConfig,
     clock: Box<dyn FnMut() -> u64 + Send>,
     /// The next id to hand out.
@@ -228,8 +230,8 @@ struct Writer {
     next_trim: Instant,
 }
 
-impl Writer {
-    fn run(mut self, rx: Receiver<Item>) {
+impl<O: 'static> Writer<O> {
+    fn run(mut self, rx: Receiver<Item<O>>) {
         let max = self.config.batch.max(1);
         let trims = !self.config.retention.keeps_all();
         loop {
@@ -277,7 +279,7 @@ impl Writer {
     }
 
     /// Assigns ids, links and times to `batch`, stores it, and tells the sink.
-    fn commit(&mut self, batch: Vec<Item>) {
+    fn commit(&mut self, batch: Vec<Item<O>>) {
         // Bound the cache (direct conversations can be many): the store
         // holds every head, so forgetting them only costs reads.
         if self.heads.len() > HEADS_MAX {
@@ -317,7 +319,7 @@ impl Writer {
         match self.store.append(&records) {
             Ok(()) => {
                 self.heads.extend(moved);
-                let done: Vec<(Record, u64)> = records.into_iter().zip(origins).collect();
+                let done: Vec<(Record, O)> = records.into_iter().zip(origins).collect();
                 self.sink.committed(&done);
             }
             Err(err) => {
@@ -326,7 +328,7 @@ impl Writer {
                 if let Ok(last) = self.store.last_id() {
                     self.next_id = self.next_id.max(last.saturating_add(1));
                 }
-                let back: Vec<Item> = records
+                let back: Vec<Item<O>> = records
                     .into_iter()
                     .zip(origins)
                     .map(|(r, origin)| {
