@@ -40,10 +40,12 @@ RUN_SECONDS = 55  # hard bound of the whole run (the brief: < 60 s)
 READ_TIMEOUT = 5.0
 VERBOSE = bool(os.environ.get("VERBOSE"))  # print every check  # default for one awaited message
 ROOMS = 0x1
+HISTORY = 0x2
 MIN_FRAME_LEN = 64
 MAX_FRAME_LEN_CEILING = 16 * 1024 * 1024
 RELAY_OVERHEAD = 20
 ROOMS_OVERHEAD = 300
+HISTORY_OVERHEAD = 320
 
 # ---------------------------------------------------------------------------
 # Codec (sections 2, 3, 8.1)
@@ -104,6 +106,9 @@ class Reader:
 
 Member = namedtuple("Member", "name ip port")
 RoomInfo = namedtuple("RoomInfo", "name members")
+Entry = namedtuple("Entry", "id prev at sender text")  # `from` on the wire (section 9.2)
+Conv = namedtuple("Conv", "tag name")  # Conversation: 0 Room, 1 Direct (section 9.2)
+CONV_TAGS = ("Room", "Direct")
 
 
 def enc(t, v):
@@ -120,6 +125,10 @@ def enc(t, v):
         return enc("str", v.name) + enc("ip", v.ip) + enc("u16", v.port)
     if t == "roominfo":
         return enc("str", v.name) + enc("u32", v.members)
+    if t == "entry":
+        return b"".join(enc("u64", x) for x in v[:3]) + enc("member", v.sender) + enc("str", v.text)
+    if t == "conv":
+        return varint(v.tag, 32) + enc("str", v.name)
     if t.startswith("vec:"):
         return varint(len(v)) + b"".join(enc(t[4:], x) for x in v)
     raise ValueError(t)
@@ -153,6 +162,13 @@ def dec(t, r):
         return Member(dec("str", r), dec("ip", r), dec("u16", r))
     if t == "roominfo":
         return RoomInfo(dec("str", r), dec("u32", r))
+    if t == "entry":
+        return Entry(dec("u64", r), dec("u64", r), dec("u64", r), dec("member", r), dec("str", r))
+    if t == "conv":
+        tag = r.varint(32)
+        if tag > 1:
+            raise DecodeError("Malformed", f"Conversation tag {tag}")
+        return Conv(tag, dec("str", r))
     if t.startswith("vec:"):
         n = r.varint(64)
         out = []
@@ -190,12 +206,21 @@ SCHEMA = [
     ("Roster", [("room", "str"), ("members", "vec:member"), ("more", "bool")], "S"),
     ("Rooms", [("rooms", "vec:roominfo"), ("more", "bool")], "S"),
     ("Refused", [("code", "u16"), ("subject", "str"), ("detail", "str")], "S"),
+    ("Posted", [("room", "str"), ("entry", "entry")], "S"),
+    ("Direct", [("entry", "entry")], "S"),
+    ("Stored", [("seq", "u64"), ("id", "u64"), ("at", "u64")], "S"),
+    ("Unstored", [("seq", "u64"), ("code", "u16"), ("detail", "str")], "S"),
+    ("Resume", [("conversation", "conv"), ("after", "u64"), ("limit", "u32")], "C"),
+    ("Recent", [("conversation", "conv"), ("count", "u32")], "C"),
+    ("Page", [("conversation", "conv"), ("entries", "vec:entry"), ("missing", "bool"), ("more", "bool")], "S"),
 ]
 TAG = {s[0]: i for i, s in enumerate(SCHEMA)}
 ROOMS_TAGS = range(10, 26)
+HISTORY_TAGS = range(26, 33)
 REFUSAL = {
     1: "NameTaken", 2: "NameInvalid", 3: "RoomInvalid", 4: "NotInRoom", 5: "NoSuchRoom",
     6: "NoSuchName", 7: "TooManyRooms", 8: "RoomFull", 9: "CannotReceive", 10: "RateLimited",
+    11: "Unavailable",
 }
 CODE = {v: k for k, v in REFUSAL.items()}
 
@@ -393,7 +418,12 @@ class ValueParser:
                 self.next()
                 self.next()  # `= NameTaken`: the code's name, for the reader
             elif self.peek() == ("P", "("):
-                while self.next() != ("P", ")"):
+                self.next()
+                if self.peek()[0] == "S":  # `Room("大厅")`: a tagged value
+                    inner = self.next()[1]
+                    self.want(")")
+                    return ("T", v, inner)
+                while self.next() != ("P", ")"):  # `999 (unknown)`: a note
                     pass
             return ("W", v)
         raise ValueError(f"unexpected {kind} {v!r}")
@@ -428,6 +458,12 @@ def convert(t, v):
         return Member(convert("str", v["name"]), convert("ip", v["ip"]), convert("u16", v["port"]))
     if t == "roominfo":
         return RoomInfo(convert("str", v["name"]), convert("u32", v["members"]))
+    if t == "entry":
+        return Entry(*(convert("u64", v[k]) for k in ("id", "prev", "at")),
+                     convert("member", v["from"]), convert("str", v["text"]))
+    if t == "conv":
+        assert v[0] == "T" and v[1] in CONV_TAGS, v
+        return Conv(CONV_TAGS.index(v[1]), v[2])
     if t.startswith("vec:"):
         return [convert(t[4:], x) for x in v]
     raise ValueError(t)
@@ -476,6 +512,12 @@ def check_golden(spec):
     names = list(vectors)
     if "nick-chinese" in names:
         rooms_vectors = names[names.index("nick-chinese"):]
+        if "posted-chinese" in names:
+            rooms_vectors = names[names.index("nick-chinese"):names.index("posted-chinese")]
+            history_vectors = names[names.index("posted-chinese"):]
+            R.eq(len(history_vectors), 11, "section 7: HISTORY added the 11 vectors from posted-chinese on")
+            R.check(all(TAG[vectors[n][0].kind] in HISTORY_TAGS for n in history_vectors),
+                    "the HISTORY vectors are of tags 26-32")
         R.eq(len(rooms_vectors), 20, "section 7: ROOMS added the 20 vectors from nick-chinese on")
 
     # The "byte by byte" blocks must show the same bytes as the table.
@@ -503,7 +545,7 @@ def size_range(t):
     """(min, max) encoded size of a field type, strings and lists counted without their content."""
     return {
         "str": (1, 9), "u16": (1, 3), "u32": (1, 5), "u64": (1, 9), "bool": (1, 1), "ip": (5, 17),
-        "member": (7, 29), "roominfo": (2, 14),
+        "member": (7, 29), "roominfo": (2, 14), "entry": (11, 65), "conv": (2, 10),
     }.get(t, (1, 9))  # vec: the count
 
 
@@ -524,7 +566,7 @@ def check_tables(spec):
         R.eq(nums, want, f"section 3.4 size column of {name}")
         listed = [f.split(":")[0].strip(" `") for f in fields.split(",")] if fields != "none" else []
         R.eq(listed, [n for n, _ in SCHEMA[TAG[name]][1]], f"section 3.4 fields of {name}")
-    R.eq(len(seen), len(SCHEMA), "section 3.4 lists every tag 0-25")
+    R.eq(len(seen), len(SCHEMA), f"section 3.4 lists every tag 0-{len(SCHEMA) - 1}")
     # Section 2: the largest message without text, a Welcome with IPv6 and maximal integers, is 38 bytes.
     w = Msg("Welcome", 0xFFFF, 2**64 - 1, 2**32 - 1, ipaddress.ip_address("2001:db8::1"), 0xFFFF)
     R.eq(len(encode(w)), 38, "section 2: the largest Welcome is 38 bytes")
@@ -556,7 +598,8 @@ def check_decoder():
             R.eq(e.kind, kind, what)
 
     err(b"", "EmptyFrame", "empty payload")
-    err(b"\x1a", "UnknownVariant", "tag 26")
+    err(b"\x21", "UnknownVariant", "tag 33")
+    err(b"\x1e\x02\x00\x00\x00", "Malformed", "Conversation tag 2")
     err(b"\xfd" + b"\x00" * 8, "Malformed", "tag with the fd marker")
     err(b"\x01\x00", "TrailingBytes", "Exit with a trailing byte")
     err(b"\x00\x02\xc3", "Malformed", "string length beyond the payload")
@@ -666,6 +709,8 @@ class Client:
             R.check(False, f"{self.label}: the server sends no client-only message", repr(m))
         if TAG[m.kind] in ROOMS_TAGS and not self.rooms:
             R.check(False, f"{self.label}: no ROOMS message to a session without ROOMS (section 7)", repr(m))
+        if TAG[m.kind] in HISTORY_TAGS and not (self.welcome and self.welcome["features"] & HISTORY):
+            R.check(False, f"{self.label}: no HISTORY message to a session without HISTORY (section 9.3)", repr(m))
         if self.welcome is None and m.kind not in ("Welcome", "Error"):
             R.check(False, f"{self.label}: nothing but Welcome/Error before Welcome (section 5.1)", repr(m))
 
@@ -782,7 +827,8 @@ def hello(srv, label, features=0, version=1):
     R.check(MIN_FRAME_LEN <= w["max_frame"] <= MAX_FRAME_LEN_CEILING, f"{label}: max_frame in 64..=16 MiB", w["max_frame"])
     R.eq((w["ip"], w["port"]), c.addr, f"{label}: Welcome ip:port = the client's address")
     c.rooms = bool(w["features"] & ROOMS)
-    c.limit = min(w["max_frame"] + (ROOMS_OVERHEAD if c.rooms else RELAY_OVERHEAD), MAX_FRAME_LEN_CEILING)
+    overhead = HISTORY_OVERHEAD if w["features"] & HISTORY else ROOMS_OVERHEAD if c.rooms else RELAY_OVERHEAD
+    c.limit = min(w["max_frame"] + overhead, MAX_FRAME_LEN_CEILING)
     return c
 
 
@@ -950,7 +996,7 @@ def t_handshake(srv):
     bye(c)
 
     # Frames that do not decode (section 6): the server SHOULD answer Error, then close (5.6).
-    for label, payload in (("empty frame", b""), ("tag 26", b"\x1a"), ("fe marker", b"\x08\xfe"),
+    for label, payload in (("empty frame", b""), ("tag 33", b"\x21"), ("fe marker", b"\x08\xfe"),
                            ("invalid UTF-8", b"\x00\x01\xff"), ("trailing byte", b"\x01\x00"),
                            ("IpAddr tag 2", b"\x05\x01\x41\x00")):
         c = hello(srv, f"bad-{label}")

@@ -290,7 +290,8 @@ pub enum Event {
     /// with [`features::ROOMS`] `Nick`, `Join`, `Say`, ...) to a server;
     /// `Relay`, `Joined`, `Left` (and with ROOMS `Named`, `Said`, `Roster`,
     /// ...) to a client; `Pong` to either. (`Ping` is answered by the
-    /// machine and never reported.)
+    /// machine and never reported; a HISTORY server gets `Send`, `Say` and
+    /// `Tell` as [`Event::Numbered`].)
     Message(Message),
     /// Server role, with [`features::HISTORY`] in force: a `Send`, `Say` or
     /// `Tell` ([`Message::is_numbered`]) and its number, 1 for the first
@@ -825,8 +826,14 @@ impl Connection {
     /// [`SendError::NotAllowed`] for a message this role may not send or one
     /// with its own call, [`SendError::NotNegotiated`] for a message of a
     /// capability not agreed, [`SendError::NickFirst`] for a ROOMS client's
-    /// request before its first `Nick`, [`SendError::TooLarge`] over the
+    /// request before its first `Nick`, [`SendError::Replaced`] for a
+    /// server's `Said` or `Told` in a HISTORY session,
+    /// [`SendError::UnknownSeq`] for a server's `Stored` or `Unstored` of a
+    /// request number not received, [`SendError::TooLarge`] over the
     /// peer's limit (nothing is queued in every case).
+    ///
+    /// In a HISTORY session a client's `Send`, `Say` and `Tell` are
+    /// numbered as they are queued: [`seq`](Self::seq) is then this one's.
     pub fn send(&mut self, msg: &Message) -> Result<(), SendError> {
         let open = self.state == State::Open
             || (self.role == Role::Server && self.state == State::PeerExited);
