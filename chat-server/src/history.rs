@@ -208,8 +208,9 @@ impl History {
             Request::After { after, limit } => {
                 let n = wanted(limit).min(self.page);
                 // One more than fits tells whether more follow.
-                let page = self.store.after(topic, after, n + 1)?;
+                let mut page = self.store.after(topic, after, n + 1)?;
                 let more = page.records.len() > n;
+                page.records.truncate(n);
                 (page.records, page.missing, more)
             }
             Request::Last { count } => {
