@@ -107,7 +107,8 @@ start_once() {
         local fifo line
         fifo=$(mktemp -u)
         mkfifo "$fifo"
-        "$bin/chat-server" --bind 127.0.0.1:0 --rate 0 "$@" >"$fifo" 2>/dev/null &
+        # History off: the anchors store nothing either.
+        "$bin/chat-server" --bind 127.0.0.1:0 --rate 0 --no-history "$@" >"$fifo" 2>/dev/null &
         server_pid=$!
         addr="127.0.0.1:0"
         read -r -t 10 line <"$fifo" || { rm -f "$fifo"; return 1; }

@@ -74,6 +74,11 @@ workload idle-10k env env --max-clients 20000 --no-presence -- idle -k 10000 --n
 # Named idle clients in 3 rooms (the lobby and 2 rooms of 10), and in 4.
 workload idle-rooms3 env env --max-clients 20000 -- idle -k 5000 --rooms 3
 workload idle-rooms4 env env --max-clients 20000 -- idle -k 5000 --rooms 4
+# History on (every message stored before it is delivered): the saturated
+# one-room fan-out with the store on disk (fsync per batch) and in memory,
+# beside `fanout` above, which has history off.
+workload fanout-history env env --threads 1 --rate 0 --data @tmp -- fanout
+workload fanout-ephemeral env env --threads 1 --rate 0 --ephemeral -- fanout
 # Memory given back: 20 rounds of 2,000 clients stalled inside a 65,000-byte frame, then closed.
 workload soak env env --max-clients 20000 --rate 0 -- soak
 

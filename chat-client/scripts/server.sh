@@ -11,7 +11,21 @@ start() {
     local fifo
     fifo=$(mktemp -u)
     mkfifo "$fifo"
-    $prefix "$binary" --bind 127.0.0.1:0 "$@" >"$fifo" 2>/dev/null &
+    # History off unless the workload asks for it (--data DIR or
+    # --ephemeral): the relay path is what most workloads measure, and
+    # the anchors store nothing either.
+    # (A binary from before history has no such flag.) `--data @tmp`
+    # stands for a fresh directory of the run's own.
+    local history= flags=() arg
+    "$binary" --help 2>/dev/null | grep -q -- --no-history && history=--no-history
+    for arg in "$@"; do
+        case $arg in
+        --data | --ephemeral) history= ;;
+        @tmp) arg=$(mktemp -d) ;;
+        esac
+        flags+=("$arg")
+    done
+    $prefix "$binary" --bind 127.0.0.1:0 $history "${flags[@]}" >"$fifo" 2>/dev/null &
     server_pid=$!
     read -r -t 10 line <"$fifo" || { echo "$(basename "$0"): the server did not start" >&2; exit 1; }
     rm -f "$fifo"

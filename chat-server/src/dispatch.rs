@@ -484,6 +484,12 @@ impl Client {
     ) -> Result<(), Stop> {
         match submitted {
             Ok(()) => Ok(()),
+            Err(SubmitError::Busy) if !self.peer.rooms => {
+                // Sessions stop reading well before the queue is full (see
+                // `History::full`); a version 1 client cannot be told.
+                warn!(peer = %self.peer.addr, "history queue full: a message was dropped");
+                Ok(())
+            }
             Err(SubmitError::Busy) => {
                 let detail = "the server is storing messages more slowly than they come; \
                               this one was not stored, nor sent to anyone";

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use chat_proto::{ChatCodec, Conversation, Entry, Message, Refusal};
-use tracing::{debug, warn};
+use tracing::warn;
 
 use crate::config::{Config, Storage};
 use crate::journal::{FRAME_EXTRA, Journal, JournalConfig, Sink, SubmitError};
@@ -44,6 +44,8 @@ pub(crate) struct History {
     page: usize,
     /// `Config::relay_budget`: what a sender may have on its way.
     budget: usize,
+    /// `Config::history_queue`.
+    queue: u64,
 }
 
 impl fmt::Debug for History {
@@ -109,10 +111,11 @@ impl History {
             JournalConfig {
                 queue: config.history_queue,
                 batch: config.history_batch,
-                // A delivery adds at most about one relay buffer to a
-                // recipient's queue, as a session's relay does without
-                // history.
-                batch_bytes: config.relay_batch.max(1),
+                // A delivery adds at most a quarter of what a sender may
+                // have on its way to a recipient's queue (and at least a
+                // relay buffer's worth, as a session's relay does without
+                // history).
+                batch_bytes: (config.relay_budget() / 4).max(config.relay_batch).max(1),
                 window: config.history_window,
                 retention,
                 ..JournalConfig::default()
@@ -127,6 +130,7 @@ impl History {
             journal,
             page: config.history_page,
             budget: config.relay_budget(),
+            queue: config.history_queue as u64,
         })
     }
 
@@ -185,10 +189,14 @@ impl History {
         submitted
     }
 
-    /// Whether `peer` has as much on its way as it may: its session reads
-    /// no more until some is delivered.
+    /// Whether `peer`'s session must read no more for now: it has as much
+    /// on its way as it may, or the journal is half full and it has some on
+    /// its way (whose delivery, down to none, wakes it). A sender with
+    /// nothing on its way is never held here, so it never waits for a wake
+    /// that does not come; the other half of the queue is for those.
     pub(crate) fn full(&self, peer: &Peer) -> bool {
-        peer.in_flight() >= self.budget
+        let in_flight = peer.in_flight();
+        in_flight >= self.budget || (in_flight > 0 && self.journal.backlog() >= self.queue / 2)
     }
 
     /// The `Page` answering `request` about `topic`, cut to frames of
@@ -311,7 +319,7 @@ impl Sink<Origin> for Deliver {
             } else {
                 // A version 1 client has no way to be told but an `Error`,
                 // which would close it: the log says it.
-                debug!(peer = %sender.addr, "a version 1 message was not stored");
+                warn!(peer = %sender.addr, "a version 1 client's message was not stored: {err}");
                 continue;
             };
             self.push(codec_for(sender, &self.codecs), sender, &msg);

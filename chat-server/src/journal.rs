@@ -43,10 +43,10 @@ pub struct JournalConfig {
     /// The most messages committed in one transaction. Default 1,024; 0 is
     /// taken as 1.
     pub batch: usize,
-    /// The most bytes of text (each message counted [`FRAME_EXTRA`] bytes
-    /// more) in one transaction, the one that crosses it included: a batch
-    /// is delivered at once, so this bounds what one delivery may add to a
-    /// recipient's queue. Default: no bound.
+    /// The most bytes of messages (each counted as its text, its sender's
+    /// name and 64 bytes: about its frame) in one transaction, the one that
+    /// crosses it included: a batch is delivered at once, so this bounds
+    /// what one delivery may add to a recipient's queue. Default: no bound.
     pub batch_bytes: usize,
     /// How long the thread waits for more messages when what is queued does
     /// not fill a batch: it sleeps this long, then takes what has come (up to
@@ -219,6 +219,12 @@ impl<O: Send + 'static> Journal<O> {
 }
 
 impl<O> Journal<O> {
+    /// Messages submitted and not yet reported to the sink.
+    pub fn backlog(&self) -> u64 {
+        let counts = self.progress.lock();
+        counts.0.saturating_sub(counts.1)
+    }
+
     /// Waits until everything submitted before the call has been stored (or
     /// has failed) and reported to the sink, for at most `wait`. Whether it
     /// was.
@@ -312,7 +318,7 @@ impl<O: 'static> Writer<O> {
             let mut batch = Vec::with_capacity(max.min(64));
             let mut bytes = 0;
             let mut take = |item: Item<O>, batch: &mut Vec<Item<O>>| {
-                bytes += item.0.text.len() + FRAME_EXTRA;
+                bytes += item.0.text.len() + item.0.from.name.len() + 64;
                 batch.push(item);
                 batch.len() < max && bytes < self.config.batch_bytes
             };
