@@ -113,6 +113,18 @@
 //!   half-close; the server then waits up to [`Config::close_timeout`] for
 //!   the client to close its end, so the last frame is never lost to a reset.
 //!
+//! # History
+//!
+//! With [`Config::storage`] other than [`Storage::Off`] (in memory by
+//! default for the library; on disk, `chat-data`, for the binary), every
+//! room and direct message is stored before it is delivered to anyone, and
+//! the server offers the HISTORY capability (PROTOCOL.md section 9): ids,
+//! `Stored` acknowledgements, pages of the past. A store that cannot be
+//! opened (corrupt, unreadable, held by another process) fails
+//! [`Server::bind`] with [`Error::Store`]; one that fails later refuses the
+//! messages it could not store (`Unstored`/`Refused` with `Unavailable`)
+//! while the server stays up and serves what it has.
+//!
 //! # Shutdown
 //!
 //! When the future given to [`Server::run`] completes, the server stops
@@ -147,7 +159,13 @@
 //!   the frame limit; `directory.rs`: names → clients; `names.rs`: which
 //!   names are valid, and when two are one; `peer.rs`: a client's `PeerId`,
 //!   address, name and outbox; `outbox.rs`: a peer's bounded queue;
-//!   `flood.rs`: the token bucket.
+//!   `flood.rs`: the token bucket; `flusher.rs`: write coalescing's
+//!   clock ([`Config::coalesce`]).
+//! - `history.rs`: history as the server serves it: submitting messages,
+//!   delivering each batch once stored (in id order), reading pages;
+//!   `journal.rs`: the one writer, ids, `prev` links and group commit;
+//!   `store.rs`: the [`Store`] trait and its two backends, redb on disk
+//!   (`store/redb.rs`) and memory (`store/memory.rs`).
 //! - `error.rs`: [`Error`].
 #![forbid(unsafe_code)]
 
