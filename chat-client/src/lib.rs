@@ -91,8 +91,10 @@ mod client;
 mod driver;
 mod error;
 mod event;
+mod history;
 
-pub use chat_proto::{Member, Refusal, RoomInfo};
+pub use chat_proto::{Conversation, Entry, Member, Refusal, RoomInfo};
 pub use client::{Client, Events, Options, Sender, Session};
 pub use error::Error;
 pub use event::Event;
+pub use history::Marks;
