@@ -438,7 +438,11 @@ impl Driver {
         match self.conn.send(msg) {
             Ok(()) => {
                 // The machine numbers what needs numbering (HISTORY only).
-                let seq = if msg.is_numbered() { self.conn.seq() } else { 0 };
+                let seq = if msg.is_numbered() {
+                    self.conn.seq()
+                } else {
+                    0
+                };
                 self.inbox.sent(msg, seq);
                 self.take_output();
                 self.sends.push_back((self.queued, seq, done));

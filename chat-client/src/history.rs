@@ -446,14 +446,14 @@ impl History {
         out: &mut VecDeque<Event>,
     ) -> Result<(), Error> {
         let k = self.answered(seq, "Unstored")?;
-        let conversation = self
-            .tracks
-            .get(&k)
-            .map(|t| t.conversation.clone())
-            .ok_or(Error::Unasked {
-                got: "Unstored",
-                what: format!("request {seq}"),
-            })?;
+        let conversation =
+            self.tracks
+                .get(&k)
+                .map(|t| t.conversation.clone())
+                .ok_or(Error::Unasked {
+                    got: "Unstored",
+                    what: format!("request {seq}"),
+                })?;
         out.push_back(Event::Unstored {
             seq,
             conversation,

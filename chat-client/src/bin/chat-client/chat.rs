@@ -160,13 +160,15 @@ impl Chat {
             Input::Say(text) if !rooms_on => {
                 let me = sender.session().me.to_string();
                 let sent = sender.send(text.as_str()).await;
-                self.echo(sent.map(drop), render::own(None, &me, &text)).await
+                self.echo(sent.map(drop), render::own(None, &me, &text))
+                    .await
             }
             Input::Say(text) => match self.state.current.clone() {
                 Some(room) => {
                     let sent = sender.say(room.as_str(), text.as_str()).await;
                     let me = self.state.name.clone().unwrap_or_default();
-                    self.echo(sent.map(drop), render::own(Some(&room), &me, &text)).await
+                    self.echo(sent.map(drop), render::own(Some(&room), &me, &text))
+                        .await
                 }
                 None => {
                     self.out
@@ -177,7 +179,8 @@ impl Chat {
             },
             Input::Msg { to, text } => {
                 let sent = sender.tell(to.as_str(), text.as_str()).await;
-                self.echo(sent.map(drop), render::own_direct(&to, &text)).await
+                self.echo(sent.map(drop), render::own_direct(&to, &text))
+                    .await
             }
             Input::Nick(name) => sender.nick(name).await,
             Input::Join(room) => {
