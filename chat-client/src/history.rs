@@ -44,7 +44,9 @@ fn key(conversation: &Conversation) -> Key {
 }
 
 /// Where a client is in each conversation: its last id, to resume from on
-/// the next connection ([`Options::resume`](crate::Options::resume)).
+/// the next connection ([`Options::resume`](crate::Options::resume)). A
+/// mark of 0 means "from the start": the conversation was read (a page)
+/// while it had nothing stored.
 ///
 /// Names compare as the server compares them (NFC and case folding,
 /// PROTOCOL.md section 8.4): `Room("Rust")` and `Room("rust")` are one
@@ -87,14 +89,14 @@ impl Marks {
         slot.1 = slot.1.max(id);
     }
 
-    /// Sets the mark of `conversation` to `id`, even lower (0 removes it).
+    /// Sets the mark of `conversation` to `id`, even lower.
     pub fn set(&mut self, conversation: Conversation, id: u64) {
-        let k = key(&conversation);
-        if id == 0 {
-            self.map.remove(&k);
-        } else {
-            self.map.insert(k, (conversation, id));
-        }
+        self.map.insert(key(&conversation), (conversation, id));
+    }
+
+    /// Forgets `conversation`: the next connection does not resume it.
+    pub fn remove(&mut self, conversation: &Conversation) {
+        self.map.remove(&key(conversation));
     }
 
     /// Every marked conversation and its id, by key.
@@ -130,9 +132,9 @@ impl Marks {
                 entries,
                 ..
             } => {
-                if let Some(top) = entries.iter().map(|e| e.id).max() {
-                    self.note(conversation, top);
-                }
+                // Even an empty page marks the conversation as read.
+                let top = entries.iter().map(|e| e.id).max().unwrap_or(0);
+                self.note(conversation, top);
             }
             _ => {}
         }
@@ -181,6 +183,9 @@ struct Track {
     conversation: Conversation,
     /// The highest id delivered (0: none yet; no gap can be told).
     last: u64,
+    /// Whether `last` says where we are: from a mark, a page, or a live
+    /// message. Entering the room again resumes from `last` then.
+    known: bool,
     /// Outstanding requests, in the order sent.
     asks: VecDeque<Ask>,
     /// How many of `asks` are pages: live messages are held while > 0.
@@ -212,7 +217,9 @@ impl History {
             requests: Vec::new(),
         };
         for (conversation, id) in marks.iter() {
-            history.track(conversation).last = id;
+            let t = history.track(conversation);
+            t.last = id;
+            t.known = true;
         }
         history
     }
@@ -223,7 +230,7 @@ impl History {
         let direct: Vec<(Key, Conversation, u64)> = self
             .tracks
             .iter()
-            .filter(|(k, t)| k.0 && t.last > 0)
+            .filter(|(k, t)| k.0 && t.known)
             .map(|(k, t)| (k.clone(), t.conversation.clone(), t.last))
             .collect();
         for (k, conversation, after) in direct {
@@ -242,6 +249,7 @@ impl History {
             .or_insert_with(|| Track {
                 conversation: conversation.clone(),
                 last: 0,
+                known: false,
                 asks: VecDeque::new(),
                 pages: 0,
                 held: Vec::new(),
@@ -298,13 +306,14 @@ impl History {
     }
 
     /// We are in `room` now (its `Roster` lists us, spelled as the server
-    /// shows it): resume it from its mark, or ask for its latest messages.
+    /// shows it): resume it from where we are, or ask for its latest
+    /// messages.
     pub(crate) fn entered(&mut self, room: &str) {
         let conversation = Conversation::Room(room.to_owned());
         let recent = self.recent;
         let t = self.track(&conversation);
         t.conversation = conversation.clone();
-        if t.last > 0 {
+        if t.known {
             let after = t.last;
             self.resume(&key(&conversation), conversation, after);
         } else if recent > 0 {
@@ -393,6 +402,7 @@ impl History {
             return Ok(());
         }
         t.last = id;
+        t.known = true;
         out.extend(event(msg));
         Ok(())
     }
@@ -427,6 +437,7 @@ impl History {
             self.hold(&conversation, Held::Own(id))?;
         } else {
             t.last = t.last.max(id);
+            t.known = true;
         }
         out.push_back(Event::Stored {
             seq,
@@ -495,6 +506,7 @@ impl History {
         let Some(Ask::Pages { raw, left }) = t.asks.remove(i) else {
             return Err(unasked());
         };
+        t.known = true;
         let tail = entries.last().map(|e| e.id);
         let got = u32::try_from(entries.len()).unwrap_or(u32::MAX);
         let own: Vec<u64> = t

@@ -682,5 +682,7 @@ fn marks_compare_names_as_the_server_does() {
     assert_eq!(marks.get(&room("STRASSE")), Some(9));
     assert_eq!(marks.get(&direct("straße")), None);
     marks.set(room("strasse"), 0);
+    assert_eq!(marks.get(&room("Straße")), Some(0));
+    marks.remove(&room("STRASSE"));
     assert!(marks.is_empty());
 }
