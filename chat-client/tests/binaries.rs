@@ -1080,8 +1080,9 @@ fn ctrl_c_leaves_gracefully() {
 }
 
 /// Every command, in the form help shows it.
-const COMMANDS: [&str; 10] = [
+const COMMANDS: [&str; 11] = [
     "send:TEXT",
+    "/history",
     "exit;",
     "/quit",
     "/help",
