@@ -686,3 +686,52 @@ fn marks_compare_names_as_the_server_does() {
     marks.remove(&room("STRASSE"));
     assert!(marks.is_empty());
 }
+
+/// A room read while it was empty (a page, no entries) is marked 0 and
+/// resumed from the start next time; a room never read gets `Recent`.
+#[tokio::test]
+async fn an_empty_room_read_once_is_resumed_from_the_start() {
+    let (listener, addr) = listen().await;
+    let server = tokio::spawn(async move {
+        let mut fake = Fake::accept(&listener, features::ALL, "alice").await;
+        assert_eq!(
+            fake.recv().await,
+            Message::Recent {
+                conversation: room("lobby"),
+                count: 5
+            }
+        );
+        fake.send(page(room("lobby"), &[], false, false)).await;
+        drop(fake);
+        let mut fake = Fake::accept(&listener, features::ALL, "alice").await;
+        assert_eq!(
+            fake.recv().await,
+            Message::Resume {
+                conversation: room("lobby"),
+                after: 0,
+                limit: 0
+            }
+        );
+        fake.send(page(room("lobby"), &[(1, 0)], false, false))
+            .await;
+        fake.goodbye().await;
+    });
+    let mut options = Options::default();
+    options.recent = 5;
+    let (_sender, mut events) = connect(addr, options.clone()).await;
+    let got = next_message(&mut events).await;
+    assert!(
+        matches!(&got, Event::Page { entries, .. } if entries.is_empty()),
+        "{got:?}"
+    );
+    assert!(matches!(
+        within(events.next_event()).await,
+        Err(Error::ServerClosed)
+    ));
+    assert_eq!(events.marks().get(&room("lobby")), Some(0));
+    options.resume = events.marks().clone();
+    let (sender, mut events) = connect(addr, options).await;
+    assert_eq!(ids(&next_message(&mut events).await), [1]);
+    within(sender.exit()).await.unwrap();
+    within(server).await.unwrap();
+}
