@@ -47,6 +47,8 @@ impl Fake {
     /// and sends the lobby's roster.
     async fn accept(listener: &TcpListener, offered: u64, name: &str) -> Fake {
         let (stream, peer) = within(listener.accept()).await.unwrap();
+        // Many small frames, each awaited: no waiting for delayed ACKs.
+        stream.set_nodelay(true).unwrap();
         let mut config = ServerConfig::default();
         config.features = offered;
         let mut fake = Fake {
@@ -734,4 +736,150 @@ async fn an_empty_room_read_once_is_resumed_from_the_start() {
     assert_eq!(ids(&next_message(&mut events).await), [1]);
     within(sender.exit()).await.unwrap();
     within(server).await.unwrap();
+}
+
+/// A small deterministic generator, so a failing seed can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// A server that skips live messages at random (as if the client had not
+/// been there), repeats old ones, and answers resumes in pages of random
+/// size at random moments while live messages keep coming: the client
+/// still ends with every stored message exactly once, in order.
+#[tokio::test]
+async fn random_gaps_pages_and_duplicates_give_every_message_once() {
+    for seed in 1..=6u64 {
+        let (listener, addr) = listen().await;
+        let server = tokio::spawn(async move {
+            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let mut fake = Fake::accept(&listener, features::ALL, "alice").await;
+            let mut store: Vec<u64> = Vec::new();
+            // What the client has applied, as far as the fake can tell.
+            let mut client_last = 0;
+            // The `after` of the resume being answered.
+            let mut resume: Option<u64> = None;
+            // Resumes the client made, gaps and follow-ups.
+            let mut resumes = 0;
+            let step = |store: &mut Vec<u64>, rng: &mut Rng| {
+                let prev = store.last().copied().unwrap_or(0);
+                let id = prev + 1 + rng.below(3);
+                store.push(id);
+                (id, prev)
+            };
+            for round in 0..200 {
+                let last_round = round == 199;
+                if let Some(after) = resume
+                    && (rng.below(10) < 3 || last_round)
+                {
+                    // One page: some of what follows `after`.
+                    let rest: Vec<u64> = store.iter().copied().filter(|&id| id > after).collect();
+                    let take = (1 + rng.below(4) as usize).min(rest.len());
+                    let more = rest.len() > take;
+                    let entries: Vec<(u64, u64)> = rest[..take]
+                        .iter()
+                        .map(|&id| {
+                            let i = store.iter().position(|&s| s == id).unwrap();
+                            (id, if i == 0 { 0 } else { store[i - 1] })
+                        })
+                        .collect();
+                    fake.send(page(room("lobby"), &entries, false, more)).await;
+                    if more {
+                        let next = rest[take - 1];
+                        assert_eq!(
+                            fake.recv().await,
+                            Message::Resume {
+                                conversation: room("lobby"),
+                                after: next,
+                                limit: 0
+                            },
+                            "seed {seed}"
+                        );
+                        resume = Some(next);
+                        resumes += 1;
+                    } else {
+                        resume = None;
+                        client_last = store.last().copied().unwrap_or(0);
+                    }
+                    if !last_round || resume.is_some() {
+                        continue;
+                    }
+                }
+                if last_round
+                    && resume.is_none()
+                    && client_last == store.last().copied().unwrap_or(0)
+                {
+                    break;
+                }
+                // An old message again, now and then.
+                if rng.below(10) == 0 && !store.is_empty() {
+                    let i = rng.below(store.len() as u64) as usize;
+                    if store[i] <= client_last {
+                        let prev = if i == 0 { 0 } else { store[i - 1] };
+                        fake.send(posted("lobby", store[i], prev)).await;
+                    }
+                }
+                let (id, prev) = step(&mut store, &mut rng);
+                // Most are delivered live; the first always (before it the
+                // client has no id, so cannot tell a gap), and the last, so
+                // the client learns of a skipped tail.
+                if rng.below(4) == 0 && !last_round && prev != 0 {
+                    continue;
+                }
+                fake.send(posted("lobby", id, prev)).await;
+                if resume.is_some() {
+                    continue; // held by the client
+                }
+                if prev == client_last {
+                    client_last = id;
+                } else {
+                    assert_eq!(
+                        fake.recv().await,
+                        Message::Resume {
+                            conversation: room("lobby"),
+                            after: client_last,
+                            limit: 0
+                        },
+                        "seed {seed}"
+                    );
+                    resume = Some(client_last);
+                    resumes += 1;
+                }
+            }
+            // Finish any resume still being answered, in one page.
+            if let Some(after) = resume {
+                let entries: Vec<(u64, u64)> = store
+                    .iter()
+                    .enumerate()
+                    .filter(|&(_, &id)| id > after)
+                    .map(|(i, &id)| (id, if i == 0 { 0 } else { store[i - 1] }))
+                    .collect();
+                fake.send(page(room("lobby"), &entries, false, false)).await;
+            }
+            fake.send(marker()).await;
+            fake.goodbye().await;
+            (store, resumes)
+        });
+        let (sender, mut events) = connect(addr, Options::default()).await;
+        let mut got = Vec::new();
+        loop {
+            match next_message(&mut events).await {
+                Event::Posted { entry, .. } => got.push(entry.id),
+                Event::Page { entries, .. } => got.extend(entries.iter().map(|e| e.id)),
+                event if is_marker(&event) => break,
+                other => panic!("seed {seed}: {other:?}"),
+            }
+        }
+        within(sender.exit()).await.unwrap();
+        let (store, resumes) = within(server).await.unwrap();
+        assert_eq!(got, store, "seed {seed}");
+        assert!(resumes >= 10, "seed {seed}: only {resumes} resumes");
+    }
 }
