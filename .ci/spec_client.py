@@ -946,7 +946,7 @@ def t_handshake(srv):
     bye(c)
 
     c = hello(srv, "hello-all-bits", 2**64 - 1)
-    R.eq(c.welcome["features"], ROOMS, "features = asked AND server's: unknown bits dropped, ROOMS kept (section 7)")
+    R.eq(c.welcome["features"], ROOMS | HISTORY, "features = asked AND server's: unknown bits dropped, ROOMS and HISTORY kept (sections 7, 9.1)")
     bye(c)  # Exit is allowed before Nick (section 8.3)
 
     c = hello(srv, "oversize")

@@ -18,7 +18,8 @@ trap cleanup EXIT
 # start ARGS...: the server on a free loopback port; sets pid and addr.
 start() {
   mkfifo "$tmp/out.$$.$#"
-  "$bin" --bind 127.0.0.1:0 "$@" >"$tmp/out.$$.$#" 2>>"$tmp/server.log" &
+  # Each server keeps its history in a directory of its own.
+  "$bin" --bind 127.0.0.1:0 --data "$tmp/data.$RANDOM$RANDOM" "$@" >"$tmp/out.$$.$#" 2>>"$tmp/server.log" &
   pid=$!
   exec 3<"$tmp/out.$$.$#"
   addr=

@@ -1,9 +1,12 @@
 //! Every limit of the server in one place, and the rules that keep them
 //! consistent ([`Config::validate`]).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use chat_proto::{HEADER_LEN, MAX_FRAME_LEN, MAX_FRAME_LEN_CEILING, MIN_FRAME_LEN, ROOMS_OVERHEAD};
+use chat_proto::{
+    HEADER_LEN, HISTORY_OVERHEAD, MAX_FRAME_LEN, MAX_FRAME_LEN_CEILING, MIN_FRAME_LEN,
+};
 use tokio::sync::Semaphore;
 
 use crate::error::Error;
@@ -15,8 +18,9 @@ pub use chat_proto::RELAY_OVERHEAD;
 /// and a 3-byte port varint (a `Joined`/`Left` takes at most 25).
 const NOTICE_MAX: usize = 288;
 /// How much longer than `max_frame_len` a frame for a client of the ROOMS
-/// capability may be: a `Said` carries a room and a name besides the text.
-const ROOMS_EXTRA: usize = ROOMS_OVERHEAD - RELAY_OVERHEAD;
+/// and HISTORY capabilities may be: a `Posted` carries a room, a name and
+/// ids besides the text (a ROOMS client's `Said`, 20 bytes less).
+const ROOMS_EXTRA: usize = HISTORY_OVERHEAD - RELAY_OVERHEAD;
 /// Longest `Ping`/`Pong` frame, header included (a 10-byte nonce varint).
 const CONTROL_MAX: usize = 16;
 
@@ -48,8 +52,8 @@ pub struct Config {
     /// payloads of up to `max_frame_len - RELAY_OVERHEAD` bytes (announced in
     /// `Welcome`). Must be within
     /// `MIN_FRAME_LEN + RELAY_OVERHEAD ..=` [`Config::MAX_FRAME_LEN`]
-    /// (`MAX_FRAME_LEN_CEILING` less 280: a client of the ROOMS capability is
-    /// sent frames of up to `max_frame_len + 280` bytes). Default: 65,536 ([`chat_proto::MAX_FRAME_LEN`]).
+    /// (`MAX_FRAME_LEN_CEILING` less 300: a client of the HISTORY capability is
+    /// sent frames of up to `max_frame_len + 300` bytes). Default: 65,536 ([`chat_proto::MAX_FRAME_LEN`]).
     pub max_frame_len: usize,
     /// Depth of each client's outgoing queue, in queued buffers (a buffer is
     /// one frame, or the relays of several `Send`s that arrived together from
@@ -164,6 +168,45 @@ pub struct Config {
     /// Direct messages a client may send in a burst above `tell_rate`. Not
     /// zero unless `tell_rate` is. Default: 20.
     pub tell_burst: u32,
+    /// Where history is kept, if anywhere. Default: [`Storage::Memory`]
+    /// (the `chat-server` binary's default is on disk, `chat-data`).
+    pub storage: Storage,
+    /// Most messages kept per conversation (a room, or the direct messages
+    /// between two names); older ones are dropped, a second or so after
+    /// the limit is passed. Zero: no limit. Default: 100,000.
+    pub history_size: u64,
+    /// Messages older than this are dropped. Zero: kept whatever their age.
+    /// Default: zero.
+    pub history_age: Duration,
+    /// Most entries in one `Page`, the server's page size: 1 to
+    /// [`Config::MAX_HISTORY_PAGE`]. Default: 500.
+    pub history_page: usize,
+    /// Most messages stored in one transaction (one fsync). Not zero.
+    /// Default: 1,024.
+    pub history_batch: usize,
+    /// How long the history writer waits for more messages to share a
+    /// transaction that is not full: latency every message pays for fewer
+    /// fsyncs. Zero: write what is there (while one transaction is on the
+    /// disk, the next fills anyway). Default: zero.
+    pub history_window: Duration,
+    /// Most messages waiting to be stored; a send beyond it is refused with
+    /// `Unavailable` (the sender is told, nothing is half sent). Not zero.
+    /// Default: 16,384.
+    pub history_queue: usize,
+}
+
+/// Where the server keeps history.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Storage {
+    /// Nowhere: messages are relayed, never stored, and the HISTORY
+    /// capability is not offered.
+    Off,
+    /// In memory: lost when the server stops.
+    #[default]
+    Memory,
+    /// Durably, in a file in this directory (created if missing): nothing
+    /// a client received or was told is stored is lost by a crash.
+    Disk(PathBuf),
 }
 
 impl Default for Config {
@@ -196,6 +239,13 @@ impl Default for Config {
             room_members: 10_000,
             tell_rate: 10,
             tell_burst: 20,
+            storage: Storage::Memory,
+            history_size: 100_000,
+            history_age: Duration::ZERO,
+            history_page: 500,
+            history_batch: 1024,
+            history_window: Duration::ZERO,
+            history_queue: 16 * 1024,
         }
     }
 }
@@ -211,6 +261,8 @@ impl Config {
     pub const MIN_READ_CHUNK: usize = 64;
     /// Largest `max_iov`: the usual `IOV_MAX`.
     pub const MAX_IOV: usize = 1024;
+    /// Largest `history_page`.
+    pub const MAX_HISTORY_PAGE: usize = 10_000;
     /// Longest `coalesce`: it is latency every busy client pays.
     pub const MAX_COALESCE: Duration = Duration::from_millis(100);
     /// Largest `backlog`.
@@ -236,8 +288,8 @@ impl Config {
     ///   when its outbox overflows. One turn of a sender's session hands the
     ///   room at most one buffer of relays, cut once it reaches
     ///   `relay_batch` bytes: up to `relay_batch` plus one frame and its
-    ///   4-byte header (`max_frame_len`, 280 bytes more for a client of the
-    ///   ROOMS capability, whose `Said` names a room and a sender). A client that keeps up (its
+    ///   4-byte header (`max_frame_len`, 300 bytes more for a client of the
+    ///   HISTORY capability, whose `Posted` names a room, a sender and ids). A client that keeps up (its
     ///   session empties its outbox into the socket between two such turns)
     ///   can still be handed, at one moment, that buffer, one batch of
     ///   presence notices (`presence_batch` plus one notice), a `Ping` and a
@@ -264,7 +316,7 @@ impl Config {
     ///   [`Config::MIN_ROOM_CHARS`] to [`Config::MAX_NAME_CHARS`].
     /// - **Within what the system takes.** `max_frame_len` within
     ///   `MIN_FRAME_LEN + RELAY_OVERHEAD ..=` [`Config::MAX_FRAME_LEN`] (so
-    ///   that the longest frame for a ROOMS client, `max_frame_len + 280`,
+    ///   that the longest frame for a HISTORY client, `max_frame_len + 300`,
     ///   stays within `MAX_FRAME_LEN_CEILING`); `max_iov` at
     ///   most [`Config::MAX_IOV`] (`IOV_MAX`); `backlog` at most
     ///   [`Config::MAX_BACKLOG`]; `read_chunk`, `relay_batch` and
@@ -371,6 +423,21 @@ impl Config {
             Self::MAX_NAME_CHARS,
         )?;
         within("room_members", self.room_members, 1, usize::MAX)?;
+        within("history_page", self.history_page, 1, Self::MAX_HISTORY_PAGE)?;
+        within("history_batch", self.history_batch, 1, usize::MAX)?;
+        within("history_queue", self.history_queue, 1, usize::MAX)?;
+        if self.history_window > Self::MAX_COALESCE {
+            return Err((
+                "history_window",
+                format!("{:?} is more than the maximum, 100ms", self.history_window),
+            ));
+        }
+        if self.history_age > Self::MAX_DURATION {
+            return Err((
+                "history_age",
+                format!("{:?} is more than the maximum, 365 days", self.history_age),
+            ));
+        }
         if self.tell_rate > 0 && self.tell_burst == 0 {
             return Err((
                 "tell_burst",
@@ -382,9 +449,9 @@ impl Config {
 
     /// The least `outbox_bytes` that can never evict a client that keeps
     /// up: one relay buffer (`relay_batch` plus one frame of a ROOMS client,
-    /// `max_frame_len + 280`, and its header), one batch of presence notices
+    /// `max_frame_len + 300`, and its header), one batch of presence notices
     /// (`presence_batch` plus the longest notice, 288 bytes), a `Ping` and a
-    /// `Pong`. 148,060 with the defaults.
+    /// `Pong`. 148,080 with the defaults.
     pub fn min_outbox_bytes(&self) -> usize {
         self.relay_batch
             .saturating_add(self.max_frame_len)
@@ -453,7 +520,7 @@ mod tests {
         let config = Config::default();
         config.validate().unwrap();
         assert_eq!(config.client_max_frame(), MAX_FRAME_LEN - 20);
-        assert_eq!(config.min_outbox_bytes(), 148_060);
+        assert_eq!(config.min_outbox_bytes(), 148_080);
         assert_eq!(config.listen_backlog(), 10_000);
     }
 
@@ -494,7 +561,7 @@ mod tests {
             ..Config::default()
         });
         assert_eq!(field, "outbox_bytes");
-        assert!(reason.contains("less than the minimum, 148060"), "{reason}");
+        assert!(reason.contains("less than the minimum, 148080"), "{reason}");
         // Exactly the minimum is fine, one byte less is not.
         let base = Config {
             relay_batch: 1000,
@@ -502,7 +569,7 @@ mod tests {
             max_frame_len: 5000,
             ..Config::default()
         };
-        let min = 1000 + 5000 + 280 + 4 + 100 + 288 + 32;
+        let min = 1000 + 5000 + 300 + 4 + 100 + 288 + 32;
         assert_eq!(base.min_outbox_bytes(), min);
         Config {
             outbox_bytes: min,
@@ -840,10 +907,10 @@ mod tests {
 
     #[test]
     fn a_rooms_frame_stays_within_the_ceiling() {
-        // A ROOMS client is sent frames of up to max_frame_len + 280: the
+        // A HISTORY client is sent frames of up to max_frame_len + 300: the
         // largest frame limit leaves room for that, one more byte does not.
         let largest = Config::MAX_FRAME_LEN;
-        assert_eq!(largest + 280, MAX_FRAME_LEN_CEILING);
+        assert_eq!(largest + 300, MAX_FRAME_LEN_CEILING);
         let at = |max_frame_len| Config {
             max_frame_len,
             outbox_bytes: 64 * 1024 * 1024,
@@ -860,9 +927,9 @@ mod tests {
         server.max_frame_len = largest;
         assert_eq!(
             server
-                .outbound_for(chat_proto::features::ROOMS)
+                .outbound_for(chat_proto::features::ROOMS | chat_proto::features::HISTORY)
                 .max_frame_len(),
-            largest + 280
+            largest + 300
         );
     }
 
@@ -910,7 +977,7 @@ mod tests {
                 from: member.clone(),
                 text: text.into(),
             };
-            assert!(len(&said) - say <= ROOMS_OVERHEAD);
+            assert!(len(&said) - say <= chat_proto::ROOMS_OVERHEAD);
         }
         let notices = [
             Message::Entered {

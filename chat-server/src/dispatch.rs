@@ -24,18 +24,29 @@
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use chat_proto::{Member, Message, Refusal};
+use chat_proto::{ChatCodec, Conversation, Member, Message, Refusal};
 use tokio::time::Instant;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::config::Config;
 use crate::directory::Directory;
 use crate::flood::Bucket;
+use crate::history::Request;
 use crate::hub::{Hub, LOBBY};
+use crate::journal::SubmitError;
 use crate::names::{Name, NameError};
 use crate::peer::{Label, Peer};
 use crate::room::{Membership, Refused, Room};
 use crate::roster;
+use crate::store::Topic;
+
+/// The request being handled, with its number in a HISTORY session (0
+/// otherwise): refusals of a numbered one are `Unstored`.
+#[derive(Clone, Copy)]
+struct Numbered<'a> {
+    hub: &'a Hub,
+    seq: u64,
+}
 
 /// Why the session must end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,6 +151,7 @@ impl Client {
         hub: &Hub,
         config: &Config,
         msg: Message,
+        seq: u64,
         relays: &mut Relays,
     ) -> Result<(), Stop> {
         // A request answered at once: the rosters of the rooms joined
@@ -162,20 +174,35 @@ impl Client {
         if !matches!(msg, Message::Send { .. } | Message::Say { .. }) {
             self.flush(relays);
         }
+        let numbered = Numbered { hub, seq };
         match msg {
             Message::Send { text } => match self.lobby(hub) {
-                Some(room) => self.gather(hub, room, text, relays),
-                None => self.refuse(hub, Refusal::NotInRoom, LOBBY, "you left the lobby"),
+                Some(room) => self.post(numbered, room, text, relays),
+                None => self.unsent(numbered, Refusal::NotInRoom, LOBBY, "you left the lobby"),
             },
             Message::Say { room, text } => match self.find(&room, config) {
-                Some(found) => self.gather(hub, found, text, relays),
-                None => self.refuse(hub, Refusal::NotInRoom, &room, "you are not in that room"),
+                Some(found) => self.post(numbered, found, text, relays),
+                None => self.unsent(
+                    numbered,
+                    Refusal::NotInRoom,
+                    &room,
+                    "you are not in that room",
+                ),
             },
+            Message::Tell { name, text } => self.tell(numbered, config, &name, text),
+            Message::Resume {
+                conversation,
+                after,
+                limit,
+            } => self.read(hub, config, conversation, Request::After { after, limit }),
+            Message::Recent {
+                conversation,
+                count,
+            } => self.read(hub, config, conversation, Request::Last { count }),
             Message::Nick { name } if self.naming => self.name(hub, config, &name),
             Message::Nick { name } => self.rename(hub, config, &name),
             Message::Join { room } => self.join(hub, config, &room),
             Message::Part { room } => self.part(config, &room, hub),
-            Message::Tell { name, text } => self.tell(hub, config, &name, text),
             Message::Who { room } => self.who(hub, config, &room),
             Message::ListRooms => {
                 let codecs = hub.codecs();
@@ -387,21 +414,32 @@ impl Client {
         }
     }
 
-    fn tell(&mut self, hub: &Hub, config: &Config, raw: &str, text: String) -> Result<(), Stop> {
+    fn tell(
+        &mut self,
+        numbered: Numbered<'_>,
+        config: &Config,
+        raw: &str,
+        text: String,
+    ) -> Result<(), Stop> {
+        let hub = numbered.hub;
         // Whatever the length limit: a `guest-N` may be longer.
         let to = Name::parse(raw, usize::MAX)
             .ok()
             .and_then(|name| hub.directory().find(name.key()));
         let Some(to) = to else {
-            return self.refuse(hub, Refusal::NoSuchName, raw, "nobody has that name");
+            return self.unsent(numbered, Refusal::NoSuchName, raw, "nobody has that name");
         };
         if !to.rooms {
             let detail = "that client speaks version 1 of the protocol, without direct messages";
-            return self.refuse(hub, Refusal::CannotReceive, raw, detail);
+            return self.unsent(numbered, Refusal::CannotReceive, raw, detail);
         }
         if !self.tells.take(config.tell_rate) {
             let detail = "too many direct messages too fast; this one was not delivered";
-            return self.refuse(hub, Refusal::RateLimited, raw, detail);
+            return self.unsent(numbered, Refusal::RateLimited, raw, detail);
+        }
+        if let Some(history) = hub.history() {
+            let submitted = history.tell(&self.peer, numbered.seq, &to, text);
+            return self.submitted(numbered, raw, submitted);
         }
         let told = Message::Told {
             from: self.peer.member(),
@@ -416,6 +454,108 @@ impl Client {
             Err(e) => debug!(peer = %self.peer.addr, "Told not sent: {e}"),
         }
         Ok(())
+    }
+
+    /// A `Send` or `Say` the client may make in `room`: stored first when
+    /// history is on, else gathered for the room.
+    fn post(
+        &self,
+        numbered: Numbered<'_>,
+        room: &Arc<Room>,
+        text: String,
+        relays: &mut Relays,
+    ) -> Result<(), Stop> {
+        let hub = numbered.hub;
+        match hub.history() {
+            Some(history) => {
+                let submitted = history.say(&self.peer, numbered.seq, room, text);
+                self.submitted(numbered, &room.name, submitted)
+            }
+            None => self.gather(hub, room, text, relays),
+        }
+    }
+
+    /// Answers a message the journal would not take.
+    fn submitted(
+        &self,
+        numbered: Numbered<'_>,
+        subject: &str,
+        submitted: Result<(), SubmitError>,
+    ) -> Result<(), Stop> {
+        match submitted {
+            Ok(()) => Ok(()),
+            Err(SubmitError::Busy) => {
+                let detail = "the server is storing messages more slowly than they come; \
+                              this one was not stored, nor sent to anyone";
+                self.unsent(numbered, Refusal::Unavailable, subject, detail)
+            }
+            Err(SubmitError::Closed) => Err(Stop::Shutdown),
+        }
+    }
+
+    /// Refuses a `Send`, `Say` or `Tell`: `Unstored` in a HISTORY session
+    /// (it is numbered), `Refused` otherwise.
+    fn unsent(
+        &self,
+        numbered: Numbered<'_>,
+        code: Refusal,
+        subject: &str,
+        detail: &str,
+    ) -> Result<(), Stop> {
+        if numbered.seq == 0 {
+            return self.refuse(numbered.hub, code, subject, detail);
+        }
+        self.settle();
+        debug!(peer = %self.peer.addr, %code, subject, "unstored: {detail}");
+        let unstored = Message::Unstored {
+            seq: numbered.seq,
+            code,
+            detail: detail.to_owned(),
+        };
+        self.reply_in(&numbered.hub.codecs().history, &unstored)
+    }
+
+    /// Answers `Resume` or `Recent` with a `Page` (or a `Refused`).
+    fn read(
+        &self,
+        hub: &Hub,
+        config: &Config,
+        conversation: Conversation,
+        request: Request,
+    ) -> Result<(), Stop> {
+        let Some(history) = hub.history() else {
+            // The machine lets these through only with HISTORY in force,
+            // which the server offers only with history on.
+            return Ok(());
+        };
+        let topic = match &conversation {
+            Conversation::Room(raw) => match self.find(raw, config) {
+                Some(room) => Topic::room(&*room.key),
+                None => {
+                    return self.refuse(hub, Refusal::NotInRoom, raw, "you are not in that room");
+                }
+            },
+            Conversation::Direct(raw) => match Name::parse(raw, usize::MAX) {
+                Ok(name) => Topic::direct(&*self.peer.label().key, name.key()),
+                Err(e) => {
+                    let detail = format!("not a valid name: {e}");
+                    return self.refuse(hub, Refusal::NoSuchName, raw, &detail);
+                }
+            },
+        };
+        let codec = &hub.codecs().history;
+        let subject = conversation.name().to_owned();
+        match history.page(conversation, &topic, request, codec.max_frame_len()) {
+            Ok(page) => {
+                self.settle();
+                self.reply_in(codec, &page)
+            }
+            Err(e) => {
+                warn!(peer = %self.peer.addr, "history not read: {e}");
+                let detail = format!("history could not be read: {e}");
+                self.refuse(hub, Refusal::Unavailable, &subject, &detail)
+            }
+        }
     }
 
     fn who(&mut self, hub: &Hub, config: &Config, raw: &str) -> Result<(), Stop> {
@@ -461,8 +601,13 @@ impl Client {
 
     /// Sends `msg` to this client alone, in its place among the rest.
     fn reply(&self, hub: &Hub, msg: &Message) -> Result<(), Stop> {
+        self.reply_in(&hub.codecs().rooms, msg)
+    }
+
+    /// [`reply`](Client::reply) with `codec`'s limit.
+    fn reply_in(&self, codec: &ChatCodec, msg: &Message) -> Result<(), Stop> {
         let mut buf = BytesMut::new();
-        if let Err(e) = hub.codecs().rooms.encode(msg, &mut buf) {
+        if let Err(e) = codec.encode(msg, &mut buf) {
             // Only a subject as long as the client's own frame could be
             // too long: the client is told without it.
             debug!(peer = %self.peer.addr, "{} too long: {e}", msg.name());
@@ -531,6 +676,7 @@ mod tests {
             codecs: Codecs {
                 v1: ChatCodec::new(),
                 rooms: ServerConfig::default().outbound_for(features::ROOMS),
+                history: ServerConfig::default().outbound_for(features::ROOMS | features::HISTORY),
                 limit: chat_proto::MAX_FRAME_LEN,
             },
         })
@@ -545,7 +691,8 @@ mod tests {
 
     fn ask(hub: &Hub, c: &mut Client, msg: Message) {
         let mut relays = Relays::default();
-        c.handle(hub, &Config::default(), msg, &mut relays).unwrap();
+        c.handle(hub, &Config::default(), msg, 0, &mut relays)
+            .unwrap();
         c.flush(&mut relays);
     }
 

@@ -24,6 +24,11 @@ pub enum Error {
         /// fields, as they are named in `Config`.
         reason: String,
     },
+    /// The history store could not be opened or started: a corrupt or
+    /// unreadable file, one another process holds, a directory that cannot
+    /// be created. The server does not start rather than lose history.
+    #[error("history store: {0}")]
+    Store(#[from] crate::store::StoreError),
     /// Any other I/O failure of the listening socket.
     #[error("i/o error: {0}")]
     Io(#[from] io::Error),
@@ -34,6 +39,7 @@ impl From<Error> for io::Error {
         match err {
             Error::Bind(e) | Error::Io(e) => e,
             other @ Error::Config { .. } => io::Error::new(io::ErrorKind::InvalidInput, other),
+            other @ Error::Store(_) => io::Error::other(other),
         }
     }
 }

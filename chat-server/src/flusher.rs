@@ -80,8 +80,10 @@ impl Flusher {
     }
 
     /// The current tick.
-    pub(crate) fn tick(&self) -> u32 {
-        self.inner.tick.load(Ordering::Acquire)
+    pub(crate) fn tick(&self) -> u16 {
+        // Compared for equality only, by a session woken within a tick: two
+        // bytes are enough.
+        self.inner.tick.load(Ordering::Acquire) as u16
     }
 
     /// Wakes `waker` at the end of the current gap (starting one if none is

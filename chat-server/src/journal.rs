@@ -22,7 +22,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -43,6 +43,11 @@ pub struct JournalConfig {
     /// The most messages committed in one transaction. Default 1,024; 0 is
     /// taken as 1.
     pub batch: usize,
+    /// The most bytes of text (each message counted [`FRAME_EXTRA`] bytes
+    /// more) in one transaction, the one that crosses it included: a batch
+    /// is delivered at once, so this bounds what one delivery may add to a
+    /// recipient's queue. Default: no bound.
+    pub batch_bytes: usize,
     /// How long the thread waits for more messages when what is queued does
     /// not fill a batch: it sleeps this long, then takes what has come (up to
     /// `batch`). The bound this adds to a message's latency; the queue holds
@@ -61,6 +66,7 @@ impl Default for JournalConfig {
         JournalConfig {
             queue: 16 * 1024,
             batch: 1024,
+            batch_bytes: usize::MAX,
             window: Duration::from_millis(1),
             retention: Retention::default(),
             trim_every: Duration::from_secs(1),
@@ -92,6 +98,10 @@ pub enum SubmitError {
 
 type Item<O> = (NewRecord, O);
 
+/// What a message costs in a batch beyond its text: the most its frame to
+/// a client adds (a `Posted` names the room, the sender and ids).
+pub const FRAME_EXTRA: usize = chat_proto::HISTORY_OVERHEAD + chat_proto::HEADER_LEN;
+
 /// The most topic heads the journal keeps in memory.
 const HEADS_MAX: usize = 100_000;
 
@@ -99,6 +109,25 @@ const HEADS_MAX: usize = 100_000;
 pub struct Journal<O = u64> {
     tx: RwLock<Option<SyncSender<Item<O>>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    progress: Arc<Progress>,
+}
+
+/// Messages queued and messages reported to the sink, for [`Journal::flush`].
+#[derive(Debug, Default)]
+struct Progress {
+    counts: Mutex<(u64, u64)>,
+    moved: Condvar,
+}
+
+impl Progress {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (u64, u64)> {
+        self.counts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn done(&self, n: usize) {
+        self.lock().1 += n as u64;
+        self.moved.notify_all();
+    }
 }
 
 impl<O> fmt::Debug for Journal<O> {
@@ -138,6 +167,7 @@ impl<O: Send + 'static> Journal<O> {
         clock: Box<dyn FnMut() -> u64 + Send>,
     ) -> Result<Journal<O>, StoreError> {
         let next_id = store.last_id()?.saturating_add(1);
+        let progress = Arc::new(Progress::default());
         let (tx, rx) = mpsc::sync_channel(config.queue.max(1));
         let writer = Writer {
             store,
@@ -148,6 +178,7 @@ impl<O: Send + 'static> Journal<O> {
             last_at: 0,
             heads: HashMap::new(),
             next_trim: Instant::now(),
+            progress: progress.clone(),
         };
         let thread = thread::Builder::new()
             .name("journal".into())
@@ -159,6 +190,7 @@ impl<O: Send + 'static> Journal<O> {
         Ok(Journal {
             tx: RwLock::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
+            progress,
         })
     }
 
@@ -174,14 +206,41 @@ impl<O: Send + 'static> Journal<O> {
         let Some(tx) = tx.as_ref() else {
             return Err(SubmitError::Closed);
         };
-        tx.try_send((new, origin)).map_err(|e| match e {
-            TrySendError::Full(_) => SubmitError::Busy,
-            TrySendError::Disconnected(_) => SubmitError::Closed,
+        // Counted before it is sent: the thread may report it at once.
+        self.progress.lock().0 += 1;
+        tx.try_send((new, origin)).map_err(|e| {
+            self.progress.lock().0 -= 1;
+            match e {
+                TrySendError::Full(_) => SubmitError::Busy,
+                TrySendError::Disconnected(_) => SubmitError::Closed,
+            }
         })
     }
 }
 
 impl<O> Journal<O> {
+    /// Waits until everything submitted before the call has been stored (or
+    /// has failed) and reported to the sink, for at most `wait`. Whether it
+    /// was.
+    pub fn flush(&self, wait: Duration) -> bool {
+        let end = Instant::now() + wait;
+        let mut counts = self.progress.lock();
+        let target = counts.0;
+        while counts.1 < target {
+            let now = Instant::now();
+            if now >= end {
+                return false;
+            }
+            counts = self
+                .progress
+                .moved
+                .wait_timeout(counts, end - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        true
+    }
+
     /// Refuses further submissions, commits everything queued (reporting it
     /// to the sink) and waits for the thread to end. Idempotent; also done
     /// on drop. Called from the sink (on the journal's thread), it does not
@@ -228,6 +287,7 @@ struct Writer<O> {
     /// Each topic's newest stored id, as far as read so far.
     heads: HashMap<Topic, u64>,
     next_trim: Instant,
+    progress: Arc<Progress>,
 }
 
 impl<O: 'static> Writer<O> {
@@ -250,16 +310,42 @@ impl<O: 'static> Writer<O> {
                 }
             };
             let mut batch = Vec::with_capacity(max.min(64));
-            batch.push(first);
-            batch.extend(rx.try_iter().take(max - 1));
-            if batch.len() < max && !self.config.window.is_zero() {
+            let mut bytes = 0;
+            let mut take = |item: Item<O>, batch: &mut Vec<Item<O>>| {
+                bytes += item.0.text.len() + FRAME_EXTRA;
+                batch.push(item);
+                batch.len() < max && bytes < self.config.batch_bytes
+            };
+            let mut room = take(first, &mut batch);
+            if room {
+                room = self.fill(&rx, &mut batch, &mut take);
+            }
+            if room && !self.config.window.is_zero() {
                 // Sleep rather than block on the queue: a blocked receiver
                 // makes every submit pay for waking it.
                 thread::sleep(self.config.window);
-                batch.extend(rx.try_iter().take(max - batch.len()));
+                self.fill(&rx, &mut batch, &mut take);
             }
+            let n = batch.len();
             self.commit(batch);
+            self.progress.done(n);
         }
+    }
+
+    /// Takes what is queued into `batch` while `take` says there is room;
+    /// whether there still is.
+    fn fill(
+        &self,
+        rx: &Receiver<Item<O>>,
+        batch: &mut Vec<Item<O>>,
+        take: &mut impl FnMut(Item<O>, &mut Vec<Item<O>>) -> bool,
+    ) -> bool {
+        while let Ok(item) = rx.try_recv() {
+            if !take(item, batch) {
+                return false;
+            }
+        }
+        true
     }
 
     fn trim_if_due(&mut self) {

@@ -158,6 +158,7 @@ mod dispatch;
 mod error;
 mod flood;
 mod flusher;
+mod history;
 mod hub;
 pub mod journal;
 mod listener;
@@ -181,7 +182,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-pub use config::{Config, RELAY_OVERHEAD};
+pub use config::{Config, RELAY_OVERHEAD, Storage};
 pub use error::Error;
 pub use journal::{Journal, JournalConfig, Sink, SubmitError};
 pub use store::{
@@ -191,11 +192,21 @@ pub use store::{
 use session::Shared;
 
 /// A bound, not yet running, chat server.
-#[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
     addr: SocketAddr,
     config: Config,
+    store: Option<Arc<dyn Store>>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("addr", &self.addr)
+            .field("config", &self.config)
+            .field("history", &self.store.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Server {
@@ -211,6 +222,9 @@ impl Server {
     /// resolved or bound.
     pub async fn bind(addr: impl ToSocketAddrs, config: Config) -> Result<Server, Error> {
         config.validate()?;
+        // Before the socket: a server whose history is unreadable does not
+        // start at all.
+        let store = history::open(&config)?;
         let listener = listener::bind(addr, config.listen_backlog())
             .await
             .map_err(Error::Bind)?;
@@ -219,6 +233,7 @@ impl Server {
             listener,
             addr,
             config,
+            store,
         })
     }
 
@@ -240,10 +255,11 @@ impl Server {
             listener,
             addr,
             config,
+            store,
         } = self;
         let grace = config.shutdown_grace.max(config.close_timeout);
         let token = CancellationToken::new();
-        let shared = Arc::new(Shared::new(config, token.clone()));
+        let shared = Arc::new(Shared::new(config, store, token.clone())?);
         let tracker = TaskTracker::new();
         info!(%addr, "listening");
         tokio::select! {
@@ -253,6 +269,18 @@ impl Server {
         }
         info!("shutting down");
         drop(listener);
+        // What was read before the stop is stored and delivered before the
+        // sessions take their final drain.
+        if shared.hub.history().is_some() {
+            let history = shared.clone();
+            let flushed = tokio::task::spawn_blocking(move || {
+                history.hub.history().is_none_or(|h| h.flush(grace))
+            })
+            .await;
+            if !matches!(flushed, Ok(true)) {
+                warn!("history not flushed within {grace:?}; stopping anyway");
+            }
+        }
         // Closed before the sessions are told: every broadcast under way
         // completes and later ones are refused, so each relay is in every
         // outbox or in none when the sessions take their final drain.
@@ -267,6 +295,10 @@ impl Server {
                 sessions = tracker.len(),
                 "sessions still running after {outer:?}; leaving them"
             );
+        }
+        // What the sessions submitted is stored before the server returns.
+        if let Some(history) = shared.hub.history() {
+            history.close();
         }
         info!("stopped");
         Ok(())

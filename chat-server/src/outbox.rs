@@ -140,6 +140,12 @@ impl Outbox {
         state.frames.len() >= (self.depth / 2).max(1) || state.bytes >= (self.max_bytes / 2).max(1)
     }
 
+    /// Wakes the session as a push would, with nothing pushed: something it
+    /// waits for besides its queue has changed.
+    pub(crate) fn poke(&self) {
+        self.ready.notify_one();
+    }
+
     /// Waits until something was pushed since the last wait. May wake once
     /// spuriously; callers drain and check.
     pub(crate) fn ready(&self) -> Notified<'_> {

@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use chat_proto::Member;
@@ -61,7 +62,13 @@ pub(crate) struct Peer {
     /// Speaks the rooms capability: gets `Said`, `Entered`, `Departed`;
     /// otherwise version 1: `Relay`, `Joined`, `Left`, lobby only.
     pub(crate) rooms: bool,
+    /// Speaks the history capability too: gets `Posted` for `Said`,
+    /// `Direct` for `Told`, and `Stored` for its own messages.
+    pub(crate) history: bool,
     pub(crate) outbox: Outbox,
+    /// Bytes of its messages submitted to history and not yet delivered:
+    /// its session reads no more while they pass `Config::relay_budget`.
+    in_flight: AtomicUsize,
     /// Changed only by the peer's own session, under the hub's rename
     /// lock; read by others building rosters under the same lock.
     label: Mutex<Label>,
@@ -74,9 +81,17 @@ impl Peer {
             id,
             addr,
             rooms,
+            history: false,
             outbox,
+            in_flight: AtomicUsize::new(0),
             label: Mutex::new(Label::new("", "")),
         }
+    }
+
+    /// The same peer, speaking the history capability (if `history`).
+    pub(crate) fn with_history(mut self, history: bool) -> Self {
+        self.history = history && self.rooms;
+        self
     }
 
     /// Its name as shown.
@@ -100,6 +115,26 @@ impl Peer {
             name: self.name().to_string(),
             ip: self.addr.ip(),
             port: self.addr.port(),
+        }
+    }
+
+    /// Bytes of its messages on their way through history.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// `bytes` more of its messages are on their way.
+    pub(crate) fn submitted(&self, bytes: usize) {
+        self.in_flight.fetch_add(bytes, Ordering::AcqRel);
+    }
+
+    /// `bytes` of its messages have been delivered (or refused); wakes its
+    /// session if they held it (at `budget` or more before), or if none are
+    /// left (a part or a farewell waits for that).
+    pub(crate) fn delivered(&self, bytes: usize, budget: usize) {
+        let before = self.in_flight.fetch_sub(bytes, Ordering::AcqRel);
+        if before >= budget || before == bytes {
+            self.outbox.poke();
         }
     }
 

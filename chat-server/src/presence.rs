@@ -63,6 +63,8 @@ pub(crate) struct Codecs {
     pub(crate) v1: ChatCodec,
     /// For rooms clients (`ServerConfig::outbound_for(ROOMS)`).
     pub(crate) rooms: ChatCodec,
+    /// For history clients (`ServerConfig::outbound_for(ROOMS | HISTORY)`).
+    pub(crate) history: ChatCodec,
     /// The server's frame limit `L`, which rosters are cut to.
     pub(crate) limit: usize,
 }

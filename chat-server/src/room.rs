@@ -90,9 +90,19 @@ pub(crate) struct Room {
     v1: AtomicUsize,
     /// Rooms members and newcomers.
     rooms: AtomicUsize,
+    /// Those of `rooms` that speak the history capability.
+    history: AtomicUsize,
     /// When the pending batch started, in batches started hub-wide.
     started: AtomicU64,
     common: Arc<Common>,
+}
+
+/// Which encodings of a relay a room's members need.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Wants {
+    pub(crate) relay: bool,
+    pub(crate) said: bool,
+    pub(crate) posted: bool,
 }
 
 /// Rooms up to this size find a member by a scan of the list rather than
@@ -122,6 +132,7 @@ struct Members {
 struct Slot {
     id: PeerId,
     rooms: bool,
+    history: bool,
     /// `None`: a hole left by a member gone.
     peer: Option<Arc<Peer>>,
 }
@@ -138,6 +149,7 @@ impl Members {
         self.peers.push(Slot {
             id: peer.id,
             rooms: peer.rooms,
+            history: peer.history,
             peer: Some(peer),
         });
         self.count += 1;
@@ -225,6 +237,7 @@ impl Room {
             pending: AtomicBool::new(false),
             v1: AtomicUsize::new(0),
             rooms: AtomicUsize::new(0),
+            history: AtomicUsize::new(0),
             started: AtomicU64::new(0),
             common,
         }
@@ -328,6 +341,26 @@ impl Room {
             kind.fetch_add(1, Ordering::Relaxed);
         } else {
             kind.fetch_sub(1, Ordering::Relaxed);
+        }
+        if peer.history {
+            if arrive {
+                self.history.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.history.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Which encodings a relay here needs (members or newcomers): `Relay`
+    /// for version 1 peers, `Said` for rooms peers without history,
+    /// `Posted` for history peers.
+    pub(crate) fn wants(&self) -> Wants {
+        let rooms = self.rooms.load(Ordering::Relaxed);
+        let history = self.history.load(Ordering::Relaxed);
+        Wants {
+            relay: self.v1.load(Ordering::Relaxed) > 0,
+            said: rooms > history,
+            posted: history > 0,
         }
     }
 
@@ -445,6 +478,18 @@ impl Room {
     /// empty. Pending notices go first. False, and nothing sent, once the
     /// hub is closed.
     pub(crate) fn broadcast(&self, from: PeerId, relay: &Bytes, said: &Bytes) -> bool {
+        self.broadcast_all(from, relay, said, &Bytes::new())
+    }
+
+    /// [`broadcast`](Room::broadcast), with `posted` for the members that
+    /// speak the history capability.
+    pub(crate) fn broadcast_all(
+        &self,
+        from: PeerId,
+        relay: &Bytes,
+        said: &Bytes,
+        posted: &Bytes,
+    ) -> bool {
         self.flush_presence();
         let members = self.read();
         if members.closed {
@@ -455,7 +500,11 @@ impl Room {
             if slot.id == from {
                 continue;
             }
-            let bytes = if slot.rooms { said } else { relay };
+            let bytes = match (slot.rooms, slot.history) {
+                (false, _) => relay,
+                (true, false) => said,
+                (true, true) => posted,
+            };
             if !bytes.is_empty() {
                 peer.outbox.push(bytes.clone());
             }

@@ -41,10 +41,12 @@ use crate::config::Config;
 use crate::dispatch::{Client, Relays, Stop};
 use crate::flood::Bucket;
 use crate::flusher::Flusher;
+use crate::history::History;
 use crate::hub::{Hub, PresencePolicy};
 use crate::outbox::Outbox;
 use crate::peer::Peer;
 use crate::presence::Codecs;
+use crate::store::{Store, StoreError};
 use crate::transport::Transport;
 use crate::writer::Writer;
 
@@ -70,33 +72,56 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// `config` must have been validated.
-    pub(crate) fn new(config: Config, shutdown: CancellationToken) -> Self {
+    /// `config` must have been validated; `store` is where history goes
+    /// (`None`: history is off).
+    pub(crate) fn new(
+        config: Config,
+        store: Option<Arc<dyn Store>>,
+        shutdown: CancellationToken,
+    ) -> Result<Self, StoreError> {
         let mut server = ServerConfig::with_max_frame_len(config.max_frame_len)
             .unwrap_or_else(|_| ServerConfig::default());
-        server.features = features::ROOMS; // HISTORY: not served yet
+        server.features = if store.is_some() {
+            features::ROOMS | features::HISTORY
+        } else {
+            features::ROOMS
+        };
+        let codecs = Codecs {
+            v1: server.outbound(),
+            rooms: server.outbound_for(features::ROOMS),
+            history: server.outbound_for(features::ROOMS | features::HISTORY),
+            limit: config.max_frame_len,
+        };
+        let history = match store {
+            Some(store) => Some(History::start(store, &config, codecs)?),
+            None => None,
+        };
         let hub = Hub::new(PresencePolicy {
             enabled: config.presence,
             delay: config.presence_delay,
             batch: config.presence_batch,
-            codecs: Codecs {
-                v1: server.outbound(),
-                rooms: server.outbound_for(features::ROOMS),
-                limit: config.max_frame_len,
-            },
-        });
+            codecs,
+        })
+        .with_history(history);
         let flusher = if config.coalesce.is_zero() {
             None
         } else {
             Flusher::start(config.coalesce)
         };
-        Shared {
+        Ok(Shared {
             config,
             hub,
             server,
             shutdown,
             flusher,
-        }
+        })
+    }
+
+    /// Whether `peer`'s session must read no more for now: its own answers
+    /// back up its outbox, or it has as much on its way through history as
+    /// it may.
+    fn holds(&self, peer: &Peer) -> bool {
+        peer.outbox.backed_up() || self.hub.history().is_some_and(|h| h.full(peer))
     }
 
     /// Largest relay buffer handed to the room at once: `relay_batch`,
@@ -224,6 +249,8 @@ struct Session<T> {
     frame_deadline: Option<Instant>,
     /// Complete frames left unread in the machine after a full batch.
     backlog: bool,
+    /// A request that waits for the client's messages to be delivered.
+    stashed: Option<Box<Event>>,
     /// Requests wait, unread, until the writer has drained the client's
     /// outbox, which its own answers have backed up: they are never a
     /// reason to evict it (relays from others still are).
@@ -233,7 +260,7 @@ struct Session<T> {
     last_tx: u32,
     /// Output waits for the flusher's tick after `deferred`.
     coalescing: bool,
-    deferred: u32,
+    deferred: u16,
     /// Relay bytes handed to the room since the session last let the other
     /// tasks run: the recipients drain their outboxes in between, so this
     /// is what the outbox of a client that keeps up must hold at most.
@@ -267,6 +294,7 @@ impl<T: Transport> Session<T> {
             nonce: 0,
             frame_deadline: None,
             backlog: false,
+            stashed: None,
             held: false,
             last_tx,
             coalescing: false,
@@ -314,8 +342,10 @@ impl<T: Transport> Session<T> {
         let config = &shared.config;
         let outbox = Outbox::new(config.outbox_depth, config.outbox_bytes);
         let id = shared.hub.next_id();
-        let rooms = asked & shared.server.features & features::ROOMS != 0;
-        let peer = Arc::new(Peer::new(id, self.addr, rooms, outbox));
+        let agreed = features::agree(asked, shared.server.features);
+        let rooms = agreed & features::ROOMS != 0;
+        let history = agreed & features::HISTORY != 0;
+        let peer = Arc::new(Peer::new(id, self.addr, rooms, outbox).with_history(history));
         let client = Client::new(&shared.hub, config, peer).map_err(|_| Close::Shutdown)?;
         self.conn.accept(self.addr);
         // The Welcome goes out before anything the room queues.
@@ -454,8 +484,9 @@ impl<T: Transport> Session<T> {
                 }
             }
             // Held requests resume once the writer has drained the outbox
-            // (its progress, driven by the transport's readiness, wakes us).
-            if self.held && !outbox.backed_up() {
+            // (its progress, driven by the transport's readiness, wakes us)
+            // and history has delivered enough of its messages (a poke).
+            if self.held && !self.still_held() {
                 self.held = false;
                 self.backlog = true;
             }
@@ -556,19 +587,28 @@ impl<T: Transport> Session<T> {
             if self
                 .client
                 .as_ref()
-                .is_some_and(|c| c.peer.outbox.backed_up())
+                .is_some_and(|c| self.shared.holds(&c.peer))
             {
                 self.held = true;
                 break Ok(());
             }
-            match self.conn.poll() {
-                Ok(Some(event)) => {
-                    if let Err(close) = self.dispatch(event, &mut batch) {
-                        break Err(close);
-                    }
-                }
-                Ok(None) => break Ok(()),
-                Err(e) => break Err(Close::Violation(e.to_string())),
+            let event = match self.stashed.take() {
+                Some(event) => *event,
+                None => match self.conn.poll() {
+                    Ok(Some(event)) => event,
+                    Ok(None) => break Ok(()),
+                    Err(e) => break Err(Close::Violation(e.to_string())),
+                },
+            };
+            if self.must_settle(&event) {
+                // Its `Departed` or `Renamed` must not overtake its messages
+                // still on their way through history: it waits for them.
+                self.stashed = Some(Box::new(event));
+                self.held = true;
+                break Ok(());
+            }
+            if let Err(close) = self.dispatch(event, &mut batch) {
+                break Err(close);
             }
         };
         self.relay(&mut batch);
@@ -627,29 +667,52 @@ impl<T: Transport> Session<T> {
         }
         match event {
             Event::Message(Message::Pong { .. }) => {}
-            Event::Message(msg) => {
-                #[cfg(test)]
-                if matches!(&msg, Message::Send { text } if text == tests::PANIC) {
-                    panic!("the test hook asked for a panic");
-                }
-                let Some(client) = &mut self.client else {
-                    return Err(Close::Shutdown);
-                };
-                client
-                    .handle(&self.shared.hub, &self.shared.config, msg, batch)
-                    .map_err(|stop| match stop {
-                        Stop::Evicted => Close::Evicted,
-                        Stop::Shutdown => Close::Shutdown,
-                    })?;
-                if self.named_by.is_some() && !client.naming() {
-                    self.named_by = None;
-                }
-            }
+            Event::Message(msg) => self.handle(msg, 0, batch)?,
+            Event::Numbered { seq, message } => self.handle(message, seq, batch)?,
             Event::Exit => return Err(Close::Exit),
             Event::Error(reason) => return Err(Close::ClientError(reason)),
             other => debug!(peer = %self.addr, "ignored: {other:?}"),
         }
         Ok(())
+    }
+
+    /// Hands one message (`seq`: its number, in a HISTORY session) to the
+    /// client's standing in the hub.
+    fn handle(&mut self, msg: Message, seq: u64, batch: &mut Relays) -> Result<(), Close> {
+        #[cfg(test)]
+        if matches!(&msg, Message::Send { text } if text == tests::PANIC) {
+            panic!("the test hook asked for a panic");
+        }
+        let Some(client) = &mut self.client else {
+            return Err(Close::Shutdown);
+        };
+        client
+            .handle(&self.shared.hub, &self.shared.config, msg, seq, batch)
+            .map_err(|stop| match stop {
+                Stop::Evicted => Close::Evicted,
+                Stop::Shutdown => Close::Shutdown,
+            })?;
+        if self.named_by.is_some() && !client.naming() {
+            self.named_by = None;
+        }
+        Ok(())
+    }
+
+    /// Whether `event` changes what others are told of this client (a
+    /// part, a rename) while some of its messages are still on their way.
+    fn must_settle(&self, event: &Event) -> bool {
+        matches!(
+            event,
+            Event::Message(Message::Part { .. } | Message::Nick { .. })
+        ) && self.client.as_ref().is_some_and(|c| c.peer.in_flight() > 0)
+    }
+
+    /// Whether a held session must still wait.
+    fn still_held(&self) -> bool {
+        let Some(client) = &self.client else {
+            return false;
+        };
+        self.shared.holds(&client.peer) || (self.stashed.is_some() && client.peer.in_flight() > 0)
     }
 
     fn flood(&self) -> Close {

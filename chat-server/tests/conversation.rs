@@ -174,7 +174,7 @@ async fn newer_client_gets_our_version_and_no_unknown_features() {
             port,
         } => {
             assert_eq!(version, chat_proto::VERSION);
-            assert_eq!(features, chat_proto::features::ROOMS); // HISTORY: not served yet
+            assert_eq!(features, chat_proto::features::ALL);
             assert_eq!(max_frame as usize, config().client_max_frame());
             assert_eq!((ip, port), (a.addr.ip(), a.addr.port()));
         }

@@ -6,10 +6,11 @@
 //! library refuses is reported with the flag's name, not the field's.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use chat_server::{Config, Server};
+use chat_server::{Config, Server, Storage};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
@@ -124,6 +125,35 @@ struct Args {
     /// Direct messages a client may send in a burst above --tell-rate.
     #[arg(long, value_name = "N", default_value = "20")]
     tell_burst: u32,
+    /// Where history is kept: a directory, created if missing, holding
+    /// history.redb. Every message is stored there before anyone gets it.
+    #[arg(long, value_name = "DIR", default_value = "chat-data", conflicts_with_all = ["ephemeral", "no_history"])]
+    data: PathBuf,
+    /// Keep history in memory only: lost when the server stops.
+    #[arg(long, conflicts_with = "no_history")]
+    ephemeral: bool,
+    /// Keep no history: messages are relayed, never stored, and clients
+    /// are not offered history.
+    #[arg(long)]
+    no_history: bool,
+    /// Most messages kept per room or pair of names (0: no limit).
+    #[arg(long, value_name = "N", default_value = "100000")]
+    history_size: u64,
+    /// Messages older than this are dropped (0: kept whatever their age).
+    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = duration)]
+    history_age: Duration,
+    /// Most messages in one page of history (1 to 10000).
+    #[arg(long, value_name = "N", default_value = "500")]
+    history_page: usize,
+    /// Most messages stored in one transaction (one fsync).
+    #[arg(long, value_name = "N", default_value = "1024")]
+    history_batch: usize,
+    /// How long the writer waits for more messages to share a transaction (0: no wait).
+    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = duration)]
+    history_window: Duration,
+    /// Most messages waiting to be stored; beyond, sends are refused (the sender is told).
+    #[arg(long, value_name = "N", default_value = "16384")]
+    history_queue: usize,
     /// Worker threads (default: one per core). On a machine shared with a
     /// load generator, 1 leaves it a core of its own.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
@@ -164,6 +194,24 @@ impl Args {
             room_members: self.room_members,
             tell_rate: self.tell_rate,
             tell_burst: self.tell_burst,
+            storage: self.storage(),
+            history_size: self.history_size,
+            history_age: self.history_age,
+            history_page: self.history_page,
+            history_batch: self.history_batch,
+            history_window: self.history_window,
+            history_queue: self.history_queue,
+        }
+    }
+
+    /// Where history goes: on disk unless told otherwise.
+    fn storage(&self) -> Storage {
+        if self.no_history {
+            Storage::Off
+        } else if self.ephemeral {
+            Storage::Memory
+        } else {
+            Storage::Disk(self.data.clone())
         }
     }
 }
@@ -197,6 +245,13 @@ const FLAGS: &[(&str, &str)] = &[
     ("room_members", "--room-members"),
     ("tell_rate", "--tell-rate"),
     ("tell_burst", "--tell-burst"),
+    ("storage", "--data"),
+    ("history_size", "--history-size"),
+    ("history_age", "--history-age"),
+    ("history_page", "--history-page"),
+    ("history_batch", "--history-batch"),
+    ("history_window", "--history-window"),
+    ("history_queue", "--history-queue"),
 ];
 
 /// The flag for a `Config` field (the field itself if it has none).
@@ -391,11 +446,21 @@ mod tests {
     }
 
     #[test]
-    fn no_flags_means_the_library_defaults() {
+    fn no_flags_means_the_library_defaults_but_history_on_disk() {
+        let config = Args::parse_from(["chat-server"]).config();
+        assert_eq!(config.storage, Storage::Disk("chat-data".into()));
         assert_eq!(
-            Args::parse_from(["chat-server"]).config(),
+            Config {
+                storage: Storage::Memory,
+                ..config
+            },
             Config::default()
         );
+        let config = |flag| Args::parse_from(["chat-server", flag]).config().storage;
+        assert_eq!(config("--ephemeral"), Storage::Memory);
+        assert_eq!(config("--no-history"), Storage::Off);
+        assert!(Args::try_parse_from(["chat-server", "--ephemeral", "--data", "x"]).is_err());
+        assert!(Args::try_parse_from(["chat-server", "--ephemeral", "--no-history"]).is_err());
     }
 
     #[test]
@@ -449,6 +514,13 @@ mod tests {
             "--room-members=19",
             "--tell-rate=20",
             "--tell-burst=21",
+            "--data=somewhere",
+            "--history-size=22",
+            "--history-age=23s",
+            "--history-page=24",
+            "--history-batch=25",
+            "--history-window=26ms",
+            "--history-queue=27",
         ])
         .config();
         let default = Config::default();
@@ -522,11 +594,11 @@ mod tests {
             ..Config::default()
         });
         assert!(
-            text.starts_with("--outbox-bytes: 65536 is less than the minimum, 148060"),
+            text.starts_with("--outbox-bytes: 65536 is less than the minimum, 148080"),
             "{text}"
         );
         assert!(
-            text.contains("(--relay-batch + --max-frame + 284)"),
+            text.contains("(--relay-batch + --max-frame + 304)"),
             "{text}"
         );
         assert_eq!(

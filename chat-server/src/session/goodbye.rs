@@ -10,6 +10,7 @@ use tracing::{debug, info, warn};
 
 use super::{Session, after};
 use crate::dispatch::Client;
+use crate::peer::Peer;
 use crate::transport::Transport;
 
 /// Why a session ends.
@@ -41,6 +42,14 @@ impl<T: Transport> Session<T> {
         // go now rather than hold it through the goodbye.
         self.conn.input().clear();
         self.conn.release();
+        // Its messages on their way through history reach the others before
+        // its `Left` does (bounded: a stuck store does not keep it here).
+        if let Some(client) = &self.client {
+            let until = after(Instant::now(), self.shared.config.close_timeout);
+            // Boxed: every idle session's future would otherwise hold room
+            // for this wait.
+            Box::pin(settle(&client.peer, until)).await;
+        }
         // Leaving first: the others hear `Left` (the drop announces it), and
         // nothing more is queued for this client.
         let peer = self.client.take().map(Client::leave);
@@ -127,6 +136,16 @@ impl<T: Transport> Session<T> {
             if discarded > enough {
                 return Ok(()); // enough politeness
             }
+        }
+    }
+}
+
+/// Waits, until `until` at most, for `peer`'s messages on their way through
+/// history to be delivered.
+async fn settle(peer: &Peer, until: Instant) {
+    while peer.in_flight() > 0 {
+        if timeout_at(until, peer.outbox.ready()).await.is_err() {
+            return;
         }
     }
 }
