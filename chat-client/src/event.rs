@@ -331,9 +331,15 @@ impl Inbox {
                 Event::Refused { code, subject, .. } if history => Some((*code, subject.clone())),
                 _ => None,
             };
-            self.ready.push_back(event);
             if let (Some((code, subject)), Some(h)) = (refused, &mut self.history) {
-                h.refused(code, &subject, &mut self.ready);
+                // The refusal comes before what it releases.
+                let mut released = VecDeque::new();
+                if !h.refused(code, &subject, &mut released) {
+                    self.ready.push_back(event);
+                }
+                self.ready.extend(released);
+            } else {
+                self.ready.push_back(event);
             }
         }
         Ok(())

@@ -337,24 +337,32 @@ impl History {
         }
     }
 
-    /// A `Refused` (already passed on): it may answer a `Resume` or
-    /// `Recent`, which then ends.
-    pub(crate) fn refused(&mut self, code: Refusal, subject: &str, out: &mut VecDeque<Event>) {
+    /// A `Refused`: it may answer a `Resume` or `Recent`, which then ends.
+    /// Returns whether it answers one the library made itself (then it is
+    /// not the caller's business: say, a room parted before its resume).
+    pub(crate) fn refused(
+        &mut self,
+        code: Refusal,
+        subject: &str,
+        out: &mut VecDeque<Event>,
+    ) -> bool {
         let conversation = match code {
             Refusal::NotInRoom => Conversation::Room(subject.to_owned()),
             Refusal::NoSuchName => Conversation::Direct(subject.to_owned()),
-            _ => return,
+            _ => return false,
         };
         let k = key(&conversation);
         let Some(t) = self.tracks.get_mut(&k) else {
-            return;
+            return false;
         };
-        if let Some(Ask::Pages { .. }) = t.asks.pop_front() {
-            t.pages -= 1;
-            if t.pages == 0 {
-                self.release(&k, out);
-            }
+        let Some(Ask::Pages { raw, .. }) = t.asks.pop_front() else {
+            return false;
+        };
+        t.pages -= 1;
+        if t.pages == 0 {
+            self.release(&k, out);
         }
+        !raw
     }
 
     /// A live room message.

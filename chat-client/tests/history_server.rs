@@ -73,7 +73,6 @@ async fn joined(events: &mut Events, room: &str) {
 /// gets them as `Posted`, chained by `prev`; a newcomer asking for the
 /// latest gets them as a page.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the server's HISTORY (merge main once it serves history)"]
 async fn stored_posted_and_recent() {
     let server = start(Config::default()).await;
     let (alice, mut alice_events) = connect(server.addr, named("alice")).await;
@@ -158,7 +157,6 @@ async fn stored_posted_and_recent() {
 /// the room ends with every message exactly once, in order: what it missed
 /// comes in pages, resumed from its marks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the server's HISTORY (merge main once it serves history)"]
 async fn resume_after_reconnects_gives_every_message_once() {
     const N: usize = 300;
     let server = start(Config {
@@ -173,8 +171,14 @@ async fn resume_after_reconnects_gives_every_message_once() {
     within(reader.join("rust")).await.unwrap();
 
     // The writer streams; its last message's id is where the reader must end.
+    // It waits for each reconnect at 100 and 200 messages, so that the
+    // stream goes on after both.
+    let (reconnected, mut reconnects_seen) = tokio::sync::mpsc::unbounded_channel::<()>();
     let mut writing = tokio::spawn(async move {
         for i in 0..N {
+            if i == 100 || i == 200 {
+                within(reconnects_seen.recv()).await.unwrap();
+            }
             within(writer.say("rust", format!("m{i}"))).await.unwrap();
         }
         let mut last = 0;
@@ -200,6 +204,8 @@ async fn resume_after_reconnects_gives_every_message_once() {
     let mut drops = [50, 150].into_iter().peekable();
     let mut last_id = None;
     let mut reconnects = 0;
+    // Messages that came in pages: what was missed while away.
+    let mut paged = 0;
     loop {
         if let Some(last) = last_id
             && reader_events.marks().get(&rust()) >= Some(last)
@@ -225,6 +231,7 @@ async fn resume_after_reconnects_gives_every_message_once() {
                 ..
             }) if conversation == rust() => {
                 assert!(!missing, "nothing was dropped by retention");
+                paged += entries.len();
                 for entry in entries {
                     ids.push(entry.id);
                     texts.push(entry.text);
@@ -243,9 +250,11 @@ async fn resume_after_reconnects_gives_every_message_once() {
             (reader, reader_events) = connect(server.addr, options).await;
             within(reader.join("rust")).await.unwrap();
             reconnects += 1;
+            reconnected.send(()).unwrap();
         }
     }
     assert_eq!(reconnects, 2);
+    assert!(paged > 0, "nothing was resumed");
     let want: Vec<String> = (0..N).map(|i| format!("m{i}")).collect();
     assert_eq!(texts, want);
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids not increasing");

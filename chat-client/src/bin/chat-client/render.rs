@@ -213,7 +213,7 @@ pub(crate) fn unstored(
     text: Option<&str>,
 ) -> Line {
     let mut body = format!("not sent {}: {code}", place(conversation));
-    if !detail.is_empty() {
+    if !detail.is_empty() && detail != code.to_string() {
         let _ = write!(body, " ({})", neutral(detail));
     }
     if let Some(text) = text {
