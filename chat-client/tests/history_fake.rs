@@ -883,3 +883,38 @@ async fn random_gaps_pages_and_duplicates_give_every_message_once() {
         assert!(resumes >= 10, "seed {seed}: only {resumes} resumes");
     }
 }
+
+/// A refusal of a resume the library made itself (the room was left before
+/// the request arrived) is not the caller's business: it is not passed on,
+/// and what was held comes.
+#[tokio::test]
+async fn a_refusal_of_the_librarys_own_resume_is_not_passed_on() {
+    let (listener, addr) = listen().await;
+    let server = tokio::spawn(async move {
+        let mut fake = Fake::accept(&listener, features::ALL, "alice").await;
+        assert_eq!(
+            fake.recv().await,
+            Message::Resume {
+                conversation: room("lobby"),
+                after: 5,
+                limit: 0
+            }
+        );
+        fake.send(posted("lobby", 6, 5)).await;
+        fake.send(Message::Refused {
+            code: Refusal::NotInRoom,
+            subject: "lobby".into(),
+            detail: "not in it".into(),
+        })
+        .await;
+        fake.send(marker()).await;
+        fake.goodbye().await;
+    });
+    let mut options = Options::default();
+    options.resume.note(&room("lobby"), 5);
+    let (sender, mut events) = connect(addr, options).await;
+    assert_eq!(ids(&next_message(&mut events).await), [6]);
+    assert!(is_marker(&next_message(&mut events).await));
+    within(sender.exit()).await.unwrap();
+    within(server).await.unwrap();
+}
