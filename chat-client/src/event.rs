@@ -178,7 +178,8 @@ pub enum Event {
     /// a mark for, or when [`Options::recent`](crate::Options::recent) is
     /// set; for a direct conversation with a mark, right after connecting;
     /// after a gap. Those carry only messages not delivered yet, so each
-    /// message comes once.
+    /// message comes once; a `Refused` of one of them (the room was left
+    /// before it arrived) is not passed on.
     ///
     /// The library follows `more` itself: `more` here says another page of
     /// the same answer comes next. Live messages of the conversation wait
