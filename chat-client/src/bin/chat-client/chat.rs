@@ -47,6 +47,9 @@ pub(crate) struct Chat {
     /// With history: our lines sent and not yet stored, by number, with
     /// their text (shown once `Stored` comes; the text if `Unstored`).
     pub(crate) pending: HashMap<u64, (Line, String)>,
+    /// Rooms of `/history` requests not yet fully answered (lower case),
+    /// with the messages shown so far: an empty answer gets a line too.
+    pub(crate) asked: Vec<(String, usize)>,
 }
 
 /// How one connection ended.
@@ -175,6 +178,7 @@ impl Chat {
                 .await;
         }
         self.pending.clear();
+        self.asked.clear();
         end
     }
 
@@ -200,11 +204,29 @@ impl Chat {
                 conversation,
                 entries,
                 missing,
-                ..
+                more,
             } => {
                 let me = self.state.name.as_deref();
                 for line in render::page(conversation, entries, *missing, me) {
                     self.out.line(&line).await;
+                }
+                // Answers come in the order asked; the library's own pages
+                // carry no news when empty, so only ours are counted.
+                let key = conversation.name().to_lowercase();
+                let ours = matches!(conversation, Conversation::Room(_))
+                    .then(|| self.asked.iter().position(|(k, _)| *k == key))
+                    .flatten();
+                if let Some(i) = ours {
+                    self.asked[i].1 += entries.len();
+                    if !*more {
+                        let (_, shown) = self.asked.remove(i);
+                        if shown == 0 && !*missing {
+                            let room = render::room(conversation.name());
+                            self.out
+                                .line(&Line::system(format!("no messages in {room} yet")))
+                                .await;
+                        }
+                    }
                 }
             }
             event => self.out.line(&render::event(event, meaning)).await,
@@ -273,7 +295,11 @@ impl Chat {
             Input::History(count) => match self.state.current.clone() {
                 Some(room) => {
                     let count = count.unwrap_or(RECENT);
-                    sender.recent(Conversation::Room(room), count).await
+                    let asked = sender.recent(Conversation::Room(room.clone()), count).await;
+                    if asked.is_ok() {
+                        self.asked.push((room.to_lowercase(), 0));
+                    }
+                    asked
                 }
                 None => {
                     self.out.error("you are in no room: /join ROOM first").await;

@@ -196,6 +196,7 @@ async fn run(args: Args) -> ExitCode {
         interrupted,
         out: out.clone(),
         pending: Default::default(),
+        asked: Vec::new(),
     };
     let code = chat.run(client).await;
     drop(out);
