@@ -657,18 +657,32 @@ class Client:
         self.pings = 0
         self.answer_pings = True
         self.entered = []  # lobby Entered of dropped messages
+        self.seq = 0  # Say/Tell/Send sent in a HISTORY session (section 9.4)
+        self.conv_of = {}  # request number -> its conversation, ("R"|"D", key)
+        self.answered = {}  # request number -> Stored/Unstored received for it
+        self.last_live = {}  # conversation -> highest id received live (section 9.6, order)
         ALL_CLIENTS.append(self)
+
+    def history(self):
+        return self.welcome is not None and bool(self.welcome["features"] & HISTORY)
 
     def member(self, name=None):
         return Member(name if name is not None else self.name, self.addr[0], self.addr[1])
 
     # -- sending
     def send(self, m):
+        """Send m; in a HISTORY session a Say, Tell or Send returns its number (section 9.4)."""
         f = frame(m)
         if self.welcome is not None and len(f) - 4 > self.welcome["max_frame"]:  # section 2.1: MUST NOT
             raise Fail(f"{self.label}: {m!r} is {len(f) - 4} bytes, over Welcome.max_frame "
                        f"{self.welcome['max_frame']}: this check needs a larger server limit")
+        seq = None
+        if self.history() and m.kind in ("Say", "Tell", "Send"):
+            self.seq += 1
+            seq = self.seq
+            self.conv_of[seq] = ("D", key(m["name"])) if m.kind == "Tell" else ("R", key(m.f.get("room", "lobby")))
         self.sock.sendall(f)
+        return seq
 
     def raw(self, b):
         self.sock.sendall(b)
@@ -713,6 +727,33 @@ class Client:
             R.check(False, f"{self.label}: no HISTORY message to a session without HISTORY (section 9.3)", repr(m))
         if self.welcome is None and m.kind not in ("Welcome", "Error"):
             R.check(False, f"{self.label}: nothing but Welcome/Error before Welcome (section 5.1)", repr(m))
+        if not self.history():
+            return
+        if m.kind in ("Said", "Told"):
+            R.check(False, f"{self.label}: no Said or Told to a HISTORY client, which gets Posted/Direct (9.6)", repr(m))
+        if m.kind in ("Stored", "Unstored"):
+            s = m["seq"]
+            if not 1 <= s <= self.seq:
+                R.check(False, f"{self.label}: a Stored/Unstored answers a request sent (9.4)",
+                        f"{m!r}, but the client numbered {self.seq}")
+            self.answered[s] = self.answered.get(s, 0) + 1
+            if self.answered[s] > 1:
+                R.check(False, f"{self.label}: exactly one Stored/Unstored per request (9.4)", f"another {m!r}")
+            if m.kind == "Stored" and s in self.conv_of:
+                self._live(self.conv_of[s], m["id"], m)
+        elif m.kind == "Posted":
+            self._live(("R", key(m["room"])), m["entry"].id, m)
+        elif m.kind == "Direct":
+            self._live(("D", key(m["entry"].sender.name)), m["entry"].id, m)
+
+    def _live(self, conv, id_, m):
+        """Section 9.6, order: what a client gets live of one conversation comes in increasing
+        id (a Tell to oneself comes twice with one id: its Stored and its Direct)."""
+        last = self.last_live.get(conv, 0)
+        if not (id_ > last or id_ == last and conv == ("D", key(self.name or ""))):
+            R.check(False, f"{self.label}: live messages of a conversation come in increasing id (9.6)",
+                    f"{m!r} after id {last} in {conv}")
+        self.last_live[conv] = max(last, id_)
 
     def _fill(self, deadline):
         left = deadline - time.monotonic()
@@ -1380,6 +1421,403 @@ def t_mixed(srv, st):
     bye(w)
 
 
+# ---------------------------------------------------------------------------
+# History (section 9)
+# ---------------------------------------------------------------------------
+
+
+def hnamed(srv, label, nick):
+    """A HISTORY client through Nick/Named and the lobby Roster (sections 9.1, 8.3)."""
+    c, _, roster = named(srv, label, nick, ROOMS | HISTORY)
+    R.eq(c.welcome["features"], ROOMS | HISTORY, f"{label}: features 3 asked, 3 granted (9.1)")
+    if not c.history():
+        raise Fail(f"{label}: the server did not grant HISTORY: the server under test must keep history")
+    return c, roster
+
+
+def answer(c, seq, what=None):
+    """The Stored or Unstored for request `seq` (section 9.4), matched by number."""
+    return c.expect(lambda m: m.kind in ("Stored", "Unstored") and m["seq"] == seq, what or f"answer to request {seq}")
+
+
+def stored(c, seq, what):
+    """Request `seq` answered Stored (section 9.4); returns the Stored."""
+    m = answer(c, seq, f"Stored for {what}")
+    if not R.eq(m.kind, "Stored", f"{c.label}: {what} is answered Stored (9.4)"):
+        raise Fail(f"{c.label}: {what}: {m!r}")
+    return m
+
+
+def plausible(at):
+    """Section 9.2: ms since the Unix epoch; the server runs on this machine."""
+    return abs(at - time.time() * 1000) <= 120_000
+
+
+def page_of(c, conv, what):
+    """The next Page or Refused, in the order answers come (section 9.7)."""
+    return c.expect(lambda m: m.kind == "Refused" or m.kind == "Page" and m["conversation"] == conv, what)
+
+
+def read_all(c, conv, after, limit, what):
+    """Resume from `after` until more = false (section 9.7). Returns (entries, pages)."""
+    entries, pages = [], []
+    c.send(Msg("Resume", conv, after, limit))
+    while True:
+        p = page_of(c, conv, what)
+        if p.kind != "Page":
+            raise Fail(f"{c.label}: {what}: {p!r}, want a Page")
+        pages.append(p)
+        entries += p["entries"]
+        if not p["more"]:
+            return entries, pages
+        if not R.check(p["entries"], "a Page with more = true holds at least one entry (9.7)", repr(p)):
+            raise Fail(f"{c.label}: {what}: an empty Page with more = true")
+        c.send(Msg("Resume", conv, p["entries"][-1].id, limit))
+
+
+def chain(entries, prev, what):
+    """Section 9.5/9.7: ids strictly increasing, each prev the id before (nothing skipped), `at`
+    never decreasing and plausible."""
+    bad = []
+    at = 0
+    for e in entries:
+        if e.prev != prev or e.id <= prev or e.at < at or not plausible(e.at):
+            bad.append(e)
+        prev, at = e.id, e.at
+    return R.check(not bad, what, f"{len(bad)} wrong, first {bad[:1]}")
+
+
+def th_negotiation(srv, st):
+    """Sections 9.1 and 9.3: the bits granted, and HISTORY requests outside a HISTORY session."""
+    c = hello(srv, "h-features-2", HISTORY)
+    R.eq(c.welcome["features"], 0, "HISTORY asked without ROOMS: neither granted (9.1)")
+    c.send(Msg("Resume", Conv(0, "lobby"), 0, 0))
+    reason_is(c.next_msg("Error for Resume without HISTORY"),
+              "protocol violation: Resume belongs to a capability not negotiated in the handshake",
+              "Resume in a version 1 session (9.3)")
+    c.expect_close("close after Resume without HISTORY")
+    c.close()
+
+    c, _, _ = named(srv, "h-features-1", "", ROOMS)
+    R.eq(c.welcome["features"], ROOMS, "ROOMS asked alone: ROOMS granted, no HISTORY (9.1)")
+    c.send(Msg("Recent", Conv(0, "lobby"), 1))
+    reason_is(c.next_msg("Error for Recent without HISTORY"),
+              "protocol violation: Recent belongs to a capability not negotiated in the handshake",
+              "Recent in a ROOMS-only session (9.3)")
+    c.expect_close("close after Recent without HISTORY")
+    c.close()
+
+    c = hello(srv, "h-features-7", 7)
+    R.eq(c.welcome["features"], ROOMS | HISTORY, "features 7: ROOMS and HISTORY granted, the unknown bit dropped (9.1)")
+    c.send(Msg("Resume", Conv(0, "lobby"), 0, 0))
+    reason_is(c.next_msg("Error for Resume before Nick"), "expected Nick first, got Resume",
+              "Resume before Nick (9.3, 8.3)")
+    c.expect_close("close after Resume before Nick")
+    c.close()
+
+
+def th_delivery(srv, st):
+    """Sections 9.4 to 9.6 and 9.9: numbering, Stored/Unstored, Posted/Direct beside Said/Told/Relay."""
+    tag = srv.tag
+    v = hello(srv, "h-v1")
+    a, roster = hnamed(srv, "h-alice", "hA" + tag)
+    vm = next((mb for mb in roster if mb[1:] == v.addr), None)
+    if not vm:
+        raise Fail(f"h-alice: the version 1 client is not in the lobby Roster {roster}")
+    b, _ = hnamed(srv, "h-bob", "hB" + tag)
+    c, _, _ = named(srv, "h-carol", "hC" + tag)
+    for x in (b, c):
+        a.expect(is_("Entered", room="lobby", member=x.member()), f"Entered lobby of {x.label}")
+    room = "历史" + tag
+    for x in (a, b, c):
+        x.send(Msg("Join", room))
+        assemble(x, "Roster", room)
+    conv = Conv(0, room)
+    a.send(Msg("Recent", conv, 1))
+    p = page_of(a, conv, "Page of a new room")
+    R.eq(p, Msg("Page", conv, [], False, False), "Recent of a room with nothing stored: an empty Page (9.7)")
+
+    # Section 9.4: a Say, answered Stored { 1, id, at }; Posted to HISTORY, Said to ROOMS members.
+    s1 = stored(a, a.send(Msg("Say", room, "m1")), "the first Say")
+    R.eq(s1["seq"], 1, "the first Say is request 1 (9.4)")
+    R.check(s1["id"] >= 1 and plausible(s1["at"]), "Stored: id at least 1, at in ms since the epoch (9.2, 9.5)", repr(s1))
+    e = b.expect(is_("Posted", room=room), "Posted of m1")["entry"]
+    R.eq(e, Entry(s1["id"], 0, s1["at"], a.member(), "m1"),
+         "Posted to another HISTORY member: the sender's id and at, prev 0 in a new room, from, text (9.5, 9.6)")
+    c.expect(is_("Said", room=room, from_=a.member(), text="m1"), "Said to a ROOMS-only member for the same message (9.6)")
+
+    # A ROOMS client's Send is a Say to the lobby, numbered likewise (9.4); a version 1 client gets Relay.
+    text = "h-lobby-" + tag
+    s2 = stored(a, a.send(Msg("Send", text)), "a Send")
+    R.eq(s2["seq"], 2, "a Send is numbered in the same count (9.4)")
+    e = b.expect(is_("Posted", room="lobby"), "Posted of the Send")["entry"]
+    R.eq((e.id, e.at, e.sender, e.text), (s2["id"], s2["at"], a.member(), text), "a Send reaches HISTORY members as Posted lobby (9.6)")
+    c.expect(is_("Said", room="lobby", from_=a.member(), text=text), "Said lobby of the Send")
+    v.expect(is_("Relay", ip=a.addr[0], port=a.addr[1], text=text), "Relay of a HISTORY client's Send (9.6)")
+
+    # Refusals become Unstored with the same code; every request gets exactly one answer.
+    for what, req, code in (
+        ("a Say to a room it is not in", Msg("Say", "nosuch" + tag, "x"), "NotInRoom"),
+        ("a Tell to a name nobody has", Msg("Tell", "nobody" + tag, "x"), "NoSuchName"),
+        ("a Tell to a version 1 client", Msg("Tell", vm.name, "x"), "CannotReceive"),
+    ):
+        seq = a.send(req)
+        m = answer(a, seq, f"answer to {what}")
+        R.eq((m.kind, m["seq"], m.f.get("code")), ("Unstored", seq, CODE[code]), f"{what}: Unstored {{ {seq}, {code} }} (9.4)")
+
+    # Direct between two HISTORY clients: Stored to the sender, Direct with the same id (9.6).
+    s6 = stored(a, a.send(Msg("Tell", b.name.upper(), "hi b")), "a Tell")
+    R.eq(s6["seq"], 6, "requests refused are numbered too (9.4)")
+    e = b.expect(is_("Direct"), "Direct of the Tell")["entry"]
+    R.eq(e, Entry(s6["id"], 0, s6["at"], a.member(), "hi b"), "Direct to the recipient: the Stored id, prev 0, from, text (9.6)")
+
+    s7 = stored(a, a.send(Msg("Say", room, "m2")), "the second Say")
+    e = b.expect(is_("Posted", room=room), "Posted of m2")["entry"]
+    R.eq((e.id, e.prev, e.text), (s7["id"], s1["id"], "m2"), "Posted: prev is the id of the room's previous message (9.5)")
+    R.check(s7["id"] > s1["id"] and s7["at"] >= s1["at"], "ids increase and at never decreases in a room (9.5)",
+            f"{s1!r} then {s7!r}")
+    c.expect(is_("Said", room=room, text="m2"), "Said of m2")
+
+    # Pipelined, one refused in the middle: answers matched by number.
+    seqs = [a.send(Msg("Say", room, "m3")), a.send(Msg("Say", "nosuch2" + tag, "x")), a.send(Msg("Say", room, "m4"))]
+    got = [answer(a, s) for s in seqs]
+    R.eq([(m.kind, m.f.get("code")) for m in got], [("Stored", None), ("Unstored", CODE["NotInRoom"]), ("Stored", None)],
+         "three pipelined requests, the middle one refused: Stored, Unstored, Stored by number (9.4)")
+    s8, s10 = got[0], got[2]
+    ids = [s1["id"], s7["id"], s8["id"], s10["id"]]
+    for want in ("m3", "m4"):
+        c.expect(is_("Said", room=room, text=want), f"Said of {want}")
+    posted = [b.expect(is_("Posted", room=room), f"Posted of {t}")["entry"] for t in ("m3", "m4")]
+    R.eq([(x.id, x.prev, x.text) for x in posted], [(s8["id"], s7["id"], "m3"), (s10["id"], s8["id"], "m4")],
+         "Posted of pipelined Says: their ids, each prev the one before (9.5)")
+
+    # The sender gets no Posted of its own: b's reply, with a larger id, is the barrier (9.6 order).
+    sb = stored(b, b.send(Msg("Say", room, "reply")), "bob's Say")
+    e = a.expect(is_("Posted", room=room), "Posted of bob's reply")["entry"]
+    R.eq((e.id, e.prev, e.sender), (sb["id"], s10["id"], b.member()), "Posted of a reply: prev is the sender's own last id (9.5)")
+    ids.append(sb["id"])
+    R.check(not a.find(lambda m: m.kind == "Posted" and m["entry"].sender == a.member()),
+            "the HISTORY sender gets no Posted of its own message (9.4)", repr(a.find(is_("Posted"))[:2]))
+    c.expect(is_("Said", room=room, text="reply"), "Said of bob's reply")
+
+    sd = stored(b, b.send(Msg("Tell", a.name, "hi a")), "bob's Tell")
+    e = a.expect(is_("Direct"), "Direct of bob's Tell")["entry"]
+    R.eq((e.id, e.prev, e.sender, e.text), (sd["id"], s6["id"], b.member(), "hi a"),
+         "a Direct reply: prev is the conversation's previous id, whoever sent it (9.5, 9.6)")
+    ss = stored(a, a.send(Msg("Tell", a.name, "self")), "a Tell to oneself")
+    e = a.expect(is_("Direct"), "Direct of a Tell to oneself")["entry"]
+    R.eq((e.id, e.sender, e.text), (ss["id"], a.member(), "self"), "a Tell to oneself: Stored and Direct with the same id (9.4)")
+
+    # ROOMS-only and version 1 clients keep Told, Said and Relay; their messages are stored too (9.6).
+    c.send(Msg("Tell", a.name, "from carol"))
+    e = a.expect(is_("Direct"), "Direct from a ROOMS-only client")["entry"]
+    R.eq((e.prev, e.sender, e.text), (0, c.member(), "from carol"), "a ROOMS-only client's Tell reaches a HISTORY client as Direct (9.6)")
+    sc = stored(a, a.send(Msg("Tell", c.name, "to carol")), "a Tell to a ROOMS-only client")
+    c.expect(is_("Told", from_=a.member(), text="to carol"), "Told to a ROOMS-only client (9.6)")
+    R.check(sc["id"] > e.id, "ids increase in a direct conversation (9.5)", f"{e.id} then {sc['id']}")
+    vtext = "from v1 " + tag
+    v.send(Msg("Send", vtext))
+    got = [x.expect(is_("Posted", room="lobby"), "Posted of a version 1 Send")["entry"] for x in (a, b)]
+    R.check(all(e.sender == vm and e.text == vtext and plausible(e.at) for e in got) and got[0] == got[1],
+            "a version 1 client's Send is stored and reaches HISTORY members as one Posted lobby entry (9.6)", repr(got))
+    vid = got[0].id
+
+    # A Send after parting the lobby: Unstored NotInRoom (9.4's table).
+    a.send(Msg("Part", "lobby"))
+    a.expect(is_("Departed", room="lobby", member=a.member()), "Departed confirming Part lobby")
+    seq = a.send(Msg("Send", "parted"))
+    m = answer(a, seq)
+    R.eq((m.kind, m.f.get("code")), ("Unstored", CODE["NotInRoom"]), "a Send after parting the lobby: Unstored NotInRoom (9.4)")
+    a.send(Msg("Join", "lobby"))
+    assemble(a, "Roster", "lobby", "the lobby Roster on joining it again")
+
+    # Section 9.9: the longest Say reaches a HISTORY member within max_frame + 320 (and ROOMS within + 300).
+    bigs = []
+    for i in range(2):
+        n = longest_text(a.welcome["max_frame"], 1 + len(enc("str", room)))
+        big = "长短"[i] * (n // 3) + "x" * (n % 3)
+        sbig = stored(a, a.send(Msg("Say", room, big)), f"the longest Say ({len(big.encode())} bytes)")
+        m = b.expect(is_("Posted", room=room), "Posted of the longest Say", 15)
+        R.check(m["entry"].text == big and m.size <= b.welcome["max_frame"] + HISTORY_OVERHEAD,
+                "the longest Say reaches a HISTORY member whole within max_frame + 320 (9.9)", m.size)
+        m = c.expect(is_("Said", room=room, from_=a.member()), "Said of the longest Say", 15)
+        R.check(m["text"] == big and m.size <= c.welcome["max_frame"] + ROOMS_OVERHEAD,
+                "... and a ROOMS-only member within max_frame + 300 (9.9)", m.size)
+        ids.append(sbig["id"])
+        bigs.append(big)
+
+    a.sync()
+    R.check(not a.find(is_("Refused")), "no Refused for a Say, Tell or Send in a HISTORY session (9.4)",
+            repr(a.find(is_("Refused"))[:2]))
+    R.eq(a.answered, {s: 1 for s in range(1, a.seq + 1)}, "every numbered request got exactly one answer (9.4)")
+    st["h"] = dict(a=a, b=b, c=c, v=v, vm=vm, room=room, ids=ids, bigs=bigs, vid=vid, vtext=vtext,
+                   ab=[s6["id"], sd["id"]], self_id=ss["id"])
+
+
+def th_pages(srv, st):
+    """Section 9.7: Resume, Recent and Page."""
+    h = st["h"]
+    a, b, c, room, tag = h["a"], h["b"], h["c"], h["room"], srv.tag
+    # The room so far, with two texts that cannot share a frame: the page stops early (9.7, fitting).
+    conv = Conv(0, room)
+    entries, pages = read_all(b, conv, 0, 0, "the whole room")
+    R.eq([e.id for e in entries], h["ids"], "Resume after 0: every stored message of the room, in id order (9.7)")
+    chain(entries, 0, "pages: prev chain without gaps, at non-decreasing and plausible (9.5, 9.7)")
+    R.check(entries and entries[-1].text == h["bigs"][-1], "pages carry the texts unchanged (9.2)")
+    R.check(len(pages) >= 2, "two longest texts do not share a page: it stops early with more = true (9.7)",
+            f"{len(pages)} page(s) of {[len(p['entries']) for p in pages]}")
+    R.check(all(p.size <= b.welcome["max_frame"] + HISTORY_OVERHEAD for p in pages),
+            "every Page fits max_frame + 320 (9.9)", [p.size for p in pages])
+    R.check(not any(p["missing"] for p in pages), "nothing dropped: missing = false (9.7)")
+
+    # A room of 12 messages, read 5 at a time, the room named in another case.
+    pr = "Pages" + tag
+    for x in (a, b):
+        x.send(Msg("Join", pr))
+        assemble(x, "Roster", pr)
+    seqs = [a.send(Msg("Say", pr, f"p{i}")) for i in range(12)]
+    ids = [stored(a, s, f"Say p{i}")["id"] for i, s in enumerate(seqs)]
+    R.eq(ids, sorted(set(ids)), "12 pipelined Says: ids strictly increasing in sending order (9.5, 9.6)")
+    for i in range(12):
+        b.expect(is_("Posted", room=pr), f"Posted of p{i}")
+    asked = Conv(0, pr.upper())
+    entries, pages = read_all(b, asked, 0, 5, "pages of 5")
+    R.eq([e.id for e in entries], ids, "Resume limit 5: the 12 messages in id order, nothing skipped (9.7)")
+    R.eq([e.text for e in entries], [f"p{i}" for i in range(12)], "... with their texts")
+    chain(entries, 0, "... prev chain without gaps")
+    R.check(len(pages) >= 3 and all(len(p["entries"]) <= 5 for p in pages),
+            "each page holds at most limit entries (9.7)", [len(p["entries"]) for p in pages])
+    R.check(all(p["more"] for p in pages[:-1]) and not pages[-1]["more"], "more = true on all pages but the last (9.7)")
+    R.check(all(p["conversation"] == asked for p in pages), "Page.conversation is the request's, exactly as sent (9.7)",
+            repr(pages[0]["conversation"]))
+    b.send(Msg("Recent", Conv(0, pr), 3))
+    p = page_of(b, Conv(0, pr), "Page for Recent 3")
+    R.eq(([e.id for e in p.f.get("entries", [])], p.f.get("missing"), p.f.get("more")), (ids[-3:], False, False),
+         "Recent 3: the last 3, oldest first, more = false (9.7)")
+    b.send(Msg("Resume", Conv(0, pr), ids[4], 100))
+    p = page_of(b, Conv(0, pr), "Page for Resume after the 5th")
+    R.eq(([e.id for e in p.f.get("entries", [])], p.f.get("more")), (ids[5:], False), "Resume after an id: the ones above it (9.7)")
+    b.send(Msg("Resume", Conv(0, pr), ids[-1], 0))
+    p = page_of(b, Conv(0, pr), "Page for Resume after the last")
+    R.eq(p, Msg("Page", Conv(0, pr), [], False, False), "Resume after the last id: an empty Page, more = false (9.7)")
+
+    # Requests answered in the order they come, each by one Page or Refused (9.7).
+    solo = "solo" + tag
+    c.send(Msg("Join", solo))
+    assemble(c, "Roster", solo)
+    reqs = [
+        (Msg("Resume", Conv(0, solo.upper()), 0, 0), ("Refused", CODE["NotInRoom"], solo.upper()), "a room one is not in"),
+        (Msg("Resume", Conv(0, "nosuch" + tag), 0, 0), ("Refused", CODE["NotInRoom"], "nosuch" + tag), "no such room"),
+        (Msg("Recent", Conv(0, "bad room"), 0), ("Refused", CODE["NotInRoom"], "bad room"), "an invalid room name"),
+        (Msg("Resume", Conv(1, "a b"), 0, 0), ("Refused", CODE["NoSuchName"], "a b"), "Direct of an invalid name"),
+        (Msg("Recent", Conv(1, "nobody" + tag), 0), ("Page", Conv(1, "nobody" + tag), [], False, False),
+         "Direct of a valid name nobody has: an empty Page"),
+        (Msg("Recent", Conv(1, a.name.upper()), 0), ("Page", Conv(1, a.name.upper()), h["ab"], False, False),
+         "Direct with the other party: their messages, the name as sent"),
+    ]
+    for req, _, _ in reqs:
+        b.send(req)
+    for req, want, what in reqs:
+        m = b.expect(lambda m: m.kind in ("Page", "Refused"), f"answer to {req!r}")
+        got = ((m.kind, m["code"], m["subject"]) if m.kind == "Refused" else
+               (m.kind, m["conversation"], [e.id for e in m["entries"]], m["missing"], m["more"]))
+        R.eq(got, want, f"{what} (9.7, answered in order)")
+    a.send(Msg("Recent", Conv(1, a.name), 0))
+    p = page_of(a, Conv(1, a.name), "Page of the direct conversation with oneself")
+    R.eq([e.id for e in p.f.get("entries", [])], [h["self_id"]], "Direct with oneself: the Tell to oneself (9.6)")
+    a.send(Msg("Recent", Conv(1, c.name), 0))
+    p = page_of(a, Conv(1, c.name), "Page of the conversation with a ROOMS-only client")
+    got = [(e.sender, e.text) for e in p.f.get("entries", [])]
+    R.eq(got, [(c.member(), "from carol"), (a.member(), "to carol")],
+         "direct messages with a ROOMS-only client are stored both ways (9.6)")
+    b.send(Msg("Recent", Conv(0, "lobby"), 1))
+    p = page_of(b, Conv(0, "lobby"), "Page of the lobby")
+    got = [(e.id, e.sender, e.text) for e in p.f.get("entries", [])]
+    R.eq(got, [(h["vid"], h["vm"], h["vtext"])], "Recent lobby 1: a version 1 client's Send, stored (9.6)")
+
+
+def th_seam(srv, st):
+    """Section 9.8: pages joined to live delivery while another client posts: every id once, in order."""
+    tag = srv.tag
+    room = "seam" + tag
+    conv = Conv(0, room)
+    p, _ = hnamed(srv, "seam-poster", "sp" + tag)
+    j, _ = hnamed(srv, "seam-joiner", "sj" + tag)
+    p.send(Msg("Join", room))
+    assemble(p, "Roster", room)
+    ids = [stored(p, p.send(Msg("Say", room, f"s{i}")), f"Say s{i}")["id"] for i in range(8)]
+    j.send(Msg("Join", room))
+    assemble(j, "Roster", room)  # a member from here on (9.8 step 2)
+    after = ids[2]
+    # Messages are stored while the joiner reads pages: before each Resume, the poster says one
+    # and waits for its Stored (so the next page has it and it also comes live: a duplicate),
+    # then says another without waiting (it may come either way, or both).
+    todo = iter(range(8, 20))
+    seqs, acks = [], {}
+
+    def post_one(wait):
+        i = next(todo, None)
+        if i is not None:
+            seqs.append(p.send(Msg("Say", room, f"s{i}")))
+            if wait:
+                acks[seqs[-1]] = stored(p, seqs[-1], f"Say s{i}")
+
+    post_one(True)
+    post_one(False)
+    j.send(Msg("Resume", conv, after, 2))
+    last, applied, held, npages, dups = after, [], [], 0, 0
+    while True:  # steps 3 and 4: hold live messages, apply pages
+        m = j.expect(lambda m: m.kind in ("Page", "Refused") or m.kind == "Posted" and key(m["room"]) == key(room),
+                     "a Page or a Posted", 10)
+        if m.kind == "Posted":
+            held.append(m["entry"])
+            continue
+        if m.kind == "Refused":
+            raise Fail(f"seam-joiner: {m!r} for Resume of a room it is in")
+        npages += 1
+        R.check(len(m["entries"]) <= 2, "seam: a page holds at most limit entries (9.7)", len(m["entries"]))
+        for e in m["entries"]:
+            if e.id > last:
+                applied.append(e)
+                last = e.id
+        if not m["more"]:
+            break
+        post_one(True)
+        post_one(False)
+        j.send(Msg("Resume", conv, last, 2))
+    nheld = len(held)
+    for e in sorted(held, key=lambda e: e.id):  # step 5
+        if e.id > last:
+            applied.append(e)
+            last = e.id
+        else:
+            dups += 1
+    for i in todo:  # what is left, sent after the pages
+        seqs.append(p.send(Msg("Say", room, f"s{i}")))
+    ids += [(acks.get(s) or stored(p, s, f"Say s{i}"))["id"] for i, s in zip(range(8, 20), seqs)]
+    R.check(dups, "seam: the run made messages come both in a page and live (else it checks little)",
+            f"{npages} page(s), {nheld} held")
+    while last < ids[-1]:  # step 6
+        e = j.expect(lambda m: m.kind == "Posted" and key(m["room"]) == key(room), "a live Posted", 10)["entry"]
+        if e.id > last:
+            applied.append(e)
+            last = e.id
+        else:
+            dups += 1
+    want = [i for i in ids if i > after]
+    R.eq([e.id for e in applied], want, "9.8: pages joined to live delivery give every id above `after` once, in order")
+    R.eq([e.text for e in applied], [f"s{i}" for i in range(3, 20)], "9.8: ... each with its text")
+    chain(applied, after, "9.8: ... their prev chain has no gap")
+    R.note(f"seam: {npages} page(s), {nheld} live message(s) held, {dups} duplicate(s) dropped")
+    for c in (p, j):
+        bye(c)
+
+
+def th_done(srv, st):
+    for c in ("a", "b", "c", "v"):
+        bye(st["h"][c])
+
+
 def fits(f, L, field):
     """Section 8.9: a frame fits L, or is a lone entry too big for L, within max_frame + 300."""
     return f.size <= L or (len(f[field]) == 1 and f.size <= L - RELAY_OVERHEAD + ROOMS_OVERHEAD)
@@ -1711,7 +2149,10 @@ def run_live(srv):
     st = {}
     for name, fn in (("version 1 chat", t_v1_chat), ("handshake", t_handshake), ("names", t_names),
                      ("rooms", t_rooms), ("tell", t_tell), ("rename", t_rename), ("mixed lobby (8.11)", t_mixed),
-                     ("long answers (8.9)", t_long)):
+                     ("history: negotiation (9.1, 9.3)", th_negotiation),
+                     ("history: numbering and delivery (9.4-9.6, 9.9)", th_delivery),
+                     ("history: pages (9.7)", th_pages), ("history: pages joined to live (9.8)", th_seam),
+                     ("history: leaving", th_done), ("long answers (8.9)", t_long)):
         R.section = name
         print(f"== {name}", flush=True)
         if time.monotonic() > DEADLINE:
@@ -1721,8 +2162,11 @@ def run_live(srv):
             if fn in (t_v1_chat, t_handshake):
                 fn(srv)
             else:
-                if fn is not t_names and "al" not in st:
+                if fn in (t_rooms, t_tell, t_rename, t_mixed, t_long) and "al" not in st:
                     R.check(False, "skipped: the names part failed")
+                    continue
+                if fn in (th_pages, th_done) and "h" not in st:
+                    R.check(False, "skipped: the history delivery part failed")
                     continue
                 fn(srv, st)
         except Fail as e:
