@@ -5,7 +5,7 @@ conformance run of a server against that document.
     python3 .ci/spec_client.py HOST:PORT   golden vectors, then live checks against a server
     python3 .ci/spec_client.py --golden    golden vectors and codec checks only (no server)
     python3 .ci/spec_client.py --timers HOST:PORT PID HS IDLE FRAME ROOM_MEMBERS
-        flood control, room limit, timers and shutdown of a server started with
+        flood control, room limit, retention, timers and shutdown of a server started with
         --handshake-timeout HS --idle-timeout IDLE --frame-timeout FRAME (seconds)
         --room-members ROOM_MEMBERS whose process id is PID: the run ends it with SIGTERM
     python3 .ci/spec_client.py --presence-race HOST:PORT
@@ -1988,6 +1988,49 @@ def closed_within(c, seconds, what):
         return False, seen, time.monotonic() - t0
 
 
+def check_retention(srv):
+    """Sections 9.5-9.7 under whatever retention the server keeps (spec_client.sh starts this
+    run's server keeping 5 messages per conversation): pages hold the newest retained messages
+    with nothing skipped, and `missing` says exactly when the request reached dropped ones."""
+    a, _ = hnamed(srv, "keeper", "keeper" + srv.tag)
+    room = "kept" + srv.tag
+    conv = Conv(0, room)
+    a.send(Msg("Join", room))
+    assemble(a, "Roster", room)
+    seqs = [a.send(Msg("Say", room, f"k{i}")) for i in range(8)]
+    ids = [stored(a, s, f"Say k{i}")["id"] for i, s in enumerate(seqs)]
+    # A server may drop messages some time after storing more (section 9.6 leaves when to it):
+    # read again, a few times a second for at most 3 s, until some are dropped.
+    end, reads, bad = time.monotonic() + remaining(3), 0, []
+    while True:
+        entries, pages = read_all(a, conv, 0, 0, "the room from the start")
+        reads += 1
+        got = [e.id for e in entries]
+        k = len(ids) - len(got)
+        if k < 0 or got != ids[k:] or pages[0]["missing"] != (k > 0):
+            bad.append((got, pages[0]["missing"]))
+        if k != 0 or time.monotonic() >= end:
+            break
+        time.sleep(0.1)  # a bounded poll: the drop is the server's to schedule, and nothing announces it
+    R.check(not bad, "a page holds the newest retained messages, nothing skipped, and missing = true exactly "
+            "when some were dropped (9.6, 9.7)", f"stored {ids}; got (ids, missing) {bad[:2]}")
+    R.note(f"{len(got)} of {len(ids)} messages retained after {reads} read(s)")
+    if not 0 < k < len(ids) or bad:
+        bye(a)
+        return
+    R.eq(entries[0].prev, ids[k - 1], "the oldest retained message's prev is the dropped one's id (9.5)")
+    for req, want, what in (
+        (Msg("Resume", conv, ids[k - 1], 0), (ids[k:], False), "Resume after the newest dropped id: missing = false"),
+        (Msg("Resume", conv, ids[k - 2] if k > 1 else 0, 0), (ids[k:], True), "Resume after an older id: missing = true"),
+        (Msg("Recent", conv, len(ids)), (ids[k:], True), "Recent of more than are retained: missing = true"),
+        (Msg("Recent", conv, len(got)), (ids[k:], False), "Recent of as many as are retained: missing = false"),
+    ):
+        a.send(req)
+        p = page_of(a, conv, f"Page for {req!r}")
+        R.eq(([e.id for e in p.f.get("entries", [])], p.f.get("missing")), want, f"{what} (9.7)")
+    bye(a)
+
+
 def run_timers(srv, pid, hs, idle, frame_to, room_members):
     """Against a server started with --handshake-timeout HS --idle-timeout IDLE --frame-timeout FRAME:
     sections 5.1, 5.4 and 8.3's timers, then its shutdown (section 5.5) on SIGTERM to PID."""
@@ -2014,6 +2057,13 @@ def run_timers(srv, pid, hs, idle, frame_to, room_members):
          "Join of a full room: RoomFull, subject as sent")
     for c in members:
         bye(c)
+
+    R.section = "retention (9.5-9.7)"
+    print(f"== {R.section}", flush=True)
+    try:
+        check_retention(srv)
+    except Fail as e:
+        R.check(False, "aborted", str(e))
 
     R.section = "timers (5.1, 5.4, 8.3)"
     print(f"== {R.section}", flush=True)

@@ -4,8 +4,9 @@
 #   .ci/spec_client.sh target/debug/chat-server
 # Three runs, each against a fresh server: the main checks (default settings); rounds of
 # 481 clients named at once, each of which must learn every other (frames read together
-# with a Roster are still parsed); flood control, a room limit, the timers and the shutdown, against a
-# server with short timers and --room-members 2 (the script ends it with SIGTERM).
+# with a Roster are still parsed); flood control, a room limit, retention, the timers and the
+# shutdown, against a server with short timers, --room-members 2 and --history-size 5 (the script
+# ends it with SIGTERM).
 # Exit status: 0 if all three pass, 1 otherwise. About 40 s.
 set -u
 bin=${1:?usage: $0 path/to/chat-server}
@@ -52,7 +53,8 @@ timeout 70 python3 "$here/spec_client.py" --presence-race "$addr" || status=1
 stop
 
 hs=1 idle=2 frame=1 members=2
-start --handshake-timeout "${hs}s" --idle-timeout "${idle}s" --frame-timeout "${frame}s" --room-members "$members"
+start --handshake-timeout "${hs}s" --idle-timeout "${idle}s" --frame-timeout "${frame}s" --room-members "$members" \
+  --history-size 5
 timeout 70 python3 "$here/spec_client.py" --timers "$addr" "$pid" "$hs" "$idle" "$frame" "$members" || status=1
 # The script has sent SIGTERM (unless it failed first): the server must exit 0 within its
 # grace. Its stdout reaching end of file says it has exited; 20 s bound that wait.
