@@ -1551,7 +1551,8 @@ def th_delivery(srv, st):
     s2 = stored(a, a.send(Msg("Send", text)), "a Send")
     R.eq(s2["seq"], 2, "a Send is numbered in the same count (9.4)")
     e = b.expect(is_("Posted", room="lobby"), "Posted of the Send")["entry"]
-    R.eq((e.id, e.at, e.sender, e.text), (s2["id"], s2["at"], a.member(), text), "a Send reaches HISTORY members as Posted lobby (9.6)")
+    R.eq((e.id, e.at, e.sender, e.text), (s2["id"], s2["at"], a.member(), text),
+         "a Send reaches HISTORY members as Posted lobby (9.6)")
     c.expect(is_("Said", room="lobby", from_=a.member(), text=text), "Said lobby of the Send")
     v.expect(is_("Relay", ip=a.addr[0], port=a.addr[1], text=text), "Relay of a HISTORY client's Send (9.6)")
 
@@ -1563,13 +1564,15 @@ def th_delivery(srv, st):
     ):
         seq = a.send(req)
         m = answer(a, seq, f"answer to {what}")
-        R.eq((m.kind, m["seq"], m.f.get("code")), ("Unstored", seq, CODE[code]), f"{what}: Unstored {{ {seq}, {code} }} (9.4)")
+        R.eq((m.kind, m["seq"], m.f.get("code")), ("Unstored", seq, CODE[code]),
+             f"{what}: Unstored {{ {seq}, {code} }} (9.4)")
 
     # Direct between two HISTORY clients: Stored to the sender, Direct with the same id (9.6).
     s6 = stored(a, a.send(Msg("Tell", b.name.upper(), "hi b")), "a Tell")
     R.eq(s6["seq"], 6, "requests refused are numbered too (9.4)")
     e = b.expect(is_("Direct"), "Direct of the Tell")["entry"]
-    R.eq(e, Entry(s6["id"], 0, s6["at"], a.member(), "hi b"), "Direct to the recipient: the Stored id, prev 0, from, text (9.6)")
+    R.eq(e, Entry(s6["id"], 0, s6["at"], a.member(), "hi b"),
+         "Direct to the recipient: the Stored id, prev 0, from, text (9.6)")
 
     s7 = stored(a, a.send(Msg("Say", room, "m2")), "the second Say")
     e = b.expect(is_("Posted", room=room), "Posted of m2")["entry"]
@@ -1809,6 +1812,21 @@ def th_seam(srv, st):
     R.eq([e.text for e in applied], [f"s{i}" for i in range(3, 20)], "9.8: ... each with its text")
     chain(applied, after, "9.8: ... their prev chain has no gap")
     R.note(f"seam: {npages} page(s), {nheld} live message(s) held, {dups} duplicate(s) dropped")
+
+    # Section 9.4 with 8.5's direct-message rate: a burst of Tells, each Stored and delivered or
+    # Unstored RateLimited and not delivered, exactly one answer each.
+    seqs = [p.send(Msg("Tell", j.name, f"t{i}")) for i in range(40)]
+    got = [answer(p, s) for s in seqs]
+    ok = [m["id"] for m in got if m.kind == "Stored"]
+    refused = [m for m in got if m.kind == "Unstored"]
+    R.check(all(m["code"] == CODE["RateLimited"] for m in refused), "a Tell burst: the Unstored are RateLimited (9.4)",
+            repr(refused[:1]))
+    R.check(refused and ok, "a burst of 40 Tells is partly refused (reference: bursts of 20, 8.5)",
+            f"{len(ok)} stored, {len(refused)} refused")
+    if ok:
+        j.expect(lambda m: m.kind == "Direct" and m["entry"].id == ok[-1], "Direct of the last stored Tell")
+        seen = [m["entry"].id for m in j.find(is_("Direct"))] + [ok[-1]]
+        R.eq(seen, ok, "the recipient gets a Direct for every stored Tell of the burst and no other (9.4, 9.6)")
     for c in (p, j):
         bye(c)
 
