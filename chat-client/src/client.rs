@@ -4,7 +4,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use chat_proto::{ClientConfig, Connection, Message, features};
+use chat_proto::{ClientConfig, Connection, Conversation, Message, features};
 use tokio::net::{TcpStream, ToSocketAddrs, lookup_host};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, timeout, timeout_at};
@@ -12,6 +12,7 @@ use tokio::time::{Instant, timeout, timeout_at};
 use crate::driver::{Command, Driver, named, welcome};
 use crate::error::Error;
 use crate::event::{Event, Inbox, Shared};
+use crate::history::{History, Marks};
 
 /// How many commands may wait for the driver before `send` waits too.
 const COMMAND_QUEUE: usize = 64;
@@ -44,6 +45,21 @@ pub struct Options {
     /// seed's one room and peers by address. A server that does not offer
     /// the capability also gives a version 1 session ([`Session::rooms`]).
     pub rooms: bool,
+    /// Ask for durable history too (the `HISTORY` capability; only with
+    /// `rooms`). Default `true`. A server that offers it numbers every
+    /// message: see [`Session::history`] and [`Event::Posted`].
+    pub history: bool,
+    /// With history: the last id per conversation from a previous
+    /// connection ([`Events::marks`] at its end). The library resumes each
+    /// room from its mark once it is in it again (after the caller's
+    /// [`Sender::join`], or at once for the lobby), and each direct
+    /// conversation right after connecting, delivering what was missed as
+    /// [`Event::Page`]s: no duplicate, no gap, or a page with `missing`
+    /// when the start is no longer kept. Default: none.
+    pub resume: Marks,
+    /// With history: on entering a room that has no mark, ask for its last
+    /// `recent` messages (an [`Event::Page`]); 0, the default, asks nothing.
+    pub recent: u32,
     /// Longest wait for the TCP connection (per address tried).
     pub connect_timeout: Duration,
     /// Longest wait for the server's `Welcome` once connected, and its
@@ -63,6 +79,9 @@ impl Default for Options {
         Options {
             name: None,
             rooms: true,
+            history: true,
+            resume: Marks::new(),
+            recent: 0,
             connect_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
             exit_timeout: Duration::from_secs(5),
@@ -93,6 +112,11 @@ pub struct Session {
     /// peers known by address, and the requests of names and rooms
     /// ([`Sender::join`] and the like) fail with [`Error::Unsupported`].
     pub rooms: bool,
+    /// Whether durable history is in force (the `HISTORY` capability):
+    /// messages carry ids ([`Event::Posted`], [`Event::Direct`]), our own are
+    /// acknowledged ([`Event::Stored`]), and [`Sender::resume`] and
+    /// [`Sender::recent`] work.
+    pub history: bool,
     /// The name the server gave us when we connected: the one asked for in
     /// [`Options::name`], or one it picked. `None` on a version 1 session.
     /// [`Sender::name`] follows later renames.
@@ -187,6 +211,9 @@ impl Client {
         let mut config = ClientConfig::default();
         if options.rooms {
             config.features = features::ROOMS;
+            if options.history {
+                config.features |= features::HISTORY;
+            }
         }
         let mut conn = Connection::client(config);
         let waited = options.handshake_timeout;
@@ -199,17 +226,18 @@ impl Client {
             .await
             .map_err(|_| late("the server's Welcome"))??;
         let rooms = negotiated.has(features::ROOMS);
+        let history = negotiated.has(features::HISTORY);
         let own = Shared::default();
-        let mut inbox = Inbox::new(negotiated.addr, own.clone(), options.max_listed);
-        let (name, early) = if rooms {
+        let seam = history.then(|| History::new(&options.resume, options.recent));
+        let mut inbox = Inbox::new(negotiated.addr, own.clone(), options.max_listed, seam);
+        let name = if rooms {
             let asked = options.name.as_deref().unwrap_or("");
-            let (name, early) =
-                timeout_at(deadline, named(&mut stream, &mut conn, &mut inbox, asked))
-                    .await
-                    .map_err(|_| late("the server's Named"))??;
-            (Some(name), early)
+            let name = timeout_at(deadline, named(&mut stream, &mut conn, &mut inbox, asked))
+                .await
+                .map_err(|_| late("the server's Named"))??;
+            Some(name)
         } else {
-            (None, Default::default())
+            None
         };
         let session = Session {
             server,
@@ -218,6 +246,7 @@ impl Client {
             version: negotiated.version,
             features: negotiated.features,
             rooms,
+            history,
             name,
         };
 
@@ -225,7 +254,7 @@ impl Client {
         let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
         let driver = Driver::new(
             (stream, conn),
-            (inbox, early),
+            inbox,
             command_rx,
             event_tx,
             options.exit_timeout,
@@ -237,7 +266,10 @@ impl Client {
                 session,
                 own,
             },
-            events: Events { rx: event_rx },
+            events: Events {
+                rx: event_rx,
+                marks: options.resume,
+            },
         })
     }
 
@@ -288,7 +320,11 @@ impl Client {
     /// # Errors
     ///
     /// As [`Sender::say`].
-    pub async fn say(&self, room: impl Into<String>, text: impl Into<String>) -> Result<(), Error> {
+    pub async fn say(
+        &self,
+        room: impl Into<String>,
+        text: impl Into<String>,
+    ) -> Result<u64, Error> {
         self.sender.say(room, text).await
     }
 
@@ -301,7 +337,7 @@ impl Client {
         &self,
         name: impl Into<String>,
         text: impl Into<String>,
-    ) -> Result<(), Error> {
+    ) -> Result<u64, Error> {
         self.sender.tell(name, text).await
     }
 
@@ -328,8 +364,38 @@ impl Client {
     /// # Errors
     ///
     /// As [`Sender::send`].
-    pub async fn send(&self, text: impl Into<String>) -> Result<(), Error> {
+    pub async fn send(&self, text: impl Into<String>) -> Result<u64, Error> {
         self.sender.send(text).await
+    }
+
+    /// Asks for stored messages of `conversation` after `after`. See
+    /// [`Sender::resume`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Sender::resume`].
+    pub async fn resume(
+        &self,
+        conversation: Conversation,
+        after: u64,
+        limit: u32,
+    ) -> Result<(), Error> {
+        self.sender.resume(conversation, after, limit).await
+    }
+
+    /// Asks for the last `count` messages of `conversation`. See
+    /// [`Sender::recent`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Sender::recent`].
+    pub async fn recent(&self, conversation: Conversation, count: u32) -> Result<(), Error> {
+        self.sender.recent(conversation, count).await
+    }
+
+    /// Where the events read so far have reached. See [`Events::marks`].
+    pub fn marks(&self) -> &Marks {
+        self.events.marks()
     }
 
     /// The next event from the server. See [`Events::next_event`].
@@ -374,12 +440,16 @@ impl Sender {
     /// session, the one room); returns once it is written to the socket.
     /// With names and rooms it is [`say`](Sender::say) in the lobby.
     ///
+    /// Returns the request's number: with history, the [`Event::Stored`]
+    /// or [`Event::Unstored`] that answers it carries it (`say`, `tell`
+    /// and `send` count 1, 2, 3, ... together); 0 without history.
+    ///
     /// # Errors
     ///
     /// [`Error::TooLong`] if the server would refuse the text (nothing is
     /// sent, the session goes on); [`Error::Disconnected`] if the session has
     /// ended or is ending; [`Error::Io`] if the write failed.
-    pub async fn send(&self, text: impl Into<String>) -> Result<(), Error> {
+    pub async fn send(&self, text: impl Into<String>) -> Result<u64, Error> {
         self.request(Message::Send { text: text.into() }).await
     }
 
@@ -397,6 +467,7 @@ impl Sender {
     pub async fn nick(&self, name: impl Into<String>) -> Result<(), Error> {
         self.rooms_request(Message::Nick { name: name.into() })
             .await
+            .map(drop)
     }
 
     /// Enters `room`, creating it if nobody is in it. The answer is an
@@ -409,6 +480,7 @@ impl Sender {
     pub async fn join(&self, room: impl Into<String>) -> Result<(), Error> {
         self.rooms_request(Message::Join { room: room.into() })
             .await
+            .map(drop)
     }
 
     /// Leaves `room`. The answer is an [`Event::Departed`] with us as the
@@ -420,17 +492,24 @@ impl Sender {
     pub async fn part(&self, room: impl Into<String>) -> Result<(), Error> {
         self.rooms_request(Message::Part { room: room.into() })
             .await
+            .map(drop)
     }
 
     /// Says `text` to the other members of `room`, a room we are in (there
-    /// is no echo; an [`Event::Refused`] if we are not in it).
+    /// is no echo; an [`Event::Refused`] if we are not in it, or with
+    /// history an [`Event::Unstored`]). Returns the request's number, as
+    /// [`send`](Sender::send) does.
     ///
     /// # Errors
     ///
     /// As [`nick`](Sender::nick); [`Error::TooLong`] if the text is longer
     /// than fits beside the room's name ([`Session::max_text_len`] minus a
     /// little).
-    pub async fn say(&self, room: impl Into<String>, text: impl Into<String>) -> Result<(), Error> {
+    pub async fn say(
+        &self,
+        room: impl Into<String>,
+        text: impl Into<String>,
+    ) -> Result<u64, Error> {
         self.rooms_request(Message::Say {
             room: room.into(),
             text: text.into(),
@@ -441,7 +520,9 @@ impl Sender {
     /// Sends `text` to whoever is called `name` (compared as the server
     /// does, ignoring case), and to nobody else: it arrives as an
     /// [`Event::Told`]. An [`Event::Refused`] if nobody has that name, if
-    /// its holder is a version 1 client, or if we send too many too fast.
+    /// its holder is a version 1 client, or if we send too many too fast
+    /// (with history: an [`Event::Direct`], and [`Event::Unstored`] for
+    /// those). Returns the request's number, as [`send`](Sender::send) does.
     ///
     /// # Errors
     ///
@@ -450,7 +531,7 @@ impl Sender {
         &self,
         name: impl Into<String>,
         text: impl Into<String>,
-    ) -> Result<(), Error> {
+    ) -> Result<u64, Error> {
         self.rooms_request(Message::Tell {
             name: name.into(),
             text: text.into(),
@@ -465,7 +546,9 @@ impl Sender {
     ///
     /// As [`nick`](Sender::nick).
     pub async fn who(&self, room: impl Into<String>) -> Result<(), Error> {
-        self.rooms_request(Message::Who { room: room.into() }).await
+        self.rooms_request(Message::Who { room: room.into() })
+            .await
+            .map(drop)
     }
 
     /// Asks which rooms exist. The answer is an [`Event::Rooms`].
@@ -474,7 +557,63 @@ impl Sender {
     ///
     /// As [`nick`](Sender::nick).
     pub async fn list_rooms(&self) -> Result<(), Error> {
-        self.rooms_request(Message::ListRooms).await
+        self.rooms_request(Message::ListRooms).await.map(drop)
+    }
+
+    /// With history: asks for the stored messages of `conversation` (a room
+    /// we are in, or the direct conversation with a name) with an id above
+    /// `after` (0: from the start), oldest first, at most `limit` of them
+    /// (0: all there are). The answer comes as [`Event::Page`]s, every
+    /// entry the server sends; the library asks for the next page itself
+    /// until `limit` or the latest message is reached, and holds the
+    /// conversation's live messages meanwhile, so none is lost or doubled.
+    /// An [`Event::Refused`] (`NotInRoom`, `NoSuchName`) if it cannot be
+    /// read.
+    ///
+    /// Resuming after a reconnect needs no call: see [`Options::resume`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoHistory`] without history; otherwise as
+    /// [`send`](Sender::send).
+    pub async fn resume(
+        &self,
+        conversation: Conversation,
+        after: u64,
+        limit: u32,
+    ) -> Result<(), Error> {
+        self.history_request(Message::Resume {
+            conversation,
+            after,
+            limit,
+        })
+        .await
+    }
+
+    /// With history: asks for the last `count` stored messages of
+    /// `conversation` (0: the server's page size), oldest first, as
+    /// [`resume`](Sender::resume) does: every entry comes, even those
+    /// already delivered.
+    ///
+    /// # Errors
+    ///
+    /// As [`resume`](Sender::resume).
+    pub async fn recent(&self, conversation: Conversation, count: u32) -> Result<(), Error> {
+        self.history_request(Message::Recent {
+            conversation,
+            count,
+        })
+        .await
+    }
+
+    /// A request of history: refused here without it.
+    async fn history_request(&self, msg: Message) -> Result<(), Error> {
+        if !self.session.history {
+            return Err(Error::NoHistory {
+                request: msg.name(),
+            });
+        }
+        self.request(msg).await.map(drop)
     }
 
     /// Our name now: [`Session::name`] at first, then whatever the server
@@ -498,7 +637,7 @@ impl Sender {
     }
 
     /// A request of names and rooms: refused here on a version 1 session.
-    async fn rooms_request(&self, msg: Message) -> Result<(), Error> {
+    async fn rooms_request(&self, msg: Message) -> Result<u64, Error> {
         if !self.session.rooms {
             return Err(Error::Unsupported {
                 request: msg.name(),
@@ -507,8 +646,8 @@ impl Sender {
         self.request(msg).await
     }
 
-    /// Hands `msg` to the driver and waits until it is written.
-    async fn request(&self, msg: Message) -> Result<(), Error> {
+    /// Hands `msg` to the driver and waits until it is written; its number.
+    async fn request(&self, msg: Message) -> Result<u64, Error> {
         let (done, result) = oneshot::channel();
         self.commands
             .send(Command::Send { msg, done })
@@ -549,6 +688,8 @@ impl Sender {
 #[derive(Debug)]
 pub struct Events {
     rx: mpsc::Receiver<Result<Event, Error>>,
+    /// Where the events read so far have reached, per conversation.
+    marks: Marks,
 }
 
 impl Events {
@@ -566,7 +707,19 @@ impl Events {
     /// [`Error::Protocol`] if it broke the protocol, [`Error::Timeout`] if it
     /// never acknowledged our `Exit`, [`Error::Io`] if the socket failed.
     pub async fn next_event(&mut self) -> Result<Option<Event>, Error> {
-        self.rx.recv().await.transpose()
+        let next = self.rx.recv().await.transpose();
+        if let Ok(Some(event)) = &next {
+            self.marks.see(event);
+        }
+        next
+    }
+
+    /// With history: the last id per conversation of the events read so
+    /// far ([`Event::Posted`], [`Event::Direct`], [`Event::Stored`],
+    /// [`Event::Page`]), starting from [`Options::resume`]. Give it to the
+    /// next connection's [`Options::resume`] to get what was missed, once.
+    pub fn marks(&self) -> &Marks {
+        &self.marks
     }
 }
 

@@ -51,13 +51,15 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub(crate) enum Command {
     /// Send this request (`Send`, `Nick`, `Join`, ...); reply once it is
-    /// written to the socket, or at once if the machine refuses it.
-    Send { msg: Message, done: Waiter },
+    /// written to the socket (with its number if it is numbered, else 0),
+    /// or at once if the machine refuses it.
+    Send { msg: Message, done: Done },
     /// Leave: reply once the server has acknowledged (or not, in time).
     Exit { done: Waiter },
 }
 
 type Waiter = oneshot::Sender<Result<(), Error>>;
+type Done = oneshot::Sender<Result<u64, Error>>;
 
 /// How a session ended without an error.
 enum End {
@@ -100,8 +102,8 @@ pub(crate) async fn welcome(
 }
 
 /// With names and rooms in force: sends `Nick { name }` and reads until the
-/// server's `Named`, which it returns with the events that came before it
-/// (a `Refused` if the name was taken or invalid).
+/// server's `Named`, which it returns; the events that came before it (a
+/// `Refused` if the name was taken or invalid) wait in the inbox.
 ///
 /// # Errors
 ///
@@ -113,12 +115,11 @@ pub(crate) async fn named(
     conn: &mut Connection,
     inbox: &mut Inbox,
     name: &str,
-) -> Result<(String, VecDeque<Event>), Error> {
+) -> Result<String, Error> {
     let nick = Message::Nick { name: name.into() };
     if let Err(e) = conn.send(&nick) {
         return Err(refused(&nick, e, conn));
     }
-    let mut early = VecDeque::new();
     loop {
         if let Some(bytes) = conn.transmit() {
             stream.write_all(&bytes).await?;
@@ -126,14 +127,13 @@ pub(crate) async fn named(
         match conn.poll() {
             Ok(Some(chat_proto::Event::Message(Message::Named { name }))) => {
                 inbox.own().lock().name = Some(name.clone());
-                return Ok((name, early));
+                return Ok(name);
             }
             Ok(Some(chat_proto::Event::Message(msg))) => {
                 let got = msg.name();
                 match inbox.take(msg) {
-                    Ok(None) => {}
-                    Ok(Some(event)) if early.len() < EARLY_EVENTS => early.push_back(event),
-                    Ok(Some(_)) => {
+                    Ok(()) if inbox.ready() <= EARLY_EVENTS => {}
+                    Ok(()) => {
                         let e = ProtocolError::OutOfTurn {
                             expected: "Named",
                             got,
@@ -238,23 +238,24 @@ pub(crate) struct Driver {
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<Result<Event, Error>>,
     exit_timeout: Duration,
+    /// Makes events of what the server sends; holds those not yet handed
+    /// over (the handshake's first).
     inbox: Inbox,
-    /// Events that came during the handshake, handed over first.
-    early: VecDeque<Event>,
     /// Bytes taken from the machine, not yet written.
     out: BytesMut,
     /// Bytes ever written, and ever taken from the machine: a send is done
     /// once `written` reaches where its frame ended.
     written: u64,
     queued: u64,
-    /// Senders waiting for their frame to be written, with its end offset.
-    sends: VecDeque<(u64, Waiter)>,
+    /// Senders waiting for their frame to be written, with its end offset
+    /// and its number.
+    sends: VecDeque<(u64, u64, Done)>,
 }
 
 impl Driver {
     pub(crate) fn new(
         (stream, conn): (TcpStream, Connection),
-        (inbox, early): (Inbox, VecDeque<Event>),
+        inbox: Inbox,
         commands: mpsc::Receiver<Command>,
         events: mpsc::Sender<Result<Event, Error>>,
         exit_timeout: Duration,
@@ -266,7 +267,6 @@ impl Driver {
             events,
             exit_timeout,
             inbox,
-            early,
             out: BytesMut::new(),
             written: 0,
             queued: 0,
@@ -301,9 +301,9 @@ impl Driver {
         if flushed {
             let _ = timeout(CLOSE_TIMEOUT, self.stream.shutdown()).await;
         }
-        for (end, done) in self.sends.drain(..) {
+        for (end, seq, done) in self.sends.drain(..) {
             let result = if self.written >= end {
-                Ok(())
+                Ok(seq)
             } else {
                 match &outcome {
                     Err(e) => Err(e.duplicate()),
@@ -336,8 +336,6 @@ impl Driver {
     }
 
     async fn serve(&mut self, waiters: &mut Vec<Waiter>) -> Result<End, Error> {
-        // An event taken from the machine but not yet handed over.
-        let mut pending: Option<Event> = None;
         // The server sent `Error`: once its event is handed over, the session is over.
         let mut server_error = false;
         // Set once we have sent `Exit`: the acknowledgement must come by then.
@@ -345,18 +343,17 @@ impl Driver {
         let mut commands_open = true;
         // A handle of our own, so a reserved slot does not borrow `self`.
         let events = self.events.clone();
+        // With history: resume the direct conversations we have marks for.
+        self.inbox.start();
+        self.ask();
         loop {
-            while pending.is_none() && !server_error {
-                if let Some(event) = self.early.pop_front() {
-                    pending = Some(event);
-                    break;
-                }
+            while !self.inbox.has_ready() && !server_error {
                 let Some(event) = self.conn.poll()? else {
                     break;
                 };
                 match event {
                     chat_proto::Event::Message(msg) => match self.inbox.take(msg) {
-                        Ok(event) => pending = event,
+                        Ok(()) => self.ask(),
                         Err(e) => {
                             // Tell the server why we leave.
                             self.conn.refuse(&e.to_string());
@@ -366,13 +363,14 @@ impl Driver {
                     chat_proto::Event::Exit if deadline.is_some() => return Ok(End::Left),
                     chat_proto::Event::Exit => return Ok(End::ServerExit),
                     chat_proto::Event::Error(reason) => {
-                        pending = Some(Event::ServerError(reason));
+                        self.inbox.push(Event::ServerError(reason));
                         server_error = true;
                     }
                     other => tracing::debug!(?other, "ignored"),
                 }
             }
-            if server_error && pending.is_none() {
+            let has_events = self.inbox.has_ready();
+            if server_error && !has_events {
                 return Err(Error::ServerClosed);
             }
             if !commands_open && deadline.is_none() {
@@ -392,13 +390,14 @@ impl Driver {
                         }
                     }
                 },
-                permit = events.reserve(), if pending.is_some() => {
+                permit = events.reserve(), if has_events => {
                     // If nobody reads events any more, the event is dropped.
-                    if let (Ok(permit), Some(event)) = (permit, pending.take()) {
+                    let event = self.inbox.pop();
+                    if let (Ok(permit), Some(event)) = (permit, event) {
                         permit.send(Ok(event));
                     }
                 }
-                ready = self.stream.readable(), if pending.is_none() && !server_error && room => {
+                ready = self.stream.readable(), if !has_events && !server_error && room => {
                     ready?;
                     reserve(&mut self.conn);
                     match self.stream.try_read_buf(self.conn.input()) {
@@ -435,14 +434,31 @@ impl Driver {
     }
 
     /// Queues a request; its waiter is answered once the frame is written.
-    fn send(&mut self, msg: &Message, done: Waiter) {
+    fn send(&mut self, msg: &Message, done: Done) {
         match self.conn.send(msg) {
             Ok(()) => {
+                // The machine numbers what needs numbering (HISTORY only).
+                let seq = if msg.is_numbered() {
+                    self.conn.seq()
+                } else {
+                    0
+                };
+                self.inbox.sent(msg, seq);
                 self.take_output();
-                self.sends.push_back((self.queued, done));
+                self.sends.push_back((self.queued, seq, done));
             }
             Err(e) => {
                 let _ = done.send(Err(refused(msg, e, &self.conn)));
+            }
+        }
+    }
+
+    /// Queues the requests the library makes itself (resumes); nothing to
+    /// report if one cannot go (only while leaving, when it does not matter).
+    fn ask(&mut self) {
+        for msg in self.inbox.requests() {
+            if let Err(e) = self.conn.send(&msg) {
+                tracing::debug!(error = %e, request = msg.name(), "not sent");
             }
         }
     }
@@ -467,12 +483,12 @@ impl Driver {
     fn wrote(&mut self, n: usize) {
         self.out.advance(n);
         self.written += n as u64;
-        while let Some((end, _)) = self.sends.front() {
+        while let Some((end, _, _)) = self.sends.front() {
             if *end > self.written {
                 break;
             }
-            if let Some((_, done)) = self.sends.pop_front() {
-                let _ = done.send(Ok(()));
+            if let Some((_, seq, done)) = self.sends.pop_front() {
+                let _ = done.send(Ok(seq));
             }
         }
     }

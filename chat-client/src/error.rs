@@ -88,14 +88,37 @@ pub enum Error {
     },
     /// The server sent a `Roster` or `Rooms` answer longer than
     /// [`Options::max_listed`](crate::Options::max_listed) entries (or
-    /// several answers at once that add up to more). The client told the
+    /// several answers at once that add up to more), or, with history, so
+    /// many live messages while pages were awaited that holding them would
+    /// pass 100,000 (`what` is then "held live"). The client told the
     /// server why (an `Error` frame) before closing.
     #[error("the server's {what} answer has more than {max} entries")]
     TooMany {
-        /// The message, "Roster" or "Rooms".
+        /// The message, "Roster" or "Rooms", or "held live".
         what: &'static str,
         /// The limit.
         max: usize,
+    },
+    /// A request of history ([`Sender::resume`](crate::Sender::resume),
+    /// [`Sender::recent`](crate::Sender::recent)) on a session without it
+    /// (the server does not offer it, or
+    /// [`Options::history`](crate::Options::history) was off); nothing was
+    /// sent, the session goes on.
+    #[error("{request} needs history, which this session does not have")]
+    NoHistory {
+        /// The request, e.g. "Resume".
+        request: &'static str,
+    },
+    /// The server answered something we did not ask: a `Page` of a
+    /// conversation with no `Resume` or `Recent` outstanding, or a second
+    /// answer to one numbered request. The client told the server why (an
+    /// `Error` frame) before closing.
+    #[error("protocol violation: {got} of {what}, which the client did not ask for")]
+    Unasked {
+        /// The message, e.g. "Page".
+        got: &'static str,
+        /// What it was about.
+        what: String,
     },
     /// The session has ended (left, or lost); nothing more can be sent.
     #[error("not connected: the session has ended")]
@@ -147,6 +170,11 @@ impl Error {
             },
             Error::Unsupported { request } => Error::Unsupported { request },
             Error::TooMany { what, max } => Error::TooMany { what, max: *max },
+            Error::NoHistory { request } => Error::NoHistory { request },
+            Error::Unasked { got, what } => Error::Unasked {
+                got,
+                what: what.clone(),
+            },
             Error::Disconnected => Error::Disconnected,
             Error::Io(e) => Error::Io(copy_io(e)),
         }

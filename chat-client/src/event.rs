@@ -7,9 +7,12 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use chat_proto::{Member, Message, Refusal, RoomInfo};
+use std::collections::VecDeque;
+
+use chat_proto::{Conversation, Entry, Member, Message, Refusal, RoomInfo};
 
 use crate::error::Error;
+use crate::history::History;
 
 /// Something the server sent. `Ping`/`Pong` are answered by the client itself
 /// and never show up here.
@@ -20,6 +23,14 @@ use crate::error::Error;
 /// [`Departed`](Event::Departed) and the rest instead, the lobby included.
 /// [`ServerError`](Event::ServerError) and [`ServerExit`](Event::ServerExit)
 /// reach both.
+///
+/// A session with history ([`Session::history`](crate::Session::history))
+/// sees [`Posted`](Event::Posted) and [`Direct`](Event::Direct) instead of
+/// `Said` and `Told`, each message once per conversation, in id order,
+/// with its place in history; what was missed (while disconnected, or a
+/// gap the library noticed) comes as [`Page`](Event::Page)s; our own
+/// `say`, `tell` and `send` are answered with [`Stored`](Event::Stored) or
+/// [`Unstored`](Event::Unstored).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
@@ -115,6 +126,76 @@ pub enum Event {
     /// The server (re)named us outside a rename; the first name is in
     /// [`Session::name`](crate::Session::name), so this is rare.
     Named(String),
+    /// With history: another member of `room` said something, live.
+    /// `entry.id` is its place in the room's history, `entry.from` its
+    /// sender. Delivered once, in increasing id: a duplicate of what a
+    /// page brought is dropped, and a message after a gap waits until the
+    /// library has fetched what is missing (as [`Page`](Event::Page)s).
+    Posted {
+        /// The room, as the server spells it.
+        room: String,
+        /// The message.
+        entry: Entry,
+    },
+    /// With history: a direct message, live; its conversation is
+    /// `Conversation::Direct(entry.from.name)`. As [`Posted`](Event::Posted).
+    Direct {
+        /// The message; `entry.from` is the other party.
+        entry: Entry,
+    },
+    /// With history: our request number `seq` (the number
+    /// [`Sender::say`](crate::Sender::say), `tell` or `send` returned) is
+    /// durably stored as `id` in `conversation`: "sent" means this. We get
+    /// no `Posted` of our own room messages.
+    Stored {
+        /// The request's number.
+        seq: u64,
+        /// Where it went: the room (spelled as the server does once we
+        /// have been in it), or the direct conversation with the recipient.
+        conversation: Conversation,
+        /// Its id there.
+        id: u64,
+        /// The server's time of it, in ms since the Unix epoch.
+        at: u64,
+    },
+    /// With history: our request number `seq` was neither stored nor sent
+    /// to anyone (not in the room, no such name, rate limited, or the
+    /// server's store failed: `Refusal::Unavailable`).
+    Unstored {
+        /// The request's number.
+        seq: u64,
+        /// Where it was meant to go.
+        conversation: Conversation,
+        /// Why, as a code a program can act on.
+        code: Refusal,
+        /// Why, for a human.
+        detail: String,
+    },
+    /// With history: one page of stored messages of `conversation`, oldest
+    /// first. The answer to [`Sender::resume`](crate::Sender::resume) or
+    /// [`Sender::recent`](crate::Sender::recent) (every entry the server
+    /// sent), or to one the library made itself: on entering a room it has
+    /// a mark for, or when [`Options::recent`](crate::Options::recent) is
+    /// set; for a direct conversation with a mark, right after connecting;
+    /// after a gap. Those carry only messages not delivered yet, so each
+    /// message comes once; a `Refused` of one of them (the room was left
+    /// before it arrived) is not passed on.
+    ///
+    /// The library follows `more` itself: `more` here says another page of
+    /// the same answer comes next. Live messages of the conversation wait
+    /// until the last page, then come as [`Posted`](Event::Posted) or
+    /// [`Direct`](Event::Direct) if they were not in a page.
+    Page {
+        /// The conversation, as the request named it.
+        conversation: Conversation,
+        /// Stored messages, in increasing id.
+        entries: Vec<Entry>,
+        /// Messages the request reached for are no longer kept: "earlier
+        /// messages are no longer available".
+        missing: bool,
+        /// Another page of this answer follows.
+        more: bool,
+    },
 }
 
 /// Who we are, as the server last told us: shared between the driver, which
@@ -151,10 +232,14 @@ pub(crate) struct Inbox {
     held: usize,
     /// Most entries one answer may have, and `held` may reach.
     max: usize,
+    /// With history: the seam between pages and live delivery.
+    history: Option<History>,
+    /// Events made and not yet handed over, oldest first.
+    ready: VecDeque<Event>,
 }
 
 impl Inbox {
-    pub(crate) fn new(me: SocketAddr, own: Shared, max: usize) -> Self {
+    pub(crate) fn new(me: SocketAddr, own: Shared, max: usize, history: Option<History>) -> Self {
         Inbox {
             me,
             own,
@@ -162,6 +247,50 @@ impl Inbox {
             rooms: None,
             held: 0,
             max,
+            history,
+            ready: VecDeque::new(),
+        }
+    }
+
+    /// The next event made, if any.
+    pub(crate) fn pop(&mut self) -> Option<Event> {
+        self.ready.pop_front()
+    }
+
+    /// Whether an event waits to be handed over.
+    pub(crate) fn has_ready(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
+    /// How many events wait to be handed over.
+    pub(crate) fn ready(&self) -> usize {
+        self.ready.len()
+    }
+
+    /// Adds an event made elsewhere (the server's `Error`) behind the others.
+    pub(crate) fn push(&mut self, event: Event) {
+        self.ready.push_back(event);
+    }
+
+    /// With history: the caller's request `msg` was queued as number `seq`.
+    pub(crate) fn sent(&mut self, msg: &Message, seq: u64) {
+        if let Some(h) = &mut self.history {
+            h.sent(msg, seq);
+        }
+    }
+
+    /// Requests the library makes itself (resumes), for the driver to send.
+    pub(crate) fn requests(&mut self) -> Vec<Message> {
+        self.history
+            .as_mut()
+            .map(History::requests)
+            .unwrap_or_default()
+    }
+
+    /// Once named: resumes the direct conversations with a mark.
+    pub(crate) fn start(&mut self) {
+        if let Some(h) = &mut self.history {
+            h.start();
         }
     }
 
@@ -170,13 +299,55 @@ impl Inbox {
         &self.own
     }
 
-    /// The event `msg` completes, if any.
+    /// Takes `msg`: the events it completes are ready to [`pop`](Self::pop).
     ///
     /// # Errors
     ///
     /// [`Error::TooMany`] when a `Roster` or `Rooms` answer, or all those
-    /// still coming together, would hold more than the limit.
-    pub(crate) fn take(&mut self, msg: Message) -> Result<Option<Event>, Error> {
+    /// still coming together, would hold more than the limit, or too many
+    /// live messages wait for pages; [`Error::Unasked`] for an answer to
+    /// nothing we asked.
+    pub(crate) fn take(&mut self, msg: Message) -> Result<(), Error> {
+        let history = self.history.is_some();
+        if let Some(h) = &mut self.history {
+            let out = &mut self.ready;
+            match msg {
+                Message::Posted { room, entry } => return h.posted(room, entry, out),
+                Message::Direct { entry } => return h.direct(entry, out),
+                Message::Stored { seq, id, at } => return h.stored(seq, id, at, out),
+                Message::Unstored { seq, code, detail } => {
+                    return h.unstored(seq, code, detail, out);
+                }
+                Message::Page {
+                    conversation,
+                    entries,
+                    missing,
+                    more,
+                } => return h.page(conversation, entries, missing, more, out),
+                _ => {}
+            }
+        }
+        if let Some(event) = self.event(msg)? {
+            let refused = match &event {
+                Event::Refused { code, subject, .. } if history => Some((*code, subject.clone())),
+                _ => None,
+            };
+            if let (Some((code, subject)), Some(h)) = (refused, &mut self.history) {
+                // The refusal comes before what it releases.
+                let mut released = VecDeque::new();
+                if !h.refused(code, &subject, &mut released) {
+                    self.ready.push_back(event);
+                }
+                self.ready.extend(released);
+            } else {
+                self.ready.push_back(event);
+            }
+        }
+        Ok(())
+    }
+
+    /// The event `msg` completes, if any (everything but history's).
+    fn event(&mut self, msg: Message) -> Result<Option<Event>, Error> {
         let event = match msg {
             Message::Relay { ip, port, text } => Event::Message {
                 from: SocketAddr::new(ip, port),
@@ -194,6 +365,9 @@ impl Inbox {
             Message::Departed { room, member } => {
                 if member.addr() == self.me {
                     self.own.lock().rooms.retain(|r| *r != room);
+                    if let Some(h) = &mut self.history {
+                        h.departed(&room);
+                    }
                 }
                 Event::Departed { room, member }
             }
@@ -247,6 +421,11 @@ impl Inbox {
             let mut own = self.own.lock();
             if !own.rooms.contains(&room) {
                 own.rooms.push(room.clone());
+                drop(own);
+                // Now a member: pages of the room join live delivery (9.8).
+                if let Some(h) = &mut self.history {
+                    h.entered(&room);
+                }
             }
         }
         Ok(Some(Event::Roster { room, members: all }))

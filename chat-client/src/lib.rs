@@ -66,6 +66,68 @@
 //! }
 //! ```
 //!
+//! # History
+//!
+//! A server that keeps history (the `HISTORY` capability, asked for by
+//! default: [`Options::history`], in force when [`Session::history`])
+//! numbers every message. Then:
+//!
+//! - room and direct messages come as [`Event::Posted`] and
+//!   [`Event::Direct`] (instead of `Said` and `Told`), each with its
+//!   [`Entry`]: `id`, `prev`, the server's time `at`, sender and text;
+//! - [`Sender::say`], [`Sender::tell`] and [`Sender::send`] return the
+//!   request's number, and the server answers each with [`Event::Stored`]
+//!   (its id: "sent" means stored) or [`Event::Unstored`] (why not);
+//! - [`Sender::resume`] and [`Sender::recent`] read a conversation's
+//!   stored messages, answered with [`Event::Page`]s (the library asks for
+//!   the following pages itself).
+//!
+//! The library delivers every message of a conversation **once, in id
+//! order** (PROTOCOL.md section 9.8): it keeps the last id per
+//! conversation, drops duplicates, holds live messages while pages of
+//! their conversation are awaited, and when a live message's `prev` is not
+//! the last id it has (a gap), resumes from there by itself before
+//! delivering it. [`Events::marks`] is where the events read have reached;
+//! passed to the next connection as [`Options::resume`], it makes the
+//! library resume every room (once the caller has joined it again) and
+//! direct conversation from there: the missed messages come as pages,
+//! without repeats, or with `missing` set when the server no longer keeps
+//! the start. [`Options::recent`] asks for a room's latest messages on
+//! entering it.
+//!
+//! ```no_run
+//! use chat_client::{Client, Event, Options};
+//!
+//! # async fn demo() -> Result<(), chat_client::Error> {
+//! let mut options = Options::default();
+//! options.recent = 20; // each room's last 20 on entering it
+//! loop {
+//!     let client = Client::connect_with("127.0.0.1:8080", options.clone()).await?;
+//!     let (sender, mut events) = client.split();
+//!     sender.join("rust").await?; // resumed from its mark once joined
+//!     let seq = sender.say("rust", "back again").await?;
+//!     loop {
+//!         match events.next_event().await {
+//!             Ok(Some(Event::Posted { room, entry })) => println!("#{room} <{}> {}", entry.from.name, entry.text),
+//!             Ok(Some(Event::Page { conversation, entries, missing, .. })) => {
+//!                 if missing {
+//!                     println!("{conversation:?}: earlier messages are no longer available");
+//!                 }
+//!                 for e in entries {
+//!                     println!("~ {:?} <{}> {}", conversation, e.from.name, e.text);
+//!                 }
+//!             }
+//!             Ok(Some(Event::Stored { seq: s, id, .. })) if s == seq => println!("stored as {id}"),
+//!             Ok(Some(_)) => {}
+//!             Ok(None) => return Ok(()),
+//!             Err(_) => break, // lost: reconnect, from where we were
+//!         }
+//!     }
+//!     options.resume = events.marks().clone();
+//! }
+//! # }
+//! ```
+//!
 //! # Layout
 //!
 //! - `client`: connecting, [`Client`], [`Sender`], [`Events`], [`Session`],
@@ -76,12 +138,13 @@
 //! - `event`: [`Event`], what the server says in the client's terms, and
 //!   how its messages become events (long rosters put back together, our
 //!   own name and rooms kept up to date).
+//! - `history`: [`Marks`], and the seam between pages and live delivery.
 //! - `error`: [`Error`].
 //!
 //! The `chat-client` binary (feature `cli`, on by default) is a thin
 //! terminal front end over this library, in `src/bin/chat-client/`:
 //! `main.rs` flags and start-up, `chat.rs` the conversation and
-//! reconnecting, `command.rs` what a typed line means, `state.rs` our name
+//! reconnecting (resuming history from where it was), `command.rs` what a typed line means, `state.rs` our name
 //! and rooms, `render.rs` how lines look, `neutral.rs` making others' text
 //! safe to print, `clock.rs` the time of day, `address.rs` the server's
 //! address as typed, `ui.rs` the terminal and the pipe.
@@ -91,8 +154,10 @@ mod client;
 mod driver;
 mod error;
 mod event;
+mod history;
 
-pub use chat_proto::{Member, Refusal, RoomInfo};
+pub use chat_proto::{Conversation, Entry, Member, Refusal, RoomInfo};
 pub use client::{Client, Events, Options, Sender, Session};
 pub use error::Error;
 pub use event::Event;
+pub use history::Marks;

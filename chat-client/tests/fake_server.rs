@@ -55,9 +55,11 @@ impl Fake {
         Fake::accept_with(listener, older(ServerConfig::default())).await
     }
 
-    /// A server with names and rooms.
+    /// A server with names and rooms (history is tests/history_fake.rs's).
     async fn accept_rooms(listener: &TcpListener) -> Fake {
-        Fake::accept_with(listener, ServerConfig::default()).await
+        let mut config = ServerConfig::default();
+        config.features = features::ROOMS;
+        Fake::accept_with(listener, config).await
     }
 
     async fn accept_with(listener: &TcpListener, config: ServerConfig) -> Fake {
@@ -97,7 +99,7 @@ impl Fake {
             self.next().await,
             Some(chat_proto::Event::Hello {
                 version: VERSION,
-                features: features::ROOMS
+                features: features::ROOMS | features::HISTORY
             })
         );
     }
@@ -460,7 +462,7 @@ async fn garbage_is_a_decode_error() {
             fake.raw_recv().await,
             Some(Message::Hello {
                 version: VERSION,
-                features: features::ROOMS
+                features: features::ROOMS | features::HISTORY
             })
         );
         assert_eq!(
@@ -1375,8 +1377,8 @@ async fn rooms_requests_on_a_version_1_session_are_unsupported() {
         ("Nick", within(client.nick("bob")).await),
         ("Join", within(client.join("r")).await),
         ("Part", within(client.part("r")).await),
-        ("Say", within(client.say("r", "hi")).await),
-        ("Tell", within(client.tell("bob", "hi")).await),
+        ("Say", within(client.say("r", "hi")).await.map(drop)),
+        ("Tell", within(client.tell("bob", "hi")).await.map(drop)),
         ("Who", within(client.who("r")).await),
         ("ListRooms", within(client.list_rooms()).await),
     ];
@@ -1435,7 +1437,8 @@ async fn say_and_tell_over_the_limit_are_refused_locally() {
     let (listener, addr) = listen().await;
     let server = tokio::spawn(async move {
         // Frames of 120 bytes: clients may send 100.
-        let config = ServerConfig::with_max_frame_len(120).unwrap();
+        let mut config = ServerConfig::with_max_frame_len(120).unwrap();
+        config.features = features::ROOMS;
         let mut fake = Fake::accept_with(&listener, config).await;
         let me = fake.nick("").await;
         fake.named("guest-1", me).await;

@@ -366,17 +366,25 @@ async fn quiet_clients_survive_the_idle_timeout() {
     server.stop().await;
 }
 
-// Names and rooms.
+// Names and rooms, as a client without history sees them (section 8:
+// `Said`, `Told`, `Refused`); history has its own tests, history_server.rs.
+
+/// Options of a client with names and rooms but no history.
+fn rooms_only() -> Options {
+    let mut options = Options::default();
+    options.history = false;
+    options
+}
 
 fn named(name: &str) -> Options {
-    let mut options = Options::default();
+    let mut options = rooms_only();
     options.name = Some(name.into());
     options
 }
 
 /// Connects with names and rooms, asking for `name` (or none).
 async fn enter(addr: SocketAddr, name: Option<&str>) -> (Sender, Events) {
-    let options = name.map_or_else(Options::default, named);
+    let options = name.map_or_else(rooms_only, named);
     let (sender, events) = within(Client::connect_with(addr, options))
         .await
         .unwrap()

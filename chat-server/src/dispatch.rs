@@ -31,7 +31,7 @@ use tracing::{debug, warn};
 use crate::config::Config;
 use crate::directory::Directory;
 use crate::flood::Bucket;
-use crate::history::Request;
+use crate::history::{History, Request};
 use crate::hub::{Hub, LOBBY};
 use crate::journal::SubmitError;
 use crate::names::{Name, NameError};
@@ -45,7 +45,16 @@ use crate::store::Topic;
 #[derive(Clone, Copy)]
 struct Numbered<'a> {
     hub: &'a Hub,
+    history: Option<&'a History>,
     seq: u64,
+}
+
+/// What a client's requests work on: the rooms and names, history (when
+/// on), and the limits.
+pub(crate) struct Scope<'a> {
+    pub(crate) hub: &'a Hub,
+    pub(crate) history: Option<&'a History>,
+    pub(crate) config: &'a Config,
 }
 
 /// Why the session must end.
@@ -148,12 +157,12 @@ impl Client {
     /// `Say` gathered into `relays`.
     pub(crate) fn handle(
         &mut self,
-        hub: &Hub,
-        config: &Config,
+        cx: &Scope<'_>,
         msg: Message,
         seq: u64,
         relays: &mut Relays,
     ) -> Result<(), Stop> {
+        let (hub, config, history) = (cx.hub, cx.config, cx.history);
         // A request answered at once: the rosters of the rooms joined
         // before go first (their batches go out now rather than on time).
         // A `Join` of a new room is answered by its batch, after them (the
@@ -174,7 +183,7 @@ impl Client {
         if !matches!(msg, Message::Send { .. } | Message::Say { .. }) {
             self.flush(relays);
         }
-        let numbered = Numbered { hub, seq };
+        let numbered = Numbered { hub, history, seq };
         match msg {
             Message::Send { text } => match self.lobby(hub) {
                 Some(room) => self.post(numbered, room, text, relays),
@@ -194,11 +203,11 @@ impl Client {
                 conversation,
                 after,
                 limit,
-            } => self.read(hub, config, conversation, Request::After { after, limit }),
+            } => self.read(cx, conversation, Request::After { after, limit }),
             Message::Recent {
                 conversation,
                 count,
-            } => self.read(hub, config, conversation, Request::Last { count }),
+            } => self.read(cx, conversation, Request::Last { count }),
             Message::Nick { name } if self.naming => self.name(hub, config, &name),
             Message::Nick { name } => self.rename(hub, config, &name),
             Message::Join { room } => self.join(hub, config, &room),
@@ -437,7 +446,7 @@ impl Client {
             let detail = "too many direct messages too fast; this one was not delivered";
             return self.unsent(numbered, Refusal::RateLimited, raw, detail);
         }
-        if let Some(history) = hub.history() {
+        if let Some(history) = numbered.history {
             let submitted = history.tell(&self.peer, numbered.seq, &to, text);
             return self.submitted(numbered, raw, submitted);
         }
@@ -466,7 +475,7 @@ impl Client {
         relays: &mut Relays,
     ) -> Result<(), Stop> {
         let hub = numbered.hub;
-        match hub.history() {
+        match numbered.history {
             Some(history) => {
                 let submitted = history.say(&self.peer, numbered.seq, room, text);
                 self.submitted(numbered, &room.name, submitted)
@@ -524,12 +533,12 @@ impl Client {
     /// Answers `Resume` or `Recent` with a `Page` (or a `Refused`).
     fn read(
         &self,
-        hub: &Hub,
-        config: &Config,
+        cx: &Scope<'_>,
         conversation: Conversation,
         request: Request,
     ) -> Result<(), Stop> {
-        let Some(history) = hub.history() else {
+        let (hub, config) = (cx.hub, cx.config);
+        let Some(history) = cx.history else {
             // The machine lets these through only with HISTORY in force,
             // which the server offers only with history on.
             return Ok(());
@@ -697,8 +706,13 @@ mod tests {
 
     fn ask(hub: &Hub, c: &mut Client, msg: Message) {
         let mut relays = Relays::default();
-        c.handle(hub, &Config::default(), msg, 0, &mut relays)
-            .unwrap();
+        let config = Config::default();
+        let cx = Scope {
+            hub,
+            history: None,
+            config: &config,
+        };
+        c.handle(&cx, msg, 0, &mut relays).unwrap();
         c.flush(&mut relays);
     }
 

@@ -118,6 +118,11 @@ impl History {
                 batch_bytes: (config.relay_budget() / 4).max(config.relay_batch).max(1),
                 window: config.history_window,
                 retention,
+                first_id: match config.storage {
+                    // Ids must not come back after a restart that forgot them.
+                    Storage::Memory => micros_now(),
+                    _ => 1,
+                },
                 ..JournalConfig::default()
             },
             Arc::new(Deliver {
@@ -244,6 +249,14 @@ impl History {
     pub(crate) fn close(&self) {
         self.journal.close();
     }
+}
+
+/// Microseconds since the Unix epoch.
+fn micros_now() -> u64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(since.as_micros()).unwrap_or(u64::MAX / 2)
 }
 
 fn entry(record: &Record) -> Entry {

@@ -29,7 +29,6 @@ use chat_proto::{Message, RoomInfo};
 use tokio::sync::Notify;
 
 use crate::directory::{Directory, Taken};
-use crate::history::History;
 use crate::names::Name;
 use crate::peer::{Label, Peer, PeerId};
 use crate::presence::Codecs;
@@ -59,8 +58,6 @@ pub(crate) struct Hub {
     next_id: AtomicU64,
     delay: Duration,
     common: Arc<Common>,
-    /// Where room and direct messages go first, when history is on.
-    history: Option<History>,
 }
 
 /// The rooms by folded name; the lobby is one of them.
@@ -130,19 +127,7 @@ impl Hub {
             next_id: AtomicU64::new(1),
             delay: policy.delay,
             common,
-            history: None,
         }
-    }
-
-    /// The same hub, storing messages in `history` before delivering them.
-    pub(crate) fn with_history(mut self, history: Option<History>) -> Self {
-        self.history = history;
-        self
-    }
-
-    /// The history service, when history is on.
-    pub(crate) fn history(&self) -> Option<&History> {
-        self.history.as_ref()
     }
 
     /// A fresh peer identity.

@@ -54,6 +54,11 @@ pub struct JournalConfig {
     /// what comes meanwhile. Default 1 ms; zero commits whatever is queued at
     /// once.
     pub window: Duration,
+    /// The least id to hand out, whatever the store holds: a store that
+    /// forgets (in memory) must still never see an id again after a
+    /// restart, so its server starts ids at the time, in microseconds.
+    /// Default: 1.
+    pub first_id: u64,
     /// What [`Store::trim`] keeps. Default: everything.
     pub retention: Retention,
     /// How often the thread trims, between batches, when `retention` keeps
@@ -67,6 +72,7 @@ impl Default for JournalConfig {
             queue: 16 * 1024,
             batch: 1024,
             batch_bytes: usize::MAX,
+            first_id: 1,
             window: Duration::from_millis(1),
             retention: Retention::default(),
             trim_every: Duration::from_secs(1),
@@ -166,7 +172,7 @@ impl<O: Send + 'static> Journal<O> {
         sink: Arc<dyn Sink<O>>,
         clock: Box<dyn FnMut() -> u64 + Send>,
     ) -> Result<Journal<O>, StoreError> {
-        let next_id = store.last_id()?.saturating_add(1);
+        let next_id = store.last_id()?.saturating_add(1).max(config.first_id);
         let progress = Arc::new(Progress::default());
         let (tx, rx) = mpsc::sync_channel(config.queue.max(1));
         let writer = Writer {

@@ -289,10 +289,10 @@ impl Server {
         drop(listener);
         // What was read before the stop is stored and delivered before the
         // sessions take their final drain.
-        if shared.hub.history().is_some() {
+        if shared.history.is_some() {
             let history = shared.clone();
             let flushed = tokio::task::spawn_blocking(move || {
-                history.hub.history().is_none_or(|h| h.flush(grace))
+                history.history.as_ref().is_none_or(|h| h.flush(grace))
             })
             .await;
             if !matches!(flushed, Ok(true)) {
@@ -315,7 +315,7 @@ impl Server {
             );
         }
         // What the sessions submitted is stored before the server returns.
-        if let Some(history) = shared.hub.history() {
+        if let Some(history) = &shared.history {
             history.close();
         }
         info!("stopped");

@@ -38,7 +38,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tracing::{debug, info};
 
 use crate::config::Config;
-use crate::dispatch::{Client, Relays, Stop};
+use crate::dispatch::{Client, Relays, Scope, Stop};
 use crate::flood::Bucket;
 use crate::flusher::Flusher;
 use crate::history::History;
@@ -66,6 +66,8 @@ pub(crate) struct Shared {
     server: ServerConfig,
     /// Cancelled when the server shuts down.
     pub(crate) shutdown: CancellationToken,
+    /// Where room and direct messages go first, when history is on.
+    pub(crate) history: Option<History>,
     /// Wakes sessions whose output waits out `Config::coalesce` (`None`:
     /// every write at once).
     flusher: Option<Flusher>,
@@ -101,8 +103,7 @@ impl Shared {
             delay: config.presence_delay,
             batch: config.presence_batch,
             codecs,
-        })
-        .with_history(history);
+        });
         let flusher = if config.coalesce.is_zero() {
             None
         } else {
@@ -111,17 +112,27 @@ impl Shared {
         Ok(Shared {
             config,
             hub,
+            history,
             server,
             shutdown,
             flusher,
         })
     }
 
+    /// What a client's requests work on.
+    fn scope(&self) -> Scope<'_> {
+        Scope {
+            hub: &self.hub,
+            history: self.history.as_ref(),
+            config: &self.config,
+        }
+    }
+
     /// Whether `peer`'s session must read no more for now: its own answers
     /// back up its outbox, or it has as much on its way through history as
     /// it may.
     fn holds(&self, peer: &Peer) -> bool {
-        peer.outbox.backed_up() || self.hub.history().is_some_and(|h| h.full(peer))
+        peer.outbox.backed_up() || self.history.as_ref().is_some_and(|h| h.full(peer))
     }
 
     /// Largest relay buffer handed to the room at once: `relay_batch`,
@@ -687,7 +698,7 @@ impl<T: Transport> Session<T> {
             return Err(Close::Shutdown);
         };
         client
-            .handle(&self.shared.hub, &self.shared.config, msg, seq, batch)
+            .handle(&self.shared.scope(), msg, seq, batch)
             .map_err(|stop| match stop {
                 Stop::Evicted => Close::Evicted,
                 Stop::Shutdown => Close::Shutdown,

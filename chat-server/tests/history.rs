@@ -337,3 +337,20 @@ async fn a_corrupt_store_stops_the_server_at_start() {
         other => panic!("expected a store error, got {other:?}"),
     }
 }
+
+/// In memory, history is gone after a restart, but its ids are not handed
+/// out again: a client's marks from before never hide new messages.
+#[tokio::test]
+async fn ids_never_come_back_after_an_in_memory_restart() {
+    let server = TestServer::start(config()).await;
+    let mut ann = historian(server.addr, "ann").await;
+    let before = say(&mut ann, LOBBY, "before", 1).await;
+    drop(ann);
+    server.stop().await;
+    let server = TestServer::start(config()).await;
+    let mut ann = historian(server.addr, "ann").await;
+    let after = say(&mut ann, LOBBY, "after", 1).await;
+    assert!(after > before, "{after} after {before}");
+    drop(ann);
+    server.stop().await;
+}

@@ -4,14 +4,22 @@
 //!
 //! The inputs (and the line editor behind them) live as long as the
 //! program, across connections: what is being typed survives a reconnect.
+//!
+//! With history, the library carries where we were in each conversation
+//! (its marks) to the next connection and resumes each from there; our own
+//! lines are shown once the server has stored them.
 
+use std::collections::HashMap;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use chat_client::{Client, Error, Event, Options, Sender};
+use chat_client::{Client, Conversation, Error, Event, Options, Sender};
 use tokio::sync::mpsc;
 
 use crate::command::{COMMANDS, Input};
+
+/// How many of a room's last messages `/history` shows, and joining one.
+pub(crate) const RECENT: u32 = 20;
 use crate::render::{self, Line};
 use crate::state::{LOBBY, State};
 use crate::ui::Out;
@@ -36,6 +44,12 @@ pub(crate) struct Chat {
     pub(crate) inputs: mpsc::Receiver<Input>,
     pub(crate) interrupted: mpsc::Receiver<()>,
     pub(crate) out: Out,
+    /// With history: our lines sent and not yet stored, by number, with
+    /// their text (shown once `Stored` comes; the text if `Unstored`).
+    pub(crate) pending: HashMap<u64, (Line, String)>,
+    /// Rooms of `/history` requests not yet fully answered (lower case),
+    /// with the messages shown so far: an empty answer gets a line too.
+    pub(crate) asked: Vec<(String, usize)>,
 }
 
 /// How one connection ended.
@@ -123,26 +137,26 @@ impl Chat {
         let mut leaving = false;
         // The server said it is shutting down: the end is not our leaving.
         let mut server_exit = false;
-        loop {
+        let end = loop {
             tokio::select! {
                 event = events.next_event() => match event {
                     Ok(Some(event)) => {
                         server_exit |= event == Event::ServerExit;
                         let meaning = self.state.apply(&event);
-                        self.out.line(&render::event(&event, &meaning)).await;
+                        self.show(&event, &meaning).await;
                     }
                     // Our exit was acknowledged, or the server said it is
                     // shutting down (its line is out already).
                     Ok(None) if leaving && !server_exit => {
                         self.out.line(&Line::system("left the chat")).await;
-                        return End::Left(ExitCode::SUCCESS);
+                        break End::Left(ExitCode::SUCCESS);
                     }
-                    Ok(None) => return End::Lost(String::new()),
+                    Ok(None) => break End::Lost(String::new()),
                     Err(e) if leaving => {
                         self.out.error(e.to_string()).await;
-                        return End::Left(ExitCode::FAILURE);
+                        break End::Left(ExitCode::FAILURE);
                     }
-                    Err(e) => return End::Lost(e.to_string()),
+                    Err(e) => break End::Lost(e.to_string()),
                 },
                 input = self.inputs.recv(), if !leaving => match input.unwrap_or(Input::Leave) {
                     Input::Leave => leaving = leave(&sender),
@@ -150,6 +164,72 @@ impl Chat {
                 },
                 Some(()) = self.interrupted.recv(), if !leaving => leaving = leave(&sender),
             }
+        };
+        // Where we were in each conversation: the next connection resumes there.
+        self.options.resume = events.marks().clone();
+        if matches!(end, End::Lost(_)) && !self.pending.is_empty() {
+            let n = self.pending.len();
+            let lines = if n == 1 { "line was" } else { "lines were" };
+            self.out
+                .line(&Line::system(format!(
+                    "{n} {lines} sent but not confirmed stored before the connection \
+                     dropped; after reconnecting, those stored show as history (~)"
+                )))
+                .await;
+        }
+        self.pending.clear();
+        self.asked.clear();
+        end
+    }
+
+    /// Shows an event.
+    async fn show(&mut self, event: &Event, meaning: &crate::state::Meaning) {
+        match event {
+            Event::Stored { seq, .. } => {
+                if let Some((line, _)) = self.pending.remove(seq) {
+                    self.out.line(&line).await;
+                }
+            }
+            Event::Unstored {
+                seq,
+                conversation,
+                code,
+                detail,
+            } => {
+                let text = self.pending.remove(seq).map(|(_, text)| text);
+                let line = render::unstored(conversation, *code, detail, text.as_deref());
+                self.out.line(&line).await;
+            }
+            Event::Page {
+                conversation,
+                entries,
+                missing,
+                more,
+            } => {
+                let me = self.state.name.as_deref();
+                for line in render::page(conversation, entries, *missing, me) {
+                    self.out.line(&line).await;
+                }
+                // Answers come in the order asked; the library's own pages
+                // carry no news when empty, so only ours are counted.
+                let key = conversation.name().to_lowercase();
+                let ours = matches!(conversation, Conversation::Room(_))
+                    .then(|| self.asked.iter().position(|(k, _)| *k == key))
+                    .flatten();
+                if let Some(i) = ours {
+                    self.asked[i].1 += entries.len();
+                    if !*more {
+                        let (_, shown) = self.asked.remove(i);
+                        if shown == 0 && !*missing {
+                            let room = render::room(conversation.name());
+                            self.out
+                                .line(&Line::system(format!("no messages in {room} yet")))
+                                .await;
+                        }
+                    }
+                }
+            }
+            event => self.out.line(&render::event(event, meaning)).await,
         }
     }
 
@@ -160,13 +240,14 @@ impl Chat {
             Input::Say(text) if !rooms_on => {
                 let me = sender.session().me.to_string();
                 let sent = sender.send(text.as_str()).await;
-                self.echo(sent, render::own(None, &me, &text)).await
+                self.echo(sent, render::own(None, &me, &text), text).await
             }
             Input::Say(text) => match self.state.current.clone() {
                 Some(room) => {
                     let sent = sender.say(room.as_str(), text.as_str()).await;
                     let me = self.state.name.clone().unwrap_or_default();
-                    self.echo(sent, render::own(Some(&room), &me, &text)).await
+                    let line = render::own(Some(&room), &me, &text);
+                    self.echo(sent, line, text).await
                 }
                 None => {
                     self.out
@@ -177,7 +258,8 @@ impl Chat {
             },
             Input::Msg { to, text } => {
                 let sent = sender.tell(to.as_str(), text.as_str()).await;
-                self.echo(sent, render::own_direct(&to, &text)).await
+                let line = render::own_direct(&to, &text);
+                self.echo(sent, line, text).await
             }
             Input::Nick(name) => sender.nick(name).await,
             Input::Join(room) => {
@@ -204,6 +286,26 @@ impl Chat {
                 }
             },
             Input::Rooms => sender.list_rooms().await,
+            Input::History(_) if !sender.session().history => {
+                self.out
+                    .error("not available: this server keeps no history")
+                    .await;
+                Ok(())
+            }
+            Input::History(count) => match self.state.current.clone() {
+                Some(room) => {
+                    let count = count.unwrap_or(RECENT);
+                    let asked = sender.recent(Conversation::Room(room.clone()), count).await;
+                    if asked.is_ok() {
+                        self.asked.push((room.to_lowercase(), 0));
+                    }
+                    asked
+                }
+                None => {
+                    self.out.error("you are in no room: /join ROOM first").await;
+                    Ok(())
+                }
+            },
             Input::Help => {
                 self.out.text(COMMANDS).await;
                 Ok(())
@@ -230,12 +332,21 @@ impl Chat {
         }
     }
 
-    /// Shows what we sent, once it is sent.
-    async fn echo(&self, sent: Result<(), Error>, line: Line) -> Result<(), Error> {
-        if sent.is_ok() {
-            self.out.line(&line).await;
+    /// Shows what we sent: once it is written, or with history (a number)
+    /// once the server has stored it.
+    async fn echo(
+        &mut self,
+        sent: Result<u64, Error>,
+        line: Line,
+        text: String,
+    ) -> Result<(), Error> {
+        match sent? {
+            0 => self.out.line(&line).await,
+            seq => {
+                self.pending.insert(seq, (line, text));
+            }
         }
-        sent
+        Ok(())
     }
 
     /// Connects again, waiting longer after each failure, until it works

@@ -9,7 +9,7 @@
 use std::panic;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use chrono::{Local, Timelike, Utc};
+use chrono::{DateTime, Local, Timelike, Utc};
 
 /// Set when the local time zone could not be used.
 static UTC_ONLY: AtomicBool = AtomicBool::new(false);
@@ -45,6 +45,35 @@ pub(crate) fn now() -> String {
     format!("{:02}:{:02}", time.hour(), time.minute())
 }
 
+/// A server time (ms since the Unix epoch) as the local `HH:MM`, with the
+/// date before it (`YYYY-MM-DD HH:MM`) when it is not today.
+pub(crate) fn at(ms: u64) -> String {
+    let Some(utc) = i64::try_from(ms)
+        .ok()
+        .and_then(DateTime::<Utc>::from_timestamp_millis)
+    else {
+        return "--:--".into();
+    };
+    let today = Utc::now().date_naive();
+    let (date, time) = if UTC_ONLY.load(Ordering::Relaxed) {
+        (utc.date_naive(), utc.time())
+    } else {
+        panic::catch_unwind(|| {
+            let local = utc.with_timezone(&Local);
+            (local.date_naive(), local.time())
+        })
+        .unwrap_or((utc.date_naive(), utc.time()))
+    };
+    let hm = format!("{:02}:{:02}", time.hour(), time.minute());
+    // Near midnight in a zone far from UTC this may say a date for today;
+    // harmless.
+    if date.signed_duration_since(today).num_days().abs() >= 1 {
+        format!("{date} {hm}")
+    } else {
+        hm
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,5 +87,16 @@ mod tests {
         let hours: u32 = shown[..2].parse().unwrap();
         let minutes: u32 = shown[3..].parse().unwrap();
         assert!(hours < 24 && minutes < 60, "{shown}");
+    }
+
+    #[test]
+    fn stored_times() {
+        assert_eq!(at(u64::MAX), "--:--");
+        // 2025-12-05 00:00 UTC: a date, for it is not today.
+        assert!(
+            at(1_764_892_800_000).contains("2025-12-0"),
+            "{}",
+            at(1_764_892_800_000)
+        );
     }
 }

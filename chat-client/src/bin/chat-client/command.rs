@@ -22,6 +22,8 @@ pub(crate) enum Input {
         /// The text.
         text: String,
     },
+    /// Show the last N messages of the current room (`None`: the default).
+    History(Option<u32>),
     /// Leave the chat.
     Leave,
     /// Show the commands.
@@ -42,6 +44,7 @@ pub(crate) fn parse(line: &str) -> Input {
         "exit;" | "/quit" | "/exit" => return Input::Leave,
         "/help" => return Input::Help,
         "/rooms" => return Input::Rooms,
+        "/history" => return Input::History(None),
         _ => {}
     }
     if let Some(text) = line.trim_start().strip_prefix("send:") {
@@ -91,6 +94,15 @@ fn slash(rest: &str, trimmed: &str) -> Input {
             Ok(room) => Input::Who(room),
             Err(invalid) => invalid,
         },
+        "history" => match words[..] {
+            [n] => match n.parse::<u32>() {
+                Ok(n) if (1..=MAX_HISTORY).contains(&n) => Input::History(Some(n)),
+                _ => Input::Invalid(format!(
+                    "usage: /history [N], N from 1 to {MAX_HISTORY} (got {n})"
+                )),
+            },
+            _ => required("/history [N]"),
+        },
         "msg" | "tell" => match args.split_once(char::is_whitespace) {
             Some((to, text)) if !text.trim().is_empty() => Input::Msg {
                 to: to.to_owned(),
@@ -104,6 +116,9 @@ fn slash(rest: &str, trimmed: &str) -> Input {
         )),
     }
 }
+
+/// Most messages `/history N` asks for.
+pub(crate) const MAX_HISTORY: u32 = 1000;
 
 /// A room as typed: `#rust` and `rust` are the same room (`#` is never part
 /// of a room's name).
@@ -123,6 +138,7 @@ Each line you type is one of:
   /rooms          list the rooms and how many are in each
   /who [ROOM]     who is in ROOM (default: the current room), with addresses
   /msg NAME TEXT  send TEXT to NAME only
+  /history [N]    show the last N messages of the current room (default 20)
   /nick NAME      change your name
   /help           show this list
   exit;           leave: the server acknowledges, then the program ends (status 0)
@@ -130,7 +146,12 @@ Each line you type is one of:
   (empty line)    nothing is sent
 End of input (Ctrl-D, or the end of a pipe) and Ctrl-C leave too.
 A version 1 server has one room and no names: there /join, /part, /rooms,
-/who, /msg and /nick are refused with a message, and lines go to everyone."
+/who, /msg and /nick are refused with a message, and lines go to everyone.
+A server that keeps history shows each room's last 20 messages when you
+join it (marked ~, with the time they were sent), and after a reconnect
+everything you missed, once; your own lines show once the server has
+stored them (until then they are not shown), and a line it refused shows
+as `! not sent ...` with the text."
     };
 }
 
@@ -174,6 +195,8 @@ mod tests {
         assert_eq!(parse("/who"), Input::Who(None));
         assert_eq!(parse("/who lobby"), Input::Who(Some("lobby".into())));
         assert_eq!(parse("/rooms"), Input::Rooms);
+        assert_eq!(parse("/history"), Input::History(None));
+        assert_eq!(parse("/history 5"), Input::History(Some(5)));
         assert_eq!(
             parse("/msg bob  two  spaces "),
             Input::Msg {
@@ -188,6 +211,9 @@ mod tests {
             "/join a b",
             "/msg bob",
             "/msg",
+            "/history 1 2",
+            "/history x",
+            "/history 0",
         ] {
             assert!(
                 matches!(parse(bad), Input::Invalid(m) if m.starts_with("usage: /")),

@@ -66,6 +66,11 @@ struct Args {
     #[arg(long)]
     v1: bool,
 
+    /// Do not ask for the server's history (no past messages on joining,
+    /// nothing resumed after a reconnect)
+    #[arg(long)]
+    no_history: bool,
+
     /// When the connection is lost, end (status 1) instead of reconnecting
     #[arg(long)]
     no_reconnect: bool,
@@ -79,6 +84,10 @@ Output, one line each, after the local time (HH:MM):
   * connected to SERVER as NAME   first; NAME is how the others see you
   #ROOM <NAME> TEXT               NAME said TEXT in ROOM (yours look the same)
   *NAME* TEXT                     a direct message from NAME
+  HH:MM ~ #ROOM <NAME> TEXT       from history, with the time it was sent
+  * earlier messages in #ROOM are no longer available
+                                  the server no longer keeps what came before
+  ! not sent in #ROOM: WHY: TEXT  the server did not store (nor send) TEXT
   -> *NAME* TEXT                  a direct message you sent
   * NAME joined #ROOM             (and `left`); `* OLD is now NEW` for a rename
   * you are in #ROOM with NAMES   you joined ROOM
@@ -101,7 +110,9 @@ every terminal supports. A paste of several lines sends each line.
 When the server goes away or restarts, the client says so and reconnects
 (after 0.5 s, doubling up to 10 s between attempts; the first five failures
 are reported) with the same name and rooms, until you leave (exit;, /quit,
-Ctrl-C or Ctrl-D work meanwhile). What you are typing is kept; lines
+Ctrl-C or Ctrl-D work meanwhile); with history, each room and direct
+conversation then resumes from the last message seen, so what was missed
+shows once (~), with no gap and no repeat. What you are typing is kept; lines
 entered while disconnected are not sent, and the client says so.
 
 Exit status: 0 after leaving; 1 if the server could not be reached at
@@ -149,6 +160,9 @@ async fn run(args: Args) -> ExitCode {
     let mut options = Options::default();
     options.name = args.name.clone();
     options.rooms = !args.v1;
+    options.history = !args.no_history;
+    // Each room's latest messages on joining it, when there is history.
+    options.recent = chat::RECENT;
     let client = match Client::connect_with(server.as_str(), options.clone()).await {
         Ok(client) => client,
         Err(e) => {
@@ -181,6 +195,8 @@ async fn run(args: Args) -> ExitCode {
         inputs,
         interrupted,
         out: out.clone(),
+        pending: Default::default(),
+        asked: Vec::new(),
     };
     let code = chat.run(client).await;
     drop(out);
@@ -218,6 +234,7 @@ mod tests {
                 },
             ),
             ("/nick NAME", "/nick 李雷", Input::Nick("李雷".into())),
+            ("/history [N]", "/history 5", Input::History(Some(5))),
         ];
         for (shown, line, meaning) in commands {
             assert!(COMMANDS.contains(shown), "/help lacks {shown}");

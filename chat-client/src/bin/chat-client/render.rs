@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use chat_client::{Event, Member, RoomInfo};
+use chat_client::{Conversation, Entry, Event, Member, Refusal, RoomInfo};
 
 use crate::clock;
 use crate::neutral::neutral;
@@ -33,6 +33,9 @@ pub(crate) struct Line {
     pub(crate) head: String,
     /// The rest.
     pub(crate) body: String,
+    /// For a message from history: the server's time of it (ms since the
+    /// Unix epoch), shown instead of now, with the line marked `~` and dim.
+    pub(crate) stored: Option<u64>,
 }
 
 impl Line {
@@ -41,7 +44,14 @@ impl Line {
             kind,
             head: head.into(),
             body: body.into(),
+            stored: None,
         }
+    }
+
+    /// This line as a message from history, stored at `at`.
+    pub(crate) fn stored_at(mut self, at: u64) -> Line {
+        self.stored = Some(at);
+        self
     }
 
     /// A line of news: `* ...`.
@@ -54,12 +64,13 @@ impl Line {
         Line::new(Kind::Error, "", format!("! {}", body.into()))
     }
 
-    /// The line without time or colours.
+    /// The line without time or colours (`~ ` first for history).
     pub(crate) fn plain(&self) -> String {
+        let mark = if self.stored.is_some() { "~ " } else { "" };
         if self.head.is_empty() {
-            self.body.clone()
+            format!("{mark}{}", self.body)
         } else {
-            format!("{} {}", self.head, self.body)
+            format!("{mark}{} {}", self.head, self.body)
         }
     }
 }
@@ -85,11 +96,15 @@ impl Painter {
         }
     }
 
-    /// `HH:MM head body`, coloured.
+    /// `HH:MM head body`, coloured; a message from history has its own
+    /// time and is dim throughout.
     pub(crate) fn paint(&self, line: &Line) -> String {
-        let time = clock::now();
+        let time = line.stored.map_or_else(clock::now, clock::at);
         if !self.colour {
             return format!("{time} {}", line.plain());
+        }
+        if line.stored.is_some() {
+            return format!("{DIM}{time} {}{RESET}", line.plain());
         }
         let mut out = String::with_capacity(line.head.len() + line.body.len() + 32);
         let _ = write!(out, "{DIM}{time}{RESET} ");
@@ -136,6 +151,90 @@ pub(crate) fn own_direct(to: &str, text: &str) -> Line {
     Line::new(Kind::Direct, format!("-> *{}*", neutral(to)), neutral(text))
 }
 
+/// A message of a room, live or from history.
+pub(crate) fn posted(r: &str, entry: &Entry) -> Line {
+    Line::new(
+        Kind::Other,
+        format!("{} <{}>", room(r), name(&entry.from)),
+        neutral(&entry.text),
+    )
+}
+
+/// A direct message, live or from history; `me` tells ours from theirs
+/// (a page of a direct conversation has both).
+pub(crate) fn direct(with: &str, entry: &Entry, me: Option<&str>) -> Line {
+    if me.is_some_and(|me| same(me, &entry.from.name)) && !same(with, &entry.from.name) {
+        own_direct(with, &entry.text)
+    } else {
+        Line::new(
+            Kind::Direct,
+            format!("*{}*", name(&entry.from)),
+            neutral(&entry.text),
+        )
+    }
+}
+
+/// A page of history: its messages, marked as such, after a line saying
+/// that the earlier ones are gone if they are.
+pub(crate) fn page(
+    conversation: &Conversation,
+    entries: &[Entry],
+    missing: bool,
+    me: Option<&str>,
+) -> Vec<Line> {
+    let mut lines = Vec::with_capacity(entries.len() + 1);
+    if missing {
+        lines.push(Line::system(format!(
+            "earlier messages {} are no longer available",
+            place(conversation)
+        )));
+    }
+    for entry in entries {
+        let line = match conversation {
+            Conversation::Room(r) => {
+                let mut line = posted(r, entry);
+                if me.is_some_and(|me| same(me, &entry.from.name)) {
+                    line.kind = Kind::Own;
+                }
+                line
+            }
+            Conversation::Direct(with) => direct(with, entry, me),
+        };
+        lines.push(line.stored_at(entry.at));
+    }
+    lines
+}
+
+/// Our message that the server did not store: why, and what it was.
+pub(crate) fn unstored(
+    conversation: &Conversation,
+    code: Refusal,
+    detail: &str,
+    text: Option<&str>,
+) -> Line {
+    let mut body = format!("not sent {}: {code}", place(conversation));
+    if !detail.is_empty() && detail != code.to_string() {
+        let _ = write!(body, " ({})", neutral(detail));
+    }
+    if let Some(text) = text {
+        let _ = write!(body, ": {}", neutral(text));
+    }
+    Line::error(body)
+}
+
+/// `in #room`, or `with NAME`.
+fn place(conversation: &Conversation) -> String {
+    match conversation {
+        Conversation::Room(r) => format!("in {}", room(r)),
+        Conversation::Direct(n) => format!("with {}", neutral(n)),
+    }
+}
+
+/// Names compare without case, as the server compares them (near enough).
+fn same(a: &str, b: &str) -> bool {
+    a.to_lowercase() == b.to_lowercase()
+}
+
 /// The line for an event, given what it meant for us.
 pub(crate) fn event(event: &Event, meaning: &Meaning) -> Line {
     match event {
@@ -151,6 +250,8 @@ pub(crate) fn event(event: &Event, meaning: &Meaning) -> Line {
         Event::Told { from, text } => {
             Line::new(Kind::Direct, format!("*{}*", name(from)), neutral(text))
         }
+        Event::Posted { room: r, entry } => posted(r, entry),
+        Event::Direct { entry } => direct(&entry.from.name, entry, None),
         Event::Entered { room: r, member } => {
             Line::system(format!("{} joined {}", name(member), room(r)))
         }
@@ -278,6 +379,53 @@ mod tests {
             "* you are in #rust with bob"
         );
         assert_eq!(own(Some("lobby"), "me", "hi").plain(), "#lobby <me> hi");
+        let entry = |id, from: &Member, text: &str| Entry {
+            id,
+            prev: id - 1,
+            at: 1_764_892_800_000,
+            from: from.clone(),
+            text: text.into(),
+        };
+        let lines = page(
+            &Conversation::Room("rust".into()),
+            &[
+                entry(2, &alice, "old"),
+                entry(3, &member("me", 4002), "mine"),
+            ],
+            true,
+            Some("me"),
+        );
+        let plain: Vec<String> = lines.iter().map(Line::plain).collect();
+        assert_eq!(
+            plain,
+            [
+                "* earlier messages in #rust are no longer available",
+                "~ #rust <alice> old",
+                "~ #rust <me> mine"
+            ]
+        );
+        assert_eq!(lines[2].kind, Kind::Own);
+        let dm = page(
+            &Conversation::Direct("alice".into()),
+            &[
+                entry(5, &alice, "hi"),
+                entry(6, &member("me", 4002), "hello"),
+            ],
+            false,
+            Some("me"),
+        );
+        let plain: Vec<String> = dm.iter().map(Line::plain).collect();
+        assert_eq!(plain, ["~ *alice* hi", "~ -> *alice* hello"]);
+        assert_eq!(
+            unstored(
+                &Conversation::Room("rust".into()),
+                Refusal::NotInRoom,
+                "you are not in rust",
+                Some("hi")
+            )
+            .plain(),
+            "! not sent in #rust: not in that room (you are not in rust): hi"
+        );
         assert_eq!(own_direct("bob", "psst").plain(), "-> *bob* psst");
     }
 
