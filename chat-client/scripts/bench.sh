@@ -21,7 +21,7 @@ runs="${1:-3}"
 case "$runs" in '' | *[!0-9]*) echo "bench.sh: RUNS must be a number" >&2; exit 2 ;; esac
 cd "$(dirname "$0")/../.."
 cargo build --release -q -p chat-server -p chat-client --bin chat-server --bin chat-bench
-bin=target/release
+bin=${CARGO_TARGET_DIR:-target}/release
 out=target/bench
 mkdir -p "$out"
 rm -f "$out"/*.json
@@ -155,9 +155,11 @@ if rs:
               f"{med([r['latency_us']['p99'] for r in rs]):>8.0f} {med([r['latency_us']['p999'] for r in rs]):>9.0f} "
               f"{med([r['server']['cpu_us_per_unit'] for r in rs]):>10.2f} {med([r['cpu_us_per_round_trip'] for r in rs]):>10.2f} "
               f"{max(r['losses'] for r in rs):>5}")
-print()
-print(f"{'workload':<18} {'connections':>11} {'rooms':>5} {'rss/conn B':>11} {'peak rss KiB':>13} {'connect s':>10}")
-for name in ["idle", "idle-quiet", "idle-10k", "idle-rooms3", "idle-rooms4"]:
+idles = ["idle", "idle-quiet", "idle-10k", "idle-rooms3", "idle-rooms4"]
+if any(load(n) for n in idles):
+    print()
+    print(f"{'workload':<18} {'connections':>11} {'rooms':>5} {'rss/conn B':>11} {'peak rss KiB':>13} {'connect s':>10}")
+for name in idles:
     rs = list(load(name).values())
     if not rs: continue
     print(f"{name:<18} {rs[0]['connections']:>11} {rs[0].get('rooms', 0):>5} {med([r['rss_per_connection'] for r in rs]):>11.0f} "
