@@ -165,6 +165,12 @@ async fn options_are_checked() {
     let run = bench(addr, &["soak"]).await;
     assert_eq!(run.code, Some(2));
     assert!(run.stderr.contains("--server-pid"), "{}", run.stderr);
+    let run = bench(addr, &["history", "resume", "--recent", "0"]).await;
+    assert_eq!(run.code, Some(2));
+    assert!(run.stderr.contains("--recent"), "{}", run.stderr);
+    let run = bench(addr, &["history", "ack", "--rate", "0", "--window", "0"]).await;
+    assert_eq!(run.code, Some(2));
+    assert!(run.stderr.contains("--window"), "{}", run.stderr);
 }
 
 #[test]

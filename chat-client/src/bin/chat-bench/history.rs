@@ -709,9 +709,9 @@ pub(crate) async fn resume(
             "message size must be at least {HEADER} bytes"
         )));
     }
-    if opts.messages == 0 || opts.repeat == 0 || opts.window == 0 {
+    if opts.messages == 0 || opts.repeat == 0 || opts.recent == 0 || opts.window == 0 {
         return Err(Error::Options(
-            "-k, --repeat and --window must be at least 1".into(),
+            "-k, --repeat, --recent and --window must be at least 1".into(),
         ));
     }
     let room = format!("{}-r", opts.tag);
