@@ -411,8 +411,6 @@ async fn connect(opts: &AckOptions) -> Result<Vec<Client>, Error> {
             ))
         })??;
     clients.sort_by_key(|c| c.id);
-    // The lobby's members got each other's arrival; a receiver's checks
-    // start once everyone is in (the barrier in `ack`).
     Ok(clients)
 }
 
@@ -742,7 +740,7 @@ pub(crate) async fn resume(
         .await
         .map_err(|_| within(format!("storing {} messages", opts.messages)))??;
     let store_seconds = t0.elapsed().as_secs_f64();
-    let me = writer.me;
+    let sender = chat_proto::Member::new(writer.name.clone(), writer.me);
     drop(writer);
 
     let mut reader = tokio::time::timeout(opts.timeout, seat(1, format!("{}.r", opts.tag)))
@@ -751,7 +749,7 @@ pub(crate) async fn resume(
     let conversation = Conversation::Room(room.clone());
     let check = Check {
         ids: &ids,
-        sender: me,
+        sender,
         fill: filler(opts.size),
     };
     let mut r = ResumeReport {
@@ -972,7 +970,7 @@ async fn request(c: &mut Client, ask: &Message) -> Result<(Vec<Entry>, bool, boo
 /// What the stored messages were: their ids, their sender, their filler.
 struct Check<'a> {
     ids: &'a [u64],
-    sender: SocketAddr,
+    sender: chat_proto::Member,
     fill: String,
 }
 
@@ -1015,7 +1013,7 @@ impl Check<'_> {
             prev = e.id;
             let ok = parse(e.text.as_bytes()).is_some_and(|(_, seq, _)| seq as usize == q)
                 && e.text.as_bytes()[HEADER..] == *self.fill.as_bytes()
-                && e.from.addr() == self.sender;
+                && e.from == self.sender;
             if !ok {
                 return Err(format!("entry {q} (id {}) is not the message stored", e.id));
             }
