@@ -24,6 +24,10 @@
 #   scale-10k     rooms, 10,000 clients in 100 rooms of 100, 1,000 of them
 #                 (10 a room) sending 1 msg/s for 20 s; 99,000 deliveries/s
 #
+# Systems: chat (ours, defaults, history off: the anchors store nothing),
+# chat-nc (ours writing at once, --coalesce 0: what coalescing buys), nats,
+# redis.
+#
 # Server CPU per delivery counts deliveries to other clients only: Redis
 # also delivers each message back to its sender (reported apart as
 # self_deliveries), which is left out of deliveries/s and of the CPU split.
@@ -103,12 +107,15 @@ start_once() {
     local system=$1 port
     shift
     case "$system" in
-    chat)
-        local fifo line
+    chat | chat-nc)
+        local fifo line nc=()
+        # chat-nc: the same server writing at once (no coalescing), to
+        # show what coalescing buys within the same run.
+        [ "$system" = chat-nc ] && nc=(--coalesce 0)
         fifo=$(mktemp -u)
         mkfifo "$fifo"
         # History off: the anchors store nothing either.
-        "$bin/chat-server" --bind 127.0.0.1:0 --rate 0 --no-history "$@" >"$fifo" 2>/dev/null &
+        "$bin/chat-server" --bind 127.0.0.1:0 --rate 0 --no-history "${nc[@]}" "$@" >"$fifo" 2>/dev/null &
         server_pid=$!
         addr="127.0.0.1:0"
         read -r -t 10 line <"$fifo" || { rm -f "$fifo"; return 1; }
@@ -156,12 +163,13 @@ workload() {
     names+=("$name")
     local i system extra
     for i in $(seq 1 "$runs"); do
-        for system in chat nats redis; do
-            mapfile -t extra < <(flags "$system" "$spec")
+        for system in chat chat-nc nats redis; do
+            local driven=${system%-nc}
+            mapfile -t extra < <(flags "$driven" "$spec")
             start "$system" "${extra[@]}"
-            echo "== $name, $system, run $i/$runs: chat-bench --system $system $*" >&2
+            echo "== $name, $system, run $i/$runs: chat-bench --system $driven $*" >&2
             local rc=0
-            "$bin/chat-bench" --system "$system" --server "$addr" --server-pid "$server_pid" \
+            "$bin/chat-bench" --system "$driven" --server "$addr" --server-pid "$server_pid" \
                 --json "$@" >"$out/$name-$system-$i.json" || rc=$?
             echo "$rc" >"$out/$name-$system-$i.rc"
             [ "$rc" -eq 0 ] || failed+=("$name $system run $i (exit $rc)")
@@ -218,7 +226,7 @@ print(f"{'workload':<13} {'system':<11} " + " ".join(f"{c:>{w}}" for c, _, _, w 
 for name in names:
     ours = load(name, "chat")
     m = [med(ours, f) for _, f, _, _ in cols]
-    for system in ["chat", "nats", "redis"]:
+    for system in ["chat", "chat-nc", "nats", "redis"]:
         rs = ours if system == "chat" else load(name, system)
         v = [med(rs, f) for _, f, _, _ in cols]
         passed = f"{sum(1 for r in rs if r['_rc'] == 0)}/{runs}"

@@ -5,6 +5,7 @@
 #
 #   bash chat-client/scripts/bench.sh [RUNS]
 #   ONLY='^(fanout|rooms-.*|dm.*|idle.*)$' bash chat-client/scripts/bench.sh 5
+#   ONLY=history bash chat-client/scripts/bench.sh 1   # history on, every mode
 #
 # Run i does every workload once before run i + 1 starts, so that the ratios
 # between workloads (rooms against one room, named idle clients against
@@ -20,7 +21,7 @@ runs="${1:-3}"
 case "$runs" in '' | *[!0-9]*) echo "bench.sh: RUNS must be a number" >&2; exit 2 ;; esac
 cd "$(dirname "$0")/../.."
 cargo build --release -q -p chat-server -p chat-client --bin chat-server --bin chat-bench
-bin=target/release
+bin=${CARGO_TARGET_DIR:-target}/release
 out=target/bench
 mkdir -p "$out"
 rm -f "$out"/*.json
@@ -79,6 +80,14 @@ workload idle-rooms4 env env --max-clients 20000 -- idle -k 5000 --rooms 4
 # beside `fanout` above, which has history off.
 workload fanout-history env env --threads 1 --rate 0 --data @tmp -- fanout
 workload fanout-ephemeral env env --threads 1 --rate 0 --ephemeral -- fanout
+# Send-to-ack latency at 50 clients x 100 messages/s in the lobby (paced's
+# load, pinned as paced is): each Say timed to its Stored, every delivery
+# checked with its id and prev link; the store on disk, and in memory.
+workload history-ack "taskset -c 0" "taskset -c 1" --threads 1 --rate 0 --data @tmp -- --threads 1 history ack -n 50 --rate 100 -m 500
+workload history-ack-mem "taskset -c 0" "taskset -c 1" --threads 1 --rate 0 --ephemeral -- --threads 1 history ack -n 50 --rate 100 -m 500
+# Resume: 500 messages stored in a room, paged in end to end 50 times by a
+# client that joins it, then Recent { 50 } 50 times.
+workload history-resume env env --rate 0 --data @tmp -- history resume -k 500 --repeat 50 --recent 50
 # Memory given back: 20 rounds of 2,000 clients stalled inside a 65,000-byte frame, then closed.
 workload soak env env --max-clients 20000 --rate 0 -- soak
 
@@ -122,7 +131,7 @@ print(f"medians of {runs} runs")
 # the run measured the load generator, not the server).
 cores = lambda r: r.get("load_cpu_seconds", float("nan")) / max(r["seconds"], 1e-9)
 print(f"{'workload':<18} {'deliveries/s':>13} {'cpu us/deliv':>13} {'p50 us':>8} {'p99 us':>8} {'p99.9 us':>9} {'lost':>5} {'peak rss KiB':>13} {'bench cores':>11}")
-for name in ["fanout", "fanout-10k", "stalled", "paced", "rooms-1x50", "rooms-200x10", "rooms-20x100", "rooms-200x10-run1", "rooms-paced", "dm-ref"]:
+for name in ["fanout", "fanout-10k", "stalled", "paced", "rooms-1x50", "rooms-200x10", "rooms-20x100", "rooms-200x10-run1", "rooms-paced", "dm-ref", "fanout-history", "fanout-ephemeral"]:
     rs = list(load(name).values())
     if not rs: continue
     print(f"{name:<18} {med([r['rate'] for r in rs]):>13.0f} {med([r['server']['cpu_us_per_unit'] for r in rs]):>13.4f} "
@@ -131,7 +140,7 @@ for name in ["fanout", "fanout-10k", "stalled", "paced", "rooms-1x50", "rooms-20
           f"{med([r['server']['peak_rss_kib'] for r in rs]):>13.0f} {med([cores(r) for r in rs]):>11.2f}"
           + (f"   evicted {min(r['stalled_evicted'] for r in rs)}/{rs[0]['stalled']}" if rs[0]['stalled'] else "")
           + (f"   misdirected {max(r['misdirected'] for r in rs)}, receivers off {max(r['mismatched'] for r in rs)}" if rs[0].get('rooms') else ""))
-for a, b in [("stalled", "fanout-10k"), ("rooms-1x50", "fanout"), ("rooms-200x10", "fanout"), ("rooms-20x100", "fanout"), ("rooms-200x10-run1", "rooms-200x10")]:
+for a, b in [("stalled", "fanout-10k"), ("rooms-1x50", "fanout"), ("rooms-200x10", "fanout"), ("rooms-20x100", "fanout"), ("rooms-200x10-run1", "rooms-200x10"), ("fanout-history", "fanout"), ("fanout-ephemeral", "fanout")]:
     for label, f in [("deliveries/s", lambda r: r["rate"]), ("cpu/delivery", lambda r: r["server"]["cpu_us_per_unit"])]:
         x = ratio(a, b, f)
         if x: print(f"{a}/{b} {label} ratio: {x}")
@@ -146,9 +155,11 @@ if rs:
               f"{med([r['latency_us']['p99'] for r in rs]):>8.0f} {med([r['latency_us']['p999'] for r in rs]):>9.0f} "
               f"{med([r['server']['cpu_us_per_unit'] for r in rs]):>10.2f} {med([r['cpu_us_per_round_trip'] for r in rs]):>10.2f} "
               f"{max(r['losses'] for r in rs):>5}")
-print()
-print(f"{'workload':<18} {'connections':>11} {'rooms':>5} {'rss/conn B':>11} {'peak rss KiB':>13} {'connect s':>10}")
-for name in ["idle", "idle-quiet", "idle-10k", "idle-rooms3", "idle-rooms4"]:
+idles = ["idle", "idle-quiet", "idle-10k", "idle-rooms3", "idle-rooms4"]
+if any(load(n) for n in idles):
+    print()
+    print(f"{'workload':<18} {'connections':>11} {'rooms':>5} {'rss/conn B':>11} {'peak rss KiB':>13} {'connect s':>10}")
+for name in idles:
     rs = list(load(name).values())
     if not rs: continue
     print(f"{name:<18} {rs[0]['connections']:>11} {rs[0].get('rooms', 0):>5} {med([r['rss_per_connection'] for r in rs]):>11.0f} "
@@ -158,6 +169,31 @@ for a in ["idle-rooms3", "idle-rooms4"]:
     if x: print(f"{a}/idle rss per connection ratio: {x}")
 x = ratio("dm", "dm-ref", lambda r: r["server"]["cpu_us_per_unit"])
 if x: print(f"dm/dm-ref server cpu per message ratio: {x}")
+rs = [r for n in ["history-ack", "history-ack-mem"] for r in load(n).values()]
+if rs:
+    print()
+    print(f"{'workload':<18} {'acks/s':>8} {'deliveries/s':>13} {'cpu us/msg':>11} {'cpu us/deliv':>13} {'ack p50 us':>11} {'ack p99 us':>11} {'ack p99.9':>10} {'deliv p99':>10} {'lost':>5} {'broken':>6}")
+    for name in ["history-ack", "history-ack-mem"]:
+        rs = list(load(name).values())
+        if not rs: continue
+        print(f"{name:<18} {med([r['ack_rate'] for r in rs]):>8.0f} {med([r['rate'] for r in rs]):>13.0f} "
+              f"{med([r['cpu_us_per_message'] for r in rs]):>11.2f} {med([r['server']['cpu_us_per_unit'] for r in rs]):>13.4f} "
+              f"{med([r['latency_us']['p50'] for r in rs]):>11.0f} {med([r['latency_us']['p99'] for r in rs]):>11.0f} "
+              f"{med([r['latency_us']['p999'] for r in rs]):>10.0f} {med([r['delivery_latency_us']['p99'] for r in rs]):>10.0f} "
+              f"{max(r['losses'] + r['expected_acks'] - r['acks'] for r in rs):>5} "
+              f"{max(r['broken_links'] + r['id_violations'] + r['duplicate_acks'] + r['unstored'] for r in rs):>6}")
+    for a in ["history-ack", "history-ack-mem"]:
+        x = ratio(a, "paced", lambda r: r["server"]["cpu_us_per_unit"])
+        if x: print(f"{a}/paced cpu/delivery ratio: {x}")
+rs = list(load("history-resume").values())
+if rs:
+    print()
+    print(f"{'workload':<18} {'messages':>8} {'pages':>5} {'resume p50 us':>14} {'resume p99 us':>14} {'recent p50 us':>14} {'recent p99 us':>14} {'cpu us/resume':>14} {'cpu us/recent':>14} {'wrong':>5}")
+    print(f"{'history-resume':<18} {rs[0]['messages']:>8} {rs[0]['pages']:>5} "
+          f"{med([r['latency_us']['p50'] for r in rs]):>14.0f} {med([r['latency_us']['p99'] for r in rs]):>14.0f} "
+          f"{med([r['recent_latency_us']['p50'] for r in rs]):>14.0f} {med([r['recent_latency_us']['p99'] for r in rs]):>14.0f} "
+          f"{med([r['server']['cpu_us_per_unit'] for r in rs]):>14.1f} {med([r['recent_cpu_us'] for r in rs]):>14.1f} "
+          f"{max(r['wrong'] for r in rs):>5}")
 rs = list(load("soak").values())
 if rs:
     print()

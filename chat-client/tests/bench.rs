@@ -165,6 +165,12 @@ async fn options_are_checked() {
     let run = bench(addr, &["soak"]).await;
     assert_eq!(run.code, Some(2));
     assert!(run.stderr.contains("--server-pid"), "{}", run.stderr);
+    let run = bench(addr, &["history", "resume", "--recent", "0"]).await;
+    assert_eq!(run.code, Some(2));
+    assert!(run.stderr.contains("--recent"), "{}", run.stderr);
+    let run = bench(addr, &["history", "ack", "--rate", "0", "--window", "0"]).await;
+    assert_eq!(run.code, Some(2));
+    assert!(run.stderr.contains("--window"), "{}", run.stderr);
 }
 
 #[test]
@@ -175,7 +181,7 @@ fn help_says_the_server_needs_flood_control_off() {
         .expect("chat-bench runs");
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(help.contains("--rate 0"), "{help}");
-    for workload in ["fanout", "rooms", "dm", "idle", "soak"] {
+    for workload in ["fanout", "rooms", "dm", "history", "idle", "soak"] {
         assert!(help.contains(workload), "{help}");
     }
     for system in ["--system", "chat", "nats", "redis"] {
@@ -1026,4 +1032,233 @@ async fn a_receiver_short_of_its_rooms_messages_fails_the_run() {
         .find(|m| m["got"] == 0)
         .unwrap_or_else(|| panic!("a receiver that got nothing: {r}"));
     assert!(starved["expected"].as_u64().unwrap() > 0, "{r}");
+}
+
+fn assert_history_clean(r: &Value) {
+    assert_eq!(r["acks"], r["expected_acks"], "{r}");
+    assert_eq!(r["deliveries"], r["expected"], "{r}");
+    for field in [
+        "duplicate_acks",
+        "unstored",
+        "losses",
+        "duplicates",
+        "order_violations",
+        "corrupt",
+        "id_violations",
+        "broken_links",
+    ] {
+        assert_eq!(r[field], 0, "{field}: {r}");
+    }
+    assert_eq!(r["evicted"], Value::Array(vec![]), "{r}");
+    assert!(r["latency_us"]["p50"].as_f64().unwrap() > 0.0, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_acknowledges_every_message_and_resumes_them_all() {
+    // History in memory (the library's default), pages of 50.
+    let server = start(Config {
+        history_page: 50,
+        ..load_config()
+    })
+    .await;
+    // Paced, everyone in the lobby.
+    let (_, r) = workload(server.addr, "history", "ack -n 4 -m 40 --rate 200", 0).await;
+    assert_eq!(r["expected_acks"], 4 * 40, "{r}");
+    assert_eq!(r["expected"], 4 * 40 * 3, "{r}");
+    assert_history_clean(&r);
+    // Windowed, in 2 rooms of 3.
+    let (_, r) = workload(
+        server.addr,
+        "history",
+        "ack -n 6 --room-size 3 -m 100 --rate 0 --window 10",
+        0,
+    )
+    .await;
+    assert_eq!(r["room_size"], 3, "{r}");
+    assert_eq!(r["expected"], 6 * 100 * 2, "{r}");
+    assert_history_clean(&r);
+    // 120 messages page in as 50, 50 and 20; the last 30 in one.
+    let (_, r) = workload(
+        server.addr,
+        "history",
+        "resume -k 120 --repeat 5 --recent 30",
+        0,
+    )
+    .await;
+    assert_eq!(
+        (r["resumes"].as_u64(), r["recents"].as_u64()),
+        (Some(5), Some(5)),
+        "{r}"
+    );
+    assert_eq!(r["pages"], 3, "{r}");
+    assert_eq!(r["wrong"], 0, "{r}");
+    assert!(r["latency_us"]["p99"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["recent_latency_us"]["p99"].as_f64().unwrap() > 0.0, "{r}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_needs_a_server_with_history_on() {
+    let server = start(Config {
+        storage: chat_server::Storage::Off,
+        ..load_config()
+    })
+    .await;
+    for mode in ["ack", "resume"] {
+        let run = bench(server.addr, &["history", mode, "-s", "40"]).await;
+        assert_eq!(run.code, Some(2), "{}{}", run.stdout, run.stderr);
+        assert!(run.stderr.contains("HISTORY capability"), "{}", run.stderr);
+    }
+    server.stop().await;
+}
+
+/// A fake HISTORY server that numbers every message from one counter,
+/// acknowledges it and posts it to every other client (whatever its room),
+/// and pages what it stored, but links every message to 0 instead of the
+/// one before it.
+async fn unlinked_history() -> SocketAddr {
+    type Peers = std::sync::Arc<
+        std::sync::Mutex<Vec<(SocketAddr, tokio::sync::mpsc::UnboundedSender<Message>)>>,
+    >;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let peers: Peers = Default::default();
+    // Every room's messages, with their room.
+    let stored = std::sync::Arc::new(std::sync::Mutex::new(
+        Vec::<(String, chat_proto::Entry)>::new(),
+    ));
+    tokio::spawn(async move {
+        while let Ok((mut stream, peer)) = listener.accept().await {
+            let (peers, stored) = (peers.clone(), stored.clone());
+            tokio::spawn(async move {
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+                let mut conn = Connection::server(ServerConfig::default());
+                let mut me = chat_proto::Member::new("", peer);
+                loop {
+                    while let Some(event) = conn.poll().expect("the bench follows the protocol") {
+                        let reply = match event {
+                            Event::Hello { .. } => {
+                                conn.accept(peer);
+                                continue;
+                            }
+                            Event::Message(Message::Nick { name }) => {
+                                me.name = name.clone();
+                                peers.lock().unwrap().push((peer, tx.clone()));
+                                Message::Named { name }
+                            }
+                            Event::Message(Message::Part { room }) => Message::Departed {
+                                room,
+                                member: me.clone(),
+                            },
+                            Event::Message(Message::Join { room }) => Message::Roster {
+                                room,
+                                members: vec![me.clone()],
+                                more: false,
+                            },
+                            Event::Numbered {
+                                seq,
+                                message: Message::Say { room, text },
+                            } => {
+                                let mut stored = stored.lock().unwrap();
+                                let entry = chat_proto::Entry {
+                                    id: stored.len() as u64 + 1,
+                                    prev: 0,
+                                    at: 1,
+                                    from: me.clone(),
+                                    text,
+                                };
+                                stored.push((room.clone(), entry.clone()));
+                                let (id, at) = (entry.id, entry.at);
+                                for (addr, tx) in peers.lock().unwrap().iter() {
+                                    if *addr != peer {
+                                        let _ = tx.send(Message::Posted {
+                                            room: room.clone(),
+                                            entry: entry.clone(),
+                                        });
+                                    }
+                                }
+                                Message::Stored { seq, id, at }
+                            }
+                            Event::Message(Message::Resume {
+                                conversation,
+                                after,
+                                ..
+                            }) => {
+                                let entries = stored
+                                    .lock()
+                                    .unwrap()
+                                    .iter()
+                                    .filter(|(r, e)| r == conversation.name() && e.id > after)
+                                    .map(|(_, e)| e.clone())
+                                    .collect();
+                                Message::Page {
+                                    conversation,
+                                    entries,
+                                    missing: false,
+                                    more: false,
+                                }
+                            }
+                            Event::Message(Message::Recent {
+                                conversation,
+                                count,
+                            }) => {
+                                let mut entries: Vec<_> = stored
+                                    .lock()
+                                    .unwrap()
+                                    .iter()
+                                    .filter(|(r, _)| r == conversation.name())
+                                    .map(|(_, e)| e.clone())
+                                    .collect();
+                                entries.drain(..entries.len().saturating_sub(count as usize));
+                                Message::Page {
+                                    conversation,
+                                    entries,
+                                    missing: false,
+                                    more: false,
+                                }
+                            }
+                            _ => continue,
+                        };
+                        conn.send(&reply).expect("a server's message");
+                    }
+                    if let Some(out) = conn.transmit()
+                        && stream.write_all(&out).await.is_err()
+                    {
+                        return;
+                    }
+                    tokio::select! {
+                        r = stream.read_buf(conn.input()) => {
+                            if !matches!(r, Ok(n) if n > 0) {
+                                return;
+                            }
+                        }
+                        Some(msg) = rx.recv() => conn.send(&msg).expect("Posted is a server's"),
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_with_broken_links_fails_the_run() {
+    let addr = unlinked_history().await;
+    let (_, r) = workload(addr, "history", "ack -n 3 -m 20 --rate 0 --timeout 5", 1).await;
+    // Everything arrives, and every Posted links to 0: all but the few
+    // that come before a receiver has any id of the room are broken links.
+    // (The fake does not keep a sender's Stored behind the Posted of
+    // smaller ids either, so ids may be seen not rising too.)
+    assert_eq!(r["acks"], 3 * 20, "{r}");
+    assert_eq!(r["deliveries"], 3 * 20 * 2, "{r}");
+    assert!(
+        r["broken_links"].as_u64().unwrap() >= 3 * (20 * 2 - 1),
+        "{r}"
+    );
+    let (_, r) = workload(addr, "history", "resume -k 10 --repeat 2 --recent 4", 1).await;
+    assert_eq!(r["wrong"], 4, "{r}");
+    assert!(
+        r["first_wrong"].as_str().unwrap().contains("links to 0"),
+        "{r}"
+    );
 }

@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::plan::Plan;
 use crate::rooms::tag;
 use crate::system::System;
-use crate::{dm, fanout, idle, soak};
+use crate::{dm, fanout, history, idle, soak};
 
 /// Drives a running chat-server over loopback and checks every delivery.
 ///
@@ -22,6 +22,9 @@ use crate::{dm, fanout, idle, soak};
 ///
 /// `dm` also needs the limit on direct messages off (`--tell-rate 0`), or
 /// its rate spread over enough pairs that none passes it.
+///
+/// `history` needs the server with history on (`--data DIR` or
+/// `--ephemeral`, not `--no-history`).
 ///
 /// `fanout` and `rooms` also drive the anchors they are compared with, a
 /// NATS or a Redis server, with the same workload and checks (`--system`;
@@ -45,7 +48,7 @@ pub(crate) struct Cli {
     /// channel `chat`, or `room.<i>`; one subscribing connection per client
     /// and one publishing connection per client that sends; Redis echoes a
     /// client's own messages, counted apart as self deliveries). `dm`,
-    /// `idle` and `soak` drive only the chat server.
+    /// `history`, `idle` and `soak` drive only the chat server.
     #[arg(long, value_enum, default_value_t = System::Chat, global = true)]
     pub(crate) system: System,
     /// The server's pid: report its CPU time per delivery and its memory
@@ -98,6 +101,97 @@ pub(crate) enum Cmd {
     /// (what any K connections leave in the allocator); the fresh process's
     /// RSS is shown beside it.
     Soak(SoakArgs),
+    /// History (the HISTORY capability; the server with history on, on
+    /// disk or in memory): send-to-ack latency with fan-out (`ack`), or
+    /// paging a room's stored messages (`resume`).
+    History(HistoryArgs),
+}
+
+// `chat-bench history` (its doc is the variant's).
+#[derive(Args, Debug)]
+pub(crate) struct HistoryArgs {
+    #[command(subcommand)]
+    pub(crate) mode: HistoryMode,
+}
+
+/// What `chat-bench history` measures.
+#[derive(Subcommand, Debug)]
+pub(crate) enum HistoryMode {
+    /// N HISTORY clients, in the lobby or in rooms of S, each say M
+    /// messages; each times every message from its Say to its Stored.
+    ///
+    /// Every seq must be acknowledged exactly once (no Unstored); every
+    /// receiver must get every message of its room's other members once,
+    /// in order, intact, as Posted, with ids strictly increasing and every
+    /// prev the last id it had (its own Stored ids included). Reports the
+    /// send-to-ack and send-to-delivery percentiles, deliveries/s, and with
+    /// --server-pid the server's CPU per delivery and per message.
+    Ack(AckArgs),
+    /// One client stores K messages in a fresh room (waiting for every
+    /// Stored); a fresh client joins the room and times, --repeat times,
+    /// Resume { after: 0, limit: 0 } paged until more = false, then as
+    /// often Recent { count }; each answer must be exactly the messages
+    /// stored, in order, linked.
+    Resume(ResumeArgs),
+}
+
+// `chat-bench history ack` (its doc is the variant's).
+#[derive(Args, Debug)]
+pub(crate) struct AckArgs {
+    /// Clients that say and receive.
+    #[arg(short = 'n', long, default_value_t = 50)]
+    pub(crate) clients: usize,
+    /// Seat the clients in named rooms of S (N/S of them), out of the
+    /// lobby (default: everyone in the lobby).
+    #[arg(long, value_name = "S")]
+    pub(crate) room_size: Option<usize>,
+    /// Messages each client says.
+    #[arg(short = 'm', long, default_value_t = 500)]
+    pub(crate) messages: u32,
+    /// Text size in bytes (UTF-8, includes Chinese), at least 31.
+    #[arg(short = 's', long, default_value_t = 64)]
+    pub(crate) size: usize,
+    /// Messages per second per client; 0: as fast as --window allows.
+    #[arg(long, default_value_t = 100.0)]
+    pub(crate) rate: f64,
+    /// Unpaced (--rate 0), most messages a client has unacknowledged.
+    #[arg(long, value_name = "W", default_value_t = 100)]
+    pub(crate) window: u32,
+    /// Handshakes in flight at once.
+    #[arg(long, default_value_t = 256)]
+    pub(crate) parallel: usize,
+    /// Stop when nothing arrives for this many seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub(crate) timeout: u64,
+    /// Repeat the run and report each.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) runs: usize,
+}
+
+// `chat-bench history resume` (its doc is the variant's).
+#[derive(Args, Debug)]
+pub(crate) struct ResumeArgs {
+    /// Messages stored in the room, K.
+    #[arg(short = 'k', long, default_value_t = 500)]
+    pub(crate) messages: u32,
+    /// Text size in bytes (UTF-8, includes Chinese), at least 31.
+    #[arg(short = 's', long, default_value_t = 64)]
+    pub(crate) size: usize,
+    /// Resumes timed, and as many Recents.
+    #[arg(long, default_value_t = 50)]
+    pub(crate) repeat: u32,
+    /// Recent { count }.
+    #[arg(long, default_value_t = 50)]
+    pub(crate) recent: u32,
+    /// Most Says unacknowledged while storing the K.
+    #[arg(long, value_name = "W", default_value_t = 256)]
+    pub(crate) window: u32,
+    /// Give up on any one step (storing, a resume) that takes longer.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub(crate) timeout: u64,
+    /// Repeat the run and report each.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) runs: usize,
 }
 
 // `chat-bench fanout` (its doc is the variant's).
@@ -383,6 +477,56 @@ impl DmArgs {
             timeout: Duration::from_secs(self.timeout.max(1)),
             progress,
         })
+    }
+}
+
+impl AckArgs {
+    /// The options of one run (each names its clients and rooms afresh);
+    /// `progress` prints a line a second.
+    pub(crate) fn options(
+        &self,
+        server: SocketAddr,
+        progress: bool,
+    ) -> Result<history::AckOptions, Error> {
+        if !(self.rate >= 0.0 && self.rate.is_finite()) {
+            return Err(Error::Options(
+                "--rate must be a number of messages per second, 0 or more".into(),
+            ));
+        }
+        check_clients(self.clients)?;
+        let tag = tag();
+        let plan = match self.room_size {
+            None => Plan::one_room(self.clients),
+            Some(s) => Plan::rooms(self.clients, None, s, 1, 1, &format!("{tag}-"))?,
+        };
+        Ok(history::AckOptions {
+            server,
+            plan,
+            messages: self.messages,
+            size: self.size,
+            rate: (self.rate > 0.0).then_some(self.rate),
+            window: self.window,
+            parallel: self.parallel,
+            tag,
+            timeout: Duration::from_secs(self.timeout.max(1)),
+            progress,
+        })
+    }
+}
+
+impl ResumeArgs {
+    /// The options of one run (each in a fresh room).
+    pub(crate) fn options(&self, server: SocketAddr) -> history::ResumeOptions {
+        history::ResumeOptions {
+            server,
+            messages: self.messages,
+            size: self.size,
+            repeat: self.repeat,
+            recent: self.recent,
+            window: self.window,
+            tag: tag(),
+            timeout: Duration::from_secs(self.timeout.max(1)),
+        }
     }
 }
 

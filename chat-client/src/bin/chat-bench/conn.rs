@@ -74,9 +74,21 @@ impl Client {
         id: usize,
         server: SocketAddr,
         ask: Ask<'_>,
+        other: impl FnMut(&Event, SocketAddr),
+    ) -> Result<Client, Error> {
+        Client::named_with(id, server, ask, features::ROOMS, other).await
+    }
+
+    /// [`Client::named`], asking for `features` (ROOMS, or ROOMS and
+    /// HISTORY); fails unless the server grants them all.
+    pub(crate) async fn named_with(
+        id: usize,
+        server: SocketAddr,
+        ask: Ask<'_>,
+        features: u64,
         mut other: impl FnMut(&Event, SocketAddr),
     ) -> Result<Client, Error> {
-        let mut c = Client::open(id, server, None, features::ROOMS).await?;
+        let mut c = Client::open(id, server, None, features).await?;
         let mut requests = vec![Message::Nick {
             name: ask.name.into(),
         }];
@@ -175,6 +187,11 @@ impl Client {
                 client.me = session.addr;
                 Ok(client)
             }
+            Event::Welcome(_) if features & features::HISTORY != 0 => Err(client.lost(
+                "the server does not offer the HISTORY capability (run it with history on: \
+                 --data DIR or --ephemeral, not --no-history)"
+                    .into(),
+            )),
             Event::Welcome(_) => Err(client.lost(
                 "the server does not offer the ROOMS capability (names, rooms, direct messages)"
                     .into(),

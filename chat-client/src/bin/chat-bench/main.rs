@@ -2,7 +2,7 @@
 //!
 //! Workloads: `fanout` (delivery, throughput, latency in one room),
 //! `rooms` (the same in named rooms), `dm` (direct-message round trips),
-//! `idle` (what an idle connection costs) and `soak` (whether memory comes
+//! `history` (send-to-ack latency and resume, with history on), `idle` (what an idle connection costs) and `soak` (whether memory comes
 //! back after rounds of stalled clients). Every client is a TCP stream
 //! driven by `chat_proto::Connection`, owned by one task. `fanout` and
 //! `rooms` also drive NATS and Redis (`--system`), the anchors they are
@@ -13,7 +13,7 @@
 //! `payload` (the text of a bench message), `plan` (who is in which room),
 //! `pace` (turns at a steady rate), `latency` (histograms, percentiles),
 //! `fanout` (the run of `fanout` and `rooms`), `rooms` (seating named
-//! clients in their rooms), `dm`, `stalled` (clients that never read),
+//! clients in their rooms), `dm`, `history`, `stalled` (clients that never read),
 //! `idle`, `soak`, `procfs` (the server's CPU, memory and descriptors),
 //! `report` (human output), `error`, `system` (the protocol adapter per
 //! system `fanout` and `rooms` drive: `chat`, `nats`, `redis`).
@@ -24,6 +24,7 @@ mod conn;
 mod dm;
 mod error;
 mod fanout;
+mod history;
 mod idle;
 mod latency;
 mod pace;
@@ -42,7 +43,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 
-use crate::args::{Cli, Cmd};
+use crate::args::{Cli, Cmd, HistoryMode};
 use crate::procfs::Proc;
 use crate::system::System;
 
@@ -117,6 +118,32 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                 }
                 Ok(ok)
             }
+            Cmd::History(h) => match h.mode {
+                HistoryMode::Ack(args) => {
+                    let mut ok = true;
+                    for i in 0..args.runs {
+                        let r = history::ack(&args.options(cli.server, !json)?, server).await?;
+                        ok &= r.passed();
+                        if args.runs > 1 && !json {
+                            println!("run {}", i + 1);
+                        }
+                        show(&r, json)?;
+                    }
+                    Ok(ok)
+                }
+                HistoryMode::Resume(args) => {
+                    let mut ok = true;
+                    for i in 0..args.runs {
+                        let r = history::resume(&args.options(cli.server), server).await?;
+                        ok &= r.passed();
+                        if args.runs > 1 && !json {
+                            println!("run {}", i + 1);
+                        }
+                        show(&r, json)?;
+                    }
+                    Ok(ok)
+                }
+            },
             Cmd::Idle(args) => {
                 show(&idle::run(&args.options(cli.server), server).await?, json)?;
                 Ok(true)

@@ -5,7 +5,7 @@ use std::fmt;
 use crate::latency::Latency;
 use crate::procfs::Cost;
 use crate::system::System;
-use crate::{dm, fanout, idle, soak};
+use crate::{dm, fanout, history, idle, soak};
 
 /// One line of latency percentiles.
 fn latency(f: &mut fmt::Formatter<'_>, what: &str, l: &Latency) -> fmt::Result {
@@ -290,5 +290,128 @@ impl fmt::Display for soak::Report {
             None => write!(f, "  result         PASS"),
             Some(why) => write!(f, "  result         FAIL: {why}"),
         }
+    }
+}
+
+impl fmt::Display for history::AckReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "history ack: {} clients {}, x {} messages x {} B, {}",
+            self.clients,
+            match self.room_size {
+                None => "in the lobby".to_string(),
+                Some(s) => format!("in rooms of {s}"),
+            },
+            self.messages,
+            self.size,
+            match self.target_rate {
+                Some(r) => format!("{r} messages/s each"),
+                None => "windowed".into(),
+            }
+        )?;
+        writeln!(
+            f,
+            "  acknowledged      {} of {} ({} twice, {} unstored)",
+            self.acks, self.expected_acks, self.duplicate_acks, self.unstored
+        )?;
+        writeln!(
+            f,
+            "  deliveries        {} of {}",
+            self.deliveries, self.expected
+        )?;
+        writeln!(f, "  seconds           {:.3}", self.seconds)?;
+        writeln!(f, "  deliveries/s      {:.0}", self.rate)?;
+        writeln!(f, "  acks/s            {:.0}", self.ack_rate)?;
+        latency(f, "send-to-ack us", &self.latency_us)?;
+        latency(f, "delivery us", &self.delivery_latency_us)?;
+        writeln!(f, "  losses            {}", self.losses)?;
+        writeln!(f, "  duplicates        {}", self.duplicates)?;
+        writeln!(f, "  order violations  {}", self.order_violations)?;
+        writeln!(f, "  corrupt           {}", self.corrupt)?;
+        writeln!(f, "  ids not rising    {}", self.id_violations)?;
+        writeln!(f, "  broken links      {}", self.broken_links)?;
+        for lost in &self.evicted {
+            writeln!(
+                f,
+                "  failed            client {}: {}",
+                lost.client, lost.reason
+            )?;
+        }
+        if self.timed_out {
+            writeln!(f, "  timed out         nothing for the whole timeout")?;
+        }
+        writeln!(
+            f,
+            "  load cpu          {:.3} s (chat-bench's own)",
+            self.load_cpu_seconds
+        )?;
+        if let (Some(s), Some(m)) = (&self.server, self.cpu_us_per_message) {
+            writeln!(
+                f,
+                "  server cpu        {:.3} s, {:.4} us/delivery, {:.2} us/message",
+                s.cpu_seconds, s.cpu_us_per_unit, m
+            )?;
+            wakeups(f, s, "delivery")?;
+            writeln!(
+                f,
+                "  server rss        {} KiB now, {} KiB peak",
+                s.rss_kib, s.peak_rss_kib
+            )?;
+        }
+        write!(
+            f,
+            "  result            {}",
+            if self.passed() { "PASS" } else { "FAIL" }
+        )
+    }
+}
+
+impl fmt::Display for history::ResumeReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "history resume: {} messages x {} B in one room, {} resumes and Recent {{ {} }}s",
+            self.messages, self.size, self.repeat, self.recent_count
+        )?;
+        writeln!(f, "  stored in         {:.3} s", self.store_seconds)?;
+        writeln!(
+            f,
+            "  resumes           {} of {}, {} page(s) each",
+            self.resumes, self.repeat, self.pages
+        )?;
+        writeln!(f, "  messages/s        {:.0} (paged in)", self.rate)?;
+        latency(f, "resume us", &self.latency_us)?;
+        writeln!(f, "  recents           {} of {}", self.recents, self.repeat)?;
+        latency(f, "recent us", &self.recent_latency_us)?;
+        writeln!(f, "  wrong answers     {}", self.wrong)?;
+        if let Some(w) = &self.first_wrong {
+            writeln!(f, "  first wrong       {w}")?;
+        }
+        if let Some(why) = &self.failure {
+            writeln!(f, "  failed            {why}")?;
+        }
+        writeln!(
+            f,
+            "  load cpu          {:.3} s (chat-bench's own)",
+            self.load_cpu_seconds
+        )?;
+        if let Some(s) = &self.server {
+            writeln!(
+                f,
+                "  server cpu        {:.4} s, {:.1} us/resume{}",
+                s.cpu_seconds,
+                s.cpu_us_per_unit,
+                match self.recent_cpu_us {
+                    Some(r) => format!(", {r:.1} us/Recent"),
+                    None => String::new(),
+                }
+            )?;
+        }
+        write!(
+            f,
+            "  result            {}",
+            if self.passed() { "PASS" } else { "FAIL" }
+        )
     }
 }
