@@ -24,9 +24,10 @@
 #   scale-10k     rooms, 10,000 clients in 100 rooms of 100, 1,000 of them
 #                 (10 a room) sending 1 msg/s for 20 s; 99,000 deliveries/s
 #
-# Systems: chat (ours, defaults, history off: the anchors store nothing),
-# chat-nc (ours writing at once, --coalesce 0: what coalescing buys), nats,
-# redis.
+# Systems (SYSTEMS='chat chat-nc nats redis' by default): chat (ours,
+# defaults, history off: the anchors store nothing), chat-nc (ours writing
+# at once, --coalesce 0: what coalescing buys), chat-t1 (ours on one worker
+# thread), nats, redis. The first must be chat: ratios are against it.
 #
 # Server CPU per delivery counts deliveries to other clients only: Redis
 # also delivers each message back to its sender (reported apart as
@@ -107,11 +108,13 @@ start_once() {
     local system=$1 port
     shift
     case "$system" in
-    chat | chat-nc)
+    chat | chat-nc | chat-t1)
         local fifo line nc=()
         # chat-nc: the same server writing at once (no coalescing), to
-        # show what coalescing buys within the same run.
+        # show what coalescing buys within the same run; chat-t1: on one
+        # worker thread.
         [ "$system" = chat-nc ] && nc=(--coalesce 0)
+        [ "$system" = chat-t1 ] && nc=(--threads 1)
         fifo=$(mktemp -u)
         mkfifo "$fifo"
         # History off: the anchors store nothing either.
@@ -152,6 +155,7 @@ flags() {
 
 # workload NAME [SYSTEM=FLAG,FLAG...]... -- CHAT-BENCH-ARGS...: every
 # system, $runs runs each; SYSTEM= words add server flags for that system.
+systems=${SYSTEMS:-chat chat-nc nats redis}
 names=()
 workload() {
     local name=$1 spec=
@@ -163,8 +167,8 @@ workload() {
     names+=("$name")
     local i system extra
     for i in $(seq 1 "$runs"); do
-        for system in chat chat-nc nats redis; do
-            local driven=${system%-nc}
+        for system in $systems; do
+            local driven=${system%-*}
             mapfile -t extra < <(flags "$driven" "$spec")
             start "$system" "${extra[@]}"
             echo "== $name, $system, run $i/$runs: chat-bench --system $driven $*" >&2
@@ -191,9 +195,9 @@ workload paced-500x10 -- rooms -n 500 --room-size 50 -k 1 --rate 10 -m 50
 workload scale-10k CHAT=--max-clients,20000 REDIS=--maxclients,12000 -- \
     rooms -n 10000 --room-size 100 -k 1 --senders 1000 --rate 1 -m 20 --parallel 512 --timeout 60
 
-python3 - "$out" "$runs" "${names[@]}" <<'PY'
+python3 - "$out" "$runs" "$systems" "${names[@]}" <<'PY'
 import json, math, os, statistics, sys
-out, runs, names = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+out, runs, systems, names = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(), sys.argv[4:]
 def load(name, system):
     found = []
     for i in range(1, runs + 1):
@@ -226,7 +230,7 @@ print(f"{'workload':<13} {'system':<11} " + " ".join(f"{c:>{w}}" for c, _, _, w 
 for name in names:
     ours = load(name, "chat")
     m = [med(ours, f) for _, f, _, _ in cols]
-    for system in ["chat", "chat-nc", "nats", "redis"]:
+    for system in systems:
         rs = ours if system == "chat" else load(name, system)
         v = [med(rs, f) for _, f, _, _ in cols]
         passed = f"{sum(1 for r in rs if r['_rc'] == 0)}/{runs}"
