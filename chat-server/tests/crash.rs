@@ -8,58 +8,23 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use chat_proto::{ClientConfig, Conversation, Entry, Event, Message, features};
-use common::{Client, LOBBY, T, connect_with};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use chat_proto::{Conversation, Entry, Event, Message};
+use common::{LOBBY, T, historian, listening};
+use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 use tokio::time::timeout;
 
 /// Kills per run.
 const ROUNDS: usize = 4;
 
-fn historic() -> ClientConfig {
-    let mut config = ClientConfig::default();
-    config.features = features::ROOMS | features::HISTORY;
-    config
-}
-
 async fn start(dir: &Path) -> (Child, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chat-server"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_chat-server"));
+    command
         .args(["--bind", "127.0.0.1:0", "--rate", "0", "--data"])
-        .arg(dir)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start chat-server");
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    timeout(T, stdout.read_line(&mut line))
-        .await
-        .expect("listening line in time")
-        .unwrap();
-    let addr = line
-        .trim_end()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .parse()
-        .unwrap();
-    (child, addr)
-}
-
-async fn historian(server: SocketAddr, name: &str) -> Client {
-    let mut client = connect_with(server, historic()).await;
-    client.hello().await;
-    client.welcomed().await;
-    client.nick(name).await;
-    client.expect_named().await;
-    client.roster(LOBBY).await;
-    client
+        .arg(dir);
+    listening(command).await
 }
 
 /// A small generator for the kill points (seeded from the clock; the seed

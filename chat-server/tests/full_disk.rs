@@ -6,26 +6,10 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::process::Stdio;
-
-use chat_proto::{ClientConfig, Conversation, Message, Refusal, features};
-use common::{Client, LOBBY, T, connect_with};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use chat_proto::{Conversation, Message, Refusal};
+use common::{LOBBY, T, historian, listening};
 use tokio::process::Command;
 use tokio::time::timeout;
-
-async fn historian(server: SocketAddr, name: &str) -> Client {
-    let mut config = ClientConfig::default();
-    config.features = features::ROOMS | features::HISTORY;
-    let mut client = connect_with(server, config).await;
-    client.hello().await;
-    client.welcomed().await;
-    client.nick(name).await;
-    client.expect_named().await;
-    client.roster(LOBBY).await;
-    client
-}
 
 #[tokio::test]
 async fn a_full_store_refuses_sends_and_still_serves_history() {
@@ -36,22 +20,9 @@ async fn a_full_store_refuses_sends_and_still_serves_history() {
         env!("CARGO_BIN_EXE_chat-server"),
         dir.path().display()
     );
-    let mut child = Command::new("bash")
-        .args(["-c", &script])
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start bash");
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    timeout(T, stdout.read_line(&mut line))
-        .await
-        .expect("listening line in time")
-        .unwrap();
-    let addr: SocketAddr = line.trim_end()["listening on ".len()..].parse().unwrap();
+    let mut command = Command::new("bash");
+    command.args(["-c", &script]);
+    let (mut child, addr) = listening(command).await;
 
     let mut ann = historian(addr, "ann").await;
     let big = "满".repeat(20_000);

@@ -4,34 +4,10 @@
 
 mod common;
 
-use std::net::SocketAddr;
-
-use chat_proto::{ClientConfig, Conversation, Entry, Message, Refusal, features};
+use chat_proto::{Conversation, Entry, Message, Refusal};
 use chat_server::{Config, Server, Storage};
-use common::{Client, LOBBY, T, TestServer, config, connect_with, join, named};
+use common::{Client, LOBBY, T, TestServer, config, historian, join, named};
 use tokio::time::timeout;
-
-fn historic() -> ClientConfig {
-    let mut config = ClientConfig::default();
-    config.features = features::ROOMS | features::HISTORY;
-    config
-}
-
-/// A HISTORY client called `name`, in the lobby, its roster taken.
-async fn historian(server: SocketAddr, name: &str) -> Client {
-    let mut client = connect_with(server, historic()).await;
-    client.hello().await;
-    match client.welcomed().await {
-        Message::Welcome { features: got, .. } => {
-            assert_eq!(got, features::ROOMS | features::HISTORY)
-        }
-        other => panic!("expected Welcome, got {other:?}"),
-    }
-    client.nick(name).await;
-    assert_eq!(client.expect_named().await, name);
-    client.roster(LOBBY).await;
-    client
-}
 
 /// The next message that is not a presence notice.
 async fn next(client: &mut Client) -> Message {

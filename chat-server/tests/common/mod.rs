@@ -636,3 +636,59 @@ pub fn info(name: &str, members: u32) -> RoomInfo {
         members,
     }
 }
+
+// ---- History (the HISTORY capability) ----
+
+/// A client configuration that asks for ROOMS and HISTORY.
+pub fn historic() -> ClientConfig {
+    let mut config = ClientConfig::default();
+    config.features = features::ROOMS | features::HISTORY;
+    config
+}
+
+/// A HISTORY client called `name`, in the lobby, its roster taken.
+pub async fn historian(server: SocketAddr, name: &str) -> Client {
+    let mut client = connect_with(server, historic()).await;
+    client.hello().await;
+    match client.welcomed().await {
+        Message::Welcome { features: got, .. } => {
+            assert_eq!(got, features::ROOMS | features::HISTORY)
+        }
+        other => panic!("expected Welcome, got {other:?}"),
+    }
+    client.nick(name).await;
+    assert_eq!(client.expect_named().await, name);
+    client.roster(LOBBY).await;
+    client
+}
+
+// ---- The binary ----
+
+/// Starts `command` (the chat-server binary, or a shell that execs it),
+/// its stdout piped, and reads its `listening on ADDR` line.
+pub async fn listening(
+    mut command: tokio::process::Command,
+) -> (tokio::process::Child, SocketAddr) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = command
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the server");
+    let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    timeout(T, stdout.read_line(&mut line))
+        .await
+        .expect("listening line in time")
+        .unwrap();
+    let addr = line
+        .trim_end()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .parse()
+        .unwrap();
+    (child, addr)
+}
