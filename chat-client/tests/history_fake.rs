@@ -8,54 +8,26 @@
 //! HISTORY, so it sees the client's `Say`/`Tell`/`Send` numbered as the real
 //! server does.
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use chat_client::{
     Client, Conversation, Entry, Error, Event, Events, Marks, Member, Options, Refusal,
 };
-use chat_proto::{ChatCodec, Connection, Message, ServerConfig, VERSION, features};
+use chat_proto::{ChatCodec, Message, ServerConfig, VERSION, features};
+use common::{Fake, listen, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::time::timeout;
+use tokio::net::TcpListener;
 
-/// Every await on the network is bounded: a hang fails the test instead.
-async fn within<T>(fut: impl Future<Output = T>) -> T {
-    timeout(Duration::from_secs(10), fut)
-        .await
-        .expect("timed out after 10s")
-}
-
-async fn listen() -> (TcpListener, SocketAddr) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    (listener, addr)
-}
-
-/// One accepted client, seen through a server-role machine.
-struct Fake {
-    stream: TcpStream,
-    conn: Connection,
-    /// The client's address, as it sees itself.
-    me: SocketAddr,
-}
+mod common;
 
 impl Fake {
     /// Accepts a client, grants what it asks of `offered`, names it `name`
     /// and sends the lobby's roster.
     async fn accept(listener: &TcpListener, offered: u64, name: &str) -> Fake {
-        let (stream, peer) = within(listener.accept()).await.unwrap();
-        // Many small frames, each awaited: no waiting for delayed ACKs.
-        stream.set_nodelay(true).unwrap();
         let mut config = ServerConfig::default();
         config.features = offered;
-        let mut fake = Fake {
-            stream,
-            conn: Connection::server(config),
-            me: peer,
-        };
+        let mut fake = Fake::accept_with(listener, config).await;
         assert_eq!(
             fake.next().await,
             Some(chat_proto::Event::Hello {
@@ -63,7 +35,7 @@ impl Fake {
                 features: features::ROOMS | features::HISTORY
             })
         );
-        fake.conn.accept(peer).unwrap();
+        fake.conn.accept(fake.me).unwrap();
         fake.flush().await;
         assert!(matches!(fake.recv().await, Message::Nick { .. }));
         fake.send(Message::Named { name: name.into() }).await;
@@ -81,39 +53,12 @@ impl Fake {
         .await;
     }
 
-    async fn next(&mut self) -> Option<chat_proto::Event> {
-        loop {
-            if let Some(event) = self.conn.poll().expect("the client broke the protocol") {
-                return Some(event);
-            }
-            self.flush().await;
-            let read = within(self.stream.read_buf(self.conn.input())).await;
-            if read.expect("read failed") == 0 {
-                self.conn.eof().expect("the client closed mid-frame");
-                return None;
-            }
-        }
-    }
-
-    /// The client's next message (numbered ones as they are).
-    async fn recv(&mut self) -> Message {
-        match self.next().await {
-            Some(chat_proto::Event::Message(msg)) => msg,
-            other => panic!("expected a message, got {other:?}"),
-        }
-    }
-
     /// The client's next numbered request: its number and itself.
     async fn numbered(&mut self) -> (u64, Message) {
         match self.next().await {
             Some(chat_proto::Event::Numbered { seq, message }) => (seq, message),
             other => panic!("expected a numbered request, got {other:?}"),
         }
-    }
-
-    async fn send(&mut self, msg: Message) {
-        self.conn.send(&msg).unwrap();
-        self.flush().await;
     }
 
     /// Writes a frame the machine would refuse to send.
@@ -152,12 +97,6 @@ impl Fake {
         self.conn.exit().unwrap();
         self.flush().await;
         assert_eq!(self.next().await, None);
-    }
-
-    async fn flush(&mut self) {
-        if let Some(bytes) = self.conn.transmit() {
-            within(self.stream.write_all(&bytes)).await.unwrap();
-        }
     }
 }
 
