@@ -86,6 +86,12 @@ impl Fake {
         }
     }
 
+    /// Ends the script: the marker, then the client's leaving.
+    async fn finish(&mut self) {
+        self.send(marker()).await;
+        self.goodbye().await;
+    }
+
     async fn goodbye(&mut self) {
         loop {
             match self.next().await {
@@ -130,6 +136,15 @@ fn page(conversation: Conversation, ids: &[(u64, u64)], missing: bool, more: boo
             .collect(),
         missing,
         more,
+    }
+}
+
+/// What the library sends to read `conversation` on from `after`.
+fn resume_from(conversation: Conversation, after: u64) -> Message {
+    Message::Resume {
+        conversation,
+        after,
+        limit: 0,
     }
 }
 
@@ -269,8 +284,7 @@ async fn live_duplicates_are_dropped() {
         fake.send(posted("lobby", 5, 0)).await;
         fake.send(posted("lobby", 7, 5)).await;
         fake.send(posted("lobby", 7, 5)).await;
-        fake.send(marker()).await;
-        fake.goodbye().await;
+        fake.finish().await;
     });
     let (sender, mut events) = connect(addr, Options::default()).await;
     assert_eq!(ids(&next_message(&mut events).await), [5]);
@@ -291,14 +305,7 @@ async fn a_gap_is_resumed_and_joined_to_live_delivery() {
         fake.send(posted("lobby", 5, 0)).await;
         // 7 was missed.
         fake.send(posted("lobby", 9, 7)).await;
-        assert_eq!(
-            fake.recv().await,
-            Message::Resume {
-                conversation: room("lobby"),
-                after: 5,
-                limit: 0
-            }
-        );
+        assert_eq!(fake.recv().await, resume_from(room("lobby"), 5));
         // Stored while the page is read: it comes both ways.
         fake.send(posted("lobby", 10, 9)).await;
         fake.send(page(
@@ -309,8 +316,7 @@ async fn a_gap_is_resumed_and_joined_to_live_delivery() {
         ))
         .await;
         fake.send(posted("lobby", 11, 10)).await;
-        fake.send(marker()).await;
-        fake.goodbye().await;
+        fake.finish().await;
     });
     let (sender, mut events) = connect(addr, Options::default()).await;
     assert_eq!(ids(&next_message(&mut events).await), [5]);
@@ -348,43 +354,21 @@ async fn marks_resume_rooms_and_direct_conversations_on_reconnect() {
 
         // Second connection.
         let mut fake = Fake::accept(&listener, features::ALL, "alice").await;
-        assert_eq!(
-            fake.recv().await,
-            Message::Resume {
-                conversation: direct("bob"),
-                after: 3,
-                limit: 0
-            }
-        );
+        assert_eq!(fake.recv().await, resume_from(direct("bob"), 3));
         // Retention dropped some of them.
         fake.send(page(direct("bob"), &[(8, 6)], true, false)).await;
         assert!(matches!(fake.recv().await, Message::Join { .. }));
         fake.roster("rust", "alice").await;
-        assert_eq!(
-            fake.recv().await,
-            Message::Resume {
-                conversation: room("rust"),
-                after: 40,
-                limit: 0
-            }
-        );
+        assert_eq!(fake.recv().await, resume_from(room("rust"), 40));
         fake.send(posted("rust", 45, 44)).await;
         fake.send(page(room("rust"), &[(42, 40), (44, 42)], false, true))
             .await;
-        assert_eq!(
-            fake.recv().await,
-            Message::Resume {
-                conversation: room("rust"),
-                after: 44,
-                limit: 0
-            }
-        );
+        assert_eq!(fake.recv().await, resume_from(room("rust"), 44));
         fake.send(posted("rust", 47, 45)).await;
         fake.send(page(room("rust"), &[(45, 44)], false, false))
             .await;
         fake.send(posted("rust", 48, 47)).await;
-        fake.send(marker()).await;
-        fake.goodbye().await;
+        fake.finish().await;
     });
 
     let (sender, mut events) = connect(addr, Options::default()).await;
@@ -445,8 +429,7 @@ async fn own_messages_come_once_across_a_page() {
         })
         .await;
         fake.send(posted("lobby", 13, 12)).await;
-        fake.send(marker()).await;
-        fake.goodbye().await;
+        fake.finish().await;
     });
     let mut options = Options::default();
     options.recent = 20;
@@ -494,8 +477,7 @@ async fn recent_follows_more_up_to_its_count() {
         // The count is reached: no further request, and 4 is not repeated.
         fake.send(posted("lobby", 4, 3)).await;
         fake.send(posted("lobby", 5, 4)).await;
-        fake.send(marker()).await;
-        fake.goodbye().await;
+        fake.finish().await;
     });
     let (sender, mut events) = connect(addr, Options::default()).await;
     assert_eq!(ids(&next_message(&mut events).await), [3]);
@@ -533,8 +515,7 @@ async fn a_refused_resume_releases_what_was_held() {
         fake.send(posted("lobby", 3, 2)).await;
         // The resume's.
         fake.send(refused).await;
-        fake.send(marker()).await;
-        fake.goodbye().await;
+        fake.finish().await;
     });
     let (sender, mut events) = connect(addr, Options::default()).await;
     assert_eq!(ids(&next_message(&mut events).await), [1]);
@@ -645,14 +626,7 @@ async fn an_empty_room_read_once_is_resumed_from_the_start() {
         fake.send(page(room("lobby"), &[], false, false)).await;
         drop(fake);
         let mut fake = Fake::accept(&listener, features::ALL, "alice").await;
-        assert_eq!(
-            fake.recv().await,
-            Message::Resume {
-                conversation: room("lobby"),
-                after: 0,
-                limit: 0
-            }
-        );
+        assert_eq!(fake.recv().await, resume_from(room("lobby"), 0));
         fake.send(page(room("lobby"), &[(1, 0)], false, false))
             .await;
         fake.goodbye().await;
@@ -734,11 +708,7 @@ async fn random_gaps_pages_and_duplicates_give_every_message_once() {
                         let next = rest[take - 1];
                         assert_eq!(
                             fake.recv().await,
-                            Message::Resume {
-                                conversation: room("lobby"),
-                                after: next,
-                                limit: 0
-                            },
+                            resume_from(room("lobby"), next),
                             "seed {seed}"
                         );
                         resume = Some(next);
@@ -781,11 +751,7 @@ async fn random_gaps_pages_and_duplicates_give_every_message_once() {
                 } else {
                     assert_eq!(
                         fake.recv().await,
-                        Message::Resume {
-                            conversation: room("lobby"),
-                            after: client_last,
-                            limit: 0
-                        },
+                        resume_from(room("lobby"), client_last),
                         "seed {seed}"
                     );
                     resume = Some(client_last);
@@ -831,14 +797,7 @@ async fn a_refusal_of_the_librarys_own_resume_is_not_passed_on() {
     let (listener, addr) = listen().await;
     let server = tokio::spawn(async move {
         let mut fake = Fake::accept(&listener, features::ALL, "alice").await;
-        assert_eq!(
-            fake.recv().await,
-            Message::Resume {
-                conversation: room("lobby"),
-                after: 5,
-                limit: 0
-            }
-        );
+        assert_eq!(fake.recv().await, resume_from(room("lobby"), 5));
         fake.send(posted("lobby", 6, 5)).await;
         fake.send(Message::Refused {
             code: Refusal::NotInRoom,
@@ -846,8 +805,7 @@ async fn a_refusal_of_the_librarys_own_resume_is_not_passed_on() {
             detail: "not in it".into(),
         })
         .await;
-        fake.send(marker()).await;
-        fake.goodbye().await;
+        fake.finish().await;
     });
     let mut options = Options::default();
     options.resume.note(&room("lobby"), 5);
