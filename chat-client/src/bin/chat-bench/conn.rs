@@ -12,13 +12,18 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use chat_proto::{ClientConfig, Connection, Event, Message, Refusal, features};
 use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 
 use crate::error::Error;
 use crate::socket::read_into;
+use crate::system::Peer;
 
 /// The room every client starts in.
 pub(crate) const LOBBY: &str = "lobby";
@@ -288,4 +293,41 @@ impl Client {
             .poll()
             .map_err(|e| self.lost(format!("the server broke the protocol: {e}")))
     }
+}
+
+/// Runs `n` handshakes, `parallel` at a time (`start(id)` makes client
+/// `id`'s), and gives the clients back in id order: the first error, or
+/// a timeout after `timeout` that says "could not connect and {what}".
+pub(crate) async fn connect_all<P, F>(
+    n: usize,
+    parallel: usize,
+    timeout: Duration,
+    what: &str,
+    mut start: impl FnMut(usize) -> F,
+) -> Result<Vec<P>, Error>
+where
+    P: Peer + Send + 'static,
+    F: Future<Output = Result<P, Error>> + Send + 'static,
+{
+    let gate = Arc::new(Semaphore::new(parallel.max(1)));
+    let mut set = JoinSet::new();
+    for id in 0..n {
+        let (gate, handshake) = (gate.clone(), start(id));
+        set.spawn(async move {
+            let _permit = gate.acquire_owned().await.expect("semaphore open");
+            handshake.await
+        });
+    }
+    let all = async {
+        let mut clients = Vec::with_capacity(n);
+        while let Some(r) = set.join_next().await {
+            clients.push(r.expect("connect task panicked")?);
+        }
+        Ok::<_, Error>(clients)
+    };
+    let mut clients = tokio::time::timeout(timeout, all)
+        .await
+        .map_err(|_| Error::Timeout(format!("could not connect and {what} in {timeout:?}")))??;
+    clients.sort_by_key(Peer::id);
+    Ok(clients)
 }

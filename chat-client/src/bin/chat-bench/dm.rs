@@ -24,11 +24,11 @@ use chat_proto::{Event, Message};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::io::Interest;
-use tokio::sync::{Barrier, Notify, Semaphore};
+use tokio::sync::{Barrier, Notify};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::conn::{Ask, Client};
+use crate::conn::{Ask, Client, connect_all};
 use crate::error::Error;
 use crate::fanout::Lost;
 use crate::latency::{Latency, histogram};
@@ -303,39 +303,20 @@ pub(crate) async fn run(opts: &Options, server: Option<Proc>) -> Result<Report, 
 
 /// Connects the 2P clients, named `{tag}.{id}`, out of the lobby, in id order.
 async fn connect(opts: &Options) -> Result<Vec<Client>, Error> {
-    let gate = Arc::new(Semaphore::new(opts.parallel.max(1)));
-    let mut set = JoinSet::new();
-    for id in 0..2 * opts.pairs {
-        let (gate, server) = (gate.clone(), opts.server);
-        let name = format!("{}.{id}", opts.tag);
-        set.spawn(async move {
-            let _permit = gate.acquire_owned().await.expect("semaphore open");
+    let n = 2 * opts.pairs;
+    let what = format!("name all {n} clients");
+    connect_all(n, opts.parallel, opts.timeout, &what, |id| {
+        let (server, name) = (opts.server, format!("{}.{id}", opts.tag));
+        async move {
             let ask = Ask {
                 name: &name,
                 join: &[],
                 part_lobby: true,
             };
             Client::named(id, server, ask, |_, _| {}).await
-        });
-    }
-    let all = async {
-        let mut clients = Vec::with_capacity(set.len());
-        while let Some(r) = set.join_next().await {
-            clients.push(r.expect("connect task panicked")?);
         }
-        Ok::<_, Error>(clients)
-    };
-    let mut clients = tokio::time::timeout(opts.timeout, all)
-        .await
-        .map_err(|_| {
-            Error::Timeout(format!(
-                "could not connect and name all {} clients in {:?}",
-                2 * opts.pairs,
-                opts.timeout
-            ))
-        })??;
-    clients.sort_by_key(|c| c.id);
-    Ok(clients)
+    })
+    .await
 }
 
 /// One client's whole run. An A (even id) starts round trips as its turns

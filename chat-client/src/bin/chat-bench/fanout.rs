@@ -55,11 +55,11 @@ use chat_proto::{Event, Message};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::io::Interest;
-use tokio::sync::{Barrier, Notify, Semaphore};
+use tokio::sync::{Barrier, Notify};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::conn::Client;
+use crate::conn::{Client, connect_all};
 use crate::error::Error;
 use crate::latency::{Latency, histogram};
 use crate::pace::pace;
@@ -367,37 +367,16 @@ where
     C: Fn(usize, SocketAddr, Vec<String>) -> F,
 {
     let n = opts.plan.clients();
-    let gate = Arc::new(Semaphore::new(opts.parallel.max(1)));
-    let mut set = JoinSet::new();
-    for id in 0..n {
+    let what = format!("subscribe all {n} clients to {what}");
+    connect_all(n, opts.parallel, opts.timeout, &what, |id| {
         let channels = if opts.plan.named() {
             opts.plan.names_of(id)
         } else {
             vec![CHANNEL.to_string()]
         };
-        let (gate, c) = (gate.clone(), connect(id, opts.server, channels));
-        set.spawn(async move {
-            let _permit = gate.acquire_owned().await.expect("semaphore open");
-            c.await
-        });
-    }
-    let all = async {
-        let mut clients = Vec::with_capacity(n);
-        while let Some(r) = set.join_next().await {
-            clients.push(r.expect("connect task panicked")?);
-        }
-        Ok::<_, Error>(clients)
-    };
-    let mut clients = tokio::time::timeout(opts.timeout, all)
-        .await
-        .map_err(|_| {
-            Error::Timeout(format!(
-                "could not connect and subscribe all {n} clients to {what} in {:?}",
-                opts.timeout
-            ))
-        })??;
-    clients.sort_by_key(Peer::id);
-    Ok(clients)
+        connect(id, opts.server, channels)
+    })
+    .await
 }
 
 /// Runs the workload with connected clients: the part every system shares.

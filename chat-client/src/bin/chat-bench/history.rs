@@ -25,11 +25,11 @@ use chat_proto::{Conversation, Entry, Event, Message, features};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::io::Interest;
-use tokio::sync::{Barrier, Notify, Semaphore};
+use tokio::sync::{Barrier, Notify};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::conn::{Ask, Client, LOBBY};
+use crate::conn::{Ask, Client, LOBBY, connect_all};
 use crate::error::Error;
 use crate::fanout::Lost;
 use crate::latency::{Latency, histogram};
@@ -374,14 +374,15 @@ impl Tally {
 /// Connects the N HISTORY clients, named `{tag}.{id}`, each in its room
 /// (the lobby, or its named room out of the lobby), in id order.
 async fn connect(opts: &AckOptions) -> Result<Vec<Client>, Error> {
-    let gate = Arc::new(Semaphore::new(opts.parallel.max(1)));
-    let mut set = JoinSet::new();
-    for id in 0..opts.plan.clients() {
-        let (gate, server) = (gate.clone(), opts.server);
-        let name = format!("{}.{id}", opts.tag);
-        let join = opts.plan.names_of(id);
-        set.spawn(async move {
-            let _permit = gate.acquire_owned().await.expect("semaphore open");
+    let n = opts.plan.clients();
+    let what = format!("seat all {n} clients");
+    connect_all(n, opts.parallel, opts.timeout, &what, |id| {
+        let (server, join, name) = (
+            opts.server,
+            opts.plan.names_of(id),
+            format!("{}.{id}", opts.tag),
+        );
+        async move {
             let ask = Ask {
                 name: &name,
                 join: &join,
@@ -391,27 +392,10 @@ async fn connect(opts: &AckOptions) -> Result<Vec<Client>, Error> {
             if c.rooms.is_empty() {
                 c.rooms = vec![LOBBY.into()];
             }
-            Ok::<_, Error>(c)
-        });
-    }
-    let all = async {
-        let mut clients = Vec::with_capacity(set.len());
-        while let Some(r) = set.join_next().await {
-            clients.push(r.expect("connect task panicked")?);
+            Ok(c)
         }
-        Ok::<_, Error>(clients)
-    };
-    let mut clients = tokio::time::timeout(opts.timeout, all)
-        .await
-        .map_err(|_| {
-            Error::Timeout(format!(
-                "could not connect and seat all {} clients in {:?}",
-                opts.plan.clients(),
-                opts.timeout
-            ))
-        })??;
-    clients.sort_by_key(|c| c.id);
-    Ok(clients)
+    })
+    .await
 }
 
 /// One client's run: says its messages as its turns (or its window) allow,

@@ -5,13 +5,9 @@
 //! Every client leaves the lobby, so that a thousand clients arriving do not
 //! make a million lobby notices, and the run measures the rooms alone.
 
-use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
-
-use crate::conn::{Ask, Client};
+use crate::conn::{Ask, Client, connect_all};
 use crate::error::Error;
 use crate::fanout::Options;
 
@@ -32,39 +28,22 @@ pub(crate) fn tag() -> String {
 /// has all its members (each client had the server's answer to each of its
 /// joins).
 pub(crate) async fn connect(opts: &Options) -> Result<Vec<Client>, Error> {
-    let tag = &opts.tag;
-    let gate = Arc::new(Semaphore::new(opts.parallel.max(1)));
-    let mut set = JoinSet::new();
-    for id in 0..opts.plan.clients() {
-        let (gate, server) = (gate.clone(), opts.server);
-        let join = opts.plan.names_of(id);
-        let name = format!("{tag}.{id}");
-        set.spawn(async move {
-            let _permit = gate.acquire_owned().await.expect("semaphore open");
+    let n = opts.plan.clients();
+    let what = format!("seat all {n} clients in their rooms");
+    connect_all(n, opts.parallel, opts.timeout, &what, |id| {
+        let (server, join, name) = (
+            opts.server,
+            opts.plan.names_of(id),
+            format!("{}.{id}", opts.tag),
+        );
+        async move {
             let ask = Ask {
                 name: &name,
                 join: &join,
                 part_lobby: true,
             };
             Client::named(id, server, ask, |_, _| {}).await
-        });
-    }
-    let all = async {
-        let mut clients = Vec::with_capacity(set.len());
-        while let Some(r) = set.join_next().await {
-            clients.push(r.expect("connect task panicked")?);
         }
-        Ok::<_, Error>(clients)
-    };
-    let mut clients = tokio::time::timeout(opts.timeout, all)
-        .await
-        .map_err(|_| {
-            Error::Timeout(format!(
-                "could not connect and seat all {} clients in their rooms in {:?}",
-                opts.plan.clients(),
-                opts.timeout
-            ))
-        })??;
-    clients.sort_by_key(|c| c.id);
-    Ok(clients)
+    })
+    .await
 }
