@@ -63,7 +63,7 @@ use crate::conn::{Client, connect_all};
 use crate::error::Error;
 use crate::latency::{Latency, histogram};
 use crate::pace::pace;
-use crate::payload::{HEADER, filler, parse, text};
+use crate::payload::{HEADER, check_fits, check_size, filler, parse, text};
 use crate::plan::Plan;
 use crate::procfs::{Cost, Proc};
 use crate::stalled::{self, Outcome};
@@ -312,11 +312,7 @@ pub(crate) async fn run(opts: &Options, server: Option<Proc>) -> Result<Report, 
     if clients > 0xffff {
         return Err(Error::Options("fanout takes at most 65535 clients".into()));
     }
-    if opts.size < HEADER {
-        return Err(Error::Options(format!(
-            "message size must be at least {HEADER} bytes"
-        )));
-    }
+    check_size(opts.size)?;
     let fill = filler(opts.size);
     if opts.system != System::Chat && opts.stalled > 0 {
         return Err(Error::Options("--stalled needs --system chat".into()));
@@ -328,13 +324,7 @@ pub(crate) async fn run(opts: &Options, server: Option<Proc>) -> Result<Report, 
             } else {
                 connect(opts).await?
             };
-            let limit = clients[0].conn.max_text_len();
-            if fill.len() + HEADER > limit {
-                return Err(Error::Options(format!(
-                    "message size {} exceeds the server's limit of {limit} bytes",
-                    opts.size
-                )));
-            }
+            check_fits(opts.size, clients[0].conn.max_text_len())?;
             let addrs = clients.iter().map(|c| c.me).collect();
             let names = clients.iter().map(|c| c.name.clone()).collect();
             measure(opts, server, clients, stalled, (addrs, names), fill).await

@@ -21,6 +21,7 @@
 
 mod args;
 mod conn;
+mod crowd;
 mod dm;
 mod error;
 mod fanout;
