@@ -12,14 +12,17 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use chat_proto::{ClientConfig, Connection, Event, Message, Refusal, features};
+use tokio::io::Interest;
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
+use tokio_util::sync::WaitForCancellationFuture;
 
 use crate::error::Error;
 use crate::socket::read_into;
@@ -27,6 +30,16 @@ use crate::system::Peer;
 
 /// The room every client starts in.
 pub(crate) const LOBBY: &str = "lobby";
+
+/// What a client's [`Client::wait`] came to.
+pub(crate) enum Woke {
+    /// The run was stopped.
+    Stopped,
+    /// Its turn came, or the socket moved without anything read.
+    Again,
+    /// A read brought bytes (or the end of the stream): events may wait.
+    Read,
+}
 
 /// What a named client asks for once welcomed.
 #[derive(Debug, Clone, Copy)]
@@ -211,6 +224,59 @@ impl Client {
         Error::Disconnected {
             id: self.id,
             reason,
+        }
+    }
+
+    /// Ends the run on a refusal, an eviction or a shutdown notice; any
+    /// other event passes.
+    pub(crate) fn check(&self, event: Event) -> Result<(), Error> {
+        match event {
+            Event::Message(Message::Refused {
+                code,
+                subject,
+                detail,
+            }) => Err(self.lost(format!(
+                "the server refused a request: {code:?} for {subject:?}: {detail}"
+            ))),
+            Event::Error(reason) => Err(self.lost(format!("evicted by the server: {reason}"))),
+            Event::Exit => Err(self.lost("the server sent Exit (shutting down)".into())),
+            _ => Ok(()),
+        }
+    }
+
+    /// Waits for the socket (writing too while output waits and no write
+    /// has failed), for `turn` if given, or for `stop`; reads what came.
+    pub(crate) async fn wait(
+        &mut self,
+        write_failed: &mut bool,
+        turn: Option<&Notify>,
+        stop: &mut Pin<&mut WaitForCancellationFuture<'_>>,
+    ) -> Result<Woke, Error> {
+        let sending = self.sending() && !*write_failed;
+        let interest = if sending {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        let notified = async {
+            match turn {
+                Some(turn) => turn.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = stop.as_mut() => Ok(Woke::Stopped),
+            () = notified => Ok(Woke::Again),
+            r = self.stream.ready(interest) => {
+                let ready = r.map_err(|e| self.lost(e.to_string()))?;
+                if ready.is_writable() && sending && self.write().is_err() {
+                    *write_failed = true;
+                }
+                if ready.is_readable() && self.read()?.is_some() {
+                    return Ok(Woke::Read);
+                }
+                Ok(Woke::Again)
+            }
         }
     }
 

@@ -23,9 +23,8 @@ use std::time::{Duration, Instant};
 use chat_proto::{Event, Message};
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use tokio::io::Interest;
 
-use crate::conn::{Ask, Client, connect_all};
+use crate::conn::{Ask, Client, Woke, connect_all};
 use crate::crowd::{self, Run};
 use crate::error::Error;
 use crate::fanout::Lost;
@@ -271,39 +270,20 @@ async fn drive(mut c: Client, ctx: &Shared) -> (Tally, Client, Option<Error>) {
         if tally.got + tally.corrupt >= messages && !c.sending() {
             break None;
         }
-        let sending = c.sending() && !write_failed;
         let waiting = starter && ctx.allowed.is_some() && sent == limit && sent < ctx.messages;
-        let interest = if sending {
-            Interest::READABLE | Interest::WRITABLE
-        } else {
-            Interest::READABLE
-        };
-        tokio::select! {
-            () = &mut aborted => break None,
-            () = ctx.wake[pair].notified(), if waiting => {}
-            r = c.stream.ready(interest) => {
-                let ready = match r {
-                    Ok(ready) => ready,
-                    Err(e) => break Some(c.lost(e.to_string())),
-                };
-                if ready.is_writable() && sending && c.write().is_err() {
-                    write_failed = true;
+        let turn = waiting.then(|| &ctx.wake[pair]);
+        match c.wait(&mut write_failed, turn, &mut aborted).await {
+            Err(e) => break Some(e),
+            Ok(Woke::Stopped) => break None,
+            Ok(Woke::Again) => {}
+            Ok(Woke::Read) => {
+                let before = tally.got;
+                if let Err(e) = take(&mut c, ctx, partner, &to, &mut next, &mut tally) {
+                    break Some(e);
                 }
-                if ready.is_readable() {
-                    match c.read() {
-                        Err(e) => break Some(e),
-                        Ok(None) => {}
-                        Ok(Some(_)) => {
-                            let before = tally.got;
-                            if let Err(e) = take(&mut c, ctx, partner, &to, &mut next, &mut tally) {
-                                break Some(e);
-                            }
-                            ctx.total.fetch_add(tally.got - before, Ordering::Relaxed);
-                            if c.conn.is_closed() {
-                                break Some(c.lost("the server closed the connection".into()));
-                            }
-                        }
-                    }
+                ctx.total.fetch_add(tally.got - before, Ordering::Relaxed);
+                if c.conn.is_closed() {
+                    break Some(c.lost("the server closed the connection".into()));
                 }
             }
         }
@@ -331,22 +311,10 @@ fn take(
         let (from, text) = match event {
             None => break,
             Some(Event::Message(Message::Told { from, text })) => (from, text),
-            Some(Event::Message(Message::Refused {
-                code,
-                subject,
-                detail,
-            })) => {
-                return Err(c.lost(format!(
-                    "the server refused a request: {code:?} for {subject:?}: {detail}"
-                )));
+            Some(other) => {
+                c.check(other)?;
+                continue;
             }
-            Some(Event::Error(reason)) => {
-                return Err(c.lost(format!("evicted by the server: {reason}")));
-            }
-            Some(Event::Exit) => {
-                return Err(c.lost("the server sent Exit (shutting down)".into()));
-            }
-            Some(_) => continue,
         };
         got = true;
         let Some((who, seq, ts)) = parse(text.as_bytes()) else {

@@ -24,9 +24,8 @@ use std::time::{Duration, Instant};
 use chat_proto::{Conversation, Entry, Event, Message, features};
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use tokio::io::Interest;
 
-use crate::conn::{Ask, Client, LOBBY, connect_all};
+use crate::conn::{Ask, Client, LOBBY, Woke, connect_all};
 use crate::crowd::{self, Run};
 use crate::error::Error;
 use crate::fanout::Lost;
@@ -364,40 +363,22 @@ async fn drive(mut c: Client, ctx: &Shared) -> (Tally, Client, Option<Error>) {
         {
             break None;
         }
-        let sending = c.sending() && !write_failed;
         let waiting = ctx.allowed.is_some() && sent == limit && sent < ctx.messages;
-        let interest = if sending {
-            Interest::READABLE | Interest::WRITABLE
-        } else {
-            Interest::READABLE
-        };
-        tokio::select! {
-            () = &mut aborted => break None,
-            () = ctx.wake[id].notified(), if waiting => {}
-            r = c.stream.ready(interest) => {
-                let ready = match r {
-                    Ok(ready) => ready,
-                    Err(e) => break Some(c.lost(e.to_string())),
-                };
-                if ready.is_writable() && sending && c.write().is_err() {
-                    write_failed = true;
+        let turn = waiting.then(|| &ctx.wake[id]);
+        match c.wait(&mut write_failed, turn, &mut aborted).await {
+            Err(e) => break Some(e),
+            Ok(Woke::Stopped) => break None,
+            Ok(Woke::Again) => {}
+            Ok(Woke::Read) => {
+                let before = t.acks + t.got;
+                let r = take(&mut c, ctx, &room, &mut state, &mut t);
+                ctx.total
+                    .fetch_add(t.acks + t.got - before, Ordering::Relaxed);
+                if let Err(e) = r {
+                    break Some(e);
                 }
-                if ready.is_readable() {
-                    match c.read() {
-                        Err(e) => break Some(e),
-                        Ok(None) => {}
-                        Ok(Some(_)) => {
-                            let before = t.acks + t.got;
-                            let r = take(&mut c, ctx, &room, &mut state, &mut t);
-                            ctx.total.fetch_add(t.acks + t.got - before, Ordering::Relaxed);
-                            if let Err(e) = r {
-                                break Some(e);
-                            }
-                            if c.conn.is_closed() {
-                                break Some(c.lost("the server closed the connection".into()));
-                            }
-                        }
-                    }
+                if c.conn.is_closed() {
+                    break Some(c.lost("the server closed the connection".into()));
                 }
             }
         }
@@ -455,22 +436,10 @@ fn take(
                 )));
             }
             Some(Event::Message(Message::Posted { room, entry })) => (room, entry),
-            Some(Event::Message(Message::Refused {
-                code,
-                subject,
-                detail,
-            })) => {
-                return Err(c.lost(format!(
-                    "the server refused a request: {code:?} for {subject:?}: {detail}"
-                )));
+            Some(other) => {
+                c.check(other)?;
+                continue;
             }
-            Some(Event::Error(reason)) => {
-                return Err(c.lost(format!("evicted by the server: {reason}")));
-            }
-            Some(Event::Exit) => {
-                return Err(c.lost("the server sent Exit (shutting down)".into()));
-            }
-            Some(_) => continue,
         };
         got = true;
         if posted_room != room {
