@@ -49,7 +49,7 @@ impl Running {
     /// Shuts the server down; it must end cleanly.
     pub async fn stop(self) {
         let _ = self.stop.send(());
-        within_secs(20, self.task).await.unwrap().unwrap();
+        within_secs(30, self.task).await.unwrap().unwrap();
     }
 }
 
