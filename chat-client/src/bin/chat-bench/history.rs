@@ -25,7 +25,7 @@ use chat_proto::{Conversation, Entry, Event, Message, features};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::conn::{Ask, Client, LOBBY, Woke, connect_all};
+use crate::conn::{Ask, Client, Woke};
 use crate::crowd::{self, Run};
 use crate::error::Error;
 use crate::fanout::Lost;
@@ -33,6 +33,7 @@ use crate::latency::{Latency, histogram};
 use crate::payload::{HEADER, check_fits, check_size, filler, parse, text};
 use crate::plan::Plan;
 use crate::procfs::{Cost, Proc};
+use crate::rooms::Seats;
 
 /// What a HISTORY client asks for.
 const HISTORY: u64 = features::ROOMS | features::HISTORY;
@@ -285,28 +286,17 @@ impl Tally {
 /// Connects the N HISTORY clients, named `{tag}.{id}`, each in its room
 /// (the lobby, or its named room out of the lobby), in id order.
 async fn connect(opts: &AckOptions) -> Result<Vec<Client>, Error> {
-    let n = opts.plan.clients();
-    let what = format!("seat all {n} clients");
-    connect_all(n, opts.parallel, opts.timeout, &what, |id| {
-        let (server, join, name) = (
-            opts.server,
-            opts.plan.names_of(id),
-            format!("{}.{id}", opts.tag),
-        );
-        async move {
-            let ask = Ask {
-                name: &name,
-                join: &join,
-                part_lobby: !join.is_empty(),
-            };
-            let mut c = Client::named_with(id, server, ask, HISTORY, |_, _| {}).await?;
-            if c.rooms.is_empty() {
-                c.rooms = vec![LOBBY.into()];
-            }
-            Ok(c)
-        }
-    })
-    .await
+    let seats = Seats {
+        server: opts.server,
+        plan: &opts.plan,
+        tag: &opts.tag,
+        features: HISTORY,
+        parallel: opts.parallel,
+        timeout: opts.timeout,
+    };
+    seats
+        .fill(&format!("seat all {} clients", opts.plan.clients()))
+        .await
 }
 
 /// One client's run: says its messages as its turns (or its window) allow,
