@@ -188,6 +188,17 @@ fn ids(event: &Event) -> Vec<u64> {
     }
 }
 
+/// The ids of the next event that is not a roster.
+async fn next_ids(events: &mut Events) -> Vec<u64> {
+    ids(&next_message(events).await)
+}
+
+/// The client leaves, and the fake server's script must have passed.
+async fn done(sender: chat_client::Sender, server: tokio::task::JoinHandle<()>) {
+    within(sender.exit()).await.unwrap();
+    within(server).await.unwrap();
+}
+
 /// A `Refused` the fake sends as a marker: every event before it has come.
 fn marker() -> Message {
     Message::Refused {
@@ -270,8 +281,7 @@ async fn stored_and_unstored_match_their_requests() {
     );
     assert_eq!(events.marks().get(&room("rust")), Some(42));
     assert_eq!(events.marks().get(&room("lobby")), Some(43));
-    within(sender.exit()).await.unwrap();
-    within(server).await.unwrap();
+    done(sender, server).await;
 }
 
 /// Live messages come once: a repeated id is dropped.
@@ -287,11 +297,10 @@ async fn live_duplicates_are_dropped() {
         fake.finish().await;
     });
     let (sender, mut events) = connect(addr, Options::default()).await;
-    assert_eq!(ids(&next_message(&mut events).await), [5]);
-    assert_eq!(ids(&next_message(&mut events).await), [7]);
+    assert_eq!(next_ids(&mut events).await, [5]);
+    assert_eq!(next_ids(&mut events).await, [7]);
     assert!(is_marker(&next_message(&mut events).await));
-    within(sender.exit()).await.unwrap();
-    within(server).await.unwrap();
+    done(sender, server).await;
 }
 
 /// A live message whose `prev` is not the last id reveals a gap: the client
@@ -319,18 +328,17 @@ async fn a_gap_is_resumed_and_joined_to_live_delivery() {
         fake.finish().await;
     });
     let (sender, mut events) = connect(addr, Options::default()).await;
-    assert_eq!(ids(&next_message(&mut events).await), [5]);
+    assert_eq!(next_ids(&mut events).await, [5]);
     let got = next_message(&mut events).await;
     assert!(
         matches!(&got, Event::Page { conversation, missing: false, more: false, .. } if *conversation == room("lobby")),
         "{got:?}"
     );
     assert_eq!(ids(&got), [7, 9, 10]);
-    assert_eq!(ids(&next_message(&mut events).await), [11]);
+    assert_eq!(next_ids(&mut events).await, [11]);
     assert!(is_marker(&next_message(&mut events).await));
     assert_eq!(events.marks().get(&room("lobby")), Some(11));
-    within(sender.exit()).await.unwrap();
-    within(server).await.unwrap();
+    done(sender, server).await;
 }
 
 /// Marks carried to a new connection: direct conversations are resumed at
@@ -373,8 +381,8 @@ async fn marks_resume_rooms_and_direct_conversations_on_reconnect() {
 
     let (sender, mut events) = connect(addr, Options::default()).await;
     within(sender.join("rust")).await.unwrap();
-    assert_eq!(ids(&next_message(&mut events).await), [40]);
-    assert_eq!(ids(&next_message(&mut events).await), [3]);
+    assert_eq!(next_ids(&mut events).await, [40]);
+    assert_eq!(next_ids(&mut events).await, [3]);
     assert!(matches!(
         within(events.next_event()).await,
         Err(Error::ServerClosed)
@@ -400,13 +408,12 @@ async fn marks_resume_rooms_and_direct_conversations_on_reconnect() {
     assert!(matches!(&got, Event::Page { more: false, .. }), "{got:?}");
     assert_eq!(ids(&got), [45]);
     // Held: 45 (in the page, dropped), then 47; then live 48.
-    assert_eq!(ids(&next_message(&mut events).await), [47]);
-    assert_eq!(ids(&next_message(&mut events).await), [48]);
+    assert_eq!(next_ids(&mut events).await, [47]);
+    assert_eq!(next_ids(&mut events).await, [48]);
     assert!(is_marker(&next_message(&mut events).await));
     assert_eq!(events.marks().get(&room("rust")), Some(48));
     assert_eq!(events.marks().get(&direct("bob")), Some(8));
-    within(sender.exit()).await.unwrap();
-    within(server).await.unwrap();
+    done(sender, server).await;
 }
 
 /// Our own message stored while a page is awaited: its `Stored` comes at
@@ -441,11 +448,10 @@ async fn own_messages_come_once_across_a_page() {
         next_message(&mut events).await,
         Event::Stored { seq: 1, id: 12, .. }
     ));
-    assert_eq!(ids(&next_message(&mut events).await), [11]);
-    assert_eq!(ids(&next_message(&mut events).await), [13]);
+    assert_eq!(next_ids(&mut events).await, [11]);
+    assert_eq!(next_ids(&mut events).await, [13]);
     assert!(is_marker(&next_message(&mut events).await));
-    within(sender.exit()).await.unwrap();
-    within(server).await.unwrap();
+    done(sender, server).await;
 }
 
 /// `recent` with a count: the library follows `more` for what is left of
@@ -480,7 +486,7 @@ async fn recent_follows_more_up_to_its_count() {
         fake.finish().await;
     });
     let (sender, mut events) = connect(addr, Options::default()).await;
-    assert_eq!(ids(&next_message(&mut events).await), [3]);
+    assert_eq!(next_ids(&mut events).await, [3]);
     within(sender.recent(room("lobby"), 3)).await.unwrap();
     let got = next_message(&mut events).await;
     assert!(matches!(&got, Event::Page { more: true, .. }), "{got:?}");
@@ -488,10 +494,9 @@ async fn recent_follows_more_up_to_its_count() {
     let got = next_message(&mut events).await;
     assert!(matches!(&got, Event::Page { more: false, .. }), "{got:?}");
     assert_eq!(ids(&got), [4]);
-    assert_eq!(ids(&next_message(&mut events).await), [5]);
+    assert_eq!(next_ids(&mut events).await, [5]);
     assert!(is_marker(&next_message(&mut events).await));
-    within(sender.exit()).await.unwrap();
-    within(server).await.unwrap();
+    done(sender, server).await;
 }
 
 /// A refused resume ends the wait: the held messages come after the
@@ -518,7 +523,7 @@ async fn a_refused_resume_releases_what_was_held() {
         fake.finish().await;
     });
     let (sender, mut events) = connect(addr, Options::default()).await;
-    assert_eq!(ids(&next_message(&mut events).await), [1]);
+    assert_eq!(next_ids(&mut events).await, [1]);
     within(sender.part("lobby")).await.unwrap();
     within(sender.resume(room("lobby"), 1, 0)).await.unwrap();
     assert!(matches!(
@@ -535,11 +540,10 @@ async fn a_refused_resume_releases_what_was_held() {
             ..
         }
     ));
-    assert_eq!(ids(&next_message(&mut events).await), [2]);
-    assert_eq!(ids(&next_message(&mut events).await), [3]);
+    assert_eq!(next_ids(&mut events).await, [2]);
+    assert_eq!(next_ids(&mut events).await, [3]);
     assert!(is_marker(&next_message(&mut events).await));
-    within(sender.exit()).await.unwrap();
-    within(server).await.unwrap();
+    done(sender, server).await;
 }
 
 /// A page nobody asked for is a protocol violation: the client says why
@@ -646,9 +650,8 @@ async fn an_empty_room_read_once_is_resumed_from_the_start() {
     assert_eq!(events.marks().get(&room("lobby")), Some(0));
     options.resume = events.marks().clone();
     let (sender, mut events) = connect(addr, options).await;
-    assert_eq!(ids(&next_message(&mut events).await), [1]);
-    within(sender.exit()).await.unwrap();
-    within(server).await.unwrap();
+    assert_eq!(next_ids(&mut events).await, [1]);
+    done(sender, server).await;
 }
 
 /// A small deterministic generator, so a failing seed can be replayed.
@@ -810,8 +813,7 @@ async fn a_refusal_of_the_librarys_own_resume_is_not_passed_on() {
     let mut options = Options::default();
     options.resume.note(&room("lobby"), 5);
     let (sender, mut events) = connect(addr, options).await;
-    assert_eq!(ids(&next_message(&mut events).await), [6]);
+    assert_eq!(next_ids(&mut events).await, [6]);
     assert!(is_marker(&next_message(&mut events).await));
-    within(sender.exit()).await.unwrap();
-    within(server).await.unwrap();
+    done(sender, server).await;
 }
