@@ -9,44 +9,15 @@ use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use chat_proto::{Connection, Event, Message, ServerConfig};
-use chat_server::{Config, Server};
+use chat_server::Config;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-/// A real server in this process, on a free loopback port.
-struct Running {
-    addr: SocketAddr,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<()>,
-}
+use common::start;
 
-async fn start(config: Config) -> Running {
-    let server = Server::bind("127.0.0.1:0", config).await.expect("bind");
-    let addr = server.local_addr();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        server
-            .run(async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("server runs");
-    });
-    Running { addr, stop, task }
-}
-
-impl Running {
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("server stops")
-            .expect("server task");
-    }
-}
+mod common;
 
 /// Flood control off, as for any load test.
 fn load_config() -> Config {
@@ -911,19 +882,24 @@ enum Fault {
     Starve,
 }
 
-/// A fake ROOMS server that gets rooms wrong: it names, seats and answers
-/// every client, but relays each `Say` as `fault` says. The bench must
-/// notice and fail.
-async fn faulty_rooms(fault: Fault) -> SocketAddr {
-    type Peers = std::sync::Arc<
-        std::sync::Mutex<Vec<(SocketAddr, tokio::sync::mpsc::UnboundedSender<Message>)>>,
-    >;
+/// The clients of a [`fake_rooms`] server: address, and a way to send to each.
+type Peers = std::sync::Arc<
+    std::sync::Mutex<Vec<(SocketAddr, tokio::sync::mpsc::UnboundedSender<Message>)>>,
+>;
+
+/// A fake ROOMS server that names, seats and answers every client, and
+/// gives every other event to `answer` with the client as it is known and
+/// every client so far; what `answer` gives back goes to the client.
+async fn fake_rooms<A>(answer: A) -> SocketAddr
+where
+    A: Fn(Event, &chat_proto::Member, &Peers) -> Option<Message> + Clone + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let peers: Peers = Default::default();
     tokio::spawn(async move {
         while let Ok((mut stream, peer)) = listener.accept().await {
-            let peers = peers.clone();
+            let (peers, answer) = (peers.clone(), answer.clone());
             tokio::spawn(async move {
                 let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
                 let mut conn = Connection::server(ServerConfig::default());
@@ -949,24 +925,10 @@ async fn faulty_rooms(fault: Fault) -> SocketAddr {
                                 members: vec![me.clone()],
                                 more: false,
                             },
-                            Event::Message(Message::Say { room, text }) => {
-                                let peers = peers.lock().unwrap();
-                                let skip = match fault {
-                                    Fault::Leak => 0,
-                                    Fault::Starve => 1,
-                                };
-                                for (addr, tx) in peers.iter().skip(skip) {
-                                    if *addr != peer {
-                                        let _ = tx.send(Message::Said {
-                                            room: room.clone(),
-                                            from: me.clone(),
-                                            text: text.clone(),
-                                        });
-                                    }
-                                }
-                                continue;
-                            }
-                            _ => continue,
+                            other => match answer(other, &me, &peers) {
+                                Some(reply) => reply,
+                                None => continue,
+                            },
                         };
                         conn.send(&reply).expect("a server's message");
                     }
@@ -981,13 +943,39 @@ async fn faulty_rooms(fault: Fault) -> SocketAddr {
                                 return;
                             }
                         }
-                        Some(msg) = rx.recv() => conn.send(&msg).expect("Said is a server's"),
+                        Some(msg) = rx.recv() => conn.send(&msg).expect("a server's message"),
                     }
                 }
             });
         }
     });
     addr
+}
+
+/// A fake ROOMS server that gets rooms wrong: it names, seats and answers
+/// every client, but relays each `Say` as `fault` says. The bench must
+/// notice and fail.
+async fn faulty_rooms(fault: Fault) -> SocketAddr {
+    fake_rooms(move |event, me, peers| {
+        if let Event::Message(Message::Say { room, text }) = event {
+            let peers = peers.lock().unwrap();
+            let skip = match fault {
+                Fault::Leak => 0,
+                Fault::Starve => 1,
+            };
+            for (addr, tx) in peers.iter().skip(skip) {
+                if *addr != me.addr() {
+                    let _ = tx.send(Message::Said {
+                        room: room.clone(),
+                        from: me.clone(),
+                        text: text.clone(),
+                    });
+                }
+            }
+        }
+        None
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1117,128 +1105,79 @@ async fn history_needs_a_server_with_history_on() {
 /// and pages what it stored, but links every message to 0 instead of the
 /// one before it.
 async fn unlinked_history() -> SocketAddr {
-    type Peers = std::sync::Arc<
-        std::sync::Mutex<Vec<(SocketAddr, tokio::sync::mpsc::UnboundedSender<Message>)>>,
-    >;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let peers: Peers = Default::default();
     // Every room's messages, with their room.
     let stored = std::sync::Arc::new(std::sync::Mutex::new(
         Vec::<(String, chat_proto::Entry)>::new(),
     ));
-    tokio::spawn(async move {
-        while let Ok((mut stream, peer)) = listener.accept().await {
-            let (peers, stored) = (peers.clone(), stored.clone());
-            tokio::spawn(async move {
-                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-                let mut conn = Connection::server(ServerConfig::default());
-                let mut me = chat_proto::Member::new("", peer);
-                loop {
-                    while let Some(event) = conn.poll().expect("the bench follows the protocol") {
-                        let reply = match event {
-                            Event::Hello { .. } => {
-                                conn.accept(peer);
-                                continue;
-                            }
-                            Event::Message(Message::Nick { name }) => {
-                                me.name = name.clone();
-                                peers.lock().unwrap().push((peer, tx.clone()));
-                                Message::Named { name }
-                            }
-                            Event::Message(Message::Part { room }) => Message::Departed {
-                                room,
-                                member: me.clone(),
-                            },
-                            Event::Message(Message::Join { room }) => Message::Roster {
-                                room,
-                                members: vec![me.clone()],
-                                more: false,
-                            },
-                            Event::Numbered {
-                                seq,
-                                message: Message::Say { room, text },
-                            } => {
-                                let mut stored = stored.lock().unwrap();
-                                let entry = chat_proto::Entry {
-                                    id: stored.len() as u64 + 1,
-                                    prev: 0,
-                                    at: 1,
-                                    from: me.clone(),
-                                    text,
-                                };
-                                stored.push((room.clone(), entry.clone()));
-                                let (id, at) = (entry.id, entry.at);
-                                for (addr, tx) in peers.lock().unwrap().iter() {
-                                    if *addr != peer {
-                                        let _ = tx.send(Message::Posted {
-                                            room: room.clone(),
-                                            entry: entry.clone(),
-                                        });
-                                    }
-                                }
-                                Message::Stored { seq, id, at }
-                            }
-                            Event::Message(Message::Resume {
-                                conversation,
-                                after,
-                                ..
-                            }) => {
-                                let entries = stored
-                                    .lock()
-                                    .unwrap()
-                                    .iter()
-                                    .filter(|(r, e)| r == conversation.name() && e.id > after)
-                                    .map(|(_, e)| e.clone())
-                                    .collect();
-                                Message::Page {
-                                    conversation,
-                                    entries,
-                                    missing: false,
-                                    more: false,
-                                }
-                            }
-                            Event::Message(Message::Recent {
-                                conversation,
-                                count,
-                            }) => {
-                                let mut entries: Vec<_> = stored
-                                    .lock()
-                                    .unwrap()
-                                    .iter()
-                                    .filter(|(r, _)| r == conversation.name())
-                                    .map(|(_, e)| e.clone())
-                                    .collect();
-                                entries.drain(..entries.len().saturating_sub(count as usize));
-                                Message::Page {
-                                    conversation,
-                                    entries,
-                                    missing: false,
-                                    more: false,
-                                }
-                            }
-                            _ => continue,
-                        };
-                        conn.send(&reply).expect("a server's message");
-                    }
-                    if let Some(out) = conn.transmit()
-                        && stream.write_all(&out).await.is_err()
-                    {
-                        return;
-                    }
-                    tokio::select! {
-                        r = stream.read_buf(conn.input()) => {
-                            if !matches!(r, Ok(n) if n > 0) {
-                                return;
-                            }
-                        }
-                        Some(msg) = rx.recv() => conn.send(&msg).expect("Posted is a server's"),
+    fake_rooms(move |event, me, peers| {
+        let reply = match event {
+            Event::Numbered {
+                seq,
+                message: Message::Say { room, text },
+            } => {
+                let mut stored = stored.lock().unwrap();
+                let entry = chat_proto::Entry {
+                    id: stored.len() as u64 + 1,
+                    prev: 0,
+                    at: 1,
+                    from: me.clone(),
+                    text,
+                };
+                stored.push((room.clone(), entry.clone()));
+                let (id, at) = (entry.id, entry.at);
+                for (addr, tx) in peers.lock().unwrap().iter() {
+                    if *addr != me.addr() {
+                        let _ = tx.send(Message::Posted {
+                            room: room.clone(),
+                            entry: entry.clone(),
+                        });
                     }
                 }
-            });
-        }
-    });
-    addr
+                Message::Stored { seq, id, at }
+            }
+            Event::Message(Message::Resume {
+                conversation,
+                after,
+                ..
+            }) => {
+                let entries = stored
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|(r, e)| r == conversation.name() && e.id > after)
+                    .map(|(_, e)| e.clone())
+                    .collect();
+                Message::Page {
+                    conversation,
+                    entries,
+                    missing: false,
+                    more: false,
+                }
+            }
+            Event::Message(Message::Recent {
+                conversation,
+                count,
+            }) => {
+                let mut entries: Vec<_> = stored
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|(r, _)| r == conversation.name())
+                    .map(|(_, e)| e.clone())
+                    .collect();
+                entries.drain(..entries.len().saturating_sub(count as usize));
+                Message::Page {
+                    conversation,
+                    entries,
+                    missing: false,
+                    more: false,
+                }
+            }
+            _ => return None,
+        };
+        Some(reply)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

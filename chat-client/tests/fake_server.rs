@@ -17,31 +17,14 @@ use std::time::Duration;
 use bytes::{BufMut, BytesMut};
 use chat_client::{Client, Error, Event, Events, Member, Options, Refusal, RoomInfo};
 use chat_proto::{
-    ChatCodec, Connection, MAX_FRAME_LEN, MAX_FRAME_LEN_CEILING, Message, ProtocolError,
-    ServerConfig, VERSION, features,
+    ChatCodec, MAX_FRAME_LEN, MAX_FRAME_LEN_CEILING, Message, ProtocolError, ServerConfig, VERSION,
+    features,
 };
+use common::{Fake, listen, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::time::timeout;
+use tokio::net::TcpListener;
 
-/// Every await on the network is bounded: a hang fails the test instead.
-async fn within<T>(fut: impl Future<Output = T>) -> T {
-    timeout(Duration::from_secs(10), fut)
-        .await
-        .expect("timed out after 10s")
-}
-
-async fn listen() -> (TcpListener, SocketAddr) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    (listener, addr)
-}
-
-/// One accepted client, seen through a server-role machine.
-struct Fake {
-    stream: TcpStream,
-    conn: Connection,
-}
+mod common;
 
 /// `config` as a server that predates names and rooms.
 fn older(mut config: ServerConfig) -> ServerConfig {
@@ -60,37 +43,6 @@ impl Fake {
         let mut config = ServerConfig::default();
         config.features = features::ROOMS;
         Fake::accept_with(listener, config).await
-    }
-
-    async fn accept_with(listener: &TcpListener, config: ServerConfig) -> Fake {
-        let (stream, _) = within(listener.accept()).await.unwrap();
-        Fake {
-            stream,
-            conn: Connection::server(config),
-        }
-    }
-
-    /// The next event from the client; `None` once it has closed.
-    async fn next(&mut self) -> Option<chat_proto::Event> {
-        loop {
-            if let Some(event) = self.conn.poll().expect("the client broke the protocol") {
-                return Some(event);
-            }
-            self.flush().await;
-            let read = within(self.stream.read_buf(self.conn.input())).await;
-            if read.expect("read failed") == 0 {
-                self.conn.eof().expect("the client closed mid-frame");
-                return None;
-            }
-        }
-    }
-
-    /// The client's next message; it must be one.
-    async fn recv(&mut self) -> Message {
-        match self.next().await {
-            Some(chat_proto::Event::Message(msg)) => msg,
-            other => panic!("expected a message, got {other:?}"),
-        }
     }
 
     /// Reads the client's `Hello`, which asks for names and rooms.
@@ -128,12 +80,6 @@ impl Fake {
         self.hello().await;
         let peer = self.stream.peer_addr().unwrap();
         self.conn.accept(peer).unwrap();
-        self.flush().await;
-    }
-
-    /// Sends a message the server role may send.
-    async fn send(&mut self, msg: Message) {
-        self.conn.send(&msg).unwrap();
         self.flush().await;
     }
 
@@ -195,12 +141,6 @@ impl Fake {
     async fn exit(&mut self) {
         self.conn.exit().unwrap();
         self.flush().await;
-    }
-
-    async fn flush(&mut self) {
-        if let Some(bytes) = self.conn.transmit() {
-            within(self.stream.write_all(&bytes)).await.unwrap();
-        }
     }
 }
 

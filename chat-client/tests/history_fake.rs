@@ -8,54 +8,26 @@
 //! HISTORY, so it sees the client's `Say`/`Tell`/`Send` numbered as the real
 //! server does.
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use chat_client::{
     Client, Conversation, Entry, Error, Event, Events, Marks, Member, Options, Refusal,
 };
-use chat_proto::{ChatCodec, Connection, Message, ServerConfig, VERSION, features};
+use chat_proto::{ChatCodec, Message, ServerConfig, VERSION, features};
+use common::{Fake, listen, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::time::timeout;
+use tokio::net::TcpListener;
 
-/// Every await on the network is bounded: a hang fails the test instead.
-async fn within<T>(fut: impl Future<Output = T>) -> T {
-    timeout(Duration::from_secs(10), fut)
-        .await
-        .expect("timed out after 10s")
-}
-
-async fn listen() -> (TcpListener, SocketAddr) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    (listener, addr)
-}
-
-/// One accepted client, seen through a server-role machine.
-struct Fake {
-    stream: TcpStream,
-    conn: Connection,
-    /// The client's address, as it sees itself.
-    me: SocketAddr,
-}
+mod common;
 
 impl Fake {
     /// Accepts a client, grants what it asks of `offered`, names it `name`
     /// and sends the lobby's roster.
     async fn accept(listener: &TcpListener, offered: u64, name: &str) -> Fake {
-        let (stream, peer) = within(listener.accept()).await.unwrap();
-        // Many small frames, each awaited: no waiting for delayed ACKs.
-        stream.set_nodelay(true).unwrap();
         let mut config = ServerConfig::default();
         config.features = offered;
-        let mut fake = Fake {
-            stream,
-            conn: Connection::server(config),
-            me: peer,
-        };
+        let mut fake = Fake::accept_with(listener, config).await;
         assert_eq!(
             fake.next().await,
             Some(chat_proto::Event::Hello {
@@ -63,7 +35,7 @@ impl Fake {
                 features: features::ROOMS | features::HISTORY
             })
         );
-        fake.conn.accept(peer).unwrap();
+        fake.conn.accept(fake.me).unwrap();
         fake.flush().await;
         assert!(matches!(fake.recv().await, Message::Nick { .. }));
         fake.send(Message::Named { name: name.into() }).await;
@@ -81,39 +53,12 @@ impl Fake {
         .await;
     }
 
-    async fn next(&mut self) -> Option<chat_proto::Event> {
-        loop {
-            if let Some(event) = self.conn.poll().expect("the client broke the protocol") {
-                return Some(event);
-            }
-            self.flush().await;
-            let read = within(self.stream.read_buf(self.conn.input())).await;
-            if read.expect("read failed") == 0 {
-                self.conn.eof().expect("the client closed mid-frame");
-                return None;
-            }
-        }
-    }
-
-    /// The client's next message (numbered ones as they are).
-    async fn recv(&mut self) -> Message {
-        match self.next().await {
-            Some(chat_proto::Event::Message(msg)) => msg,
-            other => panic!("expected a message, got {other:?}"),
-        }
-    }
-
     /// The client's next numbered request: its number and itself.
     async fn numbered(&mut self) -> (u64, Message) {
         match self.next().await {
             Some(chat_proto::Event::Numbered { seq, message }) => (seq, message),
             other => panic!("expected a numbered request, got {other:?}"),
         }
-    }
-
-    async fn send(&mut self, msg: Message) {
-        self.conn.send(&msg).unwrap();
-        self.flush().await;
     }
 
     /// Writes a frame the machine would refuse to send.
@@ -141,6 +86,12 @@ impl Fake {
         }
     }
 
+    /// Ends the script: the marker, then the client's leaving.
+    async fn finish(&mut self) {
+        self.send(marker()).await;
+        self.goodbye().await;
+    }
+
     async fn goodbye(&mut self) {
         loop {
             match self.next().await {
@@ -152,12 +103,6 @@ impl Fake {
         self.conn.exit().unwrap();
         self.flush().await;
         assert_eq!(self.next().await, None);
-    }
-
-    async fn flush(&mut self) {
-        if let Some(bytes) = self.conn.transmit() {
-            within(self.stream.write_all(&bytes)).await.unwrap();
-        }
     }
 }
 
@@ -191,6 +136,15 @@ fn page(conversation: Conversation, ids: &[(u64, u64)], missing: bool, more: boo
             .collect(),
         missing,
         more,
+    }
+}
+
+/// What the library sends to read `conversation` on from `after`.
+fn resume_from(conversation: Conversation, after: u64) -> Message {
+    Message::Resume {
+        conversation,
+        after,
+        limit: 0,
     }
 }
 
@@ -232,6 +186,17 @@ fn ids(event: &Event) -> Vec<u64> {
         Event::Page { entries, .. } => entries.iter().map(|e| e.id).collect(),
         other => panic!("expected a message or a page, got {other:?}"),
     }
+}
+
+/// The ids of the next event that is not a roster.
+async fn next_ids(events: &mut Events) -> Vec<u64> {
+    ids(&next_message(events).await)
+}
+
+/// The client leaves, and the fake server's script must have passed.
+async fn done(sender: chat_client::Sender, server: tokio::task::JoinHandle<()>) {
+    within(sender.exit()).await.unwrap();
+    within(server).await.unwrap();
 }
 
 /// A `Refused` the fake sends as a marker: every event before it has come.
@@ -316,8 +281,7 @@ async fn stored_and_unstored_match_their_requests() {
     );
     assert_eq!(events.marks().get(&room("rust")), Some(42));
     assert_eq!(events.marks().get(&room("lobby")), Some(43));
-    within(sender.exit()).await.unwrap();
-    within(server).await.unwrap();
+    done(sender, server).await;
 }
 
 /// Live messages come once: a repeated id is dropped.
@@ -330,15 +294,13 @@ async fn live_duplicates_are_dropped() {
         fake.send(posted("lobby", 5, 0)).await;
         fake.send(posted("lobby", 7, 5)).await;
         fake.send(posted("lobby", 7, 5)).await;
-        fake.send(marker()).await;
-        fake.goodbye().await;
+        fake.finish().await;
     });
     let (sender, mut events) = connect(addr, Options::default()).await;
-    assert_eq!(ids(&next_message(&mut events).await), [5]);
-    assert_eq!(ids(&next_message(&mut events).await), [7]);
+    assert_eq!(next_ids(&mut events).await, [5]);
+    assert_eq!(next_ids(&mut events).await, [7]);
     assert!(is_marker(&next_message(&mut events).await));
-    within(sender.exit()).await.unwrap();
-    within(server).await.unwrap();
+    done(sender, server).await;
 }
 
 /// A live message whose `prev` is not the last id reveals a gap: the client
@@ -352,14 +314,7 @@ async fn a_gap_is_resumed_and_joined_to_live_delivery() {
         fake.send(posted("lobby", 5, 0)).await;
         // 7 was missed.
         fake.send(posted("lobby", 9, 7)).await;
-        assert_eq!(
-            fake.recv().await,
-            Message::Resume {
-                conversation: room("lobby"),
-                after: 5,
-                limit: 0
-            }
-        );
+        assert_eq!(fake.recv().await, resume_from(room("lobby"), 5));
         // Stored while the page is read: it comes both ways.
         fake.send(posted("lobby", 10, 9)).await;
         fake.send(page(
@@ -370,22 +325,20 @@ async fn a_gap_is_resumed_and_joined_to_live_delivery() {
         ))
         .await;
         fake.send(posted("lobby", 11, 10)).await;
-        fake.send(marker()).await;
-        fake.goodbye().await;
+        fake.finish().await;
     });
     let (sender, mut events) = connect(addr, Options::default()).await;
-    assert_eq!(ids(&next_message(&mut events).await), [5]);
+    assert_eq!(next_ids(&mut events).await, [5]);
     let got = next_message(&mut events).await;
     assert!(
         matches!(&got, Event::Page { conversation, missing: false, more: false, .. } if *conversation == room("lobby")),
         "{got:?}"
     );
     assert_eq!(ids(&got), [7, 9, 10]);
-    assert_eq!(ids(&next_message(&mut events).await), [11]);
+    assert_eq!(next_ids(&mut events).await, [11]);
     assert!(is_marker(&next_message(&mut events).await));
     assert_eq!(events.marks().get(&room("lobby")), Some(11));
-    within(sender.exit()).await.unwrap();
-    within(server).await.unwrap();
+    done(sender, server).await;
 }
 
 /// Marks carried to a new connection: direct conversations are resumed at
@@ -409,49 +362,27 @@ async fn marks_resume_rooms_and_direct_conversations_on_reconnect() {
 
         // Second connection.
         let mut fake = Fake::accept(&listener, features::ALL, "alice").await;
-        assert_eq!(
-            fake.recv().await,
-            Message::Resume {
-                conversation: direct("bob"),
-                after: 3,
-                limit: 0
-            }
-        );
+        assert_eq!(fake.recv().await, resume_from(direct("bob"), 3));
         // Retention dropped some of them.
         fake.send(page(direct("bob"), &[(8, 6)], true, false)).await;
         assert!(matches!(fake.recv().await, Message::Join { .. }));
         fake.roster("rust", "alice").await;
-        assert_eq!(
-            fake.recv().await,
-            Message::Resume {
-                conversation: room("rust"),
-                after: 40,
-                limit: 0
-            }
-        );
+        assert_eq!(fake.recv().await, resume_from(room("rust"), 40));
         fake.send(posted("rust", 45, 44)).await;
         fake.send(page(room("rust"), &[(42, 40), (44, 42)], false, true))
             .await;
-        assert_eq!(
-            fake.recv().await,
-            Message::Resume {
-                conversation: room("rust"),
-                after: 44,
-                limit: 0
-            }
-        );
+        assert_eq!(fake.recv().await, resume_from(room("rust"), 44));
         fake.send(posted("rust", 47, 45)).await;
         fake.send(page(room("rust"), &[(45, 44)], false, false))
             .await;
         fake.send(posted("rust", 48, 47)).await;
-        fake.send(marker()).await;
-        fake.goodbye().await;
+        fake.finish().await;
     });
 
     let (sender, mut events) = connect(addr, Options::default()).await;
     within(sender.join("rust")).await.unwrap();
-    assert_eq!(ids(&next_message(&mut events).await), [40]);
-    assert_eq!(ids(&next_message(&mut events).await), [3]);
+    assert_eq!(next_ids(&mut events).await, [40]);
+    assert_eq!(next_ids(&mut events).await, [3]);
     assert!(matches!(
         within(events.next_event()).await,
         Err(Error::ServerClosed)
@@ -477,13 +408,12 @@ async fn marks_resume_rooms_and_direct_conversations_on_reconnect() {
     assert!(matches!(&got, Event::Page { more: false, .. }), "{got:?}");
     assert_eq!(ids(&got), [45]);
     // Held: 45 (in the page, dropped), then 47; then live 48.
-    assert_eq!(ids(&next_message(&mut events).await), [47]);
-    assert_eq!(ids(&next_message(&mut events).await), [48]);
+    assert_eq!(next_ids(&mut events).await, [47]);
+    assert_eq!(next_ids(&mut events).await, [48]);
     assert!(is_marker(&next_message(&mut events).await));
     assert_eq!(events.marks().get(&room("rust")), Some(48));
     assert_eq!(events.marks().get(&direct("bob")), Some(8));
-    within(sender.exit()).await.unwrap();
-    within(server).await.unwrap();
+    done(sender, server).await;
 }
 
 /// Our own message stored while a page is awaited: its `Stored` comes at
@@ -506,8 +436,7 @@ async fn own_messages_come_once_across_a_page() {
         })
         .await;
         fake.send(posted("lobby", 13, 12)).await;
-        fake.send(marker()).await;
-        fake.goodbye().await;
+        fake.finish().await;
     });
     let mut options = Options::default();
     options.recent = 20;
@@ -519,11 +448,10 @@ async fn own_messages_come_once_across_a_page() {
         next_message(&mut events).await,
         Event::Stored { seq: 1, id: 12, .. }
     ));
-    assert_eq!(ids(&next_message(&mut events).await), [11]);
-    assert_eq!(ids(&next_message(&mut events).await), [13]);
+    assert_eq!(next_ids(&mut events).await, [11]);
+    assert_eq!(next_ids(&mut events).await, [13]);
     assert!(is_marker(&next_message(&mut events).await));
-    within(sender.exit()).await.unwrap();
-    within(server).await.unwrap();
+    done(sender, server).await;
 }
 
 /// `recent` with a count: the library follows `more` for what is left of
@@ -555,11 +483,10 @@ async fn recent_follows_more_up_to_its_count() {
         // The count is reached: no further request, and 4 is not repeated.
         fake.send(posted("lobby", 4, 3)).await;
         fake.send(posted("lobby", 5, 4)).await;
-        fake.send(marker()).await;
-        fake.goodbye().await;
+        fake.finish().await;
     });
     let (sender, mut events) = connect(addr, Options::default()).await;
-    assert_eq!(ids(&next_message(&mut events).await), [3]);
+    assert_eq!(next_ids(&mut events).await, [3]);
     within(sender.recent(room("lobby"), 3)).await.unwrap();
     let got = next_message(&mut events).await;
     assert!(matches!(&got, Event::Page { more: true, .. }), "{got:?}");
@@ -567,10 +494,9 @@ async fn recent_follows_more_up_to_its_count() {
     let got = next_message(&mut events).await;
     assert!(matches!(&got, Event::Page { more: false, .. }), "{got:?}");
     assert_eq!(ids(&got), [4]);
-    assert_eq!(ids(&next_message(&mut events).await), [5]);
+    assert_eq!(next_ids(&mut events).await, [5]);
     assert!(is_marker(&next_message(&mut events).await));
-    within(sender.exit()).await.unwrap();
-    within(server).await.unwrap();
+    done(sender, server).await;
 }
 
 /// A refused resume ends the wait: the held messages come after the
@@ -594,11 +520,10 @@ async fn a_refused_resume_releases_what_was_held() {
         fake.send(posted("lobby", 3, 2)).await;
         // The resume's.
         fake.send(refused).await;
-        fake.send(marker()).await;
-        fake.goodbye().await;
+        fake.finish().await;
     });
     let (sender, mut events) = connect(addr, Options::default()).await;
-    assert_eq!(ids(&next_message(&mut events).await), [1]);
+    assert_eq!(next_ids(&mut events).await, [1]);
     within(sender.part("lobby")).await.unwrap();
     within(sender.resume(room("lobby"), 1, 0)).await.unwrap();
     assert!(matches!(
@@ -615,11 +540,10 @@ async fn a_refused_resume_releases_what_was_held() {
             ..
         }
     ));
-    assert_eq!(ids(&next_message(&mut events).await), [2]);
-    assert_eq!(ids(&next_message(&mut events).await), [3]);
+    assert_eq!(next_ids(&mut events).await, [2]);
+    assert_eq!(next_ids(&mut events).await, [3]);
     assert!(is_marker(&next_message(&mut events).await));
-    within(sender.exit()).await.unwrap();
-    within(server).await.unwrap();
+    done(sender, server).await;
 }
 
 /// A page nobody asked for is a protocol violation: the client says why
@@ -706,14 +630,7 @@ async fn an_empty_room_read_once_is_resumed_from_the_start() {
         fake.send(page(room("lobby"), &[], false, false)).await;
         drop(fake);
         let mut fake = Fake::accept(&listener, features::ALL, "alice").await;
-        assert_eq!(
-            fake.recv().await,
-            Message::Resume {
-                conversation: room("lobby"),
-                after: 0,
-                limit: 0
-            }
-        );
+        assert_eq!(fake.recv().await, resume_from(room("lobby"), 0));
         fake.send(page(room("lobby"), &[(1, 0)], false, false))
             .await;
         fake.goodbye().await;
@@ -733,9 +650,8 @@ async fn an_empty_room_read_once_is_resumed_from_the_start() {
     assert_eq!(events.marks().get(&room("lobby")), Some(0));
     options.resume = events.marks().clone();
     let (sender, mut events) = connect(addr, options).await;
-    assert_eq!(ids(&next_message(&mut events).await), [1]);
-    within(sender.exit()).await.unwrap();
-    within(server).await.unwrap();
+    assert_eq!(next_ids(&mut events).await, [1]);
+    done(sender, server).await;
 }
 
 /// A small deterministic generator, so a failing seed can be replayed.
@@ -795,11 +711,7 @@ async fn random_gaps_pages_and_duplicates_give_every_message_once() {
                         let next = rest[take - 1];
                         assert_eq!(
                             fake.recv().await,
-                            Message::Resume {
-                                conversation: room("lobby"),
-                                after: next,
-                                limit: 0
-                            },
+                            resume_from(room("lobby"), next),
                             "seed {seed}"
                         );
                         resume = Some(next);
@@ -842,11 +754,7 @@ async fn random_gaps_pages_and_duplicates_give_every_message_once() {
                 } else {
                     assert_eq!(
                         fake.recv().await,
-                        Message::Resume {
-                            conversation: room("lobby"),
-                            after: client_last,
-                            limit: 0
-                        },
+                        resume_from(room("lobby"), client_last),
                         "seed {seed}"
                     );
                     resume = Some(client_last);
@@ -892,14 +800,7 @@ async fn a_refusal_of_the_librarys_own_resume_is_not_passed_on() {
     let (listener, addr) = listen().await;
     let server = tokio::spawn(async move {
         let mut fake = Fake::accept(&listener, features::ALL, "alice").await;
-        assert_eq!(
-            fake.recv().await,
-            Message::Resume {
-                conversation: room("lobby"),
-                after: 5,
-                limit: 0
-            }
-        );
+        assert_eq!(fake.recv().await, resume_from(room("lobby"), 5));
         fake.send(posted("lobby", 6, 5)).await;
         fake.send(Message::Refused {
             code: Refusal::NotInRoom,
@@ -907,14 +808,12 @@ async fn a_refusal_of_the_librarys_own_resume_is_not_passed_on() {
             detail: "not in it".into(),
         })
         .await;
-        fake.send(marker()).await;
-        fake.goodbye().await;
+        fake.finish().await;
     });
     let mut options = Options::default();
     options.resume.note(&room("lobby"), 5);
     let (sender, mut events) = connect(addr, options).await;
-    assert_eq!(ids(&next_message(&mut events).await), [6]);
+    assert_eq!(next_ids(&mut events).await, [6]);
     assert!(is_marker(&next_message(&mut events).await));
-    within(sender.exit()).await.unwrap();
-    within(server).await.unwrap();
+    done(sender, server).await;
 }

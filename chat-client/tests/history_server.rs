@@ -5,41 +5,16 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use chat_client::{Client, Conversation, Event, Events, Options, Sender};
-use chat_server::{Config, Server};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-use tokio::time::timeout;
+use chat_server::Config;
+use common::{start, within_secs};
 
+mod common;
+
+/// Several clients reconnecting: longer than the usual bound.
 async fn within<T>(fut: impl Future<Output = T>) -> T {
-    timeout(Duration::from_secs(20), fut)
-        .await
-        .expect("timed out after 20s")
-}
-
-struct Running {
-    addr: SocketAddr,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<Result<(), chat_server::Error>>,
-}
-
-async fn start(config: Config) -> Running {
-    let server = Server::bind("127.0.0.1:0", config).await.unwrap();
-    let addr = server.local_addr();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(async move {
-        let _ = stopped.await;
-    }));
-    Running { addr, stop, task }
-}
-
-impl Running {
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        within(self.task).await.unwrap().unwrap();
-    }
+    within_secs(20, fut).await
 }
 
 fn named(name: &str) -> Options {

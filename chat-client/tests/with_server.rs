@@ -3,44 +3,16 @@
 //! The first tests are version 1 clients ([`Options::rooms`] off), as
 //! before names and rooms; the rest use names and rooms, and mix both.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use chat_client::{Client, Error, Event, Events, Member, Options, Refusal, RoomInfo, Sender};
 use chat_server::{Config, Server};
+use common::{start, within};
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
-async fn within<T>(fut: impl Future<Output = T>) -> T {
-    timeout(Duration::from_secs(10), fut)
-        .await
-        .expect("timed out after 10s")
-}
-
-struct Running {
-    addr: SocketAddr,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<Result<(), chat_server::Error>>,
-}
-
-async fn start(config: Config) -> Running {
-    let server = Server::bind("127.0.0.1:0", config).await.unwrap();
-    let addr = server.local_addr();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(async move {
-        let _ = stopped.await;
-    }));
-    Running { addr, stop, task }
-}
-
-impl Running {
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        within(self.task).await.unwrap().unwrap();
-    }
-}
+mod common;
 
 /// Options of a version 1 client: no names, no rooms.
 fn v1() -> Options {

@@ -377,6 +377,16 @@ fn check_rate(rate: Option<f64>) -> Result<(), Error> {
     Ok(())
 }
 
+/// Checks a rate of `what` per second that may be 0 (unpaced): `None` for 0.
+fn paced(rate: f64, what: &str) -> Result<Option<f64>, Error> {
+    if !(rate >= 0.0 && rate.is_finite()) {
+        return Err(Error::Options(format!(
+            "--rate must be a number of {what} per second, 0 or more"
+        )));
+    }
+    Ok((rate > 0.0).then_some(rate))
+}
+
 impl FanoutArgs {
     /// The run's options; `progress` prints a line a second.
     pub(crate) fn options(
@@ -461,17 +471,13 @@ impl RoomsArgs {
 impl DmArgs {
     /// The options of one run; `progress` prints a line a second.
     pub(crate) fn options(&self, server: SocketAddr, progress: bool) -> Result<dm::Options, Error> {
-        if !(self.rate >= 0.0 && self.rate.is_finite()) {
-            return Err(Error::Options(
-                "--rate must be a number of round trips per second, 0 or more".into(),
-            ));
-        }
+        let rate = paced(self.rate, "round trips")?;
         Ok(dm::Options {
             server,
             pairs: self.pairs,
             messages: self.messages,
             size: self.size,
-            rate: (self.rate > 0.0).then_some(self.rate),
+            rate,
             parallel: self.parallel,
             tag: tag(),
             timeout: Duration::from_secs(self.timeout.max(1)),
@@ -488,11 +494,7 @@ impl AckArgs {
         server: SocketAddr,
         progress: bool,
     ) -> Result<history::AckOptions, Error> {
-        if !(self.rate >= 0.0 && self.rate.is_finite()) {
-            return Err(Error::Options(
-                "--rate must be a number of messages per second, 0 or more".into(),
-            ));
-        }
+        let rate = paced(self.rate, "messages")?;
         check_clients(self.clients)?;
         let tag = tag();
         let plan = match self.room_size {
@@ -504,7 +506,7 @@ impl AckArgs {
             plan,
             messages: self.messages,
             size: self.size,
-            rate: (self.rate > 0.0).then_some(self.rate),
+            rate,
             window: self.window,
             parallel: self.parallel,
             tag,

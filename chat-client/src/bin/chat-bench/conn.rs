@@ -12,16 +12,34 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use chat_proto::{ClientConfig, Connection, Event, Message, Refusal, features};
+use tokio::io::Interest;
 use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::WaitForCancellationFuture;
 
 use crate::error::Error;
 use crate::socket::read_into;
+use crate::system::Peer;
 
 /// The room every client starts in.
 pub(crate) const LOBBY: &str = "lobby";
+
+/// What a client's [`Client::wait`] came to.
+pub(crate) enum Woke {
+    /// The run was stopped.
+    Stopped,
+    /// Its turn came, or the socket moved without anything read.
+    Again,
+    /// A read brought bytes (or the end of the stream): events may wait.
+    Read,
+}
 
 /// What a named client asks for once welcomed.
 #[derive(Debug, Clone, Copy)]
@@ -209,6 +227,59 @@ impl Client {
         }
     }
 
+    /// Ends the run on a refusal, an eviction or a shutdown notice; any
+    /// other event passes.
+    pub(crate) fn check(&self, event: Event) -> Result<(), Error> {
+        match event {
+            Event::Message(Message::Refused {
+                code,
+                subject,
+                detail,
+            }) => Err(self.lost(format!(
+                "the server refused a request: {code:?} for {subject:?}: {detail}"
+            ))),
+            Event::Error(reason) => Err(self.lost(format!("evicted by the server: {reason}"))),
+            Event::Exit => Err(self.lost("the server sent Exit (shutting down)".into())),
+            _ => Ok(()),
+        }
+    }
+
+    /// Waits for the socket (writing too while output waits and no write
+    /// has failed), for `turn` if given, or for `stop`; reads what came.
+    pub(crate) async fn wait(
+        &mut self,
+        write_failed: &mut bool,
+        turn: Option<&Notify>,
+        stop: &mut Pin<&mut WaitForCancellationFuture<'_>>,
+    ) -> Result<Woke, Error> {
+        let sending = self.sending() && !*write_failed;
+        let interest = if sending {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        let notified = async {
+            match turn {
+                Some(turn) => turn.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = stop.as_mut() => Ok(Woke::Stopped),
+            () = notified => Ok(Woke::Again),
+            r = self.stream.ready(interest) => {
+                let ready = r.map_err(|e| self.lost(e.to_string()))?;
+                if ready.is_writable() && sending && self.write().is_err() {
+                    *write_failed = true;
+                }
+                if ready.is_readable() && self.read()?.is_some() {
+                    return Ok(Woke::Read);
+                }
+                Ok(Woke::Again)
+            }
+        }
+    }
+
     /// Whether output is waiting to be written.
     pub(crate) fn sending(&self) -> bool {
         !self.out.is_empty() || self.conn.wants_write()
@@ -288,4 +359,41 @@ impl Client {
             .poll()
             .map_err(|e| self.lost(format!("the server broke the protocol: {e}")))
     }
+}
+
+/// Runs `n` handshakes, `parallel` at a time (`start(id)` makes client
+/// `id`'s), and gives the clients back in id order: the first error, or
+/// a timeout after `timeout` that says "could not connect and {what}".
+pub(crate) async fn connect_all<P, F>(
+    n: usize,
+    parallel: usize,
+    timeout: Duration,
+    what: &str,
+    mut start: impl FnMut(usize) -> F,
+) -> Result<Vec<P>, Error>
+where
+    P: Peer + Send + 'static,
+    F: Future<Output = Result<P, Error>> + Send + 'static,
+{
+    let gate = Arc::new(Semaphore::new(parallel.max(1)));
+    let mut set = JoinSet::new();
+    for id in 0..n {
+        let (gate, handshake) = (gate.clone(), start(id));
+        set.spawn(async move {
+            let _permit = gate.acquire_owned().await.expect("semaphore open");
+            handshake.await
+        });
+    }
+    let all = async {
+        let mut clients = Vec::with_capacity(n);
+        while let Some(r) = set.join_next().await {
+            clients.push(r.expect("connect task panicked")?);
+        }
+        Ok::<_, Error>(clients)
+    };
+    let mut clients = tokio::time::timeout(timeout, all)
+        .await
+        .map_err(|_| Error::Timeout(format!("could not connect and {what} in {timeout:?}")))??;
+    clients.sort_by_key(Peer::id);
+    Ok(clients)
 }

@@ -17,23 +17,19 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use chat_proto::{Event, Message};
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use tokio::io::Interest;
-use tokio::sync::{Barrier, Notify, Semaphore};
-use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
 
-use crate::conn::{Ask, Client};
+use crate::conn::{Ask, Client, Woke, connect_all};
+use crate::crowd::{self, Run};
 use crate::error::Error;
 use crate::fanout::Lost;
 use crate::latency::{Latency, histogram};
-use crate::pace::pace;
-use crate::payload::{HEADER, filler, parse, text};
+use crate::payload::{HEADER, check_fits, check_size, parse, text};
 use crate::procfs::{Cost, Proc};
 
 /// Options of a direct-message run.
@@ -116,22 +112,9 @@ impl Report {
     }
 }
 
-/// What every client task shares.
-struct Shared {
-    base: Instant,
-    messages: u32,
-    /// Each client's name and address, by id; pair `p` is `2p` (A) and `2p + 1` (B).
-    names: Vec<String>,
-    addrs: Vec<SocketAddr>,
-    /// Paced runs: how many round trips each pair may have started by now.
-    allowed: Option<Vec<AtomicU32>>,
-    /// Wakes an A waiting for its turn.
-    wake: Vec<Notify>,
-    /// Direct messages delivered so far.
-    total: AtomicU64,
-    fill: String,
-    abort: CancellationToken,
-}
+/// What every client task shares; pair `p` is clients `2p` (A) and
+/// `2p + 1` (B), and the pacer's turns are the pairs'.
+type Shared = crowd::Shared<()>;
 
 /// What one client saw.
 #[derive(Debug)]
@@ -156,109 +139,28 @@ pub(crate) async fn run(opts: &Options, server: Option<Proc>) -> Result<Report, 
     if opts.pairs == 0 || opts.pairs > 0x7fff {
         return Err(Error::Options("dm takes 1 to 32767 pairs".into()));
     }
-    if opts.size < HEADER {
-        return Err(Error::Options(format!(
-            "message size must be at least {HEADER} bytes"
-        )));
-    }
+    check_size(opts.size)?;
     let clients = connect(opts).await?;
-    let limit = clients[0].conn.max_text_len();
-    if opts.size > limit {
-        return Err(Error::Options(format!(
-            "message size {} exceeds the server's limit of {limit} bytes",
-            opts.size
-        )));
-    }
-    let ctx = Arc::new(Shared {
-        base: Instant::now(),
-        messages: opts.messages,
-        names: clients.iter().map(|c| c.name.clone()).collect(),
-        addrs: clients.iter().map(|c| c.me).collect(),
-        allowed: opts
-            .rate
-            .map(|_| (0..opts.pairs).map(|_| AtomicU32::new(0)).collect()),
-        wake: (0..opts.pairs).map(|_| Notify::new()).collect(),
-        total: AtomicU64::new(0),
-        fill: filler(opts.size),
-        abort: CancellationToken::new(),
-    });
-    let cpu_before = server.map(Proc::sched).transpose().map_err(Error::Proc)?;
-    let load_before = Proc::me().cpu().map_err(Error::Proc)?;
-    let start = Arc::new(Barrier::new(clients.len() + 1));
-    let mut tasks = JoinSet::new();
-    for c in clients {
-        let (ctx, start) = (ctx.clone(), start.clone());
-        tasks.spawn(async move {
-            start.wait().await;
-            drive(c, &ctx).await
-        });
-    }
-    start.wait().await;
-    let t0 = Instant::now();
-    let finished = CancellationToken::new();
-    let pacer = opts.rate.map(|rate| {
-        let (ctx, finished, per_pair) = (ctx.clone(), finished.clone(), rate / opts.pairs as f64);
-        tokio::task::spawn_blocking(move || {
-            if let Some(allowed) = &ctx.allowed {
-                let who: Vec<u32> = (0..allowed.len() as u32).collect();
-                pace(allowed, &ctx.wake, &who, ctx.messages, per_pair, || {
-                    ctx.abort.is_cancelled() || finished.is_cancelled()
-                });
-            }
-        })
-    });
-
+    check_fits(opts.size, clients[0].conn.max_text_len())?;
+    let ctx = Arc::new(Shared::new(
+        &clients,
+        opts.pairs,
+        opts.rate.is_some(),
+        (opts.messages, opts.size),
+        (),
+    ));
+    let per_pair = opts.rate.map(|rate| rate / opts.pairs as f64);
+    let mut run = Run::start(&ctx, clients, server, per_pair, |c, ctx| async move {
+        drive(c, &ctx).await
+    })
+    .await?;
     let expected = opts.pairs as u64 * u64::from(opts.messages);
-    let mut tallies = Vec::new();
-    let mut held = Vec::new();
-    let mut evicted = Vec::new();
-    let mut timed_out = false;
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    let (mut seen, mut moved, mut shown) = (0, Instant::now(), Instant::now());
-    while !tasks.is_empty() {
-        tokio::select! {
-            Some(r) = tasks.join_next() => {
-                let (tally, client, failure) = r.expect("client task panicked");
-                if let Some(e) = failure {
-                    if evicted.is_empty() {
-                        eprintln!("chat-bench: {e}; stopping the run");
-                    }
-                    evicted.push(Lost { client: client.id, reason: e.to_string() });
-                    ctx.abort.cancel();
-                }
-                tallies.push((client.id, tally));
-                held.push(client);
-            }
-            _ = tick.tick() => {
-                let total = ctx.total.load(Ordering::Relaxed);
-                if total != seen {
-                    (seen, moved) = (total, Instant::now());
-                } else if moved.elapsed() >= opts.timeout && !ctx.abort.is_cancelled() {
-                    eprintln!("chat-bench: no message for {:?}; stopping the run", opts.timeout);
-                    timed_out = true;
-                    ctx.abort.cancel();
-                }
-                if opts.progress && shown.elapsed() >= Duration::from_secs(1) {
-                    shown = Instant::now();
-                    eprintln!("  {total} of {} direct messages", 2 * expected);
-                }
-            }
-        }
-    }
+    let progress = opts.progress.then_some((2 * expected, "direct messages"));
+    let ended = run.watch(opts.timeout, "no message", progress).await;
+    let (tallies, evicted, timed_out) = (ended.tallies, ended.evicted, ended.timed_out);
     let dms = ctx.total.load(Ordering::Relaxed);
-    let cost = match (server, cpu_before) {
-        (Some(p), Some(before)) => Some(p.cost(before, dms).map_err(Error::Proc)?),
-        _ => None,
-    };
-    let load_cpu = Proc::me()
-        .cpu()
-        .map_err(Error::Proc)?
-        .saturating_sub(load_before);
-    finished.cancel();
-    if let Some(p) = pacer {
-        p.await.expect("pacer panicked");
-    }
-    drop(held);
+    let t0 = run.t0;
+    let (cost, load_cpu) = run.finish(dms, ended.held).await?;
 
     let mut hist = histogram();
     let (mut round_trips, mut got, mut duplicates, mut order, mut corrupt) = (0, 0, 0, 0, 0);
@@ -303,39 +205,20 @@ pub(crate) async fn run(opts: &Options, server: Option<Proc>) -> Result<Report, 
 
 /// Connects the 2P clients, named `{tag}.{id}`, out of the lobby, in id order.
 async fn connect(opts: &Options) -> Result<Vec<Client>, Error> {
-    let gate = Arc::new(Semaphore::new(opts.parallel.max(1)));
-    let mut set = JoinSet::new();
-    for id in 0..2 * opts.pairs {
-        let (gate, server) = (gate.clone(), opts.server);
-        let name = format!("{}.{id}", opts.tag);
-        set.spawn(async move {
-            let _permit = gate.acquire_owned().await.expect("semaphore open");
+    let n = 2 * opts.pairs;
+    let what = format!("name all {n} clients");
+    connect_all(n, opts.parallel, opts.timeout, &what, |id| {
+        let (server, name) = (opts.server, format!("{}.{id}", opts.tag));
+        async move {
             let ask = Ask {
                 name: &name,
                 join: &[],
                 part_lobby: true,
             };
             Client::named(id, server, ask, |_, _| {}).await
-        });
-    }
-    let all = async {
-        let mut clients = Vec::with_capacity(set.len());
-        while let Some(r) = set.join_next().await {
-            clients.push(r.expect("connect task panicked")?);
         }
-        Ok::<_, Error>(clients)
-    };
-    let mut clients = tokio::time::timeout(opts.timeout, all)
-        .await
-        .map_err(|_| {
-            Error::Timeout(format!(
-                "could not connect and name all {} clients in {:?}",
-                2 * opts.pairs,
-                opts.timeout
-            ))
-        })??;
-    clients.sort_by_key(|c| c.id);
-    Ok(clients)
+    })
+    .await
 }
 
 /// One client's whole run. An A (even id) starts round trips as its turns
@@ -387,39 +270,20 @@ async fn drive(mut c: Client, ctx: &Shared) -> (Tally, Client, Option<Error>) {
         if tally.got + tally.corrupt >= messages && !c.sending() {
             break None;
         }
-        let sending = c.sending() && !write_failed;
         let waiting = starter && ctx.allowed.is_some() && sent == limit && sent < ctx.messages;
-        let interest = if sending {
-            Interest::READABLE | Interest::WRITABLE
-        } else {
-            Interest::READABLE
-        };
-        tokio::select! {
-            () = &mut aborted => break None,
-            () = ctx.wake[pair].notified(), if waiting => {}
-            r = c.stream.ready(interest) => {
-                let ready = match r {
-                    Ok(ready) => ready,
-                    Err(e) => break Some(c.lost(e.to_string())),
-                };
-                if ready.is_writable() && sending && c.write().is_err() {
-                    write_failed = true;
+        let turn = waiting.then(|| &ctx.wake[pair]);
+        match c.wait(&mut write_failed, turn, &mut aborted).await {
+            Err(e) => break Some(e),
+            Ok(Woke::Stopped) => break None,
+            Ok(Woke::Again) => {}
+            Ok(Woke::Read) => {
+                let before = tally.got;
+                if let Err(e) = take(&mut c, ctx, partner, &to, &mut next, &mut tally) {
+                    break Some(e);
                 }
-                if ready.is_readable() {
-                    match c.read() {
-                        Err(e) => break Some(e),
-                        Ok(None) => {}
-                        Ok(Some(_)) => {
-                            let before = tally.got;
-                            if let Err(e) = take(&mut c, ctx, partner, &to, &mut next, &mut tally) {
-                                break Some(e);
-                            }
-                            ctx.total.fetch_add(tally.got - before, Ordering::Relaxed);
-                            if c.conn.is_closed() {
-                                break Some(c.lost("the server closed the connection".into()));
-                            }
-                        }
-                    }
+                ctx.total.fetch_add(tally.got - before, Ordering::Relaxed);
+                if c.conn.is_closed() {
+                    break Some(c.lost("the server closed the connection".into()));
                 }
             }
         }
@@ -447,22 +311,10 @@ fn take(
         let (from, text) = match event {
             None => break,
             Some(Event::Message(Message::Told { from, text })) => (from, text),
-            Some(Event::Message(Message::Refused {
-                code,
-                subject,
-                detail,
-            })) => {
-                return Err(c.lost(format!(
-                    "the server refused a request: {code:?} for {subject:?}: {detail}"
-                )));
+            Some(other) => {
+                c.check(other)?;
+                continue;
             }
-            Some(Event::Error(reason)) => {
-                return Err(c.lost(format!("evicted by the server: {reason}")));
-            }
-            Some(Event::Exit) => {
-                return Err(c.lost("the server sent Exit (shutting down)".into()));
-            }
-            Some(_) => continue,
         };
         got = true;
         let Some((who, seq, ts)) = parse(text.as_bytes()) else {

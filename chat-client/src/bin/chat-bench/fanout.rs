@@ -55,15 +55,15 @@ use chat_proto::{Event, Message};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::io::Interest;
-use tokio::sync::{Barrier, Notify, Semaphore};
+use tokio::sync::{Barrier, Notify};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::conn::Client;
+use crate::conn::{Client, connect_all};
 use crate::error::Error;
 use crate::latency::{Latency, histogram};
 use crate::pace::pace;
-use crate::payload::{HEADER, filler, parse, text};
+use crate::payload::{HEADER, check_fits, check_size, filler, parse, text};
 use crate::plan::Plan;
 use crate::procfs::{Cost, Proc};
 use crate::stalled::{self, Outcome};
@@ -312,11 +312,7 @@ pub(crate) async fn run(opts: &Options, server: Option<Proc>) -> Result<Report, 
     if clients > 0xffff {
         return Err(Error::Options("fanout takes at most 65535 clients".into()));
     }
-    if opts.size < HEADER {
-        return Err(Error::Options(format!(
-            "message size must be at least {HEADER} bytes"
-        )));
-    }
+    check_size(opts.size)?;
     let fill = filler(opts.size);
     if opts.system != System::Chat && opts.stalled > 0 {
         return Err(Error::Options("--stalled needs --system chat".into()));
@@ -328,13 +324,7 @@ pub(crate) async fn run(opts: &Options, server: Option<Proc>) -> Result<Report, 
             } else {
                 connect(opts).await?
             };
-            let limit = clients[0].conn.max_text_len();
-            if fill.len() + HEADER > limit {
-                return Err(Error::Options(format!(
-                    "message size {} exceeds the server's limit of {limit} bytes",
-                    opts.size
-                )));
-            }
+            check_fits(opts.size, clients[0].conn.max_text_len())?;
             let addrs = clients.iter().map(|c| c.me).collect();
             let names = clients.iter().map(|c| c.name.clone()).collect();
             measure(opts, server, clients, stalled, (addrs, names), fill).await
@@ -367,37 +357,16 @@ where
     C: Fn(usize, SocketAddr, Vec<String>) -> F,
 {
     let n = opts.plan.clients();
-    let gate = Arc::new(Semaphore::new(opts.parallel.max(1)));
-    let mut set = JoinSet::new();
-    for id in 0..n {
+    let what = format!("subscribe all {n} clients to {what}");
+    connect_all(n, opts.parallel, opts.timeout, &what, |id| {
         let channels = if opts.plan.named() {
             opts.plan.names_of(id)
         } else {
             vec![CHANNEL.to_string()]
         };
-        let (gate, c) = (gate.clone(), connect(id, opts.server, channels));
-        set.spawn(async move {
-            let _permit = gate.acquire_owned().await.expect("semaphore open");
-            c.await
-        });
-    }
-    let all = async {
-        let mut clients = Vec::with_capacity(n);
-        while let Some(r) = set.join_next().await {
-            clients.push(r.expect("connect task panicked")?);
-        }
-        Ok::<_, Error>(clients)
-    };
-    let mut clients = tokio::time::timeout(opts.timeout, all)
-        .await
-        .map_err(|_| {
-            Error::Timeout(format!(
-                "could not connect and subscribe all {n} clients to {what} in {:?}",
-                opts.timeout
-            ))
-        })??;
-    clients.sort_by_key(Peer::id);
-    Ok(clients)
+        connect(id, opts.server, channels)
+    })
+    .await
 }
 
 /// Runs the workload with connected clients: the part every system shares.

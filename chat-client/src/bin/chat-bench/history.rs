@@ -18,25 +18,22 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use chat_proto::{Conversation, Entry, Event, Message, features};
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use tokio::io::Interest;
-use tokio::sync::{Barrier, Notify, Semaphore};
-use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
 
-use crate::conn::{Ask, Client, LOBBY};
+use crate::conn::{Ask, Client, Woke};
+use crate::crowd::{self, Run};
 use crate::error::Error;
 use crate::fanout::Lost;
 use crate::latency::{Latency, histogram};
-use crate::pace::pace;
-use crate::payload::{HEADER, filler, parse, text};
+use crate::payload::{HEADER, check_fits, check_size, filler, parse, text};
 use crate::plan::Plan;
 use crate::procfs::{Cost, Proc};
+use crate::rooms::Seats;
 
 /// What a HISTORY client asks for.
 const HISTORY: u64 = features::ROOMS | features::HISTORY;
@@ -144,20 +141,12 @@ impl AckReport {
 }
 
 /// What every `ack` client task shares.
-struct Shared {
-    base: Instant,
+type Shared = crowd::Shared<Job>;
+
+/// The `ack` run's own part of what its client tasks share.
+struct Job {
     plan: Plan,
-    messages: u32,
     window: u32,
-    names: Vec<String>,
-    addrs: Vec<SocketAddr>,
-    /// Paced runs: how many messages each client may have said by now.
-    allowed: Option<Vec<AtomicU32>>,
-    wake: Vec<Notify>,
-    /// Answers and deliveries so far: progress, for the timeout.
-    total: AtomicU64,
-    fill: String,
-    abort: CancellationToken,
 }
 
 /// What one `ack` client saw.
@@ -184,108 +173,42 @@ struct Tally {
 /// Fails if a client cannot connect, be named, or take its seat.
 /// Refusals, evictions and losses during the run are in the report.
 pub(crate) async fn ack(opts: &AckOptions, server: Option<Proc>) -> Result<AckReport, Error> {
-    if opts.size < HEADER {
-        return Err(Error::Options(format!(
-            "message size must be at least {HEADER} bytes"
-        )));
-    }
+    check_size(opts.size)?;
     if opts.window == 0 && opts.rate.is_none() {
         return Err(Error::Options(
             "unpaced, --window must be at least 1 message".into(),
         ));
     }
     let clients = connect(opts).await?;
-    let limit = clients[0].conn.max_text_len();
-    if opts.size > limit {
-        return Err(Error::Options(format!(
-            "message size {} exceeds the server's limit of {limit} bytes",
-            opts.size
-        )));
-    }
+    check_fits(opts.size, clients[0].conn.max_text_len())?;
     let n = clients.len();
-    let ctx = Arc::new(Shared {
-        base: Instant::now(),
+    let job = Job {
         plan: opts.plan.clone(),
-        messages: opts.messages,
         window: opts.window,
-        names: clients.iter().map(|c| c.name.clone()).collect(),
-        addrs: clients.iter().map(|c| c.me).collect(),
-        allowed: opts
-            .rate
-            .map(|_| (0..n).map(|_| AtomicU32::new(0)).collect()),
-        wake: (0..n).map(|_| Notify::new()).collect(),
-        total: AtomicU64::new(0),
-        fill: filler(opts.size),
-        abort: CancellationToken::new(),
-    });
-    let cpu_before = server.map(Proc::sched).transpose().map_err(Error::Proc)?;
-    let load_before = Proc::me().cpu().map_err(Error::Proc)?;
-    let start = Arc::new(Barrier::new(n + 1));
-    let mut tasks = JoinSet::new();
-    for c in clients {
-        let (ctx, start) = (ctx.clone(), start.clone());
-        tasks.spawn(async move {
-            start.wait().await;
-            drive(c, &ctx).await
-        });
-    }
-    start.wait().await;
-    let t0 = Instant::now();
-    let finished = CancellationToken::new();
-    let pacer = opts.rate.map(|rate| {
-        let (ctx, finished) = (ctx.clone(), finished.clone());
-        tokio::task::spawn_blocking(move || {
-            if let Some(allowed) = &ctx.allowed {
-                let who: Vec<u32> = (0..allowed.len() as u32).collect();
-                pace(allowed, &ctx.wake, &who, ctx.messages, rate, || {
-                    ctx.abort.is_cancelled() || finished.is_cancelled()
-                });
-            }
-        })
-    });
+    };
+    let ctx = Arc::new(Shared::new(
+        &clients,
+        n,
+        opts.rate.is_some(),
+        (opts.messages, opts.size),
+        job,
+    ));
+    let mut run = Run::start(&ctx, clients, server, opts.rate, |c, ctx| async move {
+        drive(c, &ctx).await
+    })
+    .await?;
 
     let expected_acks = n as u64 * u64::from(opts.messages);
     let expected: u64 = (0..n)
         .map(|c| opts.plan.heard(c).len() as u64 * u64::from(opts.messages))
         .sum();
-    let mut tallies = Vec::new();
-    let mut held = Vec::new();
-    let mut evicted = Vec::new();
-    let mut timed_out = false;
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    let (mut seen, mut moved, mut shown) = (0, Instant::now(), Instant::now());
-    while !tasks.is_empty() {
-        tokio::select! {
-            Some(r) = tasks.join_next() => {
-                let (tally, client, failure) = r.expect("client task panicked");
-                if let Some(e) = failure {
-                    if evicted.is_empty() {
-                        eprintln!("chat-bench: {e}; stopping the run");
-                    }
-                    evicted.push(Lost { client: client.id, reason: e.to_string() });
-                    ctx.abort.cancel();
-                }
-                tallies.push(tally);
-                held.push(client);
-            }
-            _ = tick.tick() => {
-                let total = ctx.total.load(Ordering::Relaxed);
-                if total != seen {
-                    (seen, moved) = (total, Instant::now());
-                } else if moved.elapsed() >= opts.timeout && !ctx.abort.is_cancelled() {
-                    eprintln!("chat-bench: nothing for {:?}; stopping the run", opts.timeout);
-                    timed_out = true;
-                    ctx.abort.cancel();
-                }
-                if opts.progress && shown.elapsed() >= Duration::from_secs(1) {
-                    shown = Instant::now();
-                    eprintln!("  {total} of {} answers and deliveries", expected_acks + expected);
-                }
-            }
-        }
-    }
+    let progress = opts
+        .progress
+        .then_some((expected_acks + expected, "answers and deliveries"));
+    let ended = run.watch(opts.timeout, "nothing", progress).await;
+    let (evicted, timed_out) = (ended.evicted, ended.timed_out);
     let mut t = Tally::new();
-    for x in &tallies {
+    for (_, x) in &ended.tallies {
         t.acks += x.acks;
         t.duplicate_acks += x.duplicate_acks;
         t.unstored += x.unstored;
@@ -301,19 +224,8 @@ pub(crate) async fn ack(opts: &AckOptions, server: Option<Proc>) -> Result<AckRe
             .add(&x.delivery_hist)
             .expect("same histogram bounds");
     }
-    let cost = match (server, cpu_before) {
-        (Some(p), Some(before)) => Some(p.cost(before, t.got).map_err(Error::Proc)?),
-        _ => None,
-    };
-    let load_cpu = Proc::me()
-        .cpu()
-        .map_err(Error::Proc)?
-        .saturating_sub(load_before);
-    finished.cancel();
-    if let Some(p) = pacer {
-        p.await.expect("pacer panicked");
-    }
-    drop(held);
+    let t0 = run.t0;
+    let (cost, load_cpu) = run.finish(t.got, ended.held).await?;
     let seconds = t
         .last
         .map_or(0.0, |l: Instant| l.duration_since(t0).as_secs_f64());
@@ -374,44 +286,17 @@ impl Tally {
 /// Connects the N HISTORY clients, named `{tag}.{id}`, each in its room
 /// (the lobby, or its named room out of the lobby), in id order.
 async fn connect(opts: &AckOptions) -> Result<Vec<Client>, Error> {
-    let gate = Arc::new(Semaphore::new(opts.parallel.max(1)));
-    let mut set = JoinSet::new();
-    for id in 0..opts.plan.clients() {
-        let (gate, server) = (gate.clone(), opts.server);
-        let name = format!("{}.{id}", opts.tag);
-        let join = opts.plan.names_of(id);
-        set.spawn(async move {
-            let _permit = gate.acquire_owned().await.expect("semaphore open");
-            let ask = Ask {
-                name: &name,
-                join: &join,
-                part_lobby: !join.is_empty(),
-            };
-            let mut c = Client::named_with(id, server, ask, HISTORY, |_, _| {}).await?;
-            if c.rooms.is_empty() {
-                c.rooms = vec![LOBBY.into()];
-            }
-            Ok::<_, Error>(c)
-        });
-    }
-    let all = async {
-        let mut clients = Vec::with_capacity(set.len());
-        while let Some(r) = set.join_next().await {
-            clients.push(r.expect("connect task panicked")?);
-        }
-        Ok::<_, Error>(clients)
+    let seats = Seats {
+        server: opts.server,
+        plan: &opts.plan,
+        tag: &opts.tag,
+        features: HISTORY,
+        parallel: opts.parallel,
+        timeout: opts.timeout,
     };
-    let mut clients = tokio::time::timeout(opts.timeout, all)
+    seats
+        .fill(&format!("seat all {} clients", opts.plan.clients()))
         .await
-        .map_err(|_| {
-            Error::Timeout(format!(
-                "could not connect and seat all {} clients in {:?}",
-                opts.plan.clients(),
-                opts.timeout
-            ))
-        })??;
-    clients.sort_by_key(|c| c.id);
-    Ok(clients)
 }
 
 /// One client's run: says its messages as its turns (or its window) allow,
@@ -422,11 +307,11 @@ async fn drive(mut c: Client, ctx: &Shared) -> (Tally, Client, Option<Error>) {
     let mut state = State {
         sent_at: Vec::with_capacity(ctx.messages as usize),
         answered: vec![false; ctx.messages as usize],
-        next: vec![0; ctx.plan.clients()],
+        next: vec![0; ctx.job.plan.clients()],
         last_id: None,
     };
     let room = c.rooms[0].clone();
-    let expected = ctx.plan.heard(id).len() as u64 * u64::from(ctx.messages);
+    let expected = ctx.job.plan.heard(id).len() as u64 * u64::from(ctx.messages);
     let mut sent = 0u32;
     let mut write_failed = false;
     let aborted = ctx.abort.cancelled();
@@ -434,7 +319,9 @@ async fn drive(mut c: Client, ctx: &Shared) -> (Tally, Client, Option<Error>) {
     let failure = loop {
         let limit = match &ctx.allowed {
             Some(allowed) => allowed[id].load(Ordering::Acquire).min(ctx.messages),
-            None => (t.acks as u32).saturating_add(ctx.window).min(ctx.messages),
+            None => (t.acks as u32)
+                .saturating_add(ctx.job.window)
+                .min(ctx.messages),
         };
         let mut refused = None;
         while sent < limit && !write_failed {
@@ -466,40 +353,22 @@ async fn drive(mut c: Client, ctx: &Shared) -> (Tally, Client, Option<Error>) {
         {
             break None;
         }
-        let sending = c.sending() && !write_failed;
         let waiting = ctx.allowed.is_some() && sent == limit && sent < ctx.messages;
-        let interest = if sending {
-            Interest::READABLE | Interest::WRITABLE
-        } else {
-            Interest::READABLE
-        };
-        tokio::select! {
-            () = &mut aborted => break None,
-            () = ctx.wake[id].notified(), if waiting => {}
-            r = c.stream.ready(interest) => {
-                let ready = match r {
-                    Ok(ready) => ready,
-                    Err(e) => break Some(c.lost(e.to_string())),
-                };
-                if ready.is_writable() && sending && c.write().is_err() {
-                    write_failed = true;
+        let turn = waiting.then(|| &ctx.wake[id]);
+        match c.wait(&mut write_failed, turn, &mut aborted).await {
+            Err(e) => break Some(e),
+            Ok(Woke::Stopped) => break None,
+            Ok(Woke::Again) => {}
+            Ok(Woke::Read) => {
+                let before = t.acks + t.got;
+                let r = take(&mut c, ctx, &room, &mut state, &mut t);
+                ctx.total
+                    .fetch_add(t.acks + t.got - before, Ordering::Relaxed);
+                if let Err(e) = r {
+                    break Some(e);
                 }
-                if ready.is_readable() {
-                    match c.read() {
-                        Err(e) => break Some(e),
-                        Ok(None) => {}
-                        Ok(Some(_)) => {
-                            let before = t.acks + t.got;
-                            let r = take(&mut c, ctx, &room, &mut state, &mut t);
-                            ctx.total.fetch_add(t.acks + t.got - before, Ordering::Relaxed);
-                            if let Err(e) = r {
-                                break Some(e);
-                            }
-                            if c.conn.is_closed() {
-                                break Some(c.lost("the server closed the connection".into()));
-                            }
-                        }
-                    }
+                if c.conn.is_closed() {
+                    break Some(c.lost("the server closed the connection".into()));
                 }
             }
         }
@@ -557,22 +426,10 @@ fn take(
                 )));
             }
             Some(Event::Message(Message::Posted { room, entry })) => (room, entry),
-            Some(Event::Message(Message::Refused {
-                code,
-                subject,
-                detail,
-            })) => {
-                return Err(c.lost(format!(
-                    "the server refused a request: {code:?} for {subject:?}: {detail}"
-                )));
+            Some(other) => {
+                c.check(other)?;
+                continue;
             }
-            Some(Event::Error(reason)) => {
-                return Err(c.lost(format!("evicted by the server: {reason}")));
-            }
-            Some(Event::Exit) => {
-                return Err(c.lost("the server sent Exit (shutting down)".into()));
-            }
-            Some(_) => continue,
         };
         got = true;
         if posted_room != room {
@@ -592,7 +449,7 @@ fn take(
             t.corrupt += 1;
             continue;
         };
-        if ctx.plan.heard_slot(c.id, who).is_none()
+        if ctx.job.plan.heard_slot(c.id, who).is_none()
             || entry.from.name != ctx.names[who]
             || entry.from.addr() != ctx.addrs[who]
             || entry.text.as_bytes()[HEADER..] != *ctx.fill.as_bytes()
@@ -702,11 +559,7 @@ pub(crate) async fn resume(
     opts: &ResumeOptions,
     server: Option<Proc>,
 ) -> Result<ResumeReport, Error> {
-    if opts.size < HEADER {
-        return Err(Error::Options(format!(
-            "message size must be at least {HEADER} bytes"
-        )));
-    }
+    check_size(opts.size)?;
     if opts.messages == 0 || opts.repeat == 0 || opts.recent == 0 || opts.window == 0 {
         return Err(Error::Options(
             "-k, --repeat, --recent and --window must be at least 1".into(),
@@ -728,13 +581,7 @@ pub(crate) async fn resume(
     let writer = tokio::time::timeout(opts.timeout, seat(0, format!("{}.w", opts.tag)))
         .await
         .map_err(|_| within("seating the writer".into()))??;
-    let limit = writer.conn.max_text_len();
-    if opts.size > limit {
-        return Err(Error::Options(format!(
-            "message size {} exceeds the server's limit of {limit} bytes",
-            opts.size
-        )));
-    }
+    check_fits(opts.size, writer.conn.max_text_len())?;
     let t0 = Instant::now();
     let (ids, writer) = tokio::time::timeout(opts.timeout, store(writer, opts, &room))
         .await

@@ -21,6 +21,7 @@
 
 mod args;
 mod conn;
+mod crowd;
 mod dm;
 mod error;
 mod fanout;
@@ -78,70 +79,52 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
     rt.block_on(async {
         match cli.cmd {
             Cmd::Fanout(args) => {
-                let opts = args.options(cli.system, cli.server, !json)?;
-                let mut ok = true;
-                for i in 0..args.load.runs {
-                    let r = fanout::run(&opts, server).await?;
-                    ok &= r.passed();
-                    if args.load.runs > 1 && !json {
-                        println!("run {}", i + 1);
-                    }
-                    show(&r, json)?;
-                }
-                Ok(ok)
+                let opts = &args.options(cli.system, cli.server, !json)?;
+                repeat(
+                    args.load.runs,
+                    json,
+                    fanout::Report::passed,
+                    || async move { Ok(fanout::run(opts, server).await?) },
+                )
+                .await
             }
             Cmd::Rooms(args) => {
-                let mut ok = true;
-                for i in 0..args.load.runs {
-                    let opts = args.options(cli.system, cli.server, !json)?;
-                    let r = fanout::run(&opts, server).await?;
-                    ok &= r.passed();
-                    if args.load.runs > 1 && !json {
-                        println!("run {}", i + 1);
-                    }
-                    show(&r, json)?;
-                }
-                Ok(ok)
+                let args = &args;
+                repeat(
+                    args.load.runs,
+                    json,
+                    fanout::Report::passed,
+                    || async move {
+                        let opts = args.options(cli.system, cli.server, !json)?;
+                        Ok(fanout::run(&opts, server).await?)
+                    },
+                )
+                .await
             }
             _ if cli.system != System::Chat => {
                 anyhow::bail!("--system nats and --system redis drive only fanout and rooms")
             }
             Cmd::Dm(args) => {
-                let mut ok = true;
-                for i in 0..args.runs {
-                    let r = dm::run(&args.options(cli.server, !json)?, server).await?;
-                    ok &= r.passed();
-                    if args.runs > 1 && !json {
-                        println!("run {}", i + 1);
-                    }
-                    show(&r, json)?;
-                }
-                Ok(ok)
+                let args = &args;
+                repeat(args.runs, json, dm::Report::passed, || async move {
+                    Ok(dm::run(&args.options(cli.server, !json)?, server).await?)
+                })
+                .await
             }
             Cmd::History(h) => match h.mode {
                 HistoryMode::Ack(args) => {
-                    let mut ok = true;
-                    for i in 0..args.runs {
-                        let r = history::ack(&args.options(cli.server, !json)?, server).await?;
-                        ok &= r.passed();
-                        if args.runs > 1 && !json {
-                            println!("run {}", i + 1);
-                        }
-                        show(&r, json)?;
-                    }
-                    Ok(ok)
+                    let args = &args;
+                    repeat(args.runs, json, history::AckReport::passed, || async move {
+                        Ok(history::ack(&args.options(cli.server, !json)?, server).await?)
+                    })
+                    .await
                 }
                 HistoryMode::Resume(args) => {
-                    let mut ok = true;
-                    for i in 0..args.runs {
-                        let r = history::resume(&args.options(cli.server), server).await?;
-                        ok &= r.passed();
-                        if args.runs > 1 && !json {
-                            println!("run {}", i + 1);
-                        }
-                        show(&r, json)?;
-                    }
-                    Ok(ok)
+                    let args = &args;
+                    repeat(args.runs, json, history::ResumeReport::passed, || async move {
+                        Ok(history::resume(&args.options(cli.server), server).await?)
+                    })
+                    .await
                 }
             },
             Cmd::Idle(args) => {
@@ -157,6 +140,31 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             }
         }
     })
+}
+
+/// Runs a workload `runs` times (`once` is one run), showing each report,
+/// numbered in the human form when there are several; `Ok(true)` if every
+/// run `passed`.
+async fn repeat<R, F>(
+    runs: usize,
+    json: bool,
+    passed: fn(&R) -> bool,
+    mut once: impl FnMut() -> F,
+) -> anyhow::Result<bool>
+where
+    R: serde::Serialize + std::fmt::Display,
+    F: Future<Output = anyhow::Result<R>>,
+{
+    let mut ok = true;
+    for i in 0..runs {
+        let r = once().await?;
+        ok &= passed(&r);
+        if runs > 1 && !json {
+            println!("run {}", i + 1);
+        }
+        show(&r, json)?;
+    }
+    Ok(ok)
 }
 
 /// Prints a report: one line of JSON, or the human form.

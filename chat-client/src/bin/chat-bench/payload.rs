@@ -6,8 +6,30 @@
 //! id   seq      send time (ns)   filler
 //! ```
 
+use crate::error::Error;
+
 /// Bytes of the header at the front of every bench message.
 pub(crate) const HEADER: usize = 4 + 1 + 8 + 1 + 16 + 1;
+
+/// Refuses a text size too small for the header.
+pub(crate) fn check_size(size: usize) -> Result<(), Error> {
+    if size < HEADER {
+        return Err(Error::Options(format!(
+            "message size must be at least {HEADER} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a text size above the server's `limit`.
+pub(crate) fn check_fits(size: usize, limit: usize) -> Result<(), Error> {
+    if size > limit {
+        return Err(Error::Options(format!(
+            "message size {size} exceeds the server's limit of {limit} bytes"
+        )));
+    }
+    Ok(())
+}
 
 /// The fixed filler after the header, `size - HEADER` bytes of mixed text.
 pub(crate) fn filler(size: usize) -> String {

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use crate::fanout::Lost;
 use crate::latency::Latency;
 use crate::procfs::Cost;
 use crate::system::System;
@@ -30,6 +31,67 @@ fn wakeups(f: &mut fmt::Formatter<'_>, s: &Cost, unit: &str) -> fmt::Result {
     )
 }
 
+/// The four delivery checks every message workload makes.
+fn checks(
+    f: &mut fmt::Formatter<'_>,
+    (losses, duplicates, order, corrupt): (u64, u64, u64, u64),
+) -> fmt::Result {
+    writeln!(f, "  losses            {losses}")?;
+    writeln!(f, "  duplicates        {duplicates}")?;
+    writeln!(f, "  order violations  {order}")?;
+    writeln!(f, "  corrupt           {corrupt}")
+}
+
+/// The clients lost (each on a line `label`ed), and the timeout if it
+/// stopped the run (`silence` came for the whole of it).
+fn failures(
+    f: &mut fmt::Formatter<'_>,
+    label: &str,
+    evicted: &[Lost],
+    timed_out: bool,
+    silence: &str,
+) -> fmt::Result {
+    for lost in evicted {
+        writeln!(f, "  {label:<17} client {}: {}", lost.client, lost.reason)?;
+    }
+    if timed_out {
+        writeln!(f, "  timed out         {silence} for the whole timeout")?;
+    }
+    Ok(())
+}
+
+/// The load generator's own CPU time.
+fn load_cpu(f: &mut fmt::Formatter<'_>, seconds: f64) -> fmt::Result {
+    writeln!(f, "  load cpu          {seconds:.3} s (chat-bench's own)")
+}
+
+/// The server's memory now and at its peak.
+fn rss(f: &mut fmt::Formatter<'_>, s: &Cost) -> fmt::Result {
+    writeln!(
+        f,
+        "  server rss        {} KiB now, {} KiB peak",
+        s.rss_kib, s.peak_rss_kib
+    )
+}
+
+/// The last line: PASS or FAIL.
+fn result(f: &mut fmt::Formatter<'_>, passed: bool) -> fmt::Result {
+    write!(
+        f,
+        "  result            {}",
+        if passed { "PASS" } else { "FAIL" }
+    )
+}
+
+/// What follows the title of a run against an anchor.
+fn anchor(system: System) -> &'static str {
+    match system {
+        System::Chat => "",
+        System::Nats => " (NATS)",
+        System::Redis => " (Redis)",
+    }
+}
+
 impl fmt::Display for fanout::Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.rooms {
@@ -39,11 +101,7 @@ impl fmt::Display for fanout::Report {
                 self.clients,
                 self.messages,
                 self.size,
-                match self.system {
-                    System::Chat => "",
-                    System::Nats => " (NATS)",
-                    System::Redis => " (Redis)",
-                }
+                anchor(self.system)
             )?,
             Some(r) => writeln!(
                 f,
@@ -55,11 +113,7 @@ impl fmt::Display for fanout::Report {
                 self.messages,
                 self.size,
                 r.run,
-                match self.system {
-                    System::Chat => "",
-                    System::Nats => " (NATS)",
-                    System::Redis => " (Redis)",
-                },
+                anchor(self.system),
                 if self.senders < self.clients {
                     format!(
                         "\n  senders           {} (the others only receive)",
@@ -85,10 +139,15 @@ impl fmt::Display for fanout::Report {
         writeln!(f, "  seconds           {:.3}", self.seconds)?;
         writeln!(f, "  deliveries/s      {:.0}", self.rate)?;
         latency(f, "latency us", &self.latency_us)?;
-        writeln!(f, "  losses            {}", self.losses)?;
-        writeln!(f, "  duplicates        {}", self.duplicates)?;
-        writeln!(f, "  order violations  {}", self.order_violations)?;
-        writeln!(f, "  corrupt           {}", self.corrupt)?;
+        checks(
+            f,
+            (
+                self.losses,
+                self.duplicates,
+                self.order_violations,
+                self.corrupt,
+            ),
+        )?;
         if self.rooms.is_some() {
             writeln!(f, "  misdirected       {}", self.misdirected)?;
         }
@@ -106,16 +165,13 @@ impl fmt::Display for fanout::Report {
                 )?;
             }
         }
-        for lost in &self.evicted {
-            writeln!(
-                f,
-                "  disconnected      client {}: {}",
-                lost.client, lost.reason
-            )?;
-        }
-        if self.timed_out {
-            writeln!(f, "  timed out         no delivery for the whole timeout")?;
-        }
+        failures(
+            f,
+            "disconnected",
+            &self.evicted,
+            self.timed_out,
+            "no delivery",
+        )?;
         if self.stalled > 0 {
             writeln!(
                 f,
@@ -128,11 +184,7 @@ impl fmt::Display for fanout::Report {
                 }
             }
         }
-        writeln!(
-            f,
-            "  load cpu          {:.3} s (chat-bench's own)",
-            self.load_cpu_seconds
-        )?;
+        load_cpu(f, self.load_cpu_seconds)?;
         if let Some(s) = &self.server {
             writeln!(
                 f,
@@ -140,17 +192,9 @@ impl fmt::Display for fanout::Report {
                 s.cpu_seconds, s.cpu_us_per_unit
             )?;
             wakeups(f, s, "delivery")?;
-            writeln!(
-                f,
-                "  server rss        {} KiB now, {} KiB peak",
-                s.rss_kib, s.peak_rss_kib
-            )?;
+            rss(f, s)?;
         }
-        write!(
-            f,
-            "  result            {}",
-            if self.passed() { "PASS" } else { "FAIL" }
-        )
+        result(f, self.passed())
     }
 }
 
@@ -176,25 +220,17 @@ impl fmt::Display for dm::Report {
         writeln!(f, "  seconds           {:.3}", self.seconds)?;
         writeln!(f, "  round trips/s     {:.0}", self.rate)?;
         latency(f, "round trip us", &self.latency_us)?;
-        writeln!(f, "  losses            {}", self.losses)?;
-        writeln!(f, "  duplicates        {}", self.duplicates)?;
-        writeln!(f, "  order violations  {}", self.order_violations)?;
-        writeln!(f, "  corrupt           {}", self.corrupt)?;
-        for lost in &self.evicted {
-            writeln!(
-                f,
-                "  failed            client {}: {}",
-                lost.client, lost.reason
-            )?;
-        }
-        if self.timed_out {
-            writeln!(f, "  timed out         no message for the whole timeout")?;
-        }
-        writeln!(
+        checks(
             f,
-            "  load cpu          {:.3} s (chat-bench's own)",
-            self.load_cpu_seconds
+            (
+                self.losses,
+                self.duplicates,
+                self.order_violations,
+                self.corrupt,
+            ),
         )?;
+        failures(f, "failed", &self.evicted, self.timed_out, "no message")?;
+        load_cpu(f, self.load_cpu_seconds)?;
         if let (Some(s), Some(rt)) = (&self.server, self.cpu_us_per_round_trip) {
             writeln!(
                 f,
@@ -203,11 +239,7 @@ impl fmt::Display for dm::Report {
             )?;
             wakeups(f, s, "direct message")?;
         }
-        write!(
-            f,
-            "  result            {}",
-            if self.passed() { "PASS" } else { "FAIL" }
-        )
+        result(f, self.passed())
     }
 }
 
@@ -325,27 +357,19 @@ impl fmt::Display for history::AckReport {
         writeln!(f, "  acks/s            {:.0}", self.ack_rate)?;
         latency(f, "send-to-ack us", &self.latency_us)?;
         latency(f, "delivery us", &self.delivery_latency_us)?;
-        writeln!(f, "  losses            {}", self.losses)?;
-        writeln!(f, "  duplicates        {}", self.duplicates)?;
-        writeln!(f, "  order violations  {}", self.order_violations)?;
-        writeln!(f, "  corrupt           {}", self.corrupt)?;
+        checks(
+            f,
+            (
+                self.losses,
+                self.duplicates,
+                self.order_violations,
+                self.corrupt,
+            ),
+        )?;
         writeln!(f, "  ids not rising    {}", self.id_violations)?;
         writeln!(f, "  broken links      {}", self.broken_links)?;
-        for lost in &self.evicted {
-            writeln!(
-                f,
-                "  failed            client {}: {}",
-                lost.client, lost.reason
-            )?;
-        }
-        if self.timed_out {
-            writeln!(f, "  timed out         nothing for the whole timeout")?;
-        }
-        writeln!(
-            f,
-            "  load cpu          {:.3} s (chat-bench's own)",
-            self.load_cpu_seconds
-        )?;
+        failures(f, "failed", &self.evicted, self.timed_out, "nothing")?;
+        load_cpu(f, self.load_cpu_seconds)?;
         if let (Some(s), Some(m)) = (&self.server, self.cpu_us_per_message) {
             writeln!(
                 f,
@@ -353,17 +377,9 @@ impl fmt::Display for history::AckReport {
                 s.cpu_seconds, s.cpu_us_per_unit, m
             )?;
             wakeups(f, s, "delivery")?;
-            writeln!(
-                f,
-                "  server rss        {} KiB now, {} KiB peak",
-                s.rss_kib, s.peak_rss_kib
-            )?;
+            rss(f, s)?;
         }
-        write!(
-            f,
-            "  result            {}",
-            if self.passed() { "PASS" } else { "FAIL" }
-        )
+        result(f, self.passed())
     }
 }
 
@@ -391,11 +407,7 @@ impl fmt::Display for history::ResumeReport {
         if let Some(why) = &self.failure {
             writeln!(f, "  failed            {why}")?;
         }
-        writeln!(
-            f,
-            "  load cpu          {:.3} s (chat-bench's own)",
-            self.load_cpu_seconds
-        )?;
+        load_cpu(f, self.load_cpu_seconds)?;
         if let Some(s) = &self.server {
             writeln!(
                 f,
@@ -408,10 +420,6 @@ impl fmt::Display for history::ResumeReport {
                 }
             )?;
         }
-        write!(
-            f,
-            "  result            {}",
-            if self.passed() { "PASS" } else { "FAIL" }
-        )
+        result(f, self.passed())
     }
 }

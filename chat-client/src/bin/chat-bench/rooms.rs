@@ -1,19 +1,19 @@
 //! The `rooms` workload's clients: named (the ROOMS capability), each out
 //! of the lobby and in the rooms the plan gives it. The run itself is
-//! `fanout`'s, over that plan.
+//! `fanout`'s, over that plan. `history ack` seats its clients here too.
 //!
 //! Every client leaves the lobby, so that a thousand clients arriving do not
 //! make a million lobby notices, and the run measures the rooms alone.
 
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
+use chat_proto::features;
 
-use crate::conn::{Ask, Client};
+use crate::conn::{Ask, Client, LOBBY, connect_all};
 use crate::error::Error;
 use crate::fanout::Options;
+use crate::plan::Plan;
 
 /// A short tag for this run's room and client names, so that a run does
 /// not meet the names of an earlier one still leaving the same server.
@@ -32,39 +32,56 @@ pub(crate) fn tag() -> String {
 /// has all its members (each client had the server's answer to each of its
 /// joins).
 pub(crate) async fn connect(opts: &Options) -> Result<Vec<Client>, Error> {
-    let tag = &opts.tag;
-    let gate = Arc::new(Semaphore::new(opts.parallel.max(1)));
-    let mut set = JoinSet::new();
-    for id in 0..opts.plan.clients() {
-        let (gate, server) = (gate.clone(), opts.server);
-        let join = opts.plan.names_of(id);
-        let name = format!("{tag}.{id}");
-        set.spawn(async move {
-            let _permit = gate.acquire_owned().await.expect("semaphore open");
-            let ask = Ask {
-                name: &name,
-                join: &join,
-                part_lobby: true,
-            };
-            Client::named(id, server, ask, |_, _| {}).await
-        });
-    }
-    let all = async {
-        let mut clients = Vec::with_capacity(set.len());
-        while let Some(r) = set.join_next().await {
-            clients.push(r.expect("connect task panicked")?);
-        }
-        Ok::<_, Error>(clients)
+    let n = opts.plan.clients();
+    let seats = Seats {
+        server: opts.server,
+        plan: &opts.plan,
+        tag: &opts.tag,
+        features: features::ROOMS,
+        parallel: opts.parallel,
+        timeout: opts.timeout,
     };
-    let mut clients = tokio::time::timeout(opts.timeout, all)
+    seats
+        .fill(&format!("seat all {n} clients in their rooms"))
         .await
-        .map_err(|_| {
-            Error::Timeout(format!(
-                "could not connect and seat all {} clients in their rooms in {:?}",
-                opts.plan.clients(),
-                opts.timeout
-            ))
-        })??;
-    clients.sort_by_key(|c| c.id);
-    Ok(clients)
+}
+
+/// Who sits where, and how to connect them.
+pub(crate) struct Seats<'a> {
+    pub(crate) server: SocketAddr,
+    pub(crate) plan: &'a Plan,
+    /// What the client names start with.
+    pub(crate) tag: &'a str,
+    /// What the clients ask for (ROOMS at least).
+    pub(crate) features: u64,
+    /// Handshakes in flight at once.
+    pub(crate) parallel: usize,
+    pub(crate) timeout: Duration,
+}
+
+impl Seats<'_> {
+    /// Connects every client, named `{tag}.{id}`, each in its rooms and
+    /// out of the lobby (or, with no rooms, in the lobby alone); returns
+    /// them in id order once each had the server's answer to each of its
+    /// joins. A timeout says "could not connect and {what}".
+    pub(crate) async fn fill(&self, what: &str) -> Result<Vec<Client>, Error> {
+        let n = self.plan.clients();
+        connect_all(n, self.parallel, self.timeout, what, |id| {
+            let (server, features) = (self.server, self.features);
+            let (join, name) = (self.plan.names_of(id), format!("{}.{id}", self.tag));
+            async move {
+                let ask = Ask {
+                    name: &name,
+                    join: &join,
+                    part_lobby: !join.is_empty(),
+                };
+                let mut c = Client::named_with(id, server, ask, features, |_, _| {}).await?;
+                if c.rooms.is_empty() {
+                    c.rooms = vec![LOBBY.into()];
+                }
+                Ok(c)
+            }
+        })
+        .await
+    }
 }

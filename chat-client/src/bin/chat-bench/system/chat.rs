@@ -78,22 +78,7 @@ impl Peer for Client {
                 Ok(Some(Event::Message(Message::Left { ip, port }))) => {
                     f(Got::Left(SocketAddr::new(ip, port)));
                 }
-                Ok(Some(Event::Message(Message::Refused {
-                    code,
-                    subject,
-                    detail,
-                }))) => {
-                    return Err(self.lost(format!(
-                        "the server refused a request: {code:?} for {subject:?}: {detail}"
-                    )));
-                }
-                Ok(Some(Event::Error(reason))) => {
-                    return Err(self.lost(format!("evicted by the server: {reason}")));
-                }
-                Ok(Some(Event::Exit)) => {
-                    return Err(self.lost("the server sent Exit (shutting down)".into()));
-                }
-                Ok(Some(_)) => {}
+                Ok(Some(other)) => self.check(other)?,
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(e),
             }
