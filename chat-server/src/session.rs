@@ -225,6 +225,10 @@ struct Waits<'a, 'p> {
     timer: Pin<&'p mut Sleep>,
 }
 
+/// Output of at least this many bytes is written at once, never held back
+/// by write coalescing.
+const COALESCE_BYTES: usize = 16 * 1024;
+
 /// What woke the serving session up.
 enum Wake {
     Shutdown,
@@ -467,7 +471,13 @@ impl<T: Transport> Session<T> {
                 if let Some(flusher) = &self.shared.flusher {
                     let now = flusher.now();
                     let tick = flusher.tick();
+                    // Only small output waits (fewer than `max_iov` buffers
+                    // means the outbox was drained whole): a full vector or
+                    // a large buffer is one efficient write already, and
+                    // holding it back would let the outbox of a client that
+                    // keeps up fill while the flusher is late.
                     let waiting = self.out.len() < max_iov
+                        && self.out.bytes() < COALESCE_BYTES
                         && if self.coalescing {
                             tick == self.deferred
                         } else {

@@ -32,6 +32,11 @@ impl Writer {
         self.queue.len()
     }
 
+    /// Bytes waiting.
+    pub(crate) fn bytes(&self) -> usize {
+        self.queue.iter().map(Bytes::len).sum()
+    }
+
     /// Queues `bytes` behind what is already waiting.
     pub(crate) fn push(&mut self, bytes: Bytes) {
         if !bytes.is_empty() {
