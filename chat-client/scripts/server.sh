@@ -20,7 +20,7 @@ start() {
     "$binary" --help 2>/dev/null | grep -q -- --no-history && history=--no-history
     for arg in "$@"; do
         case $arg in
-        --data | --ephemeral) history= ;;
+        --data | --ephemeral | --no-history) history= ;;
         @tmp) arg=$(mktemp -d) ;;
         esac
         flags+=("$arg")
