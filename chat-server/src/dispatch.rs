@@ -31,7 +31,7 @@ use tracing::{debug, warn};
 use crate::config::Config;
 use crate::directory::Directory;
 use crate::flood::Bucket;
-use crate::history::{History, Request};
+use crate::history::{self, History, Request};
 use crate::hub::{Hub, LOBBY};
 use crate::journal::SubmitError;
 use crate::names::{Name, NameError};
@@ -44,8 +44,7 @@ use crate::store::Topic;
 /// otherwise): refusals of a numbered one are `Unstored`.
 #[derive(Clone, Copy)]
 struct Numbered<'a> {
-    hub: &'a Hub,
-    history: Option<&'a History>,
+    cx: &'a Scope<'a>,
     seq: u64,
 }
 
@@ -162,7 +161,7 @@ impl Client {
         seq: u64,
         relays: &mut Relays,
     ) -> Result<(), Stop> {
-        let (hub, config, history) = (cx.hub, cx.config, cx.history);
+        let (hub, config) = (cx.hub, cx.config);
         // A request answered at once: the rosters of the rooms joined
         // before go first (their batches go out now rather than on time).
         // A `Join` of a new room is answered by its batch, after them (the
@@ -183,7 +182,7 @@ impl Client {
         if !matches!(msg, Message::Send { .. } | Message::Say { .. }) {
             self.flush(relays);
         }
-        let numbered = Numbered { hub, history, seq };
+        let numbered = Numbered { cx, seq };
         match msg {
             Message::Send { text } => match self.lobby(hub) {
                 Some(room) => self.post(numbered, room, text, relays),
@@ -430,7 +429,7 @@ impl Client {
         raw: &str,
         text: String,
     ) -> Result<(), Stop> {
-        let hub = numbered.hub;
+        let hub = numbered.cx.hub;
         // Whatever the length limit: a `guest-N` may be longer.
         let to = Name::parse(raw, usize::MAX)
             .ok()
@@ -446,7 +445,7 @@ impl Client {
             let detail = "too many direct messages too fast; this one was not delivered";
             return self.unsent(numbered, Refusal::RateLimited, raw, detail);
         }
-        if let Some(history) = numbered.history {
+        if let Some(history) = numbered.cx.history {
             let submitted = history.tell(&self.peer, numbered.seq, &to, text);
             return self.submitted(numbered, raw, submitted);
         }
@@ -474,13 +473,12 @@ impl Client {
         text: String,
         relays: &mut Relays,
     ) -> Result<(), Stop> {
-        let hub = numbered.hub;
-        match numbered.history {
+        match numbered.cx.history {
             Some(history) => {
                 let submitted = history.say(&self.peer, numbered.seq, room, text);
                 self.submitted(numbered, &room.name, submitted)
             }
-            None => self.gather(hub, room, text, relays),
+            None => self.gather(numbered.cx.hub, room, text, relays),
         }
     }
 
@@ -493,12 +491,6 @@ impl Client {
     ) -> Result<(), Stop> {
         match submitted {
             Ok(()) => Ok(()),
-            Err(SubmitError::Busy) if !self.peer.rooms => {
-                // Sessions stop reading well before the queue is full (see
-                // `History::full`); a version 1 client cannot be told.
-                warn!(peer = %self.peer.addr, "history queue full: a message was dropped");
-                Ok(())
-            }
             Err(SubmitError::Busy) => {
                 let detail = "the server is storing messages more slowly than they come; \
                               this one was not stored, nor sent to anyone";
@@ -517,17 +509,18 @@ impl Client {
         subject: &str,
         detail: &str,
     ) -> Result<(), Stop> {
-        if numbered.seq == 0 {
-            return self.refuse(numbered.hub, code, subject, detail);
-        }
-        self.settle();
-        debug!(peer = %self.peer.addr, %code, subject, "unstored: {detail}");
-        let unstored = Message::Unstored {
-            seq: numbered.seq,
-            code,
-            detail: detail.to_owned(),
+        let Some(msg) = history::unsent(&self.peer, numbered.seq, code, subject, detail) else {
+            // Sessions stop reading well before the history queue is full
+            // (see `History::full`); a version 1 client cannot be told.
+            warn!(peer = %self.peer.addr, %code, "a message was dropped: {detail}");
+            return Ok(());
         };
-        self.reply_in(&numbered.hub.codecs().history, &unstored)
+        self.settle();
+        debug!(peer = %self.peer.addr, %code, subject, "not sent: {detail}");
+        self.reply_in(
+            history::codec_for(&self.peer, numbered.cx.hub.codecs()),
+            &msg,
+        )
     }
 
     /// Answers `Resume` or `Recent` with a `Page` (or a `Refused`).

@@ -317,21 +317,8 @@ impl Sink<Origin> for Deliver {
             };
             let detail = format!("the message was not stored, nor sent to anyone: {err}");
             let sender = &origin.sender;
-            let msg = if origin.seq > 0 {
-                Message::Unstored {
-                    seq: origin.seq,
-                    code: Refusal::Unavailable,
-                    detail,
-                }
-            } else if sender.rooms {
-                Message::Refused {
-                    code: Refusal::Unavailable,
-                    subject,
-                    detail,
-                }
-            } else {
-                // A version 1 client has no way to be told but an `Error`,
-                // which would close it: the log says it.
+            let Some(msg) = unsent(sender, origin.seq, Refusal::Unavailable, &subject, &detail)
+            else {
                 warn!(peer = %sender.addr, "a version 1 client's message was not stored: {err}");
                 continue;
             };
@@ -429,8 +416,36 @@ impl Deliver {
     }
 }
 
+/// What tells `sender` that its message was neither stored nor sent to
+/// anyone: `Unstored` for a numbered request (`seq` > 0, a HISTORY
+/// session), `Refused` in a ROOMS session; `None` for a version 1 client,
+/// which has no such message (only `Error`, which would close it).
+pub(crate) fn unsent(
+    sender: &Peer,
+    seq: u64,
+    code: Refusal,
+    subject: &str,
+    detail: &str,
+) -> Option<Message> {
+    if seq > 0 {
+        Some(Message::Unstored {
+            seq,
+            code,
+            detail: detail.to_owned(),
+        })
+    } else if sender.rooms {
+        Some(Message::Refused {
+            code,
+            subject: subject.to_owned(),
+            detail: detail.to_owned(),
+        })
+    } else {
+        None
+    }
+}
+
 /// The codec of the frames `peer` may be sent.
-fn codec_for<'a>(peer: &Peer, codecs: &'a Codecs) -> &'a ChatCodec {
+pub(crate) fn codec_for<'a>(peer: &Peer, codecs: &'a Codecs) -> &'a ChatCodec {
     match (peer.rooms, peer.history) {
         (false, _) => &codecs.v1,
         (true, false) => &codecs.rooms,

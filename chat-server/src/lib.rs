@@ -33,8 +33,9 @@
 //! - **Handshake.** The first frame must be `Hello { version, features }`
 //!   within [`Config::handshake_timeout`]. Version 0 is refused; otherwise
 //!   the server speaks `min(version, chat_proto::VERSION)` and answers
-//!   `Welcome { version, features: features & chat_proto::features::ROOMS,
-//!   max_frame, ip, port }`, where `ip:port` is the client's address as the
+//!   `Welcome { version, features: chat_proto::features::agree(features,
+//!   offered), max_frame, ip, port }`, where the server offers ROOMS, and
+//!   HISTORY unless [`Config::storage`] is [`Storage::Off`]; where `ip:port` is the client's address as the
 //!   server sees it (the address the others will see) and `max_frame` the
 //!   largest payload the client may send, [`Config::max_frame_len`] minus
 //!   [`RELAY_OVERHEAD`], so that the relay of any `Send` still fits the frame

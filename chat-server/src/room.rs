@@ -337,17 +337,16 @@ impl Room {
     /// Counts `peer` in (`true`) or out, by kind. Under the presence lock.
     fn count(&self, peer: &Peer, arrive: bool) {
         let kind = if peer.rooms { &self.rooms } else { &self.v1 };
-        if arrive {
-            kind.fetch_add(1, Ordering::Relaxed);
-        } else {
-            kind.fetch_sub(1, Ordering::Relaxed);
-        }
-        if peer.history {
+        let tally = |count: &AtomicUsize| {
             if arrive {
-                self.history.fetch_add(1, Ordering::Relaxed);
+                count.fetch_add(1, Ordering::Relaxed);
             } else {
-                self.history.fetch_sub(1, Ordering::Relaxed);
+                count.fetch_sub(1, Ordering::Relaxed);
             }
+        };
+        tally(kind);
+        if peer.history {
+            tally(&self.history);
         }
     }
 

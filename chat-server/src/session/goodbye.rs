@@ -44,7 +44,7 @@ impl<T: Transport> Session<T> {
         self.conn.release();
         // Its messages on their way through history reach the others before
         // its `Left` does (bounded: a stuck store does not keep it here).
-        if let Some(client) = &self.client {
+        if let Some(client) = self.client.as_ref().filter(|c| c.peer.in_flight() > 0) {
             let until = after(Instant::now(), self.shared.config.close_timeout);
             // Boxed: every idle session's future would otherwise hold room
             // for this wait.
