@@ -161,13 +161,29 @@ pub struct ServerConfig {
     /// accepts `L - RELAY_OVERHEAD` from clients and says so in `Welcome`.
     /// Default: [`MAX_FRAME_LEN`].
     pub max_frame_len: usize,
+    /// Largest payload accepted before the client is named (before `Named`
+    /// for a [`features::ROOMS`] client, before `Welcome` for a version 1
+    /// one): the stricter limit of a client nobody knows yet. Raised to
+    /// [`HANDSHAKE_FRAME_MIN`] if below, and never above the open
+    /// session's limit. Default: [`HANDSHAKE_FRAME_LEN`].
+    pub handshake_frame_len: usize,
 }
+
+/// The default [`ServerConfig::handshake_frame_len`]: room for the longest
+/// `Register` (a 32-character name, a 256-byte password) and then some.
+pub const HANDSHAKE_FRAME_LEN: usize = 1024;
+
+/// The least [`ServerConfig::handshake_frame_len`]: the longest `Register`
+/// or `Login` (a name of 32 characters of up to 4 bytes, a password of 256
+/// bytes, their lengths and the tag) fits.
+pub const HANDSHAKE_FRAME_MIN: usize = 512;
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             features: features::ALL,
             max_frame_len: MAX_FRAME_LEN,
+            handshake_frame_len: HANDSHAKE_FRAME_LEN,
         }
     }
 }
@@ -335,9 +351,12 @@ pub struct Connection {
     /// The peer's stream has ended ([`Connection::eof`]): once the frames
     /// still buffered are taken, the connection closes.
     ended: bool,
-    /// [`features::ROOMS`] is in force and the client has not yet sent its
-    /// first `Nick`, which must come before any other request.
+    /// [`features::ROOMS`] is in force and the client is not named yet: its
+    /// first `Nick` (or with [`features::AUTH`], a successful `Register`,
+    /// `Login` or `LoginToken`) must come before any other request.
     naming: bool,
+    /// Server role: the frame limit until the client is named.
+    guard: u32,
     /// [`features::HISTORY`]: numbered requests sent (client role) or
     /// received (server role) so far.
     seq: u64,
@@ -363,12 +382,19 @@ impl Connection {
         let max = config
             .max_frame_len
             .clamp(MIN_FRAME_LEN + RELAY_OVERHEAD, MAX_FRAME_LEN_CEILING);
-        Connection::new(
+        let mut conn = Connection::new(
             Role::Server,
             codec(max - RELAY_OVERHEAD),
             codec(max),
             config.features,
-        )
+        );
+        // Not `clamp`: a server limit below the minimum wins over it.
+        let guard = config
+            .handshake_frame_len
+            .max(HANDSHAKE_FRAME_MIN)
+            .min(max - RELAY_OVERHEAD);
+        conn.guard = u32::try_from(guard).unwrap_or(u32::MAX);
+        conn
     }
 
     fn new(role: Role, inbound: ChatCodec, outbound: ChatCodec, features: u64) -> Self {
@@ -386,6 +412,7 @@ impl Connection {
             skipped: 0,
             ended: false,
             naming: false,
+            guard: 0,
             seq: 0,
         }
     }
@@ -526,7 +553,14 @@ impl Connection {
             {
                 return Err(self.violation(ProtocolError::Http));
             }
-            let msg = match self.inbound.decode(&mut self.rx) {
+            // A client nobody knows yet gets the stricter limit; the switch
+            // happens between frames, as frames are decoded one by one.
+            let decoded = if self.guarded() {
+                codec(self.guard as usize).decode(&mut self.rx)
+            } else {
+                self.inbound.decode(&mut self.rx)
+            };
+            let msg = match decoded {
                 Ok(Some(msg)) => msg,
                 Ok(None) => {
                     if self.ended {
@@ -646,12 +680,33 @@ impl Connection {
             },
             Message::Pong { .. } => Ok(Some(Event::Message(msg))),
             msg if self.naming && self.role == Role::Server => {
-                if !matches!(msg, Message::Nick { .. }) {
-                    return Err(self.violation(ProtocolError::OutOfTurn {
-                        expected: "Nick",
-                        got: msg.name(),
-                    }));
+                let auth = self.has(features::AUTH);
+                match msg {
+                    // Without AUTH the first `Nick` always names the
+                    // client; with it, the server says when (`named`).
+                    Message::Nick { .. } => self.naming = auth,
+                    Message::Register { .. }
+                    | Message::Login { .. }
+                    | Message::LoginToken { .. } => {}
+                    msg => {
+                        return Err(self.violation(ProtocolError::OutOfTurn {
+                            expected: if auth {
+                                "Nick, Register, Login or LoginToken"
+                            } else {
+                                "Nick"
+                            },
+                            got: msg.name(),
+                        }));
+                    }
                 }
+                Ok(Some(Event::Message(msg)))
+            }
+            Message::Register { .. } | Message::Login { .. } | Message::LoginToken { .. }
+                if self.role == Role::Server =>
+            {
+                Err(self.violation(ProtocolError::AlreadyNamed { got: msg.name() }))
+            }
+            Message::Named { .. } if self.role == Role::Client => {
                 self.naming = false;
                 Ok(Some(Event::Message(msg)))
             }
@@ -762,6 +817,22 @@ impl Connection {
         Some(negotiated)
     }
 
+    /// Server role, [`features::AUTH`]: the client is named (the server has
+    /// sent `Named`), so the stricter handshake limit and the rule that only
+    /// naming requests may come are lifted. Without AUTH the first `Nick`
+    /// does this by itself.
+    pub fn named(&mut self) {
+        if self.role == Role::Server {
+            self.naming = false;
+        }
+    }
+
+    /// Whether the client is not named yet (server role) or we have not
+    /// sent our first `Nick` nor been named (client role).
+    pub fn naming(&self) -> bool {
+        self.naming
+    }
+
     /// Refuses the peer: queues `Error { reason }` and closes. Works in any
     /// state but `Closed` (a server full, a name taken, a shutdown...).
     pub fn refuse(&mut self, reason: &str) {
@@ -861,15 +932,24 @@ impl Connection {
             self.history_send_rules(msg)?;
         }
         let nick = matches!(msg, Message::Nick { .. });
-        if self.naming
-            && self.role == Role::Client
-            && !nick
-            && !matches!(msg, Message::Ping { .. } | Message::Pong { .. })
-        {
-            return Err(SendError::NickFirst { name: msg.name() });
+        let login = matches!(
+            msg,
+            Message::Register { .. } | Message::Login { .. } | Message::LoginToken { .. }
+        );
+        if self.role == Role::Client {
+            let either =
+                nick || login || matches!(msg, Message::Ping { .. } | Message::Pong { .. });
+            if self.naming && !either {
+                return Err(SendError::NickFirst { name: msg.name() });
+            }
+            if !self.naming && login {
+                return Err(SendError::AlreadyNamed { name: msg.name() });
+            }
         }
         self.outbound.encode(msg, &mut self.tx)?;
-        if nick && self.role == Role::Client {
+        // With AUTH a guest's `Nick` may be refused (no guests taken) and
+        // followed by a `Login`: only `Named` ends the naming then.
+        if nick && self.role == Role::Client && !self.has(features::AUTH) {
             self.naming = false;
         }
         if self.role == Role::Client && msg.is_numbered() && self.has(features::HISTORY) {
@@ -943,6 +1023,11 @@ impl Connection {
     }
 
     /// The capabilities in force (none before the handshake is done).
+    /// Whether the stricter handshake limit applies to the next frame.
+    fn guarded(&self) -> bool {
+        self.role == Role::Server && (self.state == State::Handshake || self.naming)
+    }
+
     fn agreed(&self) -> u64 {
         self.negotiated.map_or(features::NONE, |n| n.features)
     }

@@ -185,6 +185,13 @@ pub enum ProtocolError {
         /// What the session uses instead.
         by: &'static str,
     },
+    /// A login request (`Register`, `Login`, `LoginToken`) from a client
+    /// already named ([`features::AUTH`](crate::features::AUTH)).
+    #[error("protocol violation: {got} after the client was named")]
+    AlreadyNamed {
+        /// The message's name.
+        got: &'static str,
+    },
 }
 
 /// Why [`Connection`](crate::Connection) refused to send a message (caller
@@ -220,6 +227,13 @@ pub enum SendError {
     /// first request after `Welcome` must be `Nick`.
     #[error("send Nick before {name}: the first request after Welcome names the client")]
     NickFirst {
+        /// The message's name.
+        name: &'static str,
+    },
+    /// With [`features::AUTH`](crate::features::AUTH) in force, `Register`,
+    /// `Login` and `LoginToken` come only before the client is named.
+    #[error("{name} comes only before the client is named: log in when connecting")]
+    AlreadyNamed {
         /// The message's name.
         name: &'static str,
     },

@@ -239,6 +239,7 @@ pub mod connection;
 mod error;
 mod message;
 mod refusal;
+mod secret;
 #[cfg(feature = "tokio-codec")]
 mod tokio_codec;
 mod wire;
@@ -247,10 +248,11 @@ pub use codec::{
     ChatCodec, Frame, HEADER_LEN, MAX_FRAME_LEN, MAX_FRAME_LEN_CEILING, MIN_FRAME_LEN,
 };
 pub use connection::{
-    ClientConfig, Connection, Event, HISTORY_OVERHEAD, Negotiated, RELAY_OVERHEAD, ROOMS_OVERHEAD,
-    Role, ServerConfig, State,
+    ClientConfig, Connection, Event, HANDSHAKE_FRAME_LEN, HANDSHAKE_FRAME_MIN, HISTORY_OVERHEAD,
+    Negotiated, RELAY_OVERHEAD, ROOMS_OVERHEAD, Role, ServerConfig, State,
 };
 pub use error::{
     ClientError, DecodeError, EncodeError, LimitError, ProtocolError, SendError, StreamError,
 };
 pub use message::{Conversation, Entry, Member, Message, Refusal, RoomInfo, VERSION, features};
+pub use secret::Secret;

@@ -9,6 +9,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
+use crate::secret::Secret;
+
 pub use crate::refusal::Refusal;
 
 /// The protocol version this crate speaks, sent in [`Message::Hello`].
@@ -35,23 +37,29 @@ pub mod features {
     /// client can page through what it missed. Granted only with [`ROOMS`]:
     /// see [`agree`].
     pub const HISTORY: u64 = 0x2;
+    /// Accounts (PROTOCOL.md section 10): a client may register its name
+    /// with a password, log in with it or with a token, and log out; a
+    /// registered name is its owner's alone. Granted only with [`ROOMS`]:
+    /// see [`agree`].
+    pub const AUTH: u64 = 0x4;
     /// Every capability this crate knows.
-    pub const ALL: u64 = ROOMS | HISTORY;
+    pub const ALL: u64 = ROOMS | HISTORY | AUTH;
 
     /// The capabilities a session gets when a client asks for `asked` and
     /// the server offers `offered`: the bits both set, minus [`HISTORY`]
-    /// unless [`ROOMS`] is among them (history is about rooms and names).
+    /// and [`AUTH`] unless [`ROOMS`] is among them (both are about names).
     ///
     /// ```
-    /// use chat_proto::features::{self, HISTORY, ROOMS};
+    /// use chat_proto::features::{self, AUTH, HISTORY, ROOMS};
     /// assert_eq!(features::agree(ROOMS | HISTORY, ROOMS | HISTORY), ROOMS | HISTORY);
-    /// assert_eq!(features::agree(HISTORY, ROOMS | HISTORY), 0);
+    /// assert_eq!(features::agree(HISTORY | AUTH, ROOMS | HISTORY | AUTH), 0);
     /// assert_eq!(features::agree(ROOMS | HISTORY, ROOMS), ROOMS);
+    /// assert_eq!(features::agree(ROOMS | AUTH, ROOMS | AUTH), ROOMS | AUTH);
     /// ```
     pub const fn agree(asked: u64, offered: u64) -> u64 {
         let both = asked & offered;
         if both & ROOMS == 0 {
-            both & !HISTORY
+            both & !(HISTORY | AUTH)
         } else {
             both
         }
@@ -59,7 +67,7 @@ pub mod features {
 }
 
 /// Number of variants in [`Message`]; tags at or above it are unknown.
-pub(crate) const VARIANT_COUNT: u32 = 33;
+pub(crate) const VARIANT_COUNT: u32 = 38;
 
 /// One protocol message. The comment on each variant says who may send it.
 ///
@@ -359,6 +367,47 @@ pub enum Message {
         /// `after` set to its id.
         more: bool,
     },
+    /// Client → server, [`features::AUTH`], instead of the first `Nick`:
+    /// make an account called `name` with `password`, and log in to it.
+    /// Answered with `LoggedIn` then `Named`, or `Refused`.
+    Register {
+        /// The name to register, under the rules of `Nick`.
+        #[serde(deserialize_with = "text::de")]
+        name: String,
+        /// The password: 8 to 256 bytes of UTF-8.
+        password: Secret,
+    },
+    /// Client → server, [`features::AUTH`], instead of the first `Nick`:
+    /// log in to the account `name`. Answered with `LoggedIn` then `Named`,
+    /// or `Refused`.
+    Login {
+        /// The account's name (compared as names are).
+        #[serde(deserialize_with = "text::de")]
+        name: String,
+        /// Its password.
+        password: Secret,
+    },
+    /// Client → server, [`features::AUTH`], instead of the first `Nick`:
+    /// log in with a token from an earlier `LoggedIn`. Answered like `Login`.
+    LoginToken {
+        /// The token, as `LoggedIn` gave it.
+        token: Secret,
+    },
+    /// Server → client, [`features::AUTH`]: the client is logged in to the
+    /// account `name`; `Named` follows.
+    LoggedIn {
+        /// The account's name, as registered.
+        #[serde(deserialize_with = "text::de")]
+        name: String,
+        /// A new token to log in with next time instead of the password;
+        /// empty after `LoginToken` (that token stays valid).
+        token: Secret,
+        /// When the token stops working, in seconds since the Unix epoch.
+        expires: u64,
+    },
+    /// Client → server, [`features::AUTH`]: revoke the token this session
+    /// logged in with or was given, and leave; answered with `Exit`.
+    Logout,
 }
 
 /// A client as a room's members see it: its name and its address.
@@ -494,6 +543,11 @@ impl Message {
             Message::Resume { .. } => "Resume",
             Message::Recent { .. } => "Recent",
             Message::Page { .. } => "Page",
+            Message::Register { .. } => "Register",
+            Message::Login { .. } => "Login",
+            Message::LoginToken { .. } => "LoginToken",
+            Message::LoggedIn { .. } => "LoggedIn",
+            Message::Logout => "Logout",
         }
     }
 
@@ -519,6 +573,11 @@ impl Message {
             | Message::Resume { .. }
             | Message::Recent { .. }
             | Message::Page { .. } => features::HISTORY,
+            Message::Register { .. }
+            | Message::Login { .. }
+            | Message::LoginToken { .. }
+            | Message::LoggedIn { .. }
+            | Message::Logout => features::AUTH,
             _ => features::ROOMS,
         }
     }
@@ -608,6 +667,10 @@ impl Message {
                 | Message::ListRooms
                 | Message::Resume { .. }
                 | Message::Recent { .. }
+                | Message::Register { .. }
+                | Message::Login { .. }
+                | Message::LoginToken { .. }
+                | Message::Logout
         )
     }
 
@@ -637,6 +700,7 @@ impl Message {
                 | Message::Stored { .. }
                 | Message::Unstored { .. }
                 | Message::Page { .. }
+                | Message::LoggedIn { .. }
         )
     }
 }
@@ -681,13 +745,13 @@ mod size {
 /// Text fields are decoded by borrowing from the payload first, so a claimed
 /// string length is checked against the bytes actually present before any
 /// allocation (bincode's owned path allocates the claimed length up front).
-mod text {
+pub(crate) mod text {
     use std::fmt;
 
     use serde::Deserializer;
     use serde::de::{self, Visitor};
 
-    pub(super) fn de<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    pub(crate) fn de<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
         d.deserialize_str(Text)
     }
 

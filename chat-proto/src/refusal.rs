@@ -33,6 +33,20 @@ pub enum Refusal {
     /// 11: the history store could not store the message (a full disk, a
     /// failing store); the connection stays open ([`Message::Unstored`](crate::Message::Unstored)).
     Unavailable,
+    /// 12: wrong name or password, or an unknown, expired or revoked token
+    /// (one code for all, so that an answer never tells which names exist).
+    AuthFailed,
+    /// 13: the server takes no guests: register or log in.
+    AuthRequired,
+    /// 14: the name belongs to an account: log in to use it.
+    NameReserved,
+    /// 15: a password or token may travel only over TLS or loopback.
+    Insecure,
+    /// 16: too many login or registration attempts; the detail says when to
+    /// try again.
+    Throttled,
+    /// 17: the password does not meet the rules (8 to 256 bytes of UTF-8).
+    BadPassword,
     /// A code this crate does not know, from a newer server. Build one with
     /// [`Refusal::from_code`], which never puts a known code here.
     Other(u16),
@@ -53,6 +67,12 @@ impl Refusal {
             Refusal::CannotReceive => 9,
             Refusal::RateLimited => 10,
             Refusal::Unavailable => 11,
+            Refusal::AuthFailed => 12,
+            Refusal::AuthRequired => 13,
+            Refusal::NameReserved => 14,
+            Refusal::Insecure => 15,
+            Refusal::Throttled => 16,
+            Refusal::BadPassword => 17,
             Refusal::Other(code) => code,
         }
     }
@@ -78,6 +98,12 @@ impl Refusal {
             9 => Refusal::CannotReceive,
             10 => Refusal::RateLimited,
             11 => Refusal::Unavailable,
+            12 => Refusal::AuthFailed,
+            13 => Refusal::AuthRequired,
+            14 => Refusal::NameReserved,
+            15 => Refusal::Insecure,
+            16 => Refusal::Throttled,
+            17 => Refusal::BadPassword,
             code => Refusal::Other(code),
         }
     }
@@ -97,6 +123,12 @@ impl fmt::Display for Refusal {
             Refusal::CannotReceive => "cannot receive direct messages",
             Refusal::RateLimited => "too many direct messages",
             Refusal::Unavailable => "message history unavailable",
+            Refusal::AuthFailed => "login failed",
+            Refusal::AuthRequired => "login required",
+            Refusal::NameReserved => "name registered to an account",
+            Refusal::Insecure => "secrets only over TLS or loopback",
+            Refusal::Throttled => "too many attempts",
+            Refusal::BadPassword => "password not acceptable",
             Refusal::Other(code) => return write!(f, "refusal {code}"),
         };
         f.write_str(text)

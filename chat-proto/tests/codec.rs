@@ -165,16 +165,16 @@ fn empty_frame_is_an_error_and_is_consumed() {
 #[test]
 fn unknown_variant_is_consumed_and_the_stream_stays_in_step() {
     let codec = ChatCodec::new();
-    // Tag 33 (the first unused one) with some fields a newer peer might send,
+    // Tag 38 (the first unused one) with some fields a newer peer might send,
     // tag 0x1234 as a 3-byte varint, and the largest u32 tag.
-    let mut buf = frame(&[33, 0x03, b'a', b'b', b'c']);
+    let mut buf = frame(&[38, 0x03, b'a', b'b', b'c']);
     buf.unsplit(frame(&[0xfb, 0x34, 0x12]));
     buf.unsplit(frame(&[0xfc, 0xff, 0xff, 0xff, 0xff, 0x00]));
     buf.unsplit(encoded(&[Message::Ping { nonce: 7 }]));
 
     let err = codec.decode(&mut buf).unwrap_err();
-    assert_eq!(err, DecodeError::UnknownVariant { tag: 33 });
-    assert_eq!(err.to_string(), "unknown message variant 33");
+    assert_eq!(err, DecodeError::UnknownVariant { tag: 38 });
+    assert_eq!(err.to_string(), "unknown message variant 38");
     assert_eq!(
         codec.decode(&mut buf).unwrap_err(),
         DecodeError::UnknownVariant { tag: 0x1234 }

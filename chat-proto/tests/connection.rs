@@ -258,13 +258,14 @@ fn a_welcome_the_client_cannot_use_is_refused() {
 #[test]
 fn features_are_the_intersection() {
     let mut server = ServerConfig::default();
-    // Bits no capability uses yet (HISTORY, 0b10, has a rule of its own).
-    server.features = 0b10100;
+    // Bits no capability uses yet (HISTORY, 0b10, and AUTH, 0b100, have a
+    // rule of their own).
+    server.features = 0b101_0000;
     let mut client = ClientConfig::default();
-    client.features = 0b01100;
+    client.features = 0b011_0000;
     let (client, server) = pair(server, client);
-    assert_eq!(server.negotiated().unwrap().features, 0b00100);
-    assert_eq!(client.negotiated().unwrap().features, 0b00100);
+    assert_eq!(server.negotiated().unwrap().features, 0b001_0000);
+    assert_eq!(client.negotiated().unwrap().features, 0b001_0000);
 }
 
 #[test]
@@ -934,10 +935,10 @@ fn a_frame_over_the_client_limit_is_refused() {
 #[test]
 fn a_client_skips_unknown_variants_after_the_handshake() {
     let mut client = open_client(ClientConfig::default(), 65_516);
-    let mut wire = raw(&[33]); // the first tag this crate does not know
+    let mut wire = raw(&[38]); // the first tag this crate does not know
     wire.extend(raw(&[0xfb, 0x00, 0x10, 1, 2, 3])); // tag 4096, any fields
     wire.extend(frame(&Message::Ping { nonce: 1 }));
-    wire.extend(raw(&[34]));
+    wire.extend(raw(&[39]));
     client.receive(&wire);
     assert_eq!(events(&mut client).unwrap(), []);
     assert_eq!(client.skipped(), 3);
@@ -947,11 +948,11 @@ fn a_client_skips_unknown_variants_after_the_handshake() {
     // Before Welcome it is not skippable.
     let mut client = Connection::client(ClientConfig::default());
     sent(&mut client);
-    client.receive(&raw(&[33]));
+    client.receive(&raw(&[38]));
     let got = events(&mut client);
     assert_eq!(
         got.as_ref().unwrap_err().1.to_string(),
-        "invalid frame: unknown message variant 33"
+        "invalid frame: unknown message variant 38"
     );
     assert_violation(&mut client, got);
 }
@@ -959,11 +960,11 @@ fn a_client_skips_unknown_variants_after_the_handshake() {
 #[test]
 fn an_unknown_variant_is_fatal_for_a_server() {
     let mut server = open_server(ServerConfig::default());
-    server.receive(&raw(&[33]));
+    server.receive(&raw(&[38]));
     let got = events(&mut server);
     assert_eq!(
         got.as_ref().unwrap_err().1,
-        ProtocolError::Frame(DecodeError::UnknownVariant { tag: 33 })
+        ProtocolError::Frame(DecodeError::UnknownVariant { tag: 38 })
     );
     assert_violation(&mut server, got);
 }

@@ -108,15 +108,20 @@ fn every_variant_has_a_vector() {
         "Resume",
         "Recent",
         "Page",
+        "Register",
+        "Login",
+        "LoginToken",
+        "LoggedIn",
+        "Logout",
     ];
     assert_eq!(names, all.into_iter().collect::<BTreeSet<_>>());
 }
 
 /// Version 1's vectors come first and stay as they were; the 20 of the
 /// ROOMS capability follow (tags 10..=25 as the first payload byte), then
-/// those of HISTORY (tags 26..=32).
+/// the 11 of HISTORY (tags 26..=32), then those of AUTH (tags 33..=37).
 #[test]
-fn version_1_vectors_come_first_then_rooms_then_history() {
+fn version_1_vectors_come_first_then_rooms_then_history_then_auth() {
     let vs = vectors();
     let v1 = vs
         .iter()
@@ -124,7 +129,8 @@ fn version_1_vectors_come_first_then_rooms_then_history() {
     assert_eq!(v1.count(), 14, "the 14 frozen vectors of version 1");
     let groups = [
         (&vs[14..34], features::ROOMS, 10..=25),
-        (&vs[34..], features::HISTORY, 26..=32),
+        (&vs[34..45], features::HISTORY, 26..=32),
+        (&vs[45..], features::AUTH, 33..=37),
     ];
     for (group, feature, tags) in groups {
         for v in group {
@@ -135,27 +141,36 @@ fn version_1_vectors_come_first_then_rooms_then_history() {
     }
 }
 
-/// The 34 vectors before HISTORY, frozen: a digest of their names and bytes
-/// in order, so that no edit to golden.json can change one unnoticed.
+/// The vectors of earlier capabilities, frozen: a digest of their names and
+/// bytes in order, so that no edit to golden.json can change one unnoticed.
 #[test]
-fn the_34_vectors_before_history_are_unchanged() {
+fn the_vectors_before_history_and_before_auth_are_unchanged() {
     let vs = vectors();
-    let old: String = vs[..34]
+    for (n, frozen, before) in [(34, FROZEN, "HISTORY"), (45, FROZEN_AUTH, "AUTH")] {
+        let digest = digest(&vs[..n]);
+        assert_eq!(
+            digest, frozen,
+            "a vector before {before} changed: {digest:#x}"
+        );
+    }
+}
+
+/// FNV-1a, 64 bits, of the vectors' names and bytes: enough to notice an
+/// edit, no dependency.
+fn digest(vs: &[Vector]) -> u64 {
+    let old: String = vs
         .iter()
         .map(|v| format!("{} {}\n", v.name, v.hex))
         .collect();
-    // FNV-1a, 64 bits: enough to notice an edit, no dependency.
-    let digest = old.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+    old.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
-    assert_eq!(
-        digest, FROZEN,
-        "a vector before HISTORY changed: {digest:#x}"
-    );
+    })
 }
 
 /// The digest of the 34 vectors as committed before HISTORY.
 const FROZEN: u64 = 0x2b33_009d_078f_842e;
+/// The digest of the 45 vectors as committed before AUTH.
+const FROZEN_AUTH: u64 = 0xe33a_6b64_3c6c_bcdf;
 
 #[test]
 fn history_vectors_cover_both_conversations_addresses_and_edge_values() {
@@ -192,6 +207,25 @@ fn history_vectors_cover_both_conversations_addresses_and_edge_values() {
         &|m| matches!(m, Message::Page { entries, missing: true, more: true, .. }
         if entries.len() == 2 && entries[0].from.ip.is_ipv4() && entries[1].from.ip.is_ipv6())
     ));
+}
+
+#[test]
+fn auth_vectors_cover_chinese_names_tokens_and_edge_values() {
+    let vs = vectors();
+    let has = |f: &dyn Fn(&Message) -> bool| vs.iter().any(|v| f(&v.message));
+    assert!(has(&|m| matches!(m, Message::Register { name, password }
+        if chinese(name) && chinese(password.expose()))));
+    assert!(has(&|m| matches!(m, Message::Login { .. })));
+    assert!(has(
+        &|m| matches!(m, Message::LoginToken { token } if !token.is_empty())
+    ));
+    assert!(has(&|m| matches!(m, Message::LoggedIn { name, token, .. }
+        if chinese(name) && !token.is_empty())));
+    assert!(has(
+        &|m| matches!(m, Message::LoggedIn { token, expires: u64::MAX, .. }
+        if token.is_empty())
+    ));
+    assert!(has(&|m| matches!(m, Message::Logout)));
 }
 
 fn chinese(s: &str) -> bool {

@@ -154,9 +154,9 @@ fn a_conversation_with_an_unknown_tag_is_malformed() {
 #[test]
 fn history_is_granted_only_with_rooms() {
     assert_eq!(ClientConfig::default().features, features::NONE);
-    assert_eq!(ServerConfig::default().features, BOTH);
+    assert_eq!(ServerConfig::default().features, features::ALL);
     assert_eq!(features::HISTORY, 0x2);
-    assert_eq!(features::ALL, BOTH);
+    assert_eq!(features::ALL, BOTH | features::AUTH);
     // (offered, asked, granted)
     let cases = [
         (BOTH, BOTH, BOTH),
@@ -165,7 +165,13 @@ fn history_is_granted_only_with_rooms() {
         (features::ROOMS, BOTH, features::ROOMS),
         (BOTH, features::ROOMS, features::ROOMS),
         (BOTH, features::NONE, features::NONE),
-        (BOTH | 0b100, features::HISTORY | 0b100, 0b100),
+        (BOTH | 0b1000, features::HISTORY | 0b1000, 0b1000),
+        (
+            features::ALL,
+            features::AUTH | features::HISTORY,
+            features::NONE,
+        ),
+        (features::ALL, features::ALL, features::ALL),
     ];
     for (offered, asked, granted) in cases {
         assert_eq!(features::agree(asked, offered), granted);

@@ -167,7 +167,10 @@ fn rooms_messages_are_tagged_10_to_25_and_belong_to_rooms() {
 fn the_default_client_asks_for_nothing_and_the_default_server_offers_rooms() {
     assert_eq!(ClientConfig::default().features, features::NONE);
     assert_eq!(ServerConfig::default().features, features::ALL);
-    assert_eq!(features::ALL, features::ROOMS | features::HISTORY);
+    assert_eq!(
+        features::ALL,
+        features::ROOMS | features::HISTORY | features::AUTH
+    );
     assert_eq!(features::ROOMS, 1);
 
     let (client, server) = pair(features::ALL, features::NONE);
@@ -643,7 +646,7 @@ fn every_refusal_code_round_trips() {
     for code in 0..=u16::MAX {
         let refusal = Refusal::from_code(code);
         assert_eq!(refusal.code(), code);
-        let known = (1..=11).contains(&code);
+        let known = (1..=17).contains(&code);
         assert_eq!(
             !matches!(refusal, Refusal::Other(_)),
             known,
@@ -662,6 +665,12 @@ fn every_refusal_code_round_trips() {
         (Refusal::CannotReceive, 9, "cannot receive direct messages"),
         (Refusal::RateLimited, 10, "too many direct messages"),
         (Refusal::Unavailable, 11, "message history unavailable"),
+        (Refusal::AuthFailed, 12, "login failed"),
+        (Refusal::AuthRequired, 13, "login required"),
+        (Refusal::NameReserved, 14, "name registered to an account"),
+        (Refusal::Insecure, 15, "secrets only over TLS or loopback"),
+        (Refusal::Throttled, 16, "too many attempts"),
+        (Refusal::BadPassword, 17, "password not acceptable"),
         (Refusal::Other(0), 0, "refusal 0"),
         (Refusal::Other(999), 999, "refusal 999"),
     ];
