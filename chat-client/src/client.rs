@@ -13,6 +13,7 @@ use crate::driver::{Command, Driver, named, welcome};
 use crate::error::Error;
 use crate::event::{Event, Inbox, Shared};
 use crate::history::{History, Marks};
+use crate::login::{Account, Login, may_send_secret};
 
 /// How many commands may wait for the driver before `send` waits too.
 const COMMAND_QUEUE: usize = 64;
@@ -38,8 +39,15 @@ pub struct Options {
     /// If the name is taken or invalid the server picks one anyway: the
     /// session starts with the picked name in [`Session::name`] and an
     /// [`Event::Refused`] saying why as the first event. Unused when
-    /// `rooms` is off.
+    /// `rooms` is off, and when `login` is set (the account names us).
     pub name: Option<String>,
+    /// Log in to an account (or register one) instead of connecting as a
+    /// guest: asks for the AUTH capability (with `rooms`, which it needs).
+    /// Default: none, a guest. If the server refuses, connecting fails with
+    /// [`Error::Login`]; if it keeps no accounts, with
+    /// [`Error::NoAccount`]. On success [`Session::account`] holds the
+    /// token to log in with next time.
+    pub login: Option<Login>,
     /// Ask for names, rooms and direct messages (the `ROOMS` capability).
     /// Default `true`; `false` makes a version 1 client, which sees the
     /// seed's one room and peers by address. A server that does not offer
@@ -78,6 +86,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             name: None,
+            login: None,
             rooms: true,
             history: true,
             resume: Marks::new(),
@@ -121,6 +130,9 @@ pub struct Session {
     /// [`Options::name`], or one it picked. `None` on a version 1 session.
     /// [`Sender::name`] follows later renames.
     pub name: Option<String>,
+    /// The account we are logged in to, with the token for next time
+    /// ([`Options::login`]); `None` for a guest.
+    pub account: Option<Account>,
 }
 
 /// A connected chat client.
@@ -208,11 +220,17 @@ impl Client {
         let server = stream.peer_addr()?;
         // The machine keeps whatever arrives right behind the Welcome (or
         // Named) in its input buffer, and goes on to the driver with it.
+        if options.login.is_some() && !may_send_secret(server, false) {
+            return Err(Error::Insecure { addr: server });
+        }
         let mut config = ClientConfig::default();
-        if options.rooms {
+        if options.rooms || options.login.is_some() {
             config.features = features::ROOMS;
             if options.history {
                 config.features |= features::HISTORY;
+            }
+            if options.login.is_some() {
+                config.features |= features::AUTH;
             }
         }
         let mut conn = Connection::client(config);
@@ -230,14 +248,35 @@ impl Client {
         let own = Shared::default();
         let seam = history.then(|| History::new(&options.resume, options.recent));
         let mut inbox = Inbox::new(negotiated.addr, own.clone(), options.max_listed, seam);
-        let name = if rooms {
-            let asked = options.name.as_deref().unwrap_or("");
-            let name = timeout_at(deadline, named(&mut stream, &mut conn, &mut inbox, asked))
-                .await
-                .map_err(|_| late("the server's Named"))??;
-            Some(name)
+        let first = match &options.login {
+            Some(login) if negotiated.has(features::AUTH) => login.message(),
+            Some(login) => {
+                return Err(Error::NoAccount {
+                    request: login.message().name(),
+                    why: "the server keeps none (it does not offer the AUTH capability)",
+                });
+            }
+            None => Message::Nick {
+                name: options.name.clone().unwrap_or_default(),
+            },
+        };
+        let (name, account) = if rooms {
+            let (name, logged_in) =
+                timeout_at(deadline, named(&mut stream, &mut conn, &mut inbox, &first))
+                    .await
+                    .map_err(|_| late("the server's Named"))??;
+            let account = logged_in.map(|l| Account {
+                name: l.name,
+                // An empty token: the one we logged in with stays valid.
+                token: match (&options.login, l.token.is_empty()) {
+                    (Some(Login::Token(token)), true) => token.clone(),
+                    _ => l.token,
+                },
+                expires: l.expires,
+            });
+            (Some(name), account)
         } else {
-            None
+            (None, None)
         };
         let session = Session {
             server,
@@ -248,6 +287,7 @@ impl Client {
             rooms,
             history,
             name,
+            account,
         };
 
         let (command_tx, command_rx) = mpsc::channel(COMMAND_QUEUE);
@@ -670,9 +710,33 @@ impl Sender {
     /// [`Error::Disconnected`] if the session had already ended; whatever
     /// ended the session if it failed meanwhile.
     pub async fn exit(&self) -> Result<(), Error> {
+        self.leave(false).await
+    }
+
+    /// Logs out and leaves: the server revokes the session's token
+    /// ([`Session::account`]), so it no longer logs anyone in, then
+    /// acknowledges as it does [`exit`](Sender::exit). Other tokens of the
+    /// account stay valid.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoAccount`] if the session is not logged in (nothing is
+    /// sent; [`exit`](Sender::exit) to leave); otherwise as
+    /// [`exit`](Sender::exit).
+    pub async fn logout(&self) -> Result<(), Error> {
+        if self.session.account.is_none() {
+            return Err(Error::NoAccount {
+                request: "Logout",
+                why: "this session is a guest's",
+            });
+        }
+        self.leave(true).await
+    }
+
+    async fn leave(&self, logout: bool) -> Result<(), Error> {
         let (done, result) = oneshot::channel();
         self.commands
-            .send(Command::Exit { done })
+            .send(Command::Exit { done, logout })
             .await
             .map_err(|_| Error::Disconnected)?;
         result.await.map_err(|_| Error::Disconnected)?

@@ -29,7 +29,9 @@ use std::io;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use chat_proto::{Connection, EncodeError, Message, Negotiated, ProtocolError, SendError};
+use chat_proto::{
+    Connection, EncodeError, Message, Negotiated, ProtocolError, Refusal, Secret, SendError,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -55,7 +57,9 @@ pub(crate) enum Command {
     /// or at once if the machine refuses it.
     Send { msg: Message, done: Done },
     /// Leave: reply once the server has acknowledged (or not, in time).
-    Exit { done: Waiter },
+    /// With `logout`, by `Logout` rather than `Exit`: the server revokes
+    /// the session's token first.
+    Exit { done: Waiter, logout: bool },
 }
 
 type Waiter = oneshot::Sender<Result<(), Error>>;
@@ -101,25 +105,29 @@ pub(crate) async fn welcome(
     }
 }
 
-/// With names and rooms in force: sends `Nick { name }` and reads until the
-/// server's `Named`, which it returns; the events that came before it (a
-/// `Refused` if the name was taken or invalid) wait in the inbox.
+/// With names and rooms in force: sends `first` (our `Nick`, or with
+/// accounts a `Register`, `Login` or `LoginToken`) and reads until the
+/// server's `Named`, which it returns with the `LoggedIn` that came before
+/// it, if any; the events that came before it (a `Refused` if the name was
+/// taken or invalid) wait in the inbox.
 ///
 /// # Errors
 ///
 /// As [`welcome`]; [`Error::TooLong`] for a name over the frame limit;
-/// [`Error::Protocol`] if the server sends more than a few messages before
-/// `Named`.
+/// [`Error::Login`] if the server refused the login (or, taking no guests,
+/// our `Nick`); [`Error::Protocol`] if the server sends more than a few
+/// messages before `Named`.
 pub(crate) async fn named(
     stream: &mut TcpStream,
     conn: &mut Connection,
     inbox: &mut Inbox,
-    name: &str,
-) -> Result<String, Error> {
-    let nick = Message::Nick { name: name.into() };
-    if let Err(e) = conn.send(&nick) {
-        return Err(refused(&nick, e, conn));
+    first: &Message,
+) -> Result<(String, Option<LoggedIn>), Error> {
+    if let Err(e) = conn.send(first) {
+        return Err(refused(first, e, conn));
     }
+    let login = !matches!(first, Message::Nick { .. });
+    let mut logged_in = None;
     loop {
         if let Some(bytes) = conn.transmit() {
             stream.write_all(&bytes).await?;
@@ -127,7 +135,25 @@ pub(crate) async fn named(
         match conn.poll() {
             Ok(Some(chat_proto::Event::Message(Message::Named { name }))) => {
                 inbox.own().lock().name = Some(name.clone());
-                return Ok(name);
+                return Ok((name, logged_in));
+            }
+            Ok(Some(chat_proto::Event::Message(Message::LoggedIn {
+                name,
+                token,
+                expires,
+            }))) if login && logged_in.is_none() => {
+                logged_in = Some(LoggedIn {
+                    name,
+                    token,
+                    expires,
+                });
+            }
+            // No `Named` follows a refused login, nor a guest's `Nick` at a
+            // server that takes no guests.
+            Ok(Some(chat_proto::Event::Message(Message::Refused { code, detail, .. })))
+                if login || code == Refusal::AuthRequired =>
+            {
+                return Err(Error::Login { code, detail });
             }
             Ok(Some(chat_proto::Event::Message(msg))) => {
                 let got = msg.name();
@@ -156,6 +182,14 @@ pub(crate) async fn named(
             Err(e) => return Err(last_words(stream, conn, e.into()).await),
         }
     }
+}
+
+/// The server's `LoggedIn`, as it came.
+#[derive(Debug)]
+pub(crate) struct LoggedIn {
+    pub(crate) name: String,
+    pub(crate) token: Secret,
+    pub(crate) expires: u64,
 }
 
 /// Reads what the server sent into the machine; the end of the stream is
@@ -286,7 +320,7 @@ impl Driver {
                 Command::Send { done, .. } => {
                     let _ = done.send(Err(Error::Disconnected));
                 }
-                Command::Exit { done } => waiters.push(done),
+                Command::Exit { done, .. } => waiters.push(done),
             }
         }
         // Write what is left (sends already accepted, the `Error` that tells
@@ -375,7 +409,7 @@ impl Driver {
             }
             if !commands_open && deadline.is_none() {
                 // Every Sender is gone: nobody can send, so leave.
-                deadline = Some(self.leave());
+                deadline = Some(self.leave(false));
             }
             self.take_output();
             let room = self.out.len() < HIGH_WATER;
@@ -383,10 +417,10 @@ impl Driver {
                 cmd = self.commands.recv(), if commands_open && room => match cmd {
                     None => commands_open = false,
                     Some(Command::Send { msg, done }) => self.send(&msg, done),
-                    Some(Command::Exit { done }) => {
+                    Some(Command::Exit { done, logout }) => {
                         waiters.push(done);
                         if deadline.is_none() {
-                            deadline = Some(self.leave());
+                            deadline = Some(self.leave(logout));
                         }
                     }
                 },
@@ -463,10 +497,16 @@ impl Driver {
         }
     }
 
-    /// Queues `Exit`; returns the deadline for the server's answer.
-    fn leave(&mut self) -> Instant {
-        if let Err(e) = self.conn.exit() {
-            tracing::debug!(error = %e, "not sending Exit");
+    /// Queues `Exit` (or `Logout`, which the server answers the same way);
+    /// returns the deadline for the server's answer.
+    fn leave(&mut self, logout: bool) -> Instant {
+        let queued = if logout {
+            self.conn.send(&Message::Logout)
+        } else {
+            self.conn.exit()
+        };
+        if let Err(e) = queued {
+            tracing::debug!(error = %e, logout, "not leaving");
         }
         Instant::now() + self.exit_timeout
     }

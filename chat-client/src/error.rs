@@ -120,6 +120,33 @@ pub enum Error {
         /// What it was about.
         what: String,
     },
+    /// The server refused to log us in ([`Options::login`](crate::Options::login)):
+    /// a wrong password, a taken name, too many attempts, no guests taken...
+    /// `code` says which (PROTOCOL.md section 10.4).
+    #[error("login refused: {code}: {detail}")]
+    Login {
+        /// Why, as a code.
+        code: chat_proto::Refusal,
+        /// Why, for a human, as the server said it.
+        detail: String,
+    },
+    /// A password or token would have gone in plaintext to a server that
+    /// is not on this machine; nothing was sent. Connect with TLS.
+    #[error("will not send a password or token in plaintext to {addr}: connect with TLS")]
+    Insecure {
+        /// The server's address.
+        addr: std::net::SocketAddr,
+    },
+    /// A request of accounts ([`Options::login`](crate::Options::login),
+    /// [`Sender::logout`](crate::Sender::logout)) where there are none: the
+    /// server keeps no accounts, or the session is a guest's.
+    #[error("{request} needs an account, and {why}")]
+    NoAccount {
+        /// The request, e.g. "Login".
+        request: &'static str,
+        /// What is missing.
+        why: &'static str,
+    },
     /// The session has ended (left, or lost); nothing more can be sent.
     #[error("not connected: the session has ended")]
     Disconnected,
@@ -175,6 +202,12 @@ impl Error {
                 got,
                 what: what.clone(),
             },
+            Error::Login { code, detail } => Error::Login {
+                code: *code,
+                detail: detail.clone(),
+            },
+            Error::Insecure { addr } => Error::Insecure { addr: *addr },
+            Error::NoAccount { request, why } => Error::NoAccount { request, why },
             Error::Disconnected => Error::Disconnected,
             Error::Io(e) => Error::Io(copy_io(e)),
         }

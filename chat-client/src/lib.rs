@@ -155,9 +155,11 @@ mod driver;
 mod error;
 mod event;
 mod history;
+mod login;
 
-pub use chat_proto::{Conversation, Entry, Member, Refusal, RoomInfo};
+pub use chat_proto::{Conversation, Entry, Member, Refusal, RoomInfo, Secret};
 pub use client::{Client, Events, Options, Sender, Session};
 pub use error::Error;
 pub use event::Event;
 pub use history::Marks;
+pub use login::{Account, Login};
