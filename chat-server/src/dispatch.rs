@@ -28,6 +28,7 @@ use chat_proto::{ChatCodec, Conversation, Member, Message, Refusal};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use crate::accounts::{Accounts, Login, TokenId};
 use crate::config::Config;
 use crate::directory::Directory;
 use crate::flood::Bucket;
@@ -54,6 +55,15 @@ pub(crate) struct Scope<'a> {
     pub(crate) hub: &'a Hub,
     pub(crate) history: Option<&'a History>,
     pub(crate) config: &'a Config,
+    /// The accounts, when the server keeps them (AUTH).
+    pub(crate) accounts: Option<&'a Accounts>,
+}
+
+impl Scope<'_> {
+    /// Whether `name` belongs to an account.
+    fn registered(&self, name: &Name) -> bool {
+        self.accounts.is_some_and(|a| a.is_registered(name.key()))
+    }
 }
 
 /// Why the session must end.
@@ -102,6 +112,11 @@ pub(crate) struct Client {
     rooms: Vec<Membership>,
     /// A rooms client that has not sent its first `Nick`: in no room yet.
     naming: bool,
+    /// Its session has AUTH: it is named by a login, or by a `Nick` only
+    /// if the server takes guests.
+    auth: bool,
+    /// Logged in: the token its session holds (for `Logout`).
+    token: Option<Box<TokenId>>,
     /// It joined a room whose batch of notices, with its roster, may not
     /// have gone out yet.
     unsent: bool,
@@ -117,6 +132,8 @@ impl Client {
             tells: Bucket::new(config.tell_burst, Instant::now()),
             directory: hub.directory().clone(),
             naming: peer.rooms,
+            auth: false,
+            token: None,
             unsent: false,
             rooms: Vec::new(),
             peer,
@@ -131,6 +148,58 @@ impl Client {
     /// Whether the client still owes its first `Nick`.
     pub(crate) fn naming(&self) -> bool {
         self.naming
+    }
+
+    /// Marks the session as one with AUTH.
+    pub(crate) fn with_auth(mut self, auth: bool) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// The token of the account it is logged in to, if any.
+    pub(crate) fn token(&self) -> Option<TokenId> {
+        self.token.as_deref().copied()
+    }
+
+    /// Whether `key` is another client's name now.
+    pub(crate) fn in_use(&self, key: &str) -> bool {
+        self.directory.find(key).is_some_and(|p| p.id != self.peer.id)
+    }
+
+    /// Logged in to `login`'s account: named after it (which nobody else may
+    /// hold: refused as taken otherwise, and `false` returned), told so, and
+    /// in the lobby.
+    pub(crate) fn logged_in(&mut self, hub: &Hub, login: &Login) -> Result<bool, Stop> {
+        let label = Label::new(&login.name, &login.key);
+        if hub.directory().claim(&self.peer, label).is_err() {
+            self.refuse(
+                hub,
+                Refusal::NameTaken,
+                &login.name,
+                &format!("{} is signed in on another connection", login.name),
+            )?;
+            return Ok(false);
+        }
+        self.token = Some(Box::new(login.token_id));
+        let msg = Message::LoggedIn {
+            name: login.name.clone(),
+            token: login.token.clone().unwrap_or_default().into(),
+            expires: login.expires,
+        };
+        self.reply(hub, &msg)?;
+        self.named(hub)?;
+        Ok(true)
+    }
+
+    /// Tells a client refused by a login attempt why; it stays unnamed.
+    pub(crate) fn refused(
+        &self,
+        hub: &Hub,
+        code: Refusal,
+        subject: &str,
+        detail: &str,
+    ) -> Result<(), Stop> {
+        self.refuse(hub, code, subject, detail)
     }
 
     /// Adds the tokens its direct messages earned since the last refill.
@@ -207,8 +276,8 @@ impl Client {
                 conversation,
                 count,
             } => self.read(cx, conversation, Request::Last { count }),
-            Message::Nick { name } if self.naming => self.name(hub, config, &name),
-            Message::Nick { name } => self.rename(hub, config, &name),
+            Message::Nick { name } if self.naming => self.name(cx, &name),
+            Message::Nick { name } => self.rename(cx, &name),
             Message::Join { room } => self.join(hub, config, &room),
             Message::Part { room } => self.part(config, &room, hub),
             Message::Who { room } => self.who(hub, config, &room),
@@ -324,10 +393,17 @@ impl Client {
     }
 
     /// The first `Nick`: the name asked for, or one assigned; then the
-    /// lobby.
-    fn name(&mut self, hub: &Hub, config: &Config, raw: &str) -> Result<(), Stop> {
+    /// lobby. With AUTH at a server that takes no guests, a refusal, and
+    /// the client stays unnamed.
+    fn name(&mut self, cx: &Scope<'_>, raw: &str) -> Result<(), Stop> {
+        let (hub, config) = (cx.hub, cx.config);
+        if self.auth && !config.guests {
+            let detail = "this server takes no guests: register or log in";
+            return self.refuse(hub, Refusal::AuthRequired, raw, detail);
+        }
         let dir = hub.directory();
         let refusal = match Name::parse(raw, config.max_name_chars) {
+            Ok(name) if cx.registered(&name) => Some((Refusal::NameReserved, reserved(&name))),
             Ok(name) => match dir.claim(&self.peer, label(&name)) {
                 Ok(_) => None,
                 Err(_) => Some((Refusal::NameTaken, taken(&name))),
@@ -343,6 +419,11 @@ impl Client {
             self.refuse(hub, code, raw, &detail)?;
             dir.assign(&self.peer);
         }
+        self.named(hub)
+    }
+
+    /// Named (by the directory already): says so, and enters the lobby.
+    fn named(&mut self, hub: &Hub) -> Result<(), Stop> {
         self.naming = false;
         self.reply(
             hub,
@@ -353,12 +434,24 @@ impl Client {
         self.enter_lobby(hub)
     }
 
-    /// A later `Nick`.
-    fn rename(&mut self, hub: &Hub, config: &Config, raw: &str) -> Result<(), Stop> {
+    /// A later `Nick`. An account keeps its name; a registered name is its
+    /// account's alone.
+    fn rename(&mut self, cx: &Scope<'_>, raw: &str) -> Result<(), Stop> {
+        let (hub, config) = (cx.hub, cx.config);
         let name = match Name::parse(raw, config.max_name_chars) {
             Ok(name) => name,
             Err(e) => return self.refuse(hub, Refusal::NameInvalid, raw, &e.to_string()),
         };
+        if self.token.is_some() && name.key() != &*self.peer.label().key {
+            let detail = format!(
+                "you are logged in as {}: an account keeps its name",
+                self.peer.name()
+            );
+            return self.refuse(hub, Refusal::NameReserved, raw, &detail);
+        }
+        if self.token.is_none() && cx.registered(&name) {
+            return self.refuse(hub, Refusal::NameReserved, raw, &reserved(&name));
+        }
         if name.as_str() == &*self.peer.name() {
             // No change: the requester alone hears so.
             let member = self.peer.member();
@@ -657,6 +750,10 @@ fn label(name: &Name) -> Label {
 
 fn taken(name: &Name) -> String {
     format!("another client is called {name}")
+}
+
+fn reserved(name: &Name) -> String {
+    format!("{name} is a registered name: log in to use it")
 }
 
 fn room_error(e: NameError) -> String {

@@ -113,6 +113,14 @@ pub(crate) fn guest(n: u64) -> Name {
     }
 }
 
+/// Whether `name` has the form of the names the server assigns
+/// (`guest-` and digits, in any case): those are not for accounts.
+pub(crate) fn is_guest(name: &Name) -> bool {
+    name.key()
+        .strip_prefix("guest-")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// Why a name was refused. The `Display` text is the `detail` of a
 /// `Refused`: a sentence for a person, naming a refused character by its
 /// code point (`U+202E`), never by the character itself.

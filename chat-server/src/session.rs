@@ -29,7 +29,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use chat_proto::{Connection, Event, HEADER_LEN, Message, ServerConfig, features};
+use chat_proto::{Connection, Event, HEADER_LEN, Message, Refusal, ServerConfig, features};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::futures::Notified;
@@ -37,11 +37,14 @@ use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tracing::{debug, info};
 
+use crate::accounts::AuthError;
 use crate::config::Config;
 use crate::dispatch::{Client, Relays, Scope, Stop};
 use crate::flood::Bucket;
 use crate::flusher::Flusher;
 use crate::history::History;
+use crate::login::{self, Attempt, Outcome, Pending};
+use crate::names::{self, Name};
 use crate::hub::{Hub, PresencePolicy};
 use crate::outbox::Outbox;
 use crate::peer::Peer;
@@ -83,11 +86,13 @@ impl Shared {
     ) -> Result<Self, StoreError> {
         let mut server = ServerConfig::with_max_frame_len(config.max_frame_len)
             .unwrap_or_else(|_| ServerConfig::default());
-        server.features = if store.is_some() {
-            features::ROOMS | features::HISTORY
-        } else {
-            features::ROOMS
-        };
+        server.features = features::ROOMS;
+        if store.is_some() {
+            server.features |= features::HISTORY;
+        }
+        if accounts.is_some() {
+            server.features |= features::AUTH;
+        }
         let codecs = Codecs {
             v1: server.outbound(),
             rooms: server.outbound_for(features::ROOMS),
@@ -125,6 +130,7 @@ impl Shared {
             hub: &self.hub,
             history: self.history.as_ref(),
             config: &self.config,
+            accounts: self.accounts.as_ref(),
         }
     }
 
@@ -144,6 +150,14 @@ impl Shared {
             .relay_batch
             .min(self.config.outbox_bytes.saturating_sub(frame))
             .max(1)
+    }
+}
+
+/// How a session ends when its client's standing must end.
+fn closed(stop: Stop) -> Close {
+    match stop {
+        Stop::Evicted => Close::Evicted,
+        Stop::Shutdown => Close::Shutdown,
     }
 }
 
@@ -236,6 +250,8 @@ enum Wake {
     Gone(io::Error),
     /// Bytes arrived (or the stream ended: `false`).
     Input(bool),
+    /// A login attempt ended (`None`: its task failed).
+    Attempt(Option<Outcome>),
     /// Complete frames are still waiting, or output is: let others run first.
     Busy,
     Timer,
@@ -275,6 +291,9 @@ struct Session<T> {
     last_tx: u32,
     /// Output waits for the flusher's tick after `deferred`.
     coalescing: bool,
+    /// A login attempt (or logout) under way: nothing more is read until
+    /// its outcome is in.
+    attempt: Option<Pending>,
     deferred: u16,
     /// Relay bytes handed to the room since the session last let the other
     /// tasks run: the recipients drain their outboxes in between, so this
@@ -313,6 +332,7 @@ impl<T: Transport> Session<T> {
             held: false,
             last_tx,
             coalescing: false,
+            attempt: None,
             deferred: 0,
             relayed: 0,
         }
@@ -360,8 +380,18 @@ impl<T: Transport> Session<T> {
         let agreed = features::agree(asked, shared.server.features);
         let rooms = agreed & features::ROOMS != 0;
         let history = agreed & features::HISTORY != 0;
+        let auth = agreed & features::AUTH != 0;
+        if shared.accounts.is_some() && !config.guests && !auth {
+            return Err(Close::Refuse(
+                "this server requires an account: connect with a client that can log in \
+                 (the AUTH capability)"
+                    .into(),
+            ));
+        }
         let peer = Arc::new(Peer::new(id, self.addr, rooms, outbox).with_history(history));
-        let client = Client::new(&shared.hub, config, peer).map_err(|_| Close::Shutdown)?;
+        let client = Client::new(&shared.hub, config, peer)
+            .map_err(|_| Close::Shutdown)?
+            .with_auth(auth);
         self.conn.accept(self.addr);
         // The Welcome goes out before anything the room queues.
         self.out.push(self.conn.transmit().unwrap_or_default());
@@ -428,6 +458,11 @@ impl<T: Transport> Session<T> {
                         if let Err(close) = self.process() {
                             return close;
                         }
+                    }
+                }
+                Wake::Attempt(outcome) => {
+                    if let Err(close) = self.attempted(outcome).and_then(|()| self.process()) {
+                        return close;
                     }
                 }
                 Wake::Timer => match self.tick() {
@@ -502,6 +537,12 @@ impl<T: Transport> Session<T> {
                         busy = false;
                         break;
                     }
+                }
+            }
+            if let Some(pending) = self.attempt.as_mut() {
+                if let Poll::Ready(outcome) = Pin::new(&mut **pending).poll(cx) {
+                    self.attempt = None;
+                    return Poll::Ready(Wake::Attempt(outcome.ok()));
                 }
             }
             // Held requests resume once the writer has drained the outbox
@@ -598,6 +639,10 @@ impl<T: Transport> Session<T> {
         self.backlog = false;
         self.held = false;
         let result = loop {
+            if self.attempt.is_some() {
+                self.held = true;
+                break Ok(());
+            }
             if batch.len() >= piece {
                 self.relay(&mut batch);
             }
@@ -688,6 +733,19 @@ impl<T: Transport> Session<T> {
         }
         match event {
             Event::Message(Message::Pong { .. }) => {}
+            Event::Message(
+                msg @ (Message::Register { .. }
+                | Message::Login { .. }
+                | Message::LoginToken { .. }),
+            ) => {
+                // Answers go after the relays gathered so far.
+                self.relay(batch);
+                self.attempt(msg)?;
+            }
+            Event::Message(Message::Logout) => {
+                self.relay(batch);
+                self.logout()?;
+            }
             Event::Message(msg) => self.handle(msg, 0, batch)?,
             Event::Numbered { seq, message } => self.handle(message, seq, batch)?,
             Event::Exit => return Err(Close::Exit),
@@ -709,13 +767,130 @@ impl<T: Transport> Session<T> {
         };
         client
             .handle(&self.shared.scope(), msg, seq, batch)
-            .map_err(|stop| match stop {
-                Stop::Evicted => Close::Evicted,
-                Stop::Shutdown => Close::Shutdown,
-            })?;
+            .map_err(closed)?;
         if self.named_by.is_some() && !client.naming() {
             self.named_by = None;
+            self.conn.named();
         }
+        Ok(())
+    }
+
+    /// An unnamed client's `Register`, `Login` or `LoginToken`: refused at
+    /// once if it can be without the store, else started (see `login.rs`).
+    fn attempt(&mut self, msg: Message) -> Result<(), Close> {
+        let (Some(client), Some(accounts)) = (&self.client, &self.shared.accounts) else {
+            return Err(Close::Shutdown);
+        };
+        let hub = &self.shared.hub;
+        let refuse = |code, subject: &str, detail: &str| {
+            client.refused(hub, code, subject, detail).map_err(closed)
+        };
+        let register = matches!(msg, Message::Register { .. });
+        let (name, secret) = match msg {
+            Message::Register { name, password } | Message::Login { name, password } => {
+                (Some(name), password)
+            }
+            Message::LoginToken { token } => (None, token),
+            _ => return Ok(()),
+        };
+        let subject = name.as_deref().unwrap_or_default();
+        if !login::secure(self.addr.ip(), self.io.encrypted()) {
+            let detail = "passwords and tokens travel only over TLS or from this machine: \
+                          reconnect with TLS";
+            return refuse(Refusal::Insecure, subject, detail);
+        }
+        let attempt = match name {
+            None => Attempt::Token(secret),
+            Some(raw) => {
+                let name = match Name::parse(&raw, self.shared.config.max_name_chars) {
+                    Ok(name) => name,
+                    Err(e) if register => {
+                        return refuse(Refusal::NameInvalid, subject, &e.to_string());
+                    }
+                    // No account can have an invalid name.
+                    Err(_) => {
+                        return refuse(Refusal::AuthFailed, subject, &AuthError::Failed.to_string());
+                    }
+                };
+                if register && names::is_guest(&name) {
+                    let detail = "guest-N names are the server's to give";
+                    return refuse(Refusal::NameInvalid, subject, detail);
+                }
+                if client.in_use(name.key()) {
+                    let detail = format!("{name} is in use by a connected client");
+                    return refuse(Refusal::NameTaken, subject, &detail);
+                }
+                if register {
+                    Attempt::Register {
+                        name,
+                        password: secret,
+                    }
+                } else {
+                    Attempt::Password {
+                        name,
+                        password: secret,
+                    }
+                }
+            }
+        };
+        self.attempt = Some(login::start(accounts, attempt, self.addr.ip()));
+        Ok(())
+    }
+
+    /// `Logout`: revokes the session's token, then ends as `Exit` does (a
+    /// guest's ends at once).
+    fn logout(&mut self) -> Result<(), Close> {
+        let token = self.client.as_ref().and_then(Client::token);
+        match (token, &self.shared.accounts) {
+            (Some(id), Some(accounts)) => {
+                self.attempt = Some(login::start(accounts, Attempt::Logout(id), self.addr.ip()));
+                Ok(())
+            }
+            _ => Err(Close::Exit),
+        }
+    }
+
+    /// A login attempt or logout has ended: the client is named, or told
+    /// why not; a logout ends the session.
+    fn attempted(&mut self, outcome: Option<Outcome>) -> Result<(), Close> {
+        let Some(client) = &mut self.client else {
+            return Err(Close::Shutdown);
+        };
+        let hub = &self.shared.hub;
+        let outcome = outcome.unwrap_or_else(|| Outcome::Refused {
+            code: Refusal::Unavailable,
+            subject: String::new(),
+            detail: "the attempt failed on the server's side: try again".into(),
+        });
+        match outcome {
+            Outcome::LoggedIn(login) => {
+                if client.logged_in(hub, &login).map_err(closed)? {
+                    self.named_by = None;
+                    self.conn.named();
+                    info!(peer = %self.addr, name = %login.name, "logged in");
+                } else if let Some(accounts) = &self.shared.accounts {
+                    // Taken meanwhile: the token given for it is of no use.
+                    drop(login::start(
+                        accounts,
+                        Attempt::Logout(login.token_id),
+                        self.addr.ip(),
+                    ));
+                }
+            }
+            Outcome::Refused {
+                code,
+                subject,
+                detail,
+            } => {
+                debug!(peer = %self.addr, %code, "login refused: {detail}");
+                client.refused(hub, code, &subject, &detail).map_err(closed)?;
+            }
+            Outcome::LoggedOut(Ok(())) => return Err(Close::Exit),
+            Outcome::LoggedOut(Err(e)) => {
+                return Err(Close::Refuse(format!("logout failed: {e}")));
+            }
+        }
+        self.held = false;
         Ok(())
     }
 
@@ -733,6 +908,9 @@ impl<T: Transport> Session<T> {
         let Some(client) = &self.client else {
             return false;
         };
+        if self.attempt.is_some() {
+            return true;
+        }
         self.shared.holds(&client.peer) || (self.stashed.is_some() && client.peer.in_flight() > 0)
     }
 

@@ -39,6 +39,11 @@ pub(crate) trait Transport: Send + Unpin {
 
     /// Flushes and closes the sending direction; reading goes on.
     fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+
+    /// Whether what passes is encrypted (TLS): then a password may.
+    fn encrypted(&self) -> bool {
+        false
+    }
 }
 
 impl Transport for TcpStream {
