@@ -37,6 +37,7 @@ use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tracing::{debug, info};
 
+use crate::accounts::Accounts;
 use crate::config::Config;
 use crate::dispatch::{Client, Relays, Scope, Stop};
 use crate::flood::Bucket;
@@ -68,6 +69,9 @@ pub(crate) struct Shared {
     pub(crate) shutdown: CancellationToken,
     /// Where room and direct messages go first, when history is on.
     pub(crate) history: Option<History>,
+    /// Registered names and logins, when accounts are on.
+    #[allow(dead_code)] // Until the session's auth phase reads it (issue 12).
+    pub(crate) accounts: Option<Accounts>,
     /// Wakes sessions whose output waits out `Config::coalesce` (`None`:
     /// every write at once).
     flusher: Option<Flusher>,
@@ -75,10 +79,11 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// `config` must have been validated; `store` is where history goes
-    /// (`None`: history is off).
+    /// (`None`: history is off), `accounts` the accounts (`None`: off).
     pub(crate) fn new(
         config: Config,
         store: Option<Arc<dyn Store>>,
+        accounts: Option<Accounts>,
         shutdown: CancellationToken,
     ) -> Result<Self, StoreError> {
         let mut server = ServerConfig::with_max_frame_len(config.max_frame_len)
@@ -113,6 +118,7 @@ impl Shared {
             config,
             hub,
             history,
+            accounts,
             server,
             shutdown,
             flusher,
