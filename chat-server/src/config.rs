@@ -168,6 +168,33 @@ pub struct Config {
     /// Direct messages a client may send in a burst above `tell_rate`. Not
     /// zero unless `tell_rate` is. Default: 20.
     pub tell_burst: u32,
+    /// Where accounts (registered names, password hashes, session tokens)
+    /// are kept: [`Storage::Off`] offers no accounts (the AUTH capability
+    /// is not offered), [`Storage::Disk`] keeps them in `accounts.redb` in
+    /// that directory, apart from history. Default: [`Storage::Memory`]
+    /// (the `chat-server` binary's default is on disk, beside history).
+    pub accounts: Storage,
+    /// Whether clients may use an unregistered name without logging in. A
+    /// registered name is its owner's either way. Off requires
+    /// `accounts`. Default: on.
+    pub guests: bool,
+    /// How long a session token from a login stays valid, 1 s to 365 days.
+    /// Default: 30 days.
+    pub token_ttl: Duration,
+    /// Password logins per account per minute, counted before the password
+    /// is checked, failed or not (a burst of this many, then one every
+    /// minute / `login_rate`). Zero: no limit. Default: 3.
+    pub login_rate: u32,
+    /// Password and token logins per client address per minute (an IPv6
+    /// address counts by its /64). Zero: no limit. Default: 30.
+    pub login_rate_ip: u32,
+    /// Registrations per client address per hour. Zero: no limit.
+    /// Default: 20.
+    pub register_rate: u32,
+    /// Most password hashes computed at once (each takes about 19 MiB and
+    /// tens of milliseconds of a core, off the async workers), 1 to
+    /// [`Config::MAX_HASH_WORKERS`]. Default: 2.
+    pub hash_workers: usize,
     /// Where history is kept, if anywhere. Default: [`Storage::Memory`]
     /// (the `chat-server` binary's default is on disk, `chat-data`).
     pub storage: Storage,
@@ -239,6 +266,13 @@ impl Default for Config {
             room_members: 10_000,
             tell_rate: 10,
             tell_burst: 20,
+            accounts: Storage::Memory,
+            guests: true,
+            token_ttl: Duration::from_secs(30 * 24 * 60 * 60),
+            login_rate: 3,
+            login_rate_ip: 30,
+            register_rate: 20,
+            hash_workers: 2,
             storage: Storage::Memory,
             history_size: 100_000,
             history_age: Duration::ZERO,
@@ -261,6 +295,8 @@ impl Config {
     pub const MIN_READ_CHUNK: usize = 64;
     /// Largest `max_iov`: the usual `IOV_MAX`.
     pub const MAX_IOV: usize = 1024;
+    /// Largest `hash_workers`: each hash holds 19 MiB while it runs.
+    pub const MAX_HASH_WORKERS: usize = 256;
     /// Largest `history_page`.
     pub const MAX_HISTORY_PAGE: usize = 10_000;
     /// Longest `coalesce`: it is latency every busy client pays.
@@ -442,6 +478,22 @@ impl Config {
             return Err((
                 "tell_burst",
                 "must be at least 1 unless tell_rate is 0".into(),
+            ));
+        }
+        if self.token_ttl < Duration::from_secs(1) {
+            return Err(("token_ttl", "must be at least 1s".into()));
+        }
+        if self.token_ttl > Self::MAX_DURATION {
+            return Err((
+                "token_ttl",
+                format!("{:?} is more than the maximum, 365 days", self.token_ttl),
+            ));
+        }
+        within("hash_workers", self.hash_workers, 1, Self::MAX_HASH_WORKERS)?;
+        if !self.guests && self.accounts == Storage::Off {
+            return Err((
+                "guests",
+                "cannot be off without accounts: nobody could join".into(),
             ));
         }
         Ok(())
@@ -708,6 +760,62 @@ mod tests {
         }
         .validate()
         .unwrap();
+    }
+
+    #[test]
+    fn account_limits_are_checked() {
+        Config {
+            login_rate: 0,
+            login_rate_ip: 0,
+            register_rate: 0,
+            accounts: Storage::Off,
+            token_ttl: Config::MAX_DURATION,
+            hash_workers: Config::MAX_HASH_WORKERS,
+            ..Config::default()
+        }
+        .validate()
+        .unwrap();
+        let cases = [
+            (
+                "token_ttl",
+                Config {
+                    token_ttl: Duration::from_millis(999),
+                    ..Config::default()
+                },
+            ),
+            (
+                "token_ttl",
+                Config {
+                    token_ttl: Config::MAX_DURATION + Duration::from_secs(1),
+                    ..Config::default()
+                },
+            ),
+            (
+                "hash_workers",
+                Config {
+                    hash_workers: 0,
+                    ..Config::default()
+                },
+            ),
+            (
+                "hash_workers",
+                Config {
+                    hash_workers: Config::MAX_HASH_WORKERS + 1,
+                    ..Config::default()
+                },
+            ),
+            (
+                "guests",
+                Config {
+                    guests: false,
+                    accounts: Storage::Off,
+                    ..Config::default()
+                },
+            ),
+        ];
+        for (field, config) in cases {
+            assert_eq!(refused(config).0, field);
+        }
     }
 
     #[test]

@@ -24,10 +24,11 @@ pub enum Error {
         /// fields, as they are named in `Config`.
         reason: String,
     },
-    /// The history store could not be opened or started: a corrupt or
-    /// unreadable file, one another process holds, a directory that cannot
-    /// be created. The server does not start rather than lose history.
-    #[error("history store: {0}")]
+    /// The history or accounts store could not be opened or started: a
+    /// corrupt or unreadable file (the message names it), one another
+    /// process holds, a directory that cannot be created. The server does
+    /// not start rather than lose history or accounts.
+    #[error("{0}")]
     Store(#[from] crate::store::StoreError),
     /// Any other I/O failure of the listening socket.
     #[error("i/o error: {0}")]

@@ -167,9 +167,16 @@
 //!   `journal.rs`: the one writer, ids, `prev` links and group commit;
 //!   `store.rs`: the [`Store`] trait and its two backends, redb on disk
 //!   (`store/redb.rs`) and memory (`store/memory.rs`).
+//! - `accounts.rs`: registered names, Argon2id passwords, session tokens
+//!   and the throttling of attempts, a service the auth phase calls;
+//!   `accounts/`: its stores (redb in `accounts.redb`, memory), `password.rs`,
+//!   `token.rs`, `throttle.rs`.
 //! - `error.rs`: [`Error`].
 #![forbid(unsafe_code)]
 
+// The session's auth phase calls it (issue 12); until then only tests do.
+#[allow(dead_code)]
+mod accounts;
 mod admission;
 mod config;
 mod directory;
@@ -181,6 +188,7 @@ mod history;
 mod hub;
 pub mod journal;
 mod listener;
+mod login;
 mod names;
 mod outbox;
 mod peer;
@@ -208,6 +216,7 @@ pub use store::{
     MemoryStore, NewRecord, Page, Record, RedbStore, Retention, Store, StoreError, TRIM_MAX, Topic,
 };
 
+use accounts::Accounts;
 use session::Shared;
 
 /// A bound, not yet running, chat server.
@@ -216,6 +225,7 @@ pub struct Server {
     addr: SocketAddr,
     config: Config,
     store: Option<Arc<dyn Store>>,
+    accounts: Option<Accounts>,
 }
 
 impl std::fmt::Debug for Server {
@@ -224,6 +234,7 @@ impl std::fmt::Debug for Server {
             .field("addr", &self.addr)
             .field("config", &self.config)
             .field("history", &self.store.is_some())
+            .field("accounts", &self.accounts.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -237,13 +248,15 @@ impl Server {
     /// # Errors
     ///
     /// [`Error::Config`] if a limit is out of range (see
-    /// [`Config::validate`]), [`Error::Bind`] if the address cannot be
+    /// [`Config::validate`]), [`Error::Store`] if the history or accounts
+    /// store cannot be opened, [`Error::Bind`] if the address cannot be
     /// resolved or bound.
     pub async fn bind(addr: impl ToSocketAddrs, config: Config) -> Result<Server, Error> {
         config.validate()?;
         // Before the socket: a server whose history is unreadable does not
         // start at all.
         let store = history::open(&config)?;
+        let accounts = Accounts::open(&config)?;
         let listener = listener::bind(addr, config.listen_backlog())
             .await
             .map_err(Error::Bind)?;
@@ -253,6 +266,7 @@ impl Server {
             addr,
             config,
             store,
+            accounts,
         })
     }
 
@@ -275,10 +289,11 @@ impl Server {
             addr,
             config,
             store,
+            accounts,
         } = self;
         let grace = config.shutdown_grace.max(config.close_timeout);
         let token = CancellationToken::new();
-        let shared = Arc::new(Shared::new(config, store, token.clone())?);
+        let shared = Arc::new(Shared::new(config, store, accounts, token.clone())?);
         let tracker = TaskTracker::new();
         info!(%addr, "listening");
         tokio::select! {

@@ -37,7 +37,7 @@ use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tracing::{debug, info};
 
-use crate::accounts::AuthError;
+use crate::accounts::{Accounts, AuthError};
 use crate::config::Config;
 use crate::dispatch::{Client, Relays, Scope, Stop};
 use crate::flood::Bucket;
@@ -71,6 +71,8 @@ pub(crate) struct Shared {
     pub(crate) shutdown: CancellationToken,
     /// Where room and direct messages go first, when history is on.
     pub(crate) history: Option<History>,
+    /// Registered names and logins, when accounts are on.
+    pub(crate) accounts: Option<Accounts>,
     /// Wakes sessions whose output waits out `Config::coalesce` (`None`:
     /// every write at once).
     flusher: Option<Flusher>,
@@ -78,10 +80,11 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// `config` must have been validated; `store` is where history goes
-    /// (`None`: history is off).
+    /// (`None`: history is off), `accounts` the accounts (`None`: off).
     pub(crate) fn new(
         config: Config,
         store: Option<Arc<dyn Store>>,
+        accounts: Option<Accounts>,
         shutdown: CancellationToken,
     ) -> Result<Self, StoreError> {
         let mut server = ServerConfig::with_max_frame_len(config.max_frame_len)
@@ -118,6 +121,7 @@ impl Shared {
             config,
             hub,
             history,
+            accounts,
             server,
             shutdown,
             flusher,
@@ -793,7 +797,8 @@ impl<T: Transport> Session<T> {
             Message::LoginToken { token } => (None, token),
             _ => return Ok(()),
         };
-        let subject = name.as_deref().unwrap_or_default();
+        let subject = name.clone().unwrap_or_default();
+        let subject = subject.as_str();
         if !login::secure(self.addr.ip(), self.io.encrypted()) {
             let detail = "passwords and tokens travel only over TLS or from this machine: \
                           reconnect with TLS";

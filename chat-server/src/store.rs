@@ -42,6 +42,8 @@ mod tests;
 
 pub use self::memory::MemoryStore;
 pub use self::redb::RedbStore;
+/// redb's errors as [`StoreError`]s, for the accounts store too.
+pub(crate) use self::redb::{At, map as redb_error};
 
 /// A conversation: a room, or the direct messages between two names.
 ///
@@ -250,10 +252,10 @@ pub const TRIM_MAX: u64 = 10_000;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// The file is unreadable as a history store: corrupt, truncated, not a
-    /// store at all, or of an unknown format version; or a record in it
-    /// does not decode. The server must not start on it.
-    #[error("history store {path}: corrupt or unreadable: {detail}")]
+    /// The file is unreadable as a store (history or accounts): corrupt,
+    /// truncated, not a store at all, or of an unknown format version; or
+    /// a record in it does not decode. The server must not start on it.
+    #[error("store {path}: corrupt or unreadable: {detail}")]
     Corrupt {
         /// The store's file.
         path: PathBuf,
@@ -261,19 +263,19 @@ pub enum StoreError {
         detail: String,
     },
     /// The disk or the quota is full (ENOSPC, EDQUOT): nothing was written.
-    #[error("history store {path}: disk full")]
+    #[error("store {path}: disk full")]
     Full {
         /// The store's file.
         path: PathBuf,
     },
     /// Another process (or another store in this one) has the file open.
-    #[error("history store {path}: in use by another process")]
+    #[error("store {path}: in use by another process")]
     Locked {
         /// The store's file.
         path: PathBuf,
     },
     /// Any other I/O failure.
-    #[error("history store {path}: {source}")]
+    #[error("store {path}: {source}")]
     Io {
         /// The store's file.
         path: PathBuf,

@@ -89,7 +89,8 @@ fn joined(addr: SocketAddr) -> Message {
 /// that step.)
 #[tokio::test]
 async fn an_idle_session_is_small() {
-    let shared = Arc::new(Shared::new(Config::default(), None, CancellationToken::new()).unwrap());
+    let shared =
+        Arc::new(Shared::new(Config::default(), None, None, CancellationToken::new()).unwrap());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let stream = TcpStream::connect(addr).await.unwrap();
@@ -148,7 +149,8 @@ async fn a_panicking_session_leaves_the_room() {
 async fn a_session_runs_over_any_async_stream() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let shared = Arc::new(Shared::new(Config::default(), None, CancellationToken::new()).unwrap());
+    let shared =
+        Arc::new(Shared::new(Config::default(), None, None, CancellationToken::new()).unwrap());
     let pacer = tokio::spawn({
         let shared = shared.clone();
         async move { shared.hub.pace_presence().await }

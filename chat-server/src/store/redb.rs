@@ -310,7 +310,7 @@ fn open_db(path: &Path, opener: &Opener) -> Result<Database, StoreError> {
 }
 
 /// redb's error as ours.
-fn map(path: &Path, err: ::redb::Error) -> StoreError {
+pub(crate) fn map(path: &Path, err: ::redb::Error) -> StoreError {
     use ::redb::Error as E;
     let path = path.to_path_buf();
     match err {
@@ -353,7 +353,7 @@ fn map(path: &Path, err: ::redb::Error) -> StoreError {
 }
 
 /// `?` on redb results, naming the file.
-trait At<T> {
+pub(crate) trait At<T> {
     fn at(self, path: &Path) -> Result<T, StoreError>;
 }
 

@@ -125,12 +125,38 @@ struct Args {
     /// Direct messages a client may send in a burst above --tell-rate.
     #[arg(long, value_name = "N", default_value = "20")]
     tell_burst: u32,
-    /// Where history is kept: a directory, created if missing, holding
-    /// history.redb. Every message is stored there before anyone gets it.
-    #[arg(long, value_name = "DIR", default_value = "chat-data", conflicts_with_all = ["ephemeral", "no_history"])]
+    /// No accounts: nobody can register or log in, every name is a guest's.
+    #[arg(long, conflicts_with = "no_guests")]
+    no_accounts: bool,
+    /// Only registered names: clients must register or log in.
+    #[arg(long)]
+    no_guests: bool,
+    /// How long a login's session token stays valid.
+    #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = duration)]
+    token_ttl: Duration,
+    /// Password logins per account per minute, failed or not; 0: no limit.
+    #[arg(long, value_name = "N", default_value = "3")]
+    login_rate: u32,
+    /// Password and token logins per client address (IPv6: per /64) per minute; 0: no limit.
+    #[arg(long, value_name = "N", default_value = "30")]
+    login_rate_ip: u32,
+    /// Registrations per client address per hour; 0: no limit.
+    #[arg(long, value_name = "N", default_value = "20")]
+    register_rate: u32,
+    /// Most password hashes computed at once (about 19 MiB and 20 ms of a core each).
+    #[arg(long, value_name = "N", default_value = "2")]
+    hash_workers: usize,
+    /// Where history and accounts are kept: a directory, created if missing, holding
+    /// history.redb and accounts.redb. Every message is stored there before anyone gets it.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "chat-data",
+        conflicts_with = "ephemeral"
+    )]
     data: PathBuf,
-    /// Keep history in memory only: lost when the server stops.
-    #[arg(long, conflicts_with = "no_history")]
+    /// Keep history and accounts in memory only: lost when the server stops.
+    #[arg(long)]
     ephemeral: bool,
     /// Keep no history: messages are relayed, never stored, and clients
     /// are not offered history.
@@ -195,6 +221,13 @@ impl Args {
             room_members: self.room_members,
             tell_rate: self.tell_rate,
             tell_burst: self.tell_burst,
+            accounts: self.accounts(),
+            guests: !self.no_guests,
+            token_ttl: self.token_ttl,
+            login_rate: self.login_rate,
+            login_rate_ip: self.login_rate_ip,
+            register_rate: self.register_rate,
+            hash_workers: self.hash_workers,
             storage: self.storage(),
             history_size: self.history_size,
             history_age: self.history_age,
@@ -208,6 +241,18 @@ impl Args {
     /// Where history goes: on disk unless told otherwise.
     fn storage(&self) -> Storage {
         if self.no_history {
+            Storage::Off
+        } else if self.ephemeral {
+            Storage::Memory
+        } else {
+            Storage::Disk(self.data.clone())
+        }
+    }
+
+    /// Where accounts go: beside history (on disk, or in memory with
+    /// --ephemeral), even with --no-history.
+    fn accounts(&self) -> Storage {
+        if self.no_accounts {
             Storage::Off
         } else if self.ephemeral {
             Storage::Memory
@@ -246,6 +291,13 @@ const FLAGS: &[(&str, &str)] = &[
     ("room_members", "--room-members"),
     ("tell_rate", "--tell-rate"),
     ("tell_burst", "--tell-burst"),
+    ("accounts", "--no-accounts"),
+    ("guests", "--no-guests"),
+    ("token_ttl", "--token-ttl"),
+    ("login_rate", "--login-rate"),
+    ("login_rate_ip", "--login-rate-ip"),
+    ("register_rate", "--register-rate"),
+    ("hash_workers", "--hash-workers"),
     ("storage", "--data"),
     ("history_size", "--history-size"),
     ("history_age", "--history-age"),
@@ -449,18 +501,33 @@ mod tests {
     fn no_flags_means_the_library_defaults_but_history_on_disk() {
         let config = Args::parse_from(["chat-server"]).config();
         assert_eq!(config.storage, Storage::Disk("chat-data".into()));
+        assert_eq!(config.accounts, Storage::Disk("chat-data".into()));
         assert_eq!(
             Config {
                 storage: Storage::Memory,
+                accounts: Storage::Memory,
                 ..config
             },
             Config::default()
         );
-        let config = |flag| Args::parse_from(["chat-server", flag]).config().storage;
-        assert_eq!(config("--ephemeral"), Storage::Memory);
-        assert_eq!(config("--no-history"), Storage::Off);
+        let config = |flags: &[&str]| {
+            let config = Args::parse_from([&["chat-server"], flags].concat()).config();
+            (config.storage, config.accounts)
+        };
+        let (memory, off) = (Storage::Memory, Storage::Off);
+        let x = Storage::Disk("x".into());
+        assert_eq!(config(&["--ephemeral"]), (memory.clone(), memory.clone()));
+        assert_eq!(
+            config(&["--no-history", "--data", "x"]),
+            (off.clone(), x.clone())
+        );
+        assert_eq!(
+            config(&["--no-history", "--ephemeral"]),
+            (off.clone(), memory)
+        );
+        assert_eq!(config(&["--no-accounts", "--data", "x"]), (x, off.clone()));
         assert!(Args::try_parse_from(["chat-server", "--ephemeral", "--data", "x"]).is_err());
-        assert!(Args::try_parse_from(["chat-server", "--ephemeral", "--no-history"]).is_err());
+        assert!(Args::try_parse_from(["chat-server", "--no-accounts", "--no-guests"]).is_err());
     }
 
     #[test]
@@ -514,6 +581,12 @@ mod tests {
             "--room-members=19",
             "--tell-rate=20",
             "--tell-burst=21",
+            "--no-guests",
+            "--token-ttl=1h",
+            "--login-rate=5",
+            "--login-rate-ip=6",
+            "--register-rate=7",
+            "--hash-workers=3",
             "--data=somewhere",
             "--history-size=22",
             "--history-age=23s",
