@@ -165,7 +165,7 @@ pub struct ServerConfig {
     /// for a [`features::ROOMS`] client, before `Welcome` for a version 1
     /// one): the stricter limit of a client nobody knows yet. Raised to
     /// [`HANDSHAKE_FRAME_MIN`] if below, and never above the open
-    /// session's limit. Default: [`HANDSHAKE_FRAME_LEN`].
+    /// session's limit nor 65,535. Default: [`HANDSHAKE_FRAME_LEN`].
     pub handshake_frame_len: usize,
 }
 
@@ -355,8 +355,10 @@ pub struct Connection {
     /// first `Nick` (or with [`features::AUTH`], a successful `Register`,
     /// `Login` or `LoginToken`) must come before any other request.
     naming: bool,
-    /// Server role: the frame limit until the client is named.
-    guard: u32,
+    /// Server role: the frame limit until the client is named (a `u16`:
+    /// a limit for strangers needs no more, and this struct is in every
+    /// server session).
+    guard: u16,
     /// [`features::HISTORY`]: numbered requests sent (client role) or
     /// received (server role) so far.
     seq: u64,
@@ -391,9 +393,9 @@ impl Connection {
         // Not `clamp`: a server limit below the minimum wins over it.
         let guard = config
             .handshake_frame_len
-            .max(HANDSHAKE_FRAME_MIN)
+            .clamp(HANDSHAKE_FRAME_MIN, usize::from(u16::MAX))
             .min(max - RELAY_OVERHEAD);
-        conn.guard = u32::try_from(guard).unwrap_or(u32::MAX);
+        conn.guard = u16::try_from(guard).unwrap_or(u16::MAX);
         conn
     }
 

@@ -112,11 +112,6 @@ pub(crate) struct Client {
     rooms: Vec<Membership>,
     /// A rooms client that has not sent its first `Nick`: in no room yet.
     naming: bool,
-    /// Its session has AUTH: it is named by a login, or by a `Nick` only
-    /// if the server takes guests.
-    auth: bool,
-    /// Logged in: the token its session holds (for `Logout`).
-    token: Option<Box<TokenId>>,
     /// It joined a room whose batch of notices, with its roster, may not
     /// have gone out yet.
     unsent: bool,
@@ -132,8 +127,6 @@ impl Client {
             tells: Bucket::new(config.tell_burst, Instant::now()),
             directory: hub.directory().clone(),
             naming: peer.rooms,
-            auth: false,
-            token: None,
             unsent: false,
             rooms: Vec::new(),
             peer,
@@ -150,20 +143,16 @@ impl Client {
         self.naming
     }
 
-    /// Marks the session as one with AUTH.
-    pub(crate) fn with_auth(mut self, auth: bool) -> Self {
-        self.auth = auth;
-        self
-    }
-
     /// The token of the account it is logged in to, if any.
     pub(crate) fn token(&self) -> Option<TokenId> {
-        self.token.as_deref().copied()
+        self.peer.token()
     }
 
     /// Whether `key` is another client's name now.
     pub(crate) fn in_use(&self, key: &str) -> bool {
-        self.directory.find(key).is_some_and(|p| p.id != self.peer.id)
+        self.directory
+            .find(key)
+            .is_some_and(|p| p.id != self.peer.id)
     }
 
     /// Logged in to `login`'s account: named after it (which nobody else may
@@ -180,7 +169,7 @@ impl Client {
             )?;
             return Ok(false);
         }
-        self.token = Some(Box::new(login.token_id));
+        self.peer.log_in(login.token_id);
         let msg = Message::LoggedIn {
             name: login.name.clone(),
             token: login.token.clone().unwrap_or_default().into(),
@@ -397,7 +386,7 @@ impl Client {
     /// the client stays unnamed.
     fn name(&mut self, cx: &Scope<'_>, raw: &str) -> Result<(), Stop> {
         let (hub, config) = (cx.hub, cx.config);
-        if self.auth && !config.guests {
+        if self.peer.auth && !config.guests {
             let detail = "this server takes no guests: register or log in";
             return self.refuse(hub, Refusal::AuthRequired, raw, detail);
         }
@@ -442,14 +431,15 @@ impl Client {
             Ok(name) => name,
             Err(e) => return self.refuse(hub, Refusal::NameInvalid, raw, &e.to_string()),
         };
-        if self.token.is_some() && name.key() != &*self.peer.label().key {
+        let logged_in = self.peer.token().is_some();
+        if logged_in && name.key() != &*self.peer.label().key {
             let detail = format!(
                 "you are logged in as {}: an account keeps its name",
                 self.peer.name()
             );
             return self.refuse(hub, Refusal::NameReserved, raw, &detail);
         }
-        if self.token.is_none() && cx.registered(&name) {
+        if !logged_in && cx.registered(&name) {
             return self.refuse(hub, Refusal::NameReserved, raw, &reserved(&name));
         }
         if name.as_str() == &*self.peer.name() {
@@ -801,6 +791,7 @@ mod tests {
             hub,
             history: None,
             config: &config,
+            accounts: None,
         };
         c.handle(&cx, msg, 0, &mut relays).unwrap();
         c.flush(&mut relays);

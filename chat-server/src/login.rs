@@ -46,7 +46,7 @@ pub(crate) enum Outcome {
 }
 
 /// A pending [`Outcome`].
-pub(crate) type Pending = Box<oneshot::Receiver<Outcome>>;
+pub(crate) type Pending = oneshot::Receiver<Outcome>;
 
 /// Starts `attempt` for a client at `ip`.
 pub(crate) fn start(accounts: &Accounts, attempt: Attempt, ip: IpAddr) -> Pending {
@@ -78,7 +78,7 @@ pub(crate) fn start(accounts: &Accounts, attempt: Attempt, ip: IpAddr) -> Pendin
         // The session may have ended meanwhile: nobody to tell.
         let _ = tx.send(outcome);
     });
-    Box::new(rx)
+    rx
 }
 
 impl Attempt {

@@ -5,10 +5,11 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use chat_proto::Member;
 
+use crate::accounts::TokenId;
 use crate::outbox::Outbox;
 
 /// A peer's identity inside the server: unique for the server's lifetime,
@@ -65,6 +66,11 @@ pub(crate) struct Peer {
     /// Speaks the history capability too: gets `Posted` for `Said`,
     /// `Direct` for `Told`, and `Stored` for its own messages.
     pub(crate) history: bool,
+    /// Speaks the accounts capability: named by a login, or by a `Nick`
+    /// only where guests are taken.
+    pub(crate) auth: bool,
+    /// Logged in to an account: the token its session holds.
+    token: OnceLock<TokenId>,
     pub(crate) outbox: Outbox,
     /// Bytes of its messages submitted to history and not yet delivered:
     /// its session reads no more while they pass `Config::relay_budget`.
@@ -82,6 +88,8 @@ impl Peer {
             addr,
             rooms,
             history: false,
+            auth: false,
+            token: OnceLock::new(),
             outbox,
             in_flight: AtomicUsize::new(0),
             label: Mutex::new(Label::new("", "")),
@@ -92,6 +100,22 @@ impl Peer {
     pub(crate) fn with_history(mut self, history: bool) -> Self {
         self.history = history && self.rooms;
         self
+    }
+
+    /// The same peer, speaking the accounts capability (if `auth`).
+    pub(crate) fn with_auth(mut self, auth: bool) -> Self {
+        self.auth = auth && self.rooms;
+        self
+    }
+
+    /// Logged in, holding `token` (once: a session logs in at most once).
+    pub(crate) fn log_in(&self, token: TokenId) {
+        let _ = self.token.set(token);
+    }
+
+    /// The token of the account it is logged in to, if any.
+    pub(crate) fn token(&self) -> Option<TokenId> {
+        self.token.get().copied()
     }
 
     /// Its name as shown.

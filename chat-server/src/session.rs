@@ -43,9 +43,9 @@ use crate::dispatch::{Client, Relays, Scope, Stop};
 use crate::flood::Bucket;
 use crate::flusher::Flusher;
 use crate::history::History;
+use crate::hub::{Hub, PresencePolicy};
 use crate::login::{self, Attempt, Outcome, Pending};
 use crate::names::{self, Name};
-use crate::hub::{Hub, PresencePolicy};
 use crate::outbox::Outbox;
 use crate::peer::Peer;
 use crate::presence::Codecs;
@@ -247,6 +247,15 @@ struct Waits<'a, 'p> {
 /// by write coalescing.
 const COALESCE_BYTES: usize = 16 * 1024;
 
+/// What a session waits for before it reads on.
+enum Waiting {
+    /// A `Part` or `Nick` whose notice must not overtake the client's
+    /// messages still on their way through history.
+    Event(Event),
+    /// A login attempt or logout (see `login.rs`).
+    Attempt(Pending),
+}
+
 /// What woke the serving session up.
 enum Wake {
     Shutdown,
@@ -254,8 +263,9 @@ enum Wake {
     Gone(io::Error),
     /// Bytes arrived (or the stream ended: `false`).
     Input(bool),
-    /// A login attempt ended (`None`: its task failed).
-    Attempt(Option<Outcome>),
+    /// A login attempt ended (`None`: its task failed). Boxed: a `Wake`
+    /// is part of every idle session's future.
+    Attempt(Option<Box<Outcome>>),
     /// Complete frames are still waiting, or output is: let others run first.
     Busy,
     Timer,
@@ -284,8 +294,10 @@ struct Session<T> {
     frame_deadline: Option<Instant>,
     /// Complete frames left unread in the machine after a full batch.
     backlog: bool,
-    /// A request that waits for the client's messages to be delivered.
-    stashed: Option<Box<Event>>,
+    /// A request that waits for the client's messages to be delivered, or
+    /// a login attempt (or logout) under way: nothing more is read until
+    /// it is done. (One field: this struct is in every idle client.)
+    waiting: Option<Box<Waiting>>,
     /// Requests wait, unread, until the writer has drained the client's
     /// outbox, which its own answers have backed up: they are never a
     /// reason to evict it (relays from others still are).
@@ -295,9 +307,6 @@ struct Session<T> {
     last_tx: u32,
     /// Output waits for the flusher's tick after `deferred`.
     coalescing: bool,
-    /// A login attempt (or logout) under way: nothing more is read until
-    /// its outcome is in.
-    attempt: Option<Pending>,
     deferred: u16,
     /// Relay bytes handed to the room since the session last let the other
     /// tasks run: the recipients drain their outboxes in between, so this
@@ -332,11 +341,10 @@ impl<T: Transport> Session<T> {
             nonce: 0,
             frame_deadline: None,
             backlog: false,
-            stashed: None,
+            waiting: None,
             held: false,
             last_tx,
             coalescing: false,
-            attempt: None,
             deferred: 0,
             relayed: 0,
         }
@@ -392,10 +400,11 @@ impl<T: Transport> Session<T> {
                     .into(),
             ));
         }
-        let peer = Arc::new(Peer::new(id, self.addr, rooms, outbox).with_history(history));
-        let client = Client::new(&shared.hub, config, peer)
-            .map_err(|_| Close::Shutdown)?
+        let peer = Peer::new(id, self.addr, rooms, outbox)
+            .with_history(history)
             .with_auth(auth);
+        let client =
+            Client::new(&shared.hub, config, Arc::new(peer)).map_err(|_| Close::Shutdown)?;
         self.conn.accept(self.addr);
         // The Welcome goes out before anything the room queues.
         self.out.push(self.conn.transmit().unwrap_or_default());
@@ -543,10 +552,10 @@ impl<T: Transport> Session<T> {
                     }
                 }
             }
-            if let Some(pending) = self.attempt.as_mut() {
-                if let Poll::Ready(outcome) = Pin::new(&mut **pending).poll(cx) {
-                    self.attempt = None;
-                    return Poll::Ready(Wake::Attempt(outcome.ok()));
+            if let Some(Waiting::Attempt(pending)) = self.waiting.as_deref_mut() {
+                if let Poll::Ready(outcome) = Pin::new(pending).poll(cx) {
+                    self.waiting = None;
+                    return Poll::Ready(Wake::Attempt(outcome.ok().map(Box::new)));
                 }
             }
             // Held requests resume once the writer has drained the outbox
@@ -643,10 +652,6 @@ impl<T: Transport> Session<T> {
         self.backlog = false;
         self.held = false;
         let result = loop {
-            if self.attempt.is_some() {
-                self.held = true;
-                break Ok(());
-            }
             if batch.len() >= piece {
                 self.relay(&mut batch);
             }
@@ -662,8 +667,17 @@ impl<T: Transport> Session<T> {
                 self.held = true;
                 break Ok(());
             }
-            let event = match self.stashed.take() {
-                Some(event) => *event,
+            let stashed = match self.waiting.take().map(|w| *w) {
+                Some(Waiting::Event(event)) => Some(event),
+                Some(attempt @ Waiting::Attempt(_)) => {
+                    self.waiting = Some(Box::new(attempt));
+                    self.held = true;
+                    break Ok(());
+                }
+                None => None,
+            };
+            let event = match stashed {
+                Some(event) => event,
                 None => match self.conn.poll() {
                     Ok(Some(event)) => event,
                     Ok(None) => break Ok(()),
@@ -673,7 +687,7 @@ impl<T: Transport> Session<T> {
             if self.must_settle(&event) {
                 // Its `Departed` or `Renamed` must not overtake its messages
                 // still on their way through history: it waits for them.
-                self.stashed = Some(Box::new(event));
+                self.waiting = Some(Box::new(Waiting::Event(event)));
                 self.held = true;
                 break Ok(());
             }
@@ -814,7 +828,11 @@ impl<T: Transport> Session<T> {
                     }
                     // No account can have an invalid name.
                     Err(_) => {
-                        return refuse(Refusal::AuthFailed, subject, &AuthError::Failed.to_string());
+                        return refuse(
+                            Refusal::AuthFailed,
+                            subject,
+                            &AuthError::Failed.to_string(),
+                        );
                     }
                 };
                 if register && names::is_guest(&name) {
@@ -838,7 +856,8 @@ impl<T: Transport> Session<T> {
                 }
             }
         };
-        self.attempt = Some(login::start(accounts, attempt, self.addr.ip()));
+        let pending = login::start(accounts, attempt, self.addr.ip());
+        self.waiting = Some(Box::new(Waiting::Attempt(pending)));
         Ok(())
     }
 
@@ -848,7 +867,8 @@ impl<T: Transport> Session<T> {
         let token = self.client.as_ref().and_then(Client::token);
         match (token, &self.shared.accounts) {
             (Some(id), Some(accounts)) => {
-                self.attempt = Some(login::start(accounts, Attempt::Logout(id), self.addr.ip()));
+                let pending = login::start(accounts, Attempt::Logout(id), self.addr.ip());
+                self.waiting = Some(Box::new(Waiting::Attempt(pending)));
                 Ok(())
             }
             _ => Err(Close::Exit),
@@ -857,16 +877,19 @@ impl<T: Transport> Session<T> {
 
     /// A login attempt or logout has ended: the client is named, or told
     /// why not; a logout ends the session.
-    fn attempted(&mut self, outcome: Option<Outcome>) -> Result<(), Close> {
+    fn attempted(&mut self, outcome: Option<Box<Outcome>>) -> Result<(), Close> {
         let Some(client) = &mut self.client else {
             return Err(Close::Shutdown);
         };
         let hub = &self.shared.hub;
-        let outcome = outcome.unwrap_or_else(|| Outcome::Refused {
-            code: Refusal::Unavailable,
-            subject: String::new(),
-            detail: "the attempt failed on the server's side: try again".into(),
-        });
+        let outcome = outcome.map_or_else(
+            || Outcome::Refused {
+                code: Refusal::Unavailable,
+                subject: String::new(),
+                detail: "the attempt failed on the server's side: try again".into(),
+            },
+            |o| *o,
+        );
         match outcome {
             Outcome::LoggedIn(login) => {
                 if client.logged_in(hub, &login).map_err(closed)? {
@@ -888,7 +911,9 @@ impl<T: Transport> Session<T> {
                 detail,
             } => {
                 debug!(peer = %self.addr, %code, "login refused: {detail}");
-                client.refused(hub, code, &subject, &detail).map_err(closed)?;
+                client
+                    .refused(hub, code, &subject, &detail)
+                    .map_err(closed)?;
             }
             Outcome::LoggedOut(Ok(())) => return Err(Close::Exit),
             Outcome::LoggedOut(Err(e)) => {
@@ -913,10 +938,13 @@ impl<T: Transport> Session<T> {
         let Some(client) = &self.client else {
             return false;
         };
-        if self.attempt.is_some() {
-            return true;
+        match self.waiting.as_deref() {
+            Some(Waiting::Attempt(_)) => true,
+            Some(Waiting::Event(_)) => {
+                client.peer.in_flight() > 0 || self.shared.holds(&client.peer)
+            }
+            None => self.shared.holds(&client.peer),
         }
-        self.shared.holds(&client.peer) || (self.stashed.is_some() && client.peer.in_flight() > 0)
     }
 
     fn flood(&self) -> Close {
