@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use chat_client::{Client, Conversation, Error, Event, Options, Sender};
+use chat_client::{Client, Conversation, Error, Event, Login, Options, Sender};
 use tokio::sync::mpsc;
 
 use crate::command::{COMMANDS, Input};
@@ -36,8 +36,11 @@ const QUIET_AFTER: u32 = 5;
 pub(crate) struct Chat {
     /// The server's address, as given.
     pub(crate) server: String,
-    /// How to connect (the name is updated before each reconnection).
+    /// How to connect (the name is updated before each reconnection, and
+    /// a login becomes the token it gave).
     pub(crate) options: Options,
+    /// Where to keep the login token (`--token-file`).
+    pub(crate) token_file: Option<std::path::PathBuf>,
     /// Whether to reconnect when the connection is lost.
     pub(crate) reconnect: bool,
     pub(crate) state: State,
@@ -101,6 +104,15 @@ impl Chat {
     /// One connection, from its greeting to its end.
     async fn connection(&mut self, client: Client, again: bool) -> End {
         let session = client.session().clone();
+        if let Some(account) = &session.account {
+            // Reconnect with the token, never the password again.
+            self.options.login = Some(Login::Token(account.token.clone()));
+            if let Some(file) = &self.token_file {
+                if let Err(e) = crate::account::save_token(file, &account.token) {
+                    self.out.error(e).await;
+                }
+            }
+        }
         let (rejoin, part_lobby) =
             self.state
                 .connected(session.me, session.name.clone(), session.rooms);
@@ -159,10 +171,19 @@ impl Chat {
                     Err(e) => break End::Lost(e.to_string()),
                 },
                 input = self.inputs.recv(), if !leaving => match input.unwrap_or(Input::Leave) {
-                    Input::Leave => leaving = leave(&sender),
+                    Input::Leave => leaving = leave(&sender, false),
+                    Input::Logout if session.account.is_none() => {
+                        self.out.error("not logged in (log in with --login or --register)").await;
+                    }
+                    Input::Logout => {
+                        if let Some(file) = &self.token_file {
+                            let _ = std::fs::remove_file(file);
+                        }
+                        leaving = leave(&sender, true);
+                    }
                     input => self.act(&sender, input).await,
                 },
-                Some(()) = self.interrupted.recv(), if !leaving => leaving = leave(&sender),
+                Some(()) = self.interrupted.recv(), if !leaving => leaving = leave(&sender, false),
             }
         };
         // Where we were in each conversation: the next connection resumes there.
@@ -314,7 +335,7 @@ impl Chat {
                 self.out.error(message).await;
                 Ok(())
             }
-            Input::Nothing | Input::Leave => Ok(()),
+            Input::Nothing | Input::Leave | Input::Logout => Ok(()),
         };
         match result {
             Ok(()) => {}
@@ -379,6 +400,14 @@ impl Chat {
             };
             match result {
                 Ok(client) => return Some(client),
+                // The token no longer works (expired, revoked): trying
+                // again will not change that.
+                Err(e @ Error::Login { .. }) => {
+                    self.out
+                        .error(format!("{e}; log in again with --login"))
+                        .await;
+                    return None;
+                }
                 Err(e) => {
                     delay = (delay * 2).min(MAX_RETRY);
                     if attempt < QUIET_AFTER {
@@ -430,14 +459,20 @@ pub(crate) fn interrupts() -> mpsc::Receiver<()> {
     rx
 }
 
-/// Starts leaving; the event stream ends once the server has acknowledged.
-fn leave(sender: &Sender) -> bool {
+/// Starts leaving (by logging out, with `logout`); the event stream ends
+/// once the server has acknowledged.
+fn leave(sender: &Sender, logout: bool) -> bool {
     let sender = sender.clone();
     tokio::spawn(async move {
         // A failure (say, no acknowledgement in time) also ends the events,
         // which report it.
-        if let Err(e) = sender.exit().await {
-            tracing::debug!(error = %e, "exit failed");
+        let left = if logout {
+            sender.logout().await
+        } else {
+            sender.exit().await
+        };
+        if let Err(e) = left {
+            tracing::debug!(error = %e, logout, "leaving failed");
         }
     });
     true

@@ -26,6 +26,8 @@ pub(crate) enum Input {
     History(Option<u32>),
     /// Leave the chat.
     Leave,
+    /// Log out (the saved token stops working) and leave.
+    Logout,
     /// Show the commands.
     Help,
     /// Nothing to do (an empty line).
@@ -43,6 +45,7 @@ pub(crate) fn parse(line: &str) -> Input {
     match trimmed {
         "exit;" | "/quit" | "/exit" => return Input::Leave,
         "/help" => return Input::Help,
+        "/logout" => return Input::Logout,
         "/rooms" => return Input::Rooms,
         "/history" => return Input::History(None),
         _ => {}
@@ -143,6 +146,7 @@ Each line you type is one of:
   /help           show this list
   exit;           leave: the server acknowledges, then the program ends (status 0)
   /quit           leave, like exit;
+  /logout         log out (your token stops working) and leave
   (empty line)    nothing is sent
 End of input (Ctrl-D, or the end of a pipe) and Ctrl-C leave too.
 A version 1 server has one room and no names: there /join, /part, /rooms,

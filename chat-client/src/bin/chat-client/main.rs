@@ -13,6 +13,7 @@
 
 #[macro_use]
 mod command;
+mod account;
 mod address;
 mod chat;
 mod clock;
@@ -57,9 +58,30 @@ struct Args {
     server: Option<String>,
 
     /// The name to ask for; the server picks one (guest-N) if you give none
-    /// or if this one is taken or not allowed
+    /// or if this one is taken or not allowed. With --register or --login:
+    /// the account's name
     #[arg(long, short, value_name = "NAME")]
     name: Option<String>,
+
+    /// Register the name (--name) as an account with a password, and log in
+    /// to it. The password comes from CHAT_PASSWORD, --password-file, or a
+    /// prompt; it is sent only over TLS or to this machine
+    #[arg(long, conflicts_with_all = ["login", "v1"])]
+    register: bool,
+
+    /// Log in to the account --name with its password (as for --register)
+    #[arg(long, conflicts_with = "v1")]
+    login: bool,
+
+    /// Read the password from the first line of FILE
+    #[arg(long, value_name = "FILE")]
+    password_file: Option<std::path::PathBuf>,
+
+    /// Keep the login token in FILE (created readable by you only): after a
+    /// login it is saved there, and later runs log in with it, no password
+    /// needed
+    #[arg(long, value_name = "FILE", conflicts_with = "v1")]
+    token_file: Option<std::path::PathBuf>,
 
     /// Speak protocol version 1, as the original lab's client did: one room,
     /// everyone known by address
@@ -159,6 +181,19 @@ async fn run(args: Args) -> ExitCode {
         .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
     let mut options = Options::default();
     options.name = args.name.clone();
+    options.login = match account::login(
+        args.register,
+        args.login,
+        args.name.as_deref(),
+        args.password_file.as_ref(),
+        args.token_file.as_ref(),
+    ) {
+        Ok(login) => login,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
     options.rooms = !args.v1;
     options.history = !args.no_history;
     // Each room's latest messages on joining it, when there is history.
@@ -190,6 +225,7 @@ async fn run(args: Args) -> ExitCode {
     let chat = Chat {
         server,
         options,
+        token_file: args.token_file,
         reconnect: !args.no_reconnect,
         state,
         inputs,
