@@ -281,6 +281,7 @@ impl Server {
         let shared = Arc::new(Shared::new(config, store, token.clone())?);
         let tracker = TaskTracker::new();
         info!(%addr, "listening");
+        info!("{}", admission::mode(&shared.config));
         tokio::select! {
             () = shutdown => {}
             () = listener::accept(&listener, &shared, &tracker) => {}

@@ -73,23 +73,26 @@ pub(crate) async fn accept(listener: &TcpListener, shared: &Arc<Shared>, tracker
             Ok((stream, addr)) => {
                 backoff.reset();
                 let closed = admission.on_close();
-                match admission.upgrade(slot) {
-                    Slot::Client(permit) => {
-                        debug!(peer = %addr, "accepted");
-                        let shared = shared.clone();
-                        tracker.spawn(async move {
-                            let _closed = closed;
-                            session::run(shared, stream, addr, permit).await;
-                        });
-                    }
-                    Slot::Refuse(permit) => {
-                        let shared = shared.clone();
-                        tracker.spawn(async move {
-                            let _closed = closed;
-                            admission::refuse(stream, addr, &shared.config, permit).await;
-                        });
-                    }
-                }
+                let (permit, refusal) = match admission.upgrade(slot) {
+                    Slot::Client(permit) => match admission.admit(&shared.config, addr) {
+                        Ok(ip) => {
+                            debug!(peer = %addr, "accepted");
+                            let shared = shared.clone();
+                            tracker.spawn(async move {
+                                let (_closed, _ip) = (closed, ip);
+                                session::run(shared, stream, addr, permit).await;
+                            });
+                            continue;
+                        }
+                        Err(reason) => (permit, reason),
+                    },
+                    Slot::Refuse(permit) => (permit, admission::FULL.to_string()),
+                };
+                let shared = shared.clone();
+                tracker.spawn(async move {
+                    let _closed = closed;
+                    admission::refuse(stream, addr, &shared.config, permit, &refusal).await;
+                });
             }
             // The client gave up before we accepted it: nothing to do.
             Err(e) if transient(&e) => debug!("accept: {e}"),
