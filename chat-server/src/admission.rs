@@ -16,8 +16,10 @@
 //! Once accepted, a connection that took a client slot is screened by its
 //! address ([`Admission::admit`]) before its session starts: in protected
 //! mode only loopback clients are served, and no IP may hold more than
-//! `max_per_ip` connections. One turned away is told why and closed like a
-//! "server full" refusal, within at most 1 s.
+//! `max_per_ip` connections. One turned away gives its client slot back at
+//! once (so such clients can never crowd out the others) and is told why
+//! like a "server full" refusal, on a reject slot, within at most 1 s; with
+//! no reject slot free it is closed without a word.
 
 use std::collections::HashMap;
 use std::io;
@@ -108,6 +110,12 @@ impl Admission {
             },
             client => client,
         }
+    }
+
+    /// A reject slot if one is free: for a connection turned away by
+    /// [`admit`](Self::admit), once its client slot is given back.
+    pub(crate) fn reject_slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.rejects.clone().try_acquire_owned().ok()
     }
 
     /// A guard to move into a task that owns a socket: when the task ends,
@@ -384,9 +392,12 @@ mod tests {
     #[tokio::test]
     async fn a_remote_client_is_told_and_closed_before_its_session() {
         LOOPBACK_IS_REMOTE.set(true);
-        let server = crate::Server::bind("127.0.0.1:0", Config::default())
-            .await
-            .unwrap();
+        let config = Config {
+            max_clients: 1,
+            reject_slots: 2,
+            ..Config::default()
+        };
+        let server = crate::Server::bind("127.0.0.1:0", config).await.unwrap();
         let addr = server.local_addr();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         // Spawned on this thread's runtime (current-thread): its accept loop
@@ -394,17 +405,27 @@ mod tests {
         let running = tokio::spawn(server.run(async {
             let _ = stopped.await;
         }));
+        // Not even a Hello is needed: the refusal comes first. Each refused
+        // client gives its client slot back (there is one): two that hold
+        // their sockets open are both told why, on the two reject slots,
+        // rather than "server full".
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            let frames = read_all(&mut stream).await;
+            let told = chat_proto::Message::Error {
+                reason: PROTECTED.into(),
+            };
+            assert_eq!(frames, [told]);
+            held.push(stream);
+        }
+        // With no reject slot left, the next is closed without a word.
         let mut stream = TcpStream::connect(addr).await.unwrap();
-        // Not even a Hello is needed: the refusal comes first.
-        let frames = read_all(&mut stream).await;
-        assert_eq!(
-            frames,
-            [chat_proto::Message::Error {
-                reason: PROTECTED.into()
-            }]
-        );
-        drop(stream);
-        // Made public, the same server would serve it: the flag is all.
+        let mut scratch = [0u8; 64];
+        let read = timeout(Duration::from_secs(10), stream.read(&mut scratch)).await;
+        assert!(matches!(read, Ok(Ok(0) | Err(_))), "{read:?}");
+        drop((stream, held));
+        // Local again, the same server serves it, on its one client slot.
         LOOPBACK_IS_REMOTE.set(false);
         let mut stream = TcpStream::connect(addr).await.unwrap();
         let mut client = Connection::client(chat_proto::ClientConfig::default());

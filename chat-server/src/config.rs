@@ -148,7 +148,9 @@ pub struct Config {
     /// `::1`, or IPv4 loopback mapped into IPv6) is answered
     /// `Error { reason: "protected mode: ..." }` and closed before its
     /// session starts, so a server started without thinking about it is
-    /// not open to the network. Default: `false`.
+    /// not open to the network. Such a client (and one over `max_per_ip`)
+    /// holds no client slot: it is told why on one of the `reject_slots`,
+    /// or, with none free, closed without a word. Default: `false`.
     pub public: bool,
     /// Most connections at once from one IP address, loopback included; the
     /// next one is answered `Error { reason: "too many connections from IP" }`

@@ -84,7 +84,16 @@ pub(crate) async fn accept(listener: &TcpListener, shared: &Arc<Shared>, tracker
                             });
                             continue;
                         }
-                        Err(reason) => (permit, reason),
+                        // Its client slot is given back at once: such
+                        // clients never crowd out the others.
+                        Err(reason) => {
+                            drop(permit);
+                            let Some(permit) = admission.reject_slot() else {
+                                debug!(peer = %addr, "refused, no reject slot to say why: {reason}");
+                                continue;
+                            };
+                            (permit, reason)
+                        }
                     },
                     Slot::Refuse(permit) => (permit, admission::FULL.to_string()),
                 };
