@@ -274,7 +274,14 @@ fn to_flags(arg: &Arg, value: &Spanned<DeValue<'_>>) -> Result<Vec<OsString>, St
         (Kind::Integer | Kind::Size | Kind::Duration, DeValue::Integer(n)) => {
             Ok(with(&integer(n.as_str(), n.radix())?.to_string()))
         }
-        (Kind::Duration, DeValue::Float(x)) => Ok(with(x.as_str())),
+        // As plain decimals: the flag's parser takes no exponent (`1e3`).
+        (Kind::Duration, DeValue::Float(x)) => match x.as_str().parse::<f64>() {
+            Ok(secs) if secs.is_finite() => Ok(with(&secs.to_string())),
+            _ => Err(format!(
+                "invalid value \"{}\": not a number of seconds",
+                x.as_str()
+            )),
+        },
         (Kind::Size | Kind::Duration | Kind::Text, DeValue::String(s)) => Ok(with(s)),
         _ => Err(wrong()),
     }
@@ -456,6 +463,7 @@ mod tests {
         let args = args(
             "max_clients = 7\nmax-rooms = 8\nmax-frame = \"1KiB\"\nrelay_batch = 100\n\
              coalesce = \"1ms\"\nidle-timeout = 1.5\nhandshake-timeout = 3\n\
+             shutdown-grace = 1e1\nroom-members = 10_000\n\
              public = true\nno-presence = false\nverbose = 2\nbind = \"127.0.0.1:0\"\n\
              ephemeral = true\nthreads = 0x2\n",
             &[],
@@ -468,6 +476,8 @@ mod tests {
         assert_eq!(config.coalesce, std::time::Duration::from_millis(1));
         assert_eq!(config.idle_timeout, std::time::Duration::from_millis(1500));
         assert_eq!(config.handshake_timeout, std::time::Duration::from_secs(3));
+        assert_eq!(config.shutdown_grace, std::time::Duration::from_secs(10));
+        assert_eq!(config.room_members, 10_000);
         assert!(config.public);
         assert!(config.presence);
         assert_eq!(config.storage, Storage::Memory);
@@ -534,6 +544,14 @@ mod tests {
             (
                 "coalesce = true\n",
                 "chat.toml:1: coalesce: expected a duration",
+            ),
+            (
+                "coalesce = nan\n",
+                "chat.toml:1: coalesce: invalid value \"nan\"",
+            ),
+            (
+                "coalesce = -1.0\n",
+                "chat.toml:1: coalesce: invalid value \"-1\"",
             ),
             (
                 "public = \"yes\"\n",
