@@ -109,8 +109,20 @@ pub(crate) fn merge(command: &Command, argv: Vec<OsString>) -> Result<Merged, Fi
     Ok(merged)
 }
 
+/// Largest config file read: far more than every flag needs, and a bound
+/// if it names something endless (`/dev/zero`).
+const MAX_FILE_LEN: u64 = 1 << 20;
+
 fn read(path: &Path) -> Result<String, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_LEN + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() as u64 > MAX_FILE_LEN {
+        return Err("larger than 1 MiB: not a config file".into());
+    }
     String::from_utf8(bytes).map_err(|_| "not UTF-8 text".into())
 }
 
@@ -172,15 +184,17 @@ fn entries(
             id,
             flags,
         };
-        // Command line first: the file gives way to it.
-        if cli.value_source(&entry.id) == Some(ValueSource::CommandLine)
-            || conflict(&mut command, &bin, &[&entry.flags, &argv[1..]])
-        {
-            continue;
-        }
-        // Alone: its value as its flag would take it.
+        // Alone: its value as its flag would take it (wrong even where the
+        // command line overrides it: the file is wrong).
         if let Err(e) = parse(&mut command, &bin, &[&entry.flags]) {
             return Err(fail(invalid(&entry.flags, &e)));
+        }
+        // Then the command line: the file gives way to it.
+        let given = argv.get(1..).unwrap_or_default();
+        if cli.value_source(&entry.id) == Some(ValueSource::CommandLine)
+            || conflict(&mut command, &bin, &[&entry.flags, given])
+        {
+            continue;
         }
         if let Some(other) = kept
             .iter()
@@ -368,7 +382,7 @@ mod tests {
 
     use super::*;
     use crate::Args;
-    use chat_server::{Config, Storage};
+    use chat_server::Storage;
 
     /// The example shipped beside the crate.
     fn example() -> std::path::PathBuf {
@@ -497,6 +511,9 @@ mod tests {
         // A count is not added up: the command line's replaces the file's.
         assert_eq!(self::args(text, &["-vv"]).verbose, 2);
         assert_eq!(self::args(text, &["--rate=1"]).verbose, 1);
+        // A value the command line overrides must still be valid.
+        let (_dir, merged) = load("rate = -1\n", &["--rate", "1"]);
+        assert!(merged.is_err());
         // Without the file, nothing changes.
         let (_dir, merged) = load("", &["--rate", "3"]);
         assert_eq!(
@@ -628,13 +645,23 @@ mod tests {
     }
 
     #[test]
-    fn not_utf8_is_an_error() {
+    fn what_is_not_a_text_file_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("chat.toml");
         std::fs::write(&path, b"rate = \xff\n").unwrap();
         let argv = vec!["chat-server".into(), "--config".into(), path.into()];
         let e = merge(&Args::command(), argv).unwrap_err();
         assert_eq!(e.message, "not UTF-8 text");
-        let _ = Config::default();
+        // Something endless is not read to its end.
+        let argv = vec!["chat-server".into(), "--config".into(), "/dev/zero".into()];
+        let e = merge(&Args::command(), argv).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/dev/zero: larger than 1 MiB: not a config file"
+        );
+        // A directory is not a file.
+        let argv = vec!["chat-server".into(), "--config".into(), dir.path().into()];
+        let e = merge(&Args::command(), argv).unwrap_err();
+        assert!(e.message.starts_with("cannot read: "), "{e}");
     }
 }
