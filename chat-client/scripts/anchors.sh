@@ -117,8 +117,9 @@ start_once() {
         [ "$system" = chat-t1 ] && nc=(--threads 1)
         fifo=$(mktemp -u)
         mkfifo "$fifo"
-        # History off: the anchors store nothing either.
-        "$bin/chat-server" --bind 127.0.0.1:0 --rate 0 --no-history "${nc[@]}" "$@" >"$fifo" 2>/dev/null &
+        # History off: the anchors store nothing either. Every client
+        # comes from 127.0.0.1: no cap per IP.
+        "$bin/chat-server" --bind 127.0.0.1:0 --rate 0 --no-history --max-per-ip 0 "${nc[@]}" "$@" >"$fifo" 2>/dev/null &
         server_pid=$!
         addr="127.0.0.1:0"
         read -r -t 10 line <"$fifo" || { rm -f "$fifo"; return 1; }

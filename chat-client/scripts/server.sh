@@ -15,9 +15,12 @@ start() {
     # --ephemeral): the relay path is what most workloads measure, and
     # the anchors store nothing either.
     # (A binary from before history has no such flag.) `--data @tmp`
-    # stands for a fresh directory of the run's own.
-    local history= flags=() arg
-    "$binary" --help 2>/dev/null | grep -q -- --no-history && history=--no-history
+    # stands for a fresh directory of the run's own. Every client comes
+    # from 127.0.0.1: no cap on connections per IP (where there is one).
+    local history= flags=() arg help cap=()
+    help=$("$binary" --help 2>/dev/null)
+    grep -q -- --no-history <<<"$help" && history=--no-history
+    grep -q -- --max-per-ip <<<"$help" && cap=(--max-per-ip 0)
     for arg in "$@"; do
         case $arg in
         --data | --ephemeral | --no-history) history= ;;
@@ -25,7 +28,7 @@ start() {
         esac
         flags+=("$arg")
     done
-    $prefix "$binary" --bind 127.0.0.1:0 $history "${flags[@]}" >"$fifo" 2>/dev/null &
+    $prefix "$binary" --bind 127.0.0.1:0 $history "${cap[@]}" "${flags[@]}" >"$fifo" 2>/dev/null &
     server_pid=$!
     read -r -t 10 line <"$fifo" || { echo "$(basename "$0"): the server did not start" >&2; exit 1; }
     rm -f "$fifo"

@@ -19,10 +19,12 @@ use common::start;
 
 mod common;
 
-/// Flood control off, as for any load test.
+/// Flood control off, as for any load test, and no cap on connections
+/// per IP (every client comes from 127.0.0.1).
 fn load_config() -> Config {
     Config {
         rate: 0,
+        max_per_ip: 0,
         ..Config::default()
     }
 }

@@ -12,10 +12,19 @@
 //!
 //! Each slot is a semaphore permit held by the task that owns the socket,
 //! so it frees when that task ends, whatever way it ends.
+//!
+//! Once accepted, a connection that took a client slot is screened by its
+//! address ([`Admission::admit`]) before its session starts: in protected
+//! mode only loopback clients are served, and no IP may hold more than
+//! `max_per_ip` connections. One turned away gives its client slot back at
+//! once (so such clients can never crowd out the others) and is told why
+//! like a "server full" refusal, on a reject slot, within at most 1 s; with
+//! no reject slot free it is closed without a word.
 
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chat_proto::{Connection, ServerConfig};
@@ -23,10 +32,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::timeout;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::Config;
 
+/// What a client is told when every client slot is taken.
+pub(crate) const FULL: &str = "server full";
 /// Longest a refused client is given to take its "server full" and close.
 const REFUSE_WAIT_MAX: Duration = Duration::from_secs(1);
 /// Input a refused client may send that is read and dropped before the
@@ -42,11 +53,13 @@ pub(crate) enum Slot {
     Refuse(OwnedSemaphorePermit),
 }
 
-/// The two pools of slots, and a signal for when a socket closes.
+/// The two pools of slots, the connections per IP, and a signal for when
+/// a socket closes.
 #[derive(Debug)]
 pub(crate) struct Admission {
     clients: Arc<Semaphore>,
     rejects: Arc<Semaphore>,
+    per_ip: PerIp,
     /// Notified whenever a task holding a socket ends: a descriptor is free.
     closed: Arc<Notify>,
 }
@@ -57,8 +70,19 @@ impl Admission {
         Admission {
             clients: Arc::new(Semaphore::new(config.max_clients)),
             rejects: Arc::new(Semaphore::new(config.reject_slots)),
+            per_ip: PerIp::new(config.max_per_ip),
             closed: Arc::new(Notify::new()),
         }
+    }
+
+    /// Screens a connection that has a client slot by its address: a guard
+    /// to hold for as long as its session runs, or the reason to refuse it
+    /// with (see [`refuse`]).
+    pub(crate) fn admit(&self, config: &Config, addr: SocketAddr) -> Result<IpGuard, String> {
+        if protected(config, addr.ip()) {
+            return Err(PROTECTED.to_string());
+        }
+        self.per_ip.take(addr.ip())
     }
 
     /// Waits for a slot: a client slot if one is free, else a reject slot,
@@ -88,6 +112,12 @@ impl Admission {
         }
     }
 
+    /// A reject slot if one is free: for a connection turned away by
+    /// [`admit`](Self::admit), once its client slot is given back.
+    pub(crate) fn reject_slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.rejects.clone().try_acquire_owned().ok()
+    }
+
     /// A guard to move into a task that owns a socket: when the task ends,
     /// waiters on [`closed`](Self::closed) are woken.
     pub(crate) fn on_close(&self) -> OnClose {
@@ -111,18 +141,117 @@ impl Drop for OnClose {
     }
 }
 
-/// Tells `stream` the server is full and closes it, within
+/// What a non-loopback client is told in protected mode.
+// With accounts, this names `--no-guests` too.
+pub(crate) const PROTECTED: &str = "protected mode: this server serves only clients on its own \
+     machine; to serve others, its operator starts it with --public";
+
+/// Whether a client at `ip` is turned away by protected mode: the server is
+/// not public and the client is not on this machine. A loopback address
+/// mapped into IPv6 (a dual-stack listener's view of `127.0.0.1`) is local.
+pub(crate) fn protected(config: &Config, ip: IpAddr) -> bool {
+    !config.public && !is_local(ip)
+}
+
+fn is_local(ip: IpAddr) -> bool {
+    #[cfg(test)]
+    if tests::LOOPBACK_IS_REMOTE.get() {
+        return false;
+    }
+    ip.to_canonical().is_loopback()
+}
+
+/// What the server says of its mode at start-up.
+pub(crate) fn mode(config: &Config) -> &'static str {
+    if config.public {
+        "public: serving clients from any address"
+    } else {
+        "protected mode: serving loopback clients only (start with --public to serve others)"
+    }
+}
+
+/// Connections at once per IP address, capped at `max` (zero: no cap).
+/// Counted in a small map; each connection holds an [`IpGuard`] that gives
+/// its place back when dropped, however its task ends.
+#[derive(Debug)]
+pub(crate) struct PerIp {
+    max: usize,
+    counts: Counts,
+}
+
+impl PerIp {
+    pub(crate) fn new(max: usize) -> Self {
+        PerIp {
+            max,
+            counts: Arc::default(),
+        }
+    }
+
+    /// A place for one more connection from `ip`, or the reason it has none.
+    pub(crate) fn take(&self, ip: IpAddr) -> Result<IpGuard, String> {
+        let ip = ip.to_canonical();
+        if self.max == 0 {
+            return Ok(IpGuard(None));
+        }
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = counts.entry(ip).or_insert(0);
+        if *count >= self.max {
+            return Err(format!("too many connections from {ip}"));
+        }
+        *count += 1;
+        Ok(IpGuard(Some((self.counts.clone(), ip))))
+    }
+
+    /// Connections counted for `ip`.
+    #[cfg(test)]
+    pub(crate) fn count(&self, ip: IpAddr) -> usize {
+        let counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        counts.get(&ip.to_canonical()).copied().unwrap_or(0)
+    }
+}
+
+/// Open connections by IP address (only those with some).
+type Counts = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
+/// One connection's place in its IP's count (none when there is no cap).
+#[derive(Debug)]
+pub(crate) struct IpGuard(Option<(Counts, IpAddr)>);
+
+impl Drop for IpGuard {
+    fn drop(&mut self) {
+        let Some((counts, ip)) = self.0.take() else {
+            return;
+        };
+        let mut counts = counts.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = counts.get_mut(&ip) {
+            *count -= 1;
+            // The map holds only addresses with connections open.
+            if *count == 0 {
+                counts.remove(&ip);
+            }
+        }
+    }
+}
+
+/// Tells `stream` why it is refused (`"server full"`, or what
+/// [`Admission::admit`] said) and closes it, within
 /// `min(close_timeout, 1 s)`. `_slot` is held until then.
 pub(crate) async fn refuse(
     stream: TcpStream,
     addr: SocketAddr,
     config: &Config,
     _slot: OwnedSemaphorePermit,
+    reason: &str,
 ) {
-    warn!(peer = %addr, "server full: refusing client");
+    if reason == FULL {
+        warn!(peer = %addr, "server full: refusing client");
+    } else {
+        // A scanner could flood the log at warn.
+        info!(peer = %addr, "refusing client: {reason}");
+    }
     let server = ServerConfig::with_max_frame_len(config.max_frame_len).unwrap_or_default();
     let mut conn = Connection::server(server);
-    conn.refuse("server full");
+    conn.refuse(reason);
     let bytes = conn.transmit().unwrap_or_default();
     let bound = config.close_timeout.min(REFUSE_WAIT_MAX);
     match timeout(bound, goodbye(stream, &bytes)).await {
@@ -151,7 +280,181 @@ async fn goodbye(mut stream: TcpStream, bytes: &[u8]) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use std::cell::Cell;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
     use super::*;
+
+    thread_local! {
+        /// Test only: this thread's accept loops take loopback clients
+        /// for remote ones, so that protected mode can be tried over
+        /// 127.0.0.1 (tests use no other address). Per thread, so other
+        /// tests running at the same time are not affected.
+        pub(super) static LOOPBACK_IS_REMOTE: Cell<bool> = const { Cell::new(false) };
+    }
+
+    #[test]
+    fn protected_mode_turns_away_only_remote_clients() {
+        let local: [IpAddr; 5] = [
+            Ipv4Addr::LOCALHOST.into(),
+            Ipv4Addr::new(127, 9, 8, 7).into(),
+            Ipv6Addr::LOCALHOST.into(),
+            Ipv4Addr::LOCALHOST.to_ipv6_mapped().into(),
+            Ipv4Addr::new(127, 0, 0, 2).to_ipv6_mapped().into(),
+        ];
+        let remote: [IpAddr; 6] = [
+            Ipv4Addr::new(10, 0, 0, 1).into(),
+            Ipv4Addr::new(192, 168, 1, 2).into(),
+            Ipv4Addr::new(8, 8, 8, 8).into(),
+            Ipv4Addr::UNSPECIFIED.into(),
+            Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped().into(),
+            "2001:db8::1".parse().unwrap(),
+        ];
+        let closed = Config::default();
+        let open = Config {
+            public: true,
+            ..Config::default()
+        };
+        assert!(!closed.public, "protected by default");
+        for ip in local {
+            assert!(!protected(&closed, ip), "{ip} is local");
+            assert!(!protected(&open, ip), "{ip}");
+        }
+        for ip in remote {
+            assert!(protected(&closed, ip), "{ip} is remote");
+            assert!(!protected(&open, ip), "{ip} is welcome when public");
+        }
+        // The refusal and the start-up line say how to open the server.
+        assert!(PROTECTED.starts_with("protected mode: "), "{PROTECTED}");
+        assert!(PROTECTED.contains("--public"), "{PROTECTED}");
+        assert!(mode(&closed).contains("--public"));
+        assert!(mode(&open).starts_with("public"));
+        // Screening applies it: a remote client is refused, a local one is not.
+        let pools = Admission::new(&closed);
+        let remote = SocketAddr::new(Ipv4Addr::new(10, 0, 0, 1).into(), 5000);
+        assert_eq!(pools.admit(&closed, remote).unwrap_err(), PROTECTED);
+        let local = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 5000);
+        assert!(pools.admit(&closed, local).is_ok());
+    }
+
+    #[test]
+    fn connections_per_ip_are_capped_and_given_back() {
+        let per_ip = PerIp::new(2);
+        let a: IpAddr = Ipv4Addr::LOCALHOST.into();
+        let b: IpAddr = Ipv4Addr::new(10, 0, 0, 1).into();
+        let first = per_ip.take(a).unwrap();
+        let second = per_ip.take(a).unwrap();
+        assert_eq!(
+            per_ip.take(a).unwrap_err(),
+            "too many connections from 127.0.0.1"
+        );
+        // The same address mapped into IPv6 is the same client.
+        let mapped = Ipv4Addr::LOCALHOST.to_ipv6_mapped().into();
+        assert!(per_ip.take(mapped).is_err());
+        // Others are counted apart.
+        let other = per_ip.take(b).unwrap();
+        assert_eq!((per_ip.count(a), per_ip.count(b)), (2, 1));
+        drop(first);
+        assert_eq!(per_ip.count(a), 1);
+        let third = per_ip.take(a).unwrap();
+        drop((second, third, other));
+        // Nothing is kept for addresses with no connection.
+        let counts = per_ip.counts.lock().unwrap();
+        assert!(counts.is_empty(), "{counts:?}");
+    }
+
+    #[test]
+    fn zero_means_no_cap() {
+        let per_ip = PerIp::new(0);
+        let ip: IpAddr = Ipv4Addr::LOCALHOST.into();
+        let guards: Vec<_> = (0..10_000).map(|_| per_ip.take(ip).unwrap()).collect();
+        assert_eq!(per_ip.count(ip), 0, "not even counted");
+        drop(guards);
+    }
+
+    /// Frames from `stream` until it closes, within a bound.
+    async fn read_all(stream: &mut TcpStream) -> Vec<chat_proto::Message> {
+        let codec = chat_proto::ChatCodec::default();
+        let mut buf = bytes::BytesMut::new();
+        let mut frames = Vec::new();
+        loop {
+            let read = timeout(Duration::from_secs(10), stream.read_buf(&mut buf)).await;
+            let n = read.expect("the server closes in time").expect("read");
+            while let Some(msg) = codec.decode(&mut buf).expect("a valid frame") {
+                frames.push(msg);
+            }
+            if n == 0 {
+                return frames;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_remote_client_is_told_and_closed_before_its_session() {
+        LOOPBACK_IS_REMOTE.set(true);
+        let config = Config {
+            max_clients: 1,
+            reject_slots: 2,
+            ..Config::default()
+        };
+        let server = crate::Server::bind("127.0.0.1:0", config).await.unwrap();
+        let addr = server.local_addr();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        // Spawned on this thread's runtime (current-thread): its accept loop
+        // sees the flag.
+        let running = tokio::spawn(server.run(async {
+            let _ = stopped.await;
+        }));
+        // Not even a Hello is needed: the refusal comes first. Each refused
+        // client gives its client slot back (there is one): two that hold
+        // their sockets open are both told why, on the two reject slots,
+        // rather than "server full".
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            let frames = read_all(&mut stream).await;
+            let told = chat_proto::Message::Error {
+                reason: PROTECTED.into(),
+            };
+            assert_eq!(frames, [told]);
+            held.push(stream);
+        }
+        // With no reject slot left, the next is closed without a word.
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let mut scratch = [0u8; 64];
+        let read = timeout(Duration::from_secs(10), stream.read(&mut scratch)).await;
+        assert!(matches!(read, Ok(Ok(0) | Err(_))), "{read:?}");
+        drop((stream, held));
+        // Local again, the same server serves it, on its one client slot.
+        LOOPBACK_IS_REMOTE.set(false);
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let mut client = Connection::client(chat_proto::ClientConfig::default());
+        let hello = client.transmit().unwrap_or_default();
+        stream.write_all(&hello).await.unwrap();
+        let mut buf = bytes::BytesMut::new();
+        let codec = chat_proto::ChatCodec::default();
+        let first = loop {
+            if let Some(msg) = codec.decode(&mut buf).unwrap() {
+                break msg;
+            }
+            let n = timeout(Duration::from_secs(10), stream.read_buf(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_ne!(n, 0, "closed without a Welcome");
+        };
+        assert!(
+            matches!(first, chat_proto::Message::Welcome { .. }),
+            "{first:?}"
+        );
+        drop(stream);
+        stop.send(()).unwrap();
+        timeout(Duration::from_secs(10), running)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
 
     fn admission(max_clients: usize, reject_slots: usize) -> Admission {
         Admission::new(&Config {

@@ -143,6 +143,24 @@ pub struct Config {
     /// connection beyond `max_clients` waits in the listen queue.
     /// Default: 64.
     pub reject_slots: usize,
+    /// Whether clients from any address are served. `false` (protected
+    /// mode, the default): a client whose address is not loopback (`127/8`,
+    /// `::1`, or IPv4 loopback mapped into IPv6) is answered
+    /// `Error { reason: "protected mode: ..." }` and closed before its
+    /// session starts, so a server started without thinking about it is
+    /// not open to the network. Such a client (and one over `max_per_ip`)
+    /// holds no client slot: it is told why on one of the `reject_slots`,
+    /// or, with none free, closed without a word. Default: `false`.
+    pub public: bool,
+    /// Most connections at once from one IP address, loopback included; the
+    /// next one is answered `Error { reason: "too many connections from IP" }`
+    /// and closed. Zero: no cap. Default: 256.
+    pub max_per_ip: usize,
+    /// Largest frame a client may send before its handshake is over (before
+    /// `Named`), when the usual limit is larger: a client nobody knows yet
+    /// gets little to work with. At least [`Config::MIN_HANDSHAKE_FRAME_LEN`],
+    /// at most [`Config::MAX_FRAME_LEN`]. Default: 1,024.
+    pub handshake_frame_len: usize,
     /// Most rooms one client may be in at once, the lobby included; a `Join`
     /// past it is refused with `TooManyRooms`. Not zero. Default: 100.
     pub max_rooms: usize,
@@ -260,6 +278,9 @@ impl Default for Config {
             coalesce: Duration::from_micros(250),
             backlog: None,
             reject_slots: 64,
+            public: false,
+            max_per_ip: 256,
+            handshake_frame_len: 1024,
             max_rooms: 100,
             max_name_chars: Self::MAX_NAME_CHARS,
             max_room_chars: Self::MAX_NAME_CHARS,
@@ -313,6 +334,9 @@ impl Config {
     /// Smallest `max_room_chars`: the lobby's name must be one a client can
     /// join.
     pub const MIN_ROOM_CHARS: usize = 5;
+    /// Smallest `handshake_frame_len`: room for a `Register` with the
+    /// longest name (32 four-byte characters) and password (256 bytes).
+    pub const MIN_HANDSHAKE_FRAME_LEN: usize = 512;
     /// Smallest listen queue derived from `max_clients`.
     const MIN_DEFAULT_BACKLOG: u32 = 1024;
 
@@ -357,7 +381,10 @@ impl Config {
     ///   most [`Config::MAX_IOV`] (`IOV_MAX`); `backlog` at most
     ///   [`Config::MAX_BACKLOG`]; `read_chunk`, `relay_batch` and
     ///   `presence_batch` at most `MAX_FRAME_LEN_CEILING`; `max_clients` and
-    ///   `reject_slots` at most tokio's `Semaphore::MAX_PERMITS`.
+    ///   `reject_slots` at most tokio's `Semaphore::MAX_PERMITS`;
+    ///   `handshake_frame_len` within
+    ///   [`Config::MIN_HANDSHAKE_FRAME_LEN`]`..=`[`Config::MAX_FRAME_LEN`].
+    ///   `max_per_ip` may be zero (no cap).
     ///
     /// # Errors
     ///
@@ -372,6 +399,12 @@ impl Config {
         let permits = Semaphore::MAX_PERMITS;
         within("max_clients", self.max_clients, 1, permits)?;
         within("reject_slots", self.reject_slots, 0, permits)?;
+        within(
+            "handshake_frame_len",
+            self.handshake_frame_len,
+            Self::MIN_HANDSHAKE_FRAME_LEN,
+            Self::MAX_FRAME_LEN,
+        )?;
         let min = MIN_FRAME_LEN + RELAY_OVERHEAD;
         within(
             "max_frame_len",
@@ -756,10 +789,20 @@ mod tests {
             presence_batch: 0,
             relay_batch: 0,
             reject_slots: 0,
+            max_per_ip: 0,
             ..Config::default()
         }
         .validate()
         .unwrap();
+        // The edges of the handshake frame limit are allowed.
+        for handshake_frame_len in [Config::MIN_HANDSHAKE_FRAME_LEN, Config::MAX_FRAME_LEN] {
+            Config {
+                handshake_frame_len,
+                ..Config::default()
+            }
+            .validate()
+            .unwrap();
+        }
     }
 
     #[test]
@@ -914,6 +957,20 @@ mod tests {
                 "reject_slots",
                 Config {
                     reject_slots: usize::MAX,
+                    ..Config::default()
+                },
+            ),
+            (
+                "handshake_frame_len",
+                Config {
+                    handshake_frame_len: Config::MAX_FRAME_LEN + 1,
+                    ..Config::default()
+                },
+            ),
+            (
+                "handshake_frame_len",
+                Config {
+                    handshake_frame_len: Config::MIN_HANDSHAKE_FRAME_LEN - 1,
                     ..Config::default()
                 },
             ),

@@ -110,6 +110,13 @@
 //!   visible and cheap.
 //! - **Server full.** Beyond [`Config::max_clients`] connections a new client
 //!   gets `Error { reason: "server full" }` and is closed.
+//! - **Protected mode.** Unless [`Config::public`] is set, a client whose
+//!   address is not loopback gets `Error { reason: "protected mode: ..." }`
+//!   (saying how to open the server) and is closed before its session
+//!   starts; the server logs its mode at start-up.
+//! - **Connections per IP.** Beyond [`Config::max_per_ip`] connections from
+//!   one address (loopback too), a new one gets
+//!   `Error { reason: "too many connections from IP" }` and is closed.
 //! - **Closing.** Every `Error` and `Exit` the server sends is followed by a
 //!   half-close; the server then waits up to [`Config::close_timeout`] for
 //!   the client to close its end, so the last frame is never lost to a reset.
@@ -144,7 +151,8 @@
 //! - `config.rs`: [`Config`], every limit in one place, and its validation.
 //! - `listener.rs`: the accept loop, backoff on accept errors such as running
 //!   out of file descriptors; `admission.rs`: the client and reject slots
-//!   taken before `accept`.
+//!   taken before `accept`, and the screening by address after it
+//!   (protected mode, the cap per IP).
 //! - `session.rs`: one task per client, the only owner of its transport and
 //!   its protocol machine; flood control, timers; `session/goodbye.rs`: how
 //!   it ends. `dispatch.rs`: what each request does (the client's name,
@@ -296,6 +304,7 @@ impl Server {
         let shared = Arc::new(Shared::new(config, store, accounts, token.clone())?);
         let tracker = TaskTracker::new();
         info!(%addr, "listening");
+        info!("{}", admission::mode(&shared.config));
         tokio::select! {
             () = shutdown => {}
             () = listener::accept(&listener, &shared, &tracker) => {}

@@ -73,23 +73,35 @@ pub(crate) async fn accept(listener: &TcpListener, shared: &Arc<Shared>, tracker
             Ok((stream, addr)) => {
                 backoff.reset();
                 let closed = admission.on_close();
-                match admission.upgrade(slot) {
-                    Slot::Client(permit) => {
-                        debug!(peer = %addr, "accepted");
-                        let shared = shared.clone();
-                        tracker.spawn(async move {
-                            let _closed = closed;
-                            session::run(shared, stream, addr, permit).await;
-                        });
-                    }
-                    Slot::Refuse(permit) => {
-                        let shared = shared.clone();
-                        tracker.spawn(async move {
-                            let _closed = closed;
-                            admission::refuse(stream, addr, &shared.config, permit).await;
-                        });
-                    }
-                }
+                let (permit, refusal) = match admission.upgrade(slot) {
+                    Slot::Client(permit) => match admission.admit(&shared.config, addr) {
+                        Ok(ip) => {
+                            debug!(peer = %addr, "accepted");
+                            let shared = shared.clone();
+                            tracker.spawn(async move {
+                                let (_closed, _ip) = (closed, ip);
+                                session::run(shared, stream, addr, permit).await;
+                            });
+                            continue;
+                        }
+                        // Its client slot is given back at once: such
+                        // clients never crowd out the others.
+                        Err(reason) => {
+                            drop(permit);
+                            let Some(permit) = admission.reject_slot() else {
+                                debug!(peer = %addr, "refused, no reject slot to say why: {reason}");
+                                continue;
+                            };
+                            (permit, reason)
+                        }
+                    },
+                    Slot::Refuse(permit) => (permit, admission::FULL.to_string()),
+                };
+                let shared = shared.clone();
+                tracker.spawn(async move {
+                    let _closed = closed;
+                    admission::refuse(stream, addr, &shared.config, permit, &refusal).await;
+                });
             }
             // The client gave up before we accepted it: nothing to do.
             Err(e) if transient(&e) => debug!("accept: {e}"),

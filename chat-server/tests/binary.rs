@@ -77,6 +77,11 @@ async fn prints_address_relays_and_stops_on_sigterm() {
     assert_eq!(read_all(stdout).await, "", "exactly one line on stdout");
     let logs = read_all(child.stderr.take().unwrap()).await;
     assert!(logs.contains("client connected"), "{logs}");
+    // It said it serves only this machine, and how to open it.
+    assert!(
+        logs.contains("protected mode") && logs.contains("--public"),
+        "{logs}"
+    );
 }
 
 #[tokio::test]
@@ -299,8 +304,117 @@ async fn help_lists_every_flag_and_the_load_test_setting() {
         "--max-room-chars",
         "--tell-rate",
         "--tell-burst",
+        "--config",
+        "--public",
+        "--max-per-ip",
+        "--handshake-frame",
     ] {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
     }
     assert!(help.contains("--rate 0"), "{help}");
+}
+
+/// The `listening on` address of a starting server.
+async fn listening(child: &mut Child) -> std::net::SocketAddr {
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    timeout(T, stdout.read_line(&mut line))
+        .await
+        .expect("listening line in time")
+        .unwrap();
+    let addr = line.trim_end().strip_prefix("listening on ");
+    let addr = addr.unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    addr.parse().unwrap()
+}
+
+/// `text` as a config file of its own.
+fn config_file(text: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chat.toml");
+    std::fs::write(&path, text).unwrap();
+    (dir, path.display().to_string())
+}
+
+/// A config file sets the flags, the command line overrides it: the cap
+/// per IP is the command line's 2, not the file's 1; the address and the
+/// rest are the file's.
+#[tokio::test]
+async fn a_config_file_sets_flags_and_the_command_line_overrides_it() {
+    let (_dir, path) = config_file(
+        "# a test\nbind = \"127.0.0.1:0\"\nmax_per_ip = 1\nno-history = true\n\
+         rate = 0\nhandshake-timeout = \"5s\"\npublic = true\n",
+    );
+    let mut child = server(&["--config", &path, "--max-per-ip", "2"]);
+    let addr = listening(&mut child).await;
+    assert!(addr.ip().is_loopback());
+    let a = join(addr).await;
+    let b = join(addr).await;
+    let mut c = common::connect(addr).await;
+    c.hello().await;
+    c.expect_error("too many connections from 127.0.0.1").await;
+    drop((a, b, c));
+    signal(&child, "TERM");
+    let status = timeout(T, child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status:?}");
+    let logs = read_all(child.stderr.take().unwrap()).await;
+    assert!(logs.contains("public"), "{logs}");
+    assert!(!logs.contains("protected mode"), "{logs}");
+}
+
+/// The example shipped with the crate starts the binary (its address and
+/// history overridden so that the test stays on loopback, in memory).
+#[tokio::test]
+async fn the_example_config_starts_the_binary() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/chat.example.toml");
+    let mut child = server(&["--config", example, "--bind", "127.0.0.1:0", "--ephemeral"]);
+    let addr = listening(&mut child).await;
+    drop(join(addr).await);
+    signal(&child, "TERM");
+    let status = timeout(T, child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+/// Every error in a config file is one line naming the file, the line and
+/// the key, whether the file is malformed or a value is refused by the
+/// library.
+#[tokio::test]
+async fn config_file_errors_name_the_file_the_line_and_the_key() {
+    let cases = [
+        (
+            "bind = \"127.0.0.1:0\"\n\nrate = \"x\"\n",
+            "3: rate: expected an integer, found a string",
+        ),
+        (
+            "bind = \"127.0.0.1:0\"\ncolour = 1\n",
+            "2: colour: unknown key",
+        ),
+        (
+            "bind = \"127.0.0.1:0\"\nmax-name-chars = 33\n",
+            "2: max-name-chars: 33 is more than the maximum, 32",
+        ),
+        (
+            "bind = \"127.0.0.1:0\"\nhandshake_frame = 100\n",
+            "2: handshake_frame: 100 is less than the minimum, 512",
+        ),
+        ("rate = \n", "1: rate: "),
+    ];
+    for (text, expected) in cases {
+        let (_dir, path) = config_file(text);
+        let mut child = server(&["--config", &path, "--no-history"]);
+        let status = timeout(T, child.wait()).await.unwrap().unwrap();
+        assert!(!status.success(), "{text:?} accepted");
+        assert_eq!(read_all(child.stdout.take().unwrap()).await, "");
+        let err = read_all(child.stderr.take().unwrap()).await;
+        assert_eq!(err.lines().count(), 1, "{err:?}");
+        let expected = format!("chat-server: {path}:{expected}");
+        assert!(err.starts_with(&expected), "{err:?} is not {expected:?}");
+    }
+    let mut child = server(&["--config", "/nonexistent/chat.toml"]);
+    let status = timeout(T, child.wait()).await.unwrap().unwrap();
+    assert!(!status.success());
+    let err = read_all(child.stderr.take().unwrap()).await;
+    assert!(
+        err.starts_with("chat-server: /nonexistent/chat.toml: cannot read"),
+        "{err:?}"
+    );
 }

@@ -16,9 +16,10 @@ use crate::{dm, fanout, history, idle, soak};
 ///
 /// Run the server in release mode in its own process, with flood control
 /// off for load tests (its default `--rate` disconnects a full-speed sender
-/// as a flood), and point this at it:
+/// as a flood) and no cap on connections per IP (every client here comes
+/// from 127.0.0.1), and point this at it:
 ///
-///   chat-server --bind 127.0.0.1:8080 --rate 0 --max-clients 20000
+///   chat-server --bind 127.0.0.1:8080 --rate 0 --max-per-ip 0 --max-clients 20000
 ///
 /// `dm` also needs the limit on direct messages off (`--tell-rate 0`), or
 /// its rate spread over enough pairs that none passes it.

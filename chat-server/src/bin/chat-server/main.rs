@@ -4,6 +4,9 @@
 //! line to stdout, `listening on ADDR`, so that scripts started with
 //! `--bind 127.0.0.1:0` can learn the port. Logs go to stderr. A limit the
 //! library refuses is reported with the flag's name, not the field's.
+//! `--config FILE` reads the same flags from a TOML file (see `file.rs`).
+
+mod file;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -11,13 +14,17 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use chat_server::{Config, Server, Storage};
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use tracing_subscriber::EnvFilter;
 
 /// Shown after the flags in `--help`.
 const AFTER_HELP: &str = "\
 Durations: 500ms, 10s, 2m, 1h, 1d, or plain seconds (at most 365 days).
 Sizes: bytes, or with a unit: 64KiB (or 64k), 8MiB (or 8M).
+
+Config file (--config FILE, TOML): one key per flag, by its long name
+(`max-clients = 100`, `coalesce = \"1ms\"`, `public = true`); flags given
+on the command line override it. See chat.example.toml.
 
 Load tests: flood control cuts off any client sending more than --rate
 messages per second beyond a --burst. A load generator such as chat-bench
@@ -31,6 +38,10 @@ sends far faster than a person: start the server with --rate 0 for it.";
     after_help = AFTER_HELP
 )]
 struct Args {
+    /// Read flags from this TOML file: `max-clients = 100`, `coalesce = "1ms"`,
+    /// `public = true`... (keys are the flags' names; flags given here override it).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Address to listen on: IPv4, IPv6 (`[::]:8080`) or a host name; port 0 picks a free port.
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8080")]
     bind: String,
@@ -41,6 +52,16 @@ struct Args {
     /// past it, they wait in the listen queue. 0: nobody is told.
     #[arg(long, value_name = "N", default_value = "64")]
     reject_slots: usize,
+    /// Serve clients from any address. Without it (protected mode) only clients on this
+    /// machine (loopback) are served; others are told how to open the server.
+    #[arg(long)]
+    public: bool,
+    /// Most connections at once from one IP address, loopback included. 0: no cap.
+    #[arg(long, value_name = "N", default_value = "256")]
+    max_per_ip: usize,
+    /// Largest frame a client may send before its handshake is over (at least 512).
+    #[arg(long, value_name = "BYTES", default_value = "1KiB", value_parser = size)]
+    handshake_frame: usize,
     /// Listen queue length [default: --max-clients, clamped to 1024..=65535].
     #[arg(long, value_name = "N")]
     backlog: Option<u32>,
@@ -215,6 +236,9 @@ impl Args {
             coalesce: self.coalesce,
             backlog: self.backlog,
             reject_slots: self.reject_slots,
+            public: self.public,
+            max_per_ip: self.max_per_ip,
+            handshake_frame_len: self.handshake_frame,
             max_rooms: self.max_rooms,
             max_name_chars: self.max_name_chars,
             max_room_chars: self.max_room_chars,
@@ -285,6 +309,9 @@ const FLAGS: &[(&str, &str)] = &[
     ("coalesce", "--coalesce"),
     ("backlog", "--backlog"),
     ("reject_slots", "--reject-slots"),
+    ("public", "--public"),
+    ("max_per_ip", "--max-per-ip"),
+    ("handshake_frame_len", "--handshake-frame"),
     ("max_rooms", "--max-rooms"),
     ("max_name_chars", "--max-name-chars"),
     ("max_room_chars", "--max-room-chars"),
@@ -376,7 +403,14 @@ fn duration(s: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let merged = match file::merge(&Args::command(), std::env::args_os().collect()) {
+        Ok(merged) => merged,
+        Err(e) => {
+            eprintln!("chat-server: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let args = Args::parse_from(&merged.argv);
     init_logs(args.verbose);
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
@@ -388,7 +422,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(serve(args)) {
+    match rt.block_on(serve(args, &merged)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("chat-server: {e:#}");
@@ -411,14 +445,20 @@ fn init_logs(verbose: u8) {
         .init();
 }
 
-async fn serve(args: Args) -> anyhow::Result<()> {
+/// Runs the server `args` describe; `merged` tells which flags came from
+/// a config file, so that a value the library refuses is traced to its line.
+async fn serve(args: Args, merged: &file::Merged) -> anyhow::Result<()> {
     let config = args.config();
     let stop = signals()?;
     let server = match Server::bind(args.bind.as_str(), config).await {
         Ok(server) => server,
         Err(chat_server::Error::Bind(e)) => anyhow::bail!("cannot bind {}: {e}", args.bind),
         Err(chat_server::Error::Config { field, reason }) => {
-            anyhow::bail!("invalid {}: {}", flag(field), with_flags(&reason))
+            let (flag, reason) = (flag(field), with_flags(&reason));
+            match merged.origin(flag) {
+                Some(origin) => anyhow::bail!("{origin}: {reason}"),
+                None => anyhow::bail!("invalid {flag}: {reason}"),
+            }
         }
         Err(e) => return Err(e.into()),
     };
@@ -458,8 +498,6 @@ fn signals() -> anyhow::Result<impl std::future::Future<Output = ()>> {
 
 #[cfg(test)]
 mod tests {
-    use clap::CommandFactory;
-
     use super::*;
 
     #[test]
@@ -575,6 +613,9 @@ mod tests {
             "--coalesce=1ms",
             "--backlog=14",
             "--reject-slots=15",
+            "--public",
+            "--max-per-ip=3",
+            "--handshake-frame=2KiB",
             "--max-rooms=16",
             "--max-name-chars=17",
             "--max-room-chars=18",
