@@ -34,7 +34,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::timeout;
 use tracing::{debug, info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, Storage};
 
 /// What a client is told when every client slot is taken.
 pub(crate) const FULL: &str = "server full";
@@ -144,13 +144,20 @@ impl Drop for OnClose {
 /// What a non-loopback client is told in protected mode.
 // With accounts, this names `--no-guests` too.
 pub(crate) const PROTECTED: &str = "protected mode: this server serves only clients on its own \
-     machine; to serve others, its operator starts it with --public";
+     machine; to serve others, its operator starts it with --public, or with --no-guests so that \
+     every client must log in";
 
 /// Whether a client at `ip` is turned away by protected mode: the server is
 /// not public and the client is not on this machine. A loopback address
 /// mapped into IPv6 (a dual-stack listener's view of `127.0.0.1`) is local.
 pub(crate) fn protected(config: &Config, ip: IpAddr) -> bool {
-    !config.public && !is_local(ip)
+    !open(config) && !is_local(ip)
+}
+
+/// Whether clients from anywhere are served: the operator said so, or
+/// every client must log in to an account (no guests).
+fn open(config: &Config) -> bool {
+    config.public || (config.accounts != Storage::Off && !config.guests)
 }
 
 fn is_local(ip: IpAddr) -> bool {
@@ -165,8 +172,11 @@ fn is_local(ip: IpAddr) -> bool {
 pub(crate) fn mode(config: &Config) -> &'static str {
     if config.public {
         "public: serving clients from any address"
+    } else if open(config) {
+        "accounts required: serving clients from any address, each of which must log in"
     } else {
-        "protected mode: serving loopback clients only (start with --public to serve others)"
+        "protected mode: serving loopback clients only (start with --public to serve others, \
+         or with --no-guests to require accounts)"
     }
 }
 
@@ -320,10 +330,24 @@ mod tests {
             assert!(!protected(&closed, ip), "{ip} is local");
             assert!(!protected(&open, ip), "{ip}");
         }
+        // Requiring accounts opens it too: every client must log in.
+        let accounts = Config {
+            guests: false,
+            ..Config::default()
+        };
+        let no_accounts = Config {
+            guests: false,
+            accounts: Storage::Off,
+            ..Config::default()
+        };
         for ip in remote {
             assert!(protected(&closed, ip), "{ip} is remote");
             assert!(!protected(&open, ip), "{ip} is welcome when public");
+            assert!(!protected(&accounts, ip), "{ip} may log in");
+            assert!(protected(&no_accounts, ip), "{ip}: no accounts, no guests");
         }
+        assert!(mode(&accounts).starts_with("accounts required"));
+        assert!(PROTECTED.contains("--no-guests"), "{PROTECTED}");
         // The refusal and the start-up line say how to open the server.
         assert!(PROTECTED.starts_with("protected mode: "), "{PROTECTED}");
         assert!(PROTECTED.contains("--public"), "{PROTECTED}");

@@ -89,6 +89,7 @@ impl Shared {
     ) -> Result<Self, StoreError> {
         let mut server = ServerConfig::with_max_frame_len(config.max_frame_len)
             .unwrap_or_else(|_| ServerConfig::default());
+        server.handshake_frame_len = config.handshake_frame_len;
         server.features = features::ROOMS;
         if store.is_some() {
             server.features |= features::HISTORY;
