@@ -167,9 +167,13 @@
 //!   `journal.rs`: the one writer, ids, `prev` links and group commit;
 //!   `store.rs`: the [`Store`] trait and its two backends, redb on disk
 //!   (`store/redb.rs`) and memory (`store/memory.rs`).
+//! - `metrics.rs`: what the server counts, in one `Metrics` that every
+//!   session shares; `admin.rs`: the admin listener's `/metrics` and
+//!   `/health` ([`Config::admin`]).
 //! - `error.rs`: [`Error`].
 #![forbid(unsafe_code)]
 
+mod admin;
 mod admission;
 mod config;
 mod directory;
@@ -181,6 +185,7 @@ mod history;
 mod hub;
 pub mod journal;
 mod listener;
+mod metrics;
 mod names;
 mod outbox;
 mod peer;
@@ -216,6 +221,8 @@ pub struct Server {
     addr: SocketAddr,
     config: Config,
     store: Option<Arc<dyn Store>>,
+    /// The admin listener ([`Config::admin`]) and its address.
+    admin: Option<(TcpListener, SocketAddr)>,
 }
 
 impl std::fmt::Debug for Server {
@@ -224,6 +231,7 @@ impl std::fmt::Debug for Server {
             .field("addr", &self.addr)
             .field("config", &self.config)
             .field("history", &self.store.is_some())
+            .field("admin", &self.admin_addr())
             .finish_non_exhaustive()
     }
 }
@@ -232,13 +240,15 @@ impl Server {
     /// Validates `config` and binds a listening socket to `addr` (port 0
     /// picks a free port; see [`local_addr`](Server::local_addr)), with a
     /// listen queue of [`Config::listen_backlog`]. A host name is resolved
-    /// and each of its addresses tried in turn, IPv4 or IPv6.
+    /// and each of its addresses tried in turn, IPv4 or IPv6. With
+    /// [`Config::admin`] set, binds the admin listener too.
     ///
     /// # Errors
     ///
     /// [`Error::Config`] if a limit is out of range (see
     /// [`Config::validate`]), [`Error::Bind`] if the address cannot be
-    /// resolved or bound.
+    /// resolved or bound, [`Error::Admin`] if the admin address cannot be
+    /// bound.
     pub async fn bind(addr: impl ToSocketAddrs, config: Config) -> Result<Server, Error> {
         config.validate()?;
         // Before the socket: a server whose history is unreadable does not
@@ -248,17 +258,33 @@ impl Server {
             .await
             .map_err(Error::Bind)?;
         let addr = listener.local_addr().map_err(Error::Bind)?;
+        let admin = match config.admin {
+            Some(at) => {
+                let admin = |source| Error::Admin { addr: at, source };
+                let listener = TcpListener::bind(at).await.map_err(admin)?;
+                let bound = listener.local_addr().map_err(admin)?;
+                Some((listener, bound))
+            }
+            None => None,
+        };
         Ok(Server {
             listener,
             addr,
             config,
             store,
+            admin,
         })
     }
 
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address the admin listener listens on (`/metrics`,
+    /// `/health`), if [`Config::admin`] asked for one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|(_, addr)| *addr)
     }
 
     /// Serves clients until `shutdown` completes, then shuts down gracefully
@@ -275,18 +301,30 @@ impl Server {
             addr,
             config,
             store,
+            admin,
         } = self;
         let grace = config.shutdown_grace.max(config.close_timeout);
         let token = CancellationToken::new();
         let shared = Arc::new(Shared::new(config, store, token.clone())?);
         let tracker = TaskTracker::new();
         info!(%addr, "listening");
+        let admin = admin.map(|(listener, at)| {
+            if at.ip().is_loopback() {
+                info!(%at, "admin listening: /metrics, /health");
+            } else {
+                warn!(%at, "admin listening on a non-loopback address: anyone who can reach it can read the metrics");
+            }
+            admin::Admin::start(listener, shared.clone())
+        });
         tokio::select! {
             () = shutdown => {}
             () = listener::accept(&listener, &shared, &tracker) => {}
             () = shared.hub.pace_presence() => {}
         }
         info!("shutting down");
+        if let Some(admin) = &admin {
+            admin.stopping();
+        }
         drop(listener);
         // What was read before the stop is stored and delivered before the
         // sessions take their final drain.
@@ -318,6 +356,9 @@ impl Server {
         // What the sessions submitted is stored before the server returns.
         if let Some(history) = &shared.history {
             history.close();
+        }
+        if let Some(admin) = admin {
+            admin.stop().await;
         }
         info!("stopped");
         Ok(())

@@ -6,6 +6,7 @@
 //! library refuses is reported with the flag's name, not the field's.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -154,6 +155,11 @@ struct Args {
     /// Most messages waiting to be stored; beyond, sends are refused (the sender is told).
     #[arg(long, value_name = "N", default_value = "16384")]
     history_queue: usize,
+    /// Serve /metrics (Prometheus text) and /health over HTTP on this address, e.g.
+    /// 127.0.0.1:9090. Off by default; anyone who can reach it reads the metrics, so a
+    /// non-loopback address is logged as a warning.
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<SocketAddr>,
     /// Worker threads (default: half the cores, at least one). A delivery
     /// costs less on fewer threads (no wake-up crosses to another core), and
     /// the kernel's share of each write lands on the writing thread anyway.
@@ -202,6 +208,7 @@ impl Args {
             history_batch: self.history_batch,
             history_window: self.history_window,
             history_queue: self.history_queue,
+            admin: self.admin,
         }
     }
 
@@ -253,6 +260,7 @@ const FLAGS: &[(&str, &str)] = &[
     ("history_batch", "--history-batch"),
     ("history_window", "--history-window"),
     ("history_queue", "--history-queue"),
+    ("admin", "--admin"),
 ];
 
 /// The flag for a `Config` field (the field itself if it has none).
@@ -521,6 +529,7 @@ mod tests {
             "--history-batch=25",
             "--history-window=26ms",
             "--history-queue=27",
+            "--admin=127.0.0.1:9090",
         ])
         .config();
         let default = Config::default();
