@@ -189,7 +189,10 @@ async fn read_head(stream: &mut TcpStream, head: &mut Vec<u8>) -> Result<(), Unr
 /// Where the head ends (after its blank line), if it does: CRLF line ends,
 /// or bare LF.
 fn head_end(bytes: &[u8]) -> Option<usize> {
-    let crlf = bytes.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
+    let crlf = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 4);
     let lf = bytes.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
     match (crlf, lf) {
         (Some(a), Some(b)) => Some(a.min(b)),

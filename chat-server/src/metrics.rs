@@ -122,8 +122,9 @@ impl Metrics {
         let mut registry = Registry::with_prefix("chat");
         let clients: Family<[(&'static str, &'static str); 2], Gauge> = Family::default();
         let gauges = Transport::ALL.map(|t| {
-            ["handshake", "open"]
-                .map(|state| clients.get_or_create_owned(&[("transport", t.label()), ("state", state)]))
+            ["handshake", "open"].map(|state| {
+                clients.get_or_create_owned(&[("transport", t.label()), ("state", state)])
+            })
         });
         registry.register(
             "clients",
@@ -233,7 +234,9 @@ impl Metrics {
             return;
         }
         if !open {
-            self.handshake_failures.get_or_create(&[("reason", reason)]).inc();
+            self.handshake_failures
+                .get_or_create(&[("reason", reason)])
+                .inc();
         } else if EVICTIONS.contains(&reason) {
             self.evictions.get_or_create(&[("reason", reason)]).inc();
         }
@@ -262,7 +265,9 @@ impl Metrics {
     /// `bad_password`, `throttled`: never anything the client sent).
     #[allow(dead_code)] // Until the accounts are merged.
     pub(crate) fn auth_failure(&self, reason: &'static str) {
-        self.auth_failures.get_or_create(&[("reason", reason)]).inc();
+        self.auth_failures
+            .get_or_create(&[("reason", reason)])
+            .inc();
     }
 
     /// An outbox held `bytes` when drained. One relaxed load when it is not
