@@ -139,6 +139,18 @@
 //! [`Config::shutdown_grace`] to do so, after which it is dropped; `run`
 //! then returns.
 //!
+//! # Metrics
+//!
+//! With [`Config::admin`] set, the server also listens there for HTTP/1.1:
+//! `GET /metrics` gives its counters in the Prometheus text format (clients
+//! by transport and state, rooms, messages in, deliveries, evictions, bad
+//! frames, failed handshakes and logins by reason, the outbox high-water
+//! mark, history append latency), `GET /health` answers `200 ok` while it
+//! serves and `503` once it is shutting down. The admin listener starts
+//! with [`Server::run`] and stops with it; [`Server::admin_addr`] tells its
+//! address. Counting costs the relay path a few atomic additions per batch,
+//! never a lock or an allocation per message.
+//!
 //! # Layout
 //!
 //! - `config.rs`: [`Config`], every limit in one place, and its validation.
