@@ -2,7 +2,8 @@
 //!
 //! Every field of [`Config`] has a flag. Once bound it prints exactly one
 //! line to stdout, `listening on ADDR`, so that scripts started with
-//! `--bind 127.0.0.1:0` can learn the port. Logs go to stderr. A limit the
+//! `--bind 127.0.0.1:0` can learn the port (and, with `--admin`, a second
+//! one, `admin on ADDR`). Logs go to stderr. A limit the
 //! library refuses is reported with the flag's name, not the field's.
 
 use std::io::Write;
@@ -380,6 +381,9 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     };
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "listening on {}", server.local_addr())?;
+    if let Some(admin) = server.admin_addr() {
+        writeln!(stdout, "admin on {admin}")?;
+    }
     stdout.flush()?;
     drop(stdout);
     server.run(stop).await?;
