@@ -1,6 +1,7 @@
 //! Every limit of the server in one place, and the rules that keep them
 //! consistent ([`Config::validate`]).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -238,6 +239,12 @@ pub struct Config {
     /// `Unavailable` (the sender is told, nothing is half sent). Not zero.
     /// Default: 16,384.
     pub history_queue: usize,
+    /// Where the admin listener serves `/metrics` (Prometheus text) and
+    /// `/health` over HTTP/1.1; `None`, the default: nowhere. Anyone who
+    /// can reach it reads the metrics: keep it on a loopback or private
+    /// address (port 0 picks a free port: see
+    /// [`Server::admin_addr`](crate::Server::admin_addr)).
+    pub admin: Option<SocketAddr>,
 }
 
 /// Where the server keeps history.
@@ -301,6 +308,7 @@ impl Default for Config {
             history_batch: 1024,
             history_window: Duration::ZERO,
             history_queue: 16 * 1024,
+            admin: None,
         }
     }
 }

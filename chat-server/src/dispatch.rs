@@ -541,6 +541,7 @@ impl Client {
             // A full outbox evicts the recipient, not the sender.
             Ok(()) => {
                 to.outbox.push(buf.freeze());
+                hub.delivered().inc();
             }
             Err(e) => debug!(peer = %self.peer.addr, "Told not sent: {e}"),
         }

@@ -30,6 +30,16 @@ pub enum Error {
     /// not start rather than lose history or accounts.
     #[error("{0}")]
     Store(#[from] crate::store::StoreError),
+    /// The admin listener ([`Config::admin`](crate::Config::admin)) could
+    /// not be bound.
+    #[error("cannot bind the admin listener to {addr}: {source}")]
+    Admin {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// Why it failed.
+        #[source]
+        source: io::Error,
+    },
     /// Any other I/O failure of the listening socket.
     #[error("i/o error: {0}")]
     Io(#[from] io::Error),
@@ -38,7 +48,7 @@ pub enum Error {
 impl From<Error> for io::Error {
     fn from(err: Error) -> Self {
         match err {
-            Error::Bind(e) | Error::Io(e) => e,
+            Error::Bind(e) | Error::Io(e) | Error::Admin { source: e, .. } => e,
             other @ Error::Config { .. } => io::Error::new(io::ErrorKind::InvalidInput, other),
             other @ Error::Store(_) => io::Error::other(other),
         }

@@ -23,6 +23,7 @@ use tracing::warn;
 
 use crate::config::{Config, Storage};
 use crate::journal::{FRAME_EXTRA, Journal, JournalConfig, Sink, SubmitError};
+use crate::metrics::Metrics;
 use crate::peer::Peer;
 use crate::presence::Codecs;
 use crate::room::Room;
@@ -101,6 +102,7 @@ impl History {
         store: Arc<dyn Store>,
         config: &Config,
         codecs: Codecs,
+        metrics: &Arc<Metrics>,
     ) -> Result<History, StoreError> {
         let retention = Retention {
             per_topic: (config.history_size > 0).then_some(config.history_size),
@@ -128,6 +130,7 @@ impl History {
             Arc::new(Deliver {
                 codecs,
                 budget: config.relay_budget(),
+                metrics: metrics.clone(),
             }),
         )?;
         Ok(History {
@@ -278,9 +281,14 @@ fn cost(text: &str) -> usize {
 struct Deliver {
     codecs: Codecs,
     budget: usize,
+    metrics: Arc<Metrics>,
 }
 
 impl Sink<Origin> for Deliver {
+    fn appended(&self, took: std::time::Duration, _records: usize) {
+        self.metrics.appended(took);
+    }
+
     fn committed(&self, batch: &[(Record, Origin)]) {
         let mut rest = batch;
         while let Some((_, first)) = rest.first() {
@@ -383,6 +391,7 @@ impl Deliver {
         };
         // A full outbox evicts the recipient, not the sender.
         self.push(codec_for(to, &self.codecs), to, &msg);
+        self.metrics.delivered(1);
     }
 
     /// Tells a HISTORY sender its messages are stored, after everything

@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use chat_proto::{Message, RoomInfo};
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::Notify;
 
 use crate::directory::{Directory, Taken};
@@ -113,6 +114,7 @@ impl Hub {
             names: RwLock::new(()),
             closed: Default::default(),
             batches: Default::default(),
+            delivered: Counter::default(),
         });
         let key: Arc<str> = Arc::from(LOBBY);
         let lobby = Arc::new(Room::new(key.clone(), key.clone(), common.clone()));
@@ -143,6 +145,17 @@ impl Hub {
     /// Who holds which name.
     pub(crate) fn directory(&self) -> &Arc<Directory> {
         &self.directory
+    }
+
+    /// Chat messages handed to recipients, counted by the rooms (and by
+    /// direct messages' senders); the metrics show it.
+    pub(crate) fn delivered(&self) -> &Counter {
+        &self.common.delivered
+    }
+
+    /// How many rooms exist, the lobby included.
+    pub(crate) fn room_count(&self) -> usize {
+        self.rooms.lock().len()
     }
 
     /// How rooms encode.

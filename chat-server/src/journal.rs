@@ -89,6 +89,12 @@ pub trait Sink<O = u64>: Send + Sync + 'static {
     fn committed(&self, batch: &[(Record, O)]);
     /// These messages were not stored, because of `err`.
     fn failed(&self, batch: &[(NewRecord, O)], err: &StoreError);
+    /// The store took `took` to append (or fail to append) a batch of
+    /// `records`, before `committed` or `failed` is called. Does nothing
+    /// unless implemented (the server's metrics do).
+    fn appended(&self, took: Duration, records: usize) {
+        let _ = (took, records);
+    }
 }
 
 /// Why [`Journal::submit`] refused a message.
@@ -414,7 +420,10 @@ impl<O: 'static> Writer<O> {
             records.push(Record::new(new, id, prev, at));
             origins.push(origin);
         }
-        match self.store.append(&records) {
+        let start = Instant::now();
+        let appended = self.store.append(&records);
+        self.sink.appended(start.elapsed(), records.len());
+        match appended {
             Ok(()) => {
                 self.heads.extend(moved);
                 let done: Vec<(Record, O)> = records.into_iter().zip(origins).collect();

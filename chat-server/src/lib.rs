@@ -146,6 +146,18 @@
 //! [`Config::shutdown_grace`] to do so, after which it is dropped; `run`
 //! then returns.
 //!
+//! # Metrics
+//!
+//! With [`Config::admin`] set, the server also listens there for HTTP/1.1:
+//! `GET /metrics` gives its counters in the Prometheus text format (clients
+//! by transport and state, rooms, messages in, deliveries, evictions, bad
+//! frames, failed handshakes and logins by reason, the outbox high-water
+//! mark, history append latency), `GET /health` answers `200 ok` while it
+//! serves and `503` once it is shutting down. The admin listener starts
+//! with [`Server::run`] and stops with it; [`Server::admin_addr`] tells its
+//! address. Counting costs the relay path a few atomic additions per batch,
+//! never a lock or an allocation per message.
+//!
 //! # Layout
 //!
 //! - `config.rs`: [`Config`], every limit in one place, and its validation.
@@ -179,12 +191,14 @@
 //!   and the throttling of attempts, a service the auth phase calls;
 //!   `accounts/`: its stores (redb in `accounts.redb`, memory), `password.rs`,
 //!   `token.rs`, `throttle.rs`.
+//! - `metrics.rs`: what the server counts, in one `Metrics` that every
+//!   session shares; `admin.rs`: the admin listener's `/metrics` and
+//!   `/health` ([`Config::admin`]).
 //! - `error.rs`: [`Error`].
 #![forbid(unsafe_code)]
 
-// The session's auth phase calls it (issue 12); until then only tests do.
-#[allow(dead_code)]
 mod accounts;
+mod admin;
 mod admission;
 mod config;
 mod directory;
@@ -197,6 +211,7 @@ mod hub;
 pub mod journal;
 mod listener;
 mod login;
+mod metrics;
 mod names;
 mod outbox;
 mod peer;
@@ -234,6 +249,8 @@ pub struct Server {
     config: Config,
     store: Option<Arc<dyn Store>>,
     accounts: Option<Accounts>,
+    /// The admin listener ([`Config::admin`]) and its address.
+    admin: Option<(TcpListener, SocketAddr)>,
 }
 
 impl std::fmt::Debug for Server {
@@ -243,6 +260,7 @@ impl std::fmt::Debug for Server {
             .field("config", &self.config)
             .field("history", &self.store.is_some())
             .field("accounts", &self.accounts.is_some())
+            .field("admin", &self.admin_addr())
             .finish_non_exhaustive()
     }
 }
@@ -251,14 +269,16 @@ impl Server {
     /// Validates `config` and binds a listening socket to `addr` (port 0
     /// picks a free port; see [`local_addr`](Server::local_addr)), with a
     /// listen queue of [`Config::listen_backlog`]. A host name is resolved
-    /// and each of its addresses tried in turn, IPv4 or IPv6.
+    /// and each of its addresses tried in turn, IPv4 or IPv6. With
+    /// [`Config::admin`] set, binds the admin listener too.
     ///
     /// # Errors
     ///
     /// [`Error::Config`] if a limit is out of range (see
     /// [`Config::validate`]), [`Error::Store`] if the history or accounts
     /// store cannot be opened, [`Error::Bind`] if the address cannot be
-    /// resolved or bound.
+    /// resolved or bound, [`Error::Admin`] if the admin address cannot be
+    /// bound.
     pub async fn bind(addr: impl ToSocketAddrs, config: Config) -> Result<Server, Error> {
         config.validate()?;
         // Before the socket: a server whose history is unreadable does not
@@ -269,18 +289,34 @@ impl Server {
             .await
             .map_err(Error::Bind)?;
         let addr = listener.local_addr().map_err(Error::Bind)?;
+        let admin = match config.admin {
+            Some(at) => {
+                let admin = |source| Error::Admin { addr: at, source };
+                let listener = TcpListener::bind(at).await.map_err(admin)?;
+                let bound = listener.local_addr().map_err(admin)?;
+                Some((listener, bound))
+            }
+            None => None,
+        };
         Ok(Server {
             listener,
             addr,
             config,
             store,
             accounts,
+            admin,
         })
     }
 
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address the admin listener listens on (`/metrics`,
+    /// `/health`), if [`Config::admin`] asked for one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|(_, addr)| *addr)
     }
 
     /// Serves clients until `shutdown` completes, then shuts down gracefully
@@ -298,6 +334,7 @@ impl Server {
             config,
             store,
             accounts,
+            admin,
         } = self;
         let grace = config.shutdown_grace.max(config.close_timeout);
         let token = CancellationToken::new();
@@ -305,12 +342,23 @@ impl Server {
         let tracker = TaskTracker::new();
         info!(%addr, "listening");
         info!("{}", admission::mode(&shared.config));
+        let admin = admin.map(|(listener, at)| {
+            if at.ip().is_loopback() {
+                info!(%at, "admin listening: /metrics, /health");
+            } else {
+                warn!(%at, "admin listening on a non-loopback address: anyone who can reach it can read the metrics");
+            }
+            admin::Admin::start(listener, shared.clone())
+        });
         tokio::select! {
             () = shutdown => {}
             () = listener::accept(&listener, &shared, &tracker) => {}
             () = shared.hub.pace_presence() => {}
         }
         info!("shutting down");
+        if let Some(admin) = &admin {
+            admin.stopping();
+        }
         drop(listener);
         // What was read before the stop is stored and delivered before the
         // sessions take their final drain.
@@ -342,6 +390,9 @@ impl Server {
         // What the sessions submitted is stored before the server returns.
         if let Some(history) = &shared.history {
             history.close();
+        }
+        if let Some(admin) = admin {
+            admin.stop().await;
         }
         info!("stopped");
         Ok(())

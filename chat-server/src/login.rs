@@ -104,6 +104,20 @@ pub(crate) fn refusal(err: &AuthError) -> Refusal {
     }
 }
 
+/// The metrics' label for a refused attempt (never anything the client sent).
+pub(crate) fn reason(code: Refusal) -> &'static str {
+    match code {
+        Refusal::AuthFailed => "failed",
+        Refusal::Throttled => "throttled",
+        Refusal::Insecure => "insecure",
+        Refusal::NameInvalid => "invalid_name",
+        Refusal::NameTaken => "name_taken",
+        Refusal::BadPassword => "bad_password",
+        Refusal::Unavailable => "unavailable",
+        _ => "other",
+    }
+}
+
 /// Whether a client at `ip` may send a secret over this connection: over
 /// TLS always, in plaintext only from loopback.
 pub(crate) fn secure(ip: IpAddr, tls: bool) -> bool {

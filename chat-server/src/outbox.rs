@@ -103,12 +103,14 @@ impl Outbox {
         true
     }
 
-    /// Moves up to `max` frames into `out`, oldest first.
-    pub(crate) fn drain_into(&self, out: &mut Vec<Bytes>, max: usize) -> Result<(), Evicted> {
+    /// Moves up to `max` frames into `out`, oldest first. Returns the
+    /// bytes the queue held (for the metrics' high-water mark).
+    pub(crate) fn drain_into(&self, out: &mut Vec<Bytes>, max: usize) -> Result<usize, Evicted> {
         let mut state = self.lock();
         if state.evicted {
             return Err(Evicted);
         }
+        let held = state.bytes;
         let n = state.frames.len().min(max);
         if n == state.frames.len() && out.is_empty() {
             // All of it (perhaps nothing) into an empty writer: hand the
@@ -119,7 +121,7 @@ impl Outbox {
             // writer before it goes idle.
             *out = Vec::from(std::mem::take(&mut state.frames));
             state.bytes = 0;
-            return Ok(());
+            return Ok(held);
         }
         let mut taken = 0;
         out.extend(state.frames.drain(..n).inspect(|f| taken += f.len()));
@@ -129,7 +131,7 @@ impl Outbox {
             // A burst (a join storm) leaves no large buffer behind.
             state.frames = VecDeque::new();
         }
-        Ok(())
+        Ok(held)
     }
 
     /// Whether the queue is half full (frames or bytes): the session then

@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, Rw
 
 use bytes::{Bytes, BytesMut};
 use chat_proto::Member;
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::Notify;
 
 use crate::hub::Rooms;
@@ -52,6 +53,8 @@ pub(crate) struct Common {
     pub(crate) closed: AtomicBool,
     /// Counts batches started, to send them in that order.
     pub(crate) batches: AtomicU64,
+    /// Chat messages handed to recipients (for the metrics).
+    pub(crate) delivered: Counter,
 }
 
 impl Common {
@@ -494,19 +497,34 @@ impl Room {
         if members.closed {
             return false;
         }
+        // Recipients of each buffer, for the deliveries counted below.
+        let mut to = [0u64; 3];
         for slot in &members.peers {
             let Some(peer) = &slot.peer else { continue };
             if slot.id == from {
                 continue;
             }
-            let bytes = match (slot.rooms, slot.history) {
-                (false, _) => relay,
-                (true, false) => said,
-                (true, true) => posted,
+            let kind = match (slot.rooms, slot.history) {
+                (false, _) => 0,
+                (true, false) => 1,
+                (true, true) => 2,
             };
+            let bytes = [relay, said, posted][kind];
             if !bytes.is_empty() {
                 peer.outbox.push(bytes.clone());
+                to[kind] += 1;
             }
+        }
+        // One count per broadcast, not per recipient: the frames in each
+        // buffer (a walk over their headers) times its recipients.
+        let n: u64 = [relay, said, posted]
+            .iter()
+            .zip(to)
+            .filter(|(_, to)| *to > 0)
+            .map(|(bytes, to)| crate::metrics::frames(bytes) * to)
+            .sum();
+        if n > 0 {
+            self.common.delivered.inc_by(n);
         }
         true
     }

@@ -29,7 +29,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use chat_proto::{Connection, Event, HEADER_LEN, Message, Refusal, ServerConfig, features};
+use chat_proto::{
+    Connection, Event, HEADER_LEN, Message, ProtocolError, Refusal, ServerConfig, features,
+};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::futures::Notified;
@@ -45,6 +47,7 @@ use crate::flusher::Flusher;
 use crate::history::History;
 use crate::hub::{Hub, PresencePolicy};
 use crate::login::{self, Attempt, Outcome, Pending};
+use crate::metrics::{self, Metrics};
 use crate::names::{self, Name};
 use crate::outbox::Outbox;
 use crate::peer::Peer;
@@ -76,6 +79,7 @@ pub(crate) struct Shared {
     /// Wakes sessions whose output waits out `Config::coalesce` (`None`:
     /// every write at once).
     flusher: Option<Flusher>,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl Shared {
@@ -103,16 +107,17 @@ impl Shared {
             history: server.outbound_for(features::ROOMS | features::HISTORY),
             limit: config.max_frame_len,
         };
-        let history = match store {
-            Some(store) => Some(History::start(store, &config, codecs)?),
-            None => None,
-        };
         let hub = Hub::new(PresencePolicy {
             enabled: config.presence,
             delay: config.presence_delay,
             batch: config.presence_batch,
             codecs,
         });
+        let metrics = Arc::new(Metrics::new(hub.delivered().clone()));
+        let history = match store {
+            Some(store) => Some(History::start(store, &config, codecs, &metrics)?),
+            None => None,
+        };
         let flusher = if config.coalesce.is_zero() {
             None
         } else {
@@ -126,6 +131,7 @@ impl Shared {
             server,
             shutdown,
             flusher,
+            metrics,
         })
     }
 
@@ -201,20 +207,21 @@ pub(crate) fn run(
     if let Err(e) = stream.set_nodelay(true) {
         debug!(peer = %addr, "cannot set TCP_NODELAY: {e}");
     }
-    serve(shared, stream, addr, Some(permit))
+    serve(shared, stream, addr, Some(permit), metrics::Transport::Tcp)
 }
 
 /// Serves one client over any transport until it leaves: handshake,
-/// service, goodbye.
+/// service, goodbye. `via` labels it in the metrics.
 pub(crate) fn serve<T: Transport + 'static>(
     shared: Arc<Shared>,
     io: T,
     addr: SocketAddr,
     permit: Option<OwnedSemaphorePermit>,
+    via: metrics::Transport,
 ) -> impl Future<Output = ()> + Send + 'static {
     // The block captures the session and keeps it in place: an `async fn`
     // taking it would keep it twice (as its argument and as a local).
-    let mut session = Session::new(shared, io, addr, permit);
+    let mut session = Session::new(shared, io, addr, permit, via);
     async move {
         // Not a `match`: its scrutinee, the handshake's result, would be
         // kept, taking room, for as long as the client is served.
@@ -313,6 +320,17 @@ struct Session<T> {
     /// tasks run: the recipients drain their outboxes in between, so this
     /// is what the outbox of a client that keeps up must hold at most.
     relayed: usize,
+    /// For the metrics: how the client came, and whether it is welcomed
+    /// and named.
+    via: metrics::Transport,
+    open: bool,
+}
+
+impl<T> Drop for Session<T> {
+    fn drop(&mut self) {
+        // However the session ends, a panic included.
+        self.shared.metrics.disconnected(self.via, self.open);
+    }
 }
 
 impl<T: Transport> Session<T> {
@@ -321,7 +339,9 @@ impl<T: Transport> Session<T> {
         io: T,
         addr: SocketAddr,
         permit: Option<OwnedSemaphorePermit>,
+        via: metrics::Transport,
     ) -> Self {
+        shared.metrics.connected(via);
         // Peers see the address in its plain form, not IPv4-mapped IPv6.
         let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
         let now = Instant::now();
@@ -348,6 +368,8 @@ impl<T: Transport> Session<T> {
             coalescing: false,
             deferred: 0,
             relayed: 0,
+            via,
+            open: false,
         }
     }
 
@@ -363,7 +385,7 @@ impl<T: Transport> Session<T> {
                 Ok(Some(Event::Error(reason))) => return Err(Close::ClientError(reason)),
                 Ok(Some(other)) => debug!(peer = %self.addr, "ignored in handshake: {other:?}"),
                 Ok(None) => {}
-                Err(e) => return Err(Close::Violation(e.to_string())),
+                Err(e) => return Err(self.violation(&e)),
             }
             let read = tokio::select! {
                 biased;
@@ -413,6 +435,8 @@ impl<T: Transport> Session<T> {
         info!(peer = %self.addr, %id, version, rooms, peers, "client connected");
         if client.naming() {
             self.named_by = Some(deadline);
+        } else {
+            self.opened();
         }
         self.client = Some(client);
         self.last_rx = Instant::now();
@@ -423,7 +447,21 @@ impl<T: Transport> Session<T> {
     fn eof(&mut self) -> Close {
         match self.conn.eof() {
             Ok(()) => Close::Eof,
-            Err(e) => Close::Violation(e.to_string()),
+            Err(e) => self.violation(&e),
+        }
+    }
+
+    /// A broken rule or frame, counted.
+    fn violation(&self, e: &ProtocolError) -> Close {
+        self.shared.metrics.bad_frame(e);
+        Close::Violation(e.to_string())
+    }
+
+    /// The client is welcomed and named.
+    fn opened(&mut self) {
+        if !self.open {
+            self.open = true;
+            self.shared.metrics.opened(self.via);
         }
     }
 
@@ -506,8 +544,11 @@ impl<T: Transport> Session<T> {
             let mut busy = true;
             for _ in 0..rounds {
                 let room = max_iov.saturating_sub(self.out.len());
-                if room > 0 && outbox.drain_into(self.out.queue(), room).is_err() {
-                    return Poll::Ready(Wake::Evicted);
+                if room > 0 {
+                    match outbox.drain_into(self.out.queue(), room) {
+                        Ok(held) => self.shared.metrics.outbox(held),
+                        Err(_) => return Poll::Ready(Wake::Evicted),
+                    }
                 }
                 if self.out.is_empty() {
                     self.out.release();
@@ -652,6 +693,7 @@ impl<T: Transport> Session<T> {
         let mut batch = Relays::with_capacity((before + before / 4).min(piece + 64));
         self.backlog = false;
         self.held = false;
+        let mut received = 0;
         let result = loop {
             if batch.len() >= piece {
                 self.relay(&mut batch);
@@ -682,7 +724,7 @@ impl<T: Transport> Session<T> {
                 None => match self.conn.poll() {
                     Ok(Some(event)) => event,
                     Ok(None) => break Ok(()),
-                    Err(e) => break Err(Close::Violation(e.to_string())),
+                    Err(e) => break Err(self.violation(&e)),
                 },
             };
             if self.must_settle(&event) {
@@ -692,10 +734,12 @@ impl<T: Transport> Session<T> {
                 self.held = true;
                 break Ok(());
             }
+            received += 1;
             if let Err(close) = self.dispatch(event, &mut batch) {
                 break Err(close);
             }
         };
+        self.shared.metrics.received(received);
         self.relay(&mut batch);
         result?;
         // The machine answered any `Ping` itself: each `Pong` it queued
@@ -790,6 +834,7 @@ impl<T: Transport> Session<T> {
         if self.named_by.is_some() && !client.naming() {
             self.named_by = None;
             self.conn.named();
+            self.opened();
         }
         Ok(())
     }
@@ -800,8 +845,9 @@ impl<T: Transport> Session<T> {
         let (Some(client), Some(accounts)) = (&self.client, &self.shared.accounts) else {
             return Err(Close::Shutdown);
         };
-        let hub = &self.shared.hub;
+        let (hub, metrics) = (&self.shared.hub, &self.shared.metrics);
         let refuse = |code, subject: &str, detail: &str| {
+            metrics.auth_failure(login::reason(code));
             client.refused(hub, code, subject, detail).map_err(closed)
         };
         let register = matches!(msg, Message::Register { .. });
@@ -912,6 +958,7 @@ impl<T: Transport> Session<T> {
                 detail,
             } => {
                 debug!(peer = %self.addr, %code, "login refused: {detail}");
+                self.shared.metrics.auth_failure(login::reason(code));
                 client
                     .refused(hub, code, &subject, &detail)
                     .map_err(closed)?;

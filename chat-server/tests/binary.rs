@@ -46,6 +46,49 @@ async fn read_all(mut r: impl AsyncReadExt + Unpin) -> String {
     s
 }
 
+/// `--admin`: a second stdout line names the admin listener, which serves
+/// `/health` and `/metrics` until the server stops.
+#[tokio::test]
+async fn admin_flag_serves_health_and_metrics() {
+    let mut child = server(&["--bind", "127.0.0.1:0", "--admin", "127.0.0.1:0"]);
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut lines = Vec::new();
+    for _ in 0..2 {
+        let mut line = String::new();
+        timeout(T, stdout.read_line(&mut line))
+            .await
+            .expect("a line in time")
+            .unwrap();
+        lines.push(line);
+    }
+    assert!(lines[0].starts_with("listening on "), "{lines:?}");
+    let admin: std::net::SocketAddr = lines[1]
+        .strip_prefix("admin on ")
+        .and_then(|a| a.strip_suffix('\n'))
+        .unwrap_or_else(|| panic!("unexpected second line {:?}", lines[1]))
+        .parse()
+        .unwrap();
+    let get = |path: &'static str| async move {
+        let mut stream = tokio::net::TcpStream::connect(admin).await.unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        tokio::io::AsyncWriteExt::write_all(&mut stream, req.as_bytes())
+            .await
+            .unwrap();
+        read_all(stream).await
+    };
+    let health = get("/health").await;
+    assert!(health.starts_with("HTTP/1.1 200 OK\r\n"), "{health}");
+    assert!(health.ends_with("\r\n\r\nok\n"), "{health}");
+    let metrics = get("/metrics").await;
+    assert!(metrics.contains("\nchat_rooms 1\n"), "{metrics}");
+    signal(&child, "TERM");
+    let status = timeout(T, child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert_eq!(read_all(stdout).await, "", "two lines on stdout");
+    let logs = read_all(child.stderr.take().unwrap()).await;
+    assert!(logs.contains("admin listening"), "{logs}");
+}
+
 #[tokio::test]
 async fn prints_address_relays_and_stops_on_sigterm() {
     let mut child = server(&["--bind", "127.0.0.1:0", "-v"]);

@@ -34,10 +34,33 @@ pub(crate) enum Close {
     Refuse(String),
 }
 
+impl Close {
+    /// Its name in the metrics (see [`crate::metrics`]).
+    fn label(&self) -> &'static str {
+        match self {
+            Close::Eof => "closed",
+            Close::Gone(_) => "io",
+            Close::Exit => "exit",
+            Close::ClientError(_) => "client_error",
+            Close::Shutdown => "shutdown",
+            Close::Evicted => "slow_consumer",
+            Close::Violation(_) => "bad_frame",
+            Close::Refuse(reason) => match reason.as_str() {
+                "handshake timeout" => "timeout",
+                "frame timeout" => "frame_timeout",
+                "idle timeout" => "idle",
+                r if r.starts_with("flood") => "flood",
+                _ => "refused",
+            },
+        }
+    }
+}
+
 impl<T: Transport> Session<T> {
     /// Leaves the room, says goodbye as the reason requires, and closes.
     pub(super) async fn finish(mut self, close: Close) {
         let addr = self.addr;
+        self.shared.metrics.ended(self.open, close.label());
         // Nothing more is read but to discard it: let a half-received frame
         // go now rather than hold it through the goodbye.
         self.conn.input().clear();

@@ -94,7 +94,7 @@ async fn an_idle_session_is_small() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let stream = TcpStream::connect(addr).await.unwrap();
-    let session = serve(shared, stream, addr, None);
+    let session = serve(shared, stream, addr, None, metrics::Transport::Tcp);
     let size = std::mem::size_of_val(&session);
     assert!(size <= 928, "a session's future takes {size} bytes");
 }
@@ -161,7 +161,13 @@ async fn a_session_runs_over_any_async_stream() {
             let mut sessions = Vec::new();
             for _ in 0..2 {
                 let (stream, peer) = listener.accept().await.unwrap();
-                let session = serve(shared.clone(), Stream(stream), peer, None);
+                let session = serve(
+                    shared.clone(),
+                    Stream(stream),
+                    peer,
+                    None,
+                    metrics::Transport::Tcp,
+                );
                 sessions.push(tokio::spawn(session));
             }
             for session in sessions {

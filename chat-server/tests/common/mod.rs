@@ -34,7 +34,11 @@ impl TestServer {
     }
 
     pub async fn start_on(bind: &str, config: Config) -> Self {
-        let server = Server::bind(bind, config).await.expect("bind");
+        Self::running(Server::bind(bind, config).await.expect("bind"))
+    }
+
+    /// Runs a bound server.
+    pub fn running(server: Server) -> Self {
         let addr = server.local_addr();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async move {

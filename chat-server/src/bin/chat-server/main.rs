@@ -2,13 +2,15 @@
 //!
 //! Every field of [`Config`] has a flag. Once bound it prints exactly one
 //! line to stdout, `listening on ADDR`, so that scripts started with
-//! `--bind 127.0.0.1:0` can learn the port. Logs go to stderr. A limit the
+//! `--bind 127.0.0.1:0` can learn the port (and, with `--admin`, a second
+//! one, `admin on ADDR`). Logs go to stderr. A limit the
 //! library refuses is reported with the flag's name, not the field's.
 //! `--config FILE` reads the same flags from a TOML file (see `file.rs`).
 
 mod file;
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -201,6 +203,11 @@ struct Args {
     /// Most messages waiting to be stored; beyond, sends are refused (the sender is told).
     #[arg(long, value_name = "N", default_value = "16384")]
     history_queue: usize,
+    /// Serve /metrics (Prometheus text) and /health over HTTP on this address, e.g.
+    /// 127.0.0.1:9090. Off by default; anyone who can reach it reads the metrics, so a
+    /// non-loopback address is logged as a warning.
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<SocketAddr>,
     /// Worker threads (default: half the cores, at least one). A delivery
     /// costs less on fewer threads (no wake-up crosses to another core), and
     /// the kernel's share of each write lands on the writing thread anyway.
@@ -259,6 +266,7 @@ impl Args {
             history_batch: self.history_batch,
             history_window: self.history_window,
             history_queue: self.history_queue,
+            admin: self.admin,
         }
     }
 
@@ -332,6 +340,7 @@ const FLAGS: &[(&str, &str)] = &[
     ("history_batch", "--history-batch"),
     ("history_window", "--history-window"),
     ("history_queue", "--history-queue"),
+    ("admin", "--admin"),
 ];
 
 /// The flag for a `Config` field (the field itself if it has none).
@@ -464,6 +473,9 @@ async fn serve(args: Args, merged: &file::Merged) -> anyhow::Result<()> {
     };
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "listening on {}", server.local_addr())?;
+    if let Some(admin) = server.admin_addr() {
+        writeln!(stdout, "admin on {admin}")?;
+    }
     stdout.flush()?;
     drop(stdout);
     server.run(stop).await?;
@@ -635,6 +647,7 @@ mod tests {
             "--history-batch=25",
             "--history-window=26ms",
             "--history-queue=27",
+            "--admin=127.0.0.1:9090",
         ])
         .config();
         let default = Config::default();
