@@ -69,6 +69,8 @@ struct Inner {
     workers: Arc<Semaphore>,
     ttl: Duration,
     clock: Clock,
+    /// Password hashes computed (registrations and login checks alike).
+    hashes: AtomicU64,
 }
 
 impl fmt::Debug for Accounts {
@@ -205,6 +207,7 @@ impl Accounts {
                 workers: Arc::new(Semaphore::new(config.hash_workers.max(1))),
                 ttl: config.token_ttl,
                 clock,
+                hashes: AtomicU64::new(0),
             }),
         }))
     }
@@ -247,6 +250,7 @@ impl Accounts {
         );
         let login = self
             .blocking(move |inner| {
+                inner.hashes.fetch_add(1, Ordering::Relaxed);
                 let phc = password::hash(&password).map_err(AuthError::Unavailable)?;
                 let now = inner.clock.now();
                 let account = Account {
@@ -301,6 +305,7 @@ impl Accounts {
         self.blocking(move |inner| {
             let account = inner.backend.account(&key)?;
             let phc = account.as_ref().map_or(password::DUMMY, |a| a.phc.as_str());
+            inner.hashes.fetch_add(1, Ordering::Relaxed);
             let right = password::verify(&password, phc);
             let Some(account) = account.filter(|_| right) else {
                 return Err(AuthError::Failed);
@@ -406,6 +411,12 @@ impl Accounts {
         tokio::task::spawn_blocking(move || work(&inner))
             .await
             .unwrap_or_else(|e| Err(AuthError::Unavailable(format!("accounts task failed: {e}"))))
+    }
+
+    /// How many password hashes have been computed: registrations and
+    /// login checks, the dummy one for unknown names included.
+    pub(crate) fn hashes(&self) -> u64 {
+        self.inner.hashes.load(Ordering::Relaxed)
     }
 
     /// The throttle's keys held (for tests).
