@@ -194,6 +194,8 @@ impl Accounts {
                 Box::new(redb::Redb::open(&dir.join(FILE))?)
             }
         };
+        // Tokens of accounts that never came back would stay forever.
+        backend.sweep(clock.now())?;
         let registered = backend.keys()?.into_iter().map(Box::from).collect();
         Ok(Some(Accounts {
             inner: Arc::new(Inner {

@@ -359,12 +359,24 @@ async fn a_reopened_disk_store_keeps_accounts_and_tokens() {
         accounts.register(&name("ann"), PASSWORD, OTHER_IP).await,
         Err(AuthError::Taken)
     );
-    // Expiry holds on disk too.
+    // Expiry holds on disk too, and expired tokens are swept on opening.
     clock.advance(Config::default().token_ttl);
     assert_eq!(
         accounts.login_token(&token, IP).await,
         Err(AuthError::Failed)
     );
+    drop(accounts);
+    let store = redb::Redb::open(&dir.path().join(FILE)).unwrap();
+    use store::Backend as _;
+    assert_eq!(
+        store.sweep(clock.now()).unwrap(),
+        1,
+        "the third login's token"
+    );
+    assert_eq!(store.sweep(clock.now()).unwrap(), 0);
+    drop(store);
+    let accounts = disk(dir.path(), clock.clone()).unwrap();
+    assert!(accounts.is_registered("ann"));
     // And the file is apart from history's.
     assert!(dir.path().join(FILE).exists());
     assert!(!dir.path().join("history.redb").exists());
@@ -498,4 +510,69 @@ async fn logins(storage: Storage, n: usize) {
         "  {n} token logins one after another: {took:?}, {:.0} logins/s",
         n as f64 / took.as_secs_f64()
     );
+}
+
+/// What both backends must do, the same way.
+fn backend_contract(store: &dyn store::Backend) {
+    use store::{Account, Grant, TOKENS_PER_ACCOUNT};
+    let account = Account {
+        name: "Ann".into(),
+        phc: "$argon2id$...".into(),
+        created: 1,
+    };
+    let grant = |expires, digest| Grant {
+        key: "ann".into(),
+        digest: [digest; 32],
+        expires,
+    };
+    let id = |n: u8| TokenId([n; 16]);
+    assert!(
+        store
+            .create("ann", &account, id(1), &grant(100, 1))
+            .unwrap()
+    );
+    assert!(
+        !store
+            .create("ann", &account, id(2), &grant(100, 2))
+            .unwrap()
+    );
+    assert_eq!(store.token(id(2)).unwrap(), None);
+    assert_eq!(store.keys().unwrap(), vec!["ann".to_owned()]);
+    assert_eq!(store.account("ann").unwrap(), Some(account));
+    assert_eq!(store.account("bob").unwrap(), None);
+    assert_eq!(store.token(id(1)).unwrap(), Some(grant(100, 1)));
+    // A grant at 100 drops the token expiring then.
+    store.grant(id(3), &grant(200, 3), 100).unwrap();
+    assert_eq!(store.token(id(1)).unwrap(), None);
+    assert_eq!(store.token(id(3)).unwrap(), Some(grant(200, 3)));
+    assert!(store.revoke(id(3)).unwrap());
+    assert!(!store.revoke(id(3)).unwrap());
+    // Past the cap, the ones closest to expiring go.
+    for n in 0..=TOKENS_PER_ACCOUNT as u8 {
+        store
+            .grant(id(10 + n), &grant(1000 + u64::from(n), n), 0)
+            .unwrap();
+    }
+    assert_eq!(store.token(id(10)).unwrap(), None);
+    assert!(store.token(id(11)).unwrap().is_some());
+    let last = 10 + TOKENS_PER_ACCOUNT as u8;
+    assert!(store.token(id(last)).unwrap().is_some());
+    // Sweeping drops what has expired, and only that.
+    assert_eq!(store.sweep(1001).unwrap(), 1);
+    assert_eq!(store.token(id(11)).unwrap(), None);
+    assert!(store.token(id(12)).unwrap().is_some());
+    assert_eq!(store.sweep(5000).unwrap(), TOKENS_PER_ACCOUNT - 1);
+    assert_eq!(store.sweep(5000).unwrap(), 0);
+    assert!(store.account("ann").unwrap().is_some());
+}
+
+#[test]
+fn the_memory_backend_keeps_the_contract() {
+    backend_contract(&memory::Memory::default());
+}
+
+#[test]
+fn the_redb_backend_keeps_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    backend_contract(&redb::Redb::open(&dir.path().join(FILE)).unwrap());
 }
