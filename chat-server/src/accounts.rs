@@ -109,9 +109,11 @@ impl fmt::Debug for Login {
     }
 }
 
-/// Why a registration, login or logout did not succeed. The `Display` text
-/// may be shown to the client: it holds no secret, and a failed login does
-/// not say whether the name exists.
+/// Why a registration, login or logout did not succeed. No text holds a
+/// secret, and a failed login does not say whether the name exists. All but
+/// `Unavailable` may be shown to the client as they are; `Unavailable`'s
+/// names the store's file: log it, and tell the client only that accounts
+/// are unavailable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum AuthError {
     /// Wrong name or password, or a token that is unknown, malformed,
