@@ -32,6 +32,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Semaphore;
+use tracing::info;
 
 use crate::config::{Config, Storage};
 use crate::names::Name;
@@ -190,10 +191,15 @@ impl Accounts {
     pub(crate) fn open_with(config: &Config, clock: Clock) -> Result<Option<Accounts>, StoreError> {
         let backend: Box<dyn Backend> = match &config.accounts {
             Storage::Off => return Ok(None),
-            Storage::Memory => Box::new(memory::Memory::default()),
+            Storage::Memory => {
+                info!("accounts kept in memory only: lost when the server stops");
+                Box::new(memory::Memory::default())
+            }
             Storage::Disk(dir) => {
                 fs_dir(dir)?;
-                Box::new(redb::Redb::open(&dir.join(FILE))?)
+                let path = dir.join(FILE);
+                info!(path = %path.display(), "accounts");
+                Box::new(redb::Redb::open(&path)?)
             }
         };
         // Tokens of accounts that never came back would stay forever.
