@@ -32,7 +32,6 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Semaphore;
-use tracing::info;
 
 use crate::config::{Config, Storage};
 use crate::names::Name;
@@ -191,15 +190,10 @@ impl Accounts {
     pub(crate) fn open_with(config: &Config, clock: Clock) -> Result<Option<Accounts>, StoreError> {
         let backend: Box<dyn Backend> = match &config.accounts {
             Storage::Off => return Ok(None),
-            Storage::Memory => {
-                info!("accounts kept in memory only: lost when the server stops");
-                Box::new(memory::Memory::default())
-            }
+            Storage::Memory => Box::new(memory::Memory::default()),
             Storage::Disk(dir) => {
                 fs_dir(dir)?;
-                let path = dir.join(FILE);
-                info!(path = %path.display(), "accounts");
-                Box::new(redb::Redb::open(&path)?)
+                Box::new(redb::Redb::open(&dir.join(FILE))?)
             }
         };
         // Tokens of accounts that never came back would stay forever.
