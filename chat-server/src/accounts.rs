@@ -69,6 +69,8 @@ struct Inner {
     workers: Arc<Semaphore>,
     ttl: Duration,
     clock: Clock,
+    /// Password hashes computed (registrations and login checks alike).
+    hashes: AtomicU64,
 }
 
 impl fmt::Debug for Accounts {
@@ -107,9 +109,11 @@ impl fmt::Debug for Login {
     }
 }
 
-/// Why a registration, login or logout did not succeed. The `Display` text
-/// may be shown to the client: it holds no secret, and a failed login does
-/// not say whether the name exists.
+/// Why a registration, login or logout did not succeed. No text holds a
+/// secret, and a failed login does not say whether the name exists. All but
+/// `Unavailable` may be shown to the client as they are; `Unavailable`'s
+/// names the store's file: log it, and tell the client only that accounts
+/// are unavailable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum AuthError {
     /// Wrong name or password, or a token that is unknown, malformed,
@@ -192,6 +196,8 @@ impl Accounts {
                 Box::new(redb::Redb::open(&dir.join(FILE))?)
             }
         };
+        // Tokens of accounts that never came back would stay forever.
+        backend.sweep(clock.now())?;
         let registered = backend.keys()?.into_iter().map(Box::from).collect();
         Ok(Some(Accounts {
             inner: Arc::new(Inner {
@@ -205,6 +211,7 @@ impl Accounts {
                 workers: Arc::new(Semaphore::new(config.hash_workers.max(1))),
                 ttl: config.token_ttl,
                 clock,
+                hashes: AtomicU64::new(0),
             }),
         }))
     }
@@ -247,6 +254,7 @@ impl Accounts {
         );
         let login = self
             .blocking(move |inner| {
+                inner.hashes.fetch_add(1, Ordering::Relaxed);
                 let phc = password::hash(&password).map_err(AuthError::Unavailable)?;
                 let now = inner.clock.now();
                 let account = Account {
@@ -301,6 +309,7 @@ impl Accounts {
         self.blocking(move |inner| {
             let account = inner.backend.account(&key)?;
             let phc = account.as_ref().map_or(password::DUMMY, |a| a.phc.as_str());
+            inner.hashes.fetch_add(1, Ordering::Relaxed);
             let right = password::verify(&password, phc);
             let Some(account) = account.filter(|_| right) else {
                 return Err(AuthError::Failed);
@@ -406,6 +415,12 @@ impl Accounts {
         tokio::task::spawn_blocking(move || work(&inner))
             .await
             .unwrap_or_else(|e| Err(AuthError::Unavailable(format!("accounts task failed: {e}"))))
+    }
+
+    /// How many password hashes have been computed: registrations and
+    /// login checks, the dummy one for unknown names included.
+    pub(crate) fn hashes(&self) -> u64 {
+        self.inner.hashes.load(Ordering::Relaxed)
     }
 
     /// The throttle's keys held (for tests).

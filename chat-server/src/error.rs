@@ -28,7 +28,7 @@ pub enum Error {
     /// corrupt or unreadable file (the message names it), one another
     /// process holds, a directory that cannot be created. The server does
     /// not start rather than lose history or accounts.
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     /// The admin listener ([`Config::admin`](crate::Config::admin)) could
     /// not be bound.

@@ -338,6 +338,11 @@ impl Server {
         } = self;
         let grace = config.shutdown_grace.max(config.close_timeout);
         let token = CancellationToken::new();
+        match &config.accounts {
+            Storage::Off => {}
+            Storage::Memory => info!("accounts kept in memory only: lost when the server stops"),
+            Storage::Disk(dir) => info!(path = %dir.join(accounts::FILE).display(), "accounts"),
+        }
         let shared = Arc::new(Shared::new(config, store, accounts, token.clone())?);
         let tracker = TaskTracker::new();
         info!(%addr, "listening");

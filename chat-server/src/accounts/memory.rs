@@ -87,4 +87,15 @@ impl Backend for Memory {
         }
         Ok(true)
     }
+
+    fn sweep(&self, now: u64) -> Result<usize, StoreError> {
+        let mut state = self.state();
+        let before = state.tokens.len();
+        state.tokens.retain(|_, grant| grant.expires > now);
+        for owned in state.owned.values_mut() {
+            owned.retain(|&(expires, _)| expires > now);
+        }
+        state.owned.retain(|_, owned| !owned.is_empty());
+        Ok(before - state.tokens.len())
+    }
 }

@@ -353,4 +353,31 @@ impl Backend for Redb {
             Ok(existed)
         })
     }
+
+    fn sweep(&self, now: u64) -> Result<usize, StoreError> {
+        self.with(|db, path| {
+            let txn = db.begin_write().at(path)?;
+            let swept = {
+                let mut tokens = txn.open_table(TOKENS).at(path)?;
+                let mut owned = txn.open_table(OWNED).at(path)?;
+                let mut expired = Vec::new();
+                for entry in tokens.iter().at(path)? {
+                    let (k, v) = entry.at(path)?;
+                    let (key, _, expires) = v.value();
+                    if expires <= now {
+                        expired.push((k.value().to_vec(), key.to_owned()));
+                    }
+                }
+                for (selector, key) in &expired {
+                    tokens.remove(selector.as_slice()).at(path)?;
+                    owned.remove((key.as_str(), selector.as_slice())).at(path)?;
+                }
+                expired.len()
+            };
+            if swept > 0 {
+                txn.commit().at(path)?;
+            }
+            Ok(swept)
+        })
+    }
 }

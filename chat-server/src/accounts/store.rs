@@ -78,6 +78,9 @@ pub(super) trait Backend: Send + Sync + std::fmt::Debug + 'static {
 
     /// Deletes the token `id`; whether it existed.
     fn revoke(&self, id: TokenId) -> Result<bool, StoreError>;
+
+    /// Deletes every token expired at `now`; how many there were.
+    fn sweep(&self, now: u64) -> Result<usize, StoreError>;
 }
 
 /// Which of an account's tokens (`(expires, selector)`, `new` among them)

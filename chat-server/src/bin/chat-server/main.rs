@@ -170,19 +170,15 @@ struct Args {
     #[arg(long, value_name = "N", default_value = "2")]
     hash_workers: usize,
     /// Where history and accounts are kept: a directory, created if missing, holding
-    /// history.redb and accounts.redb. Every message is stored there before anyone gets it.
-    #[arg(
-        long,
-        value_name = "DIR",
-        default_value = "chat-data",
-        conflicts_with = "ephemeral"
-    )]
-    data: PathBuf,
+    /// history.redb and accounts.redb. Every message is stored there before anyone gets it
+    /// [default: chat-data].
+    #[arg(long, value_name = "DIR", conflicts_with = "ephemeral")]
+    data: Option<PathBuf>,
     /// Keep history and accounts in memory only: lost when the server stops.
     #[arg(long)]
     ephemeral: bool,
     /// Keep no history: messages are relayed, never stored, and clients
-    /// are not offered history.
+    /// are not offered history. Accounts are then kept in memory unless --data is given.
     #[arg(long)]
     no_history: bool,
     /// Most messages kept per room or pair of names (0: no limit).
@@ -277,20 +273,26 @@ impl Args {
         } else if self.ephemeral {
             Storage::Memory
         } else {
-            Storage::Disk(self.data.clone())
+            Storage::Disk(self.data_dir())
         }
     }
 
-    /// Where accounts go: beside history (on disk, or in memory with
-    /// --ephemeral), even with --no-history.
+    /// Where accounts go: beside history, on disk or in memory. With
+    /// --no-history, on disk only if --data says where: a server told to
+    /// store nothing writes nothing unasked.
     fn accounts(&self) -> Storage {
         if self.no_accounts {
             Storage::Off
-        } else if self.ephemeral {
+        } else if self.ephemeral || (self.no_history && self.data.is_none()) {
             Storage::Memory
         } else {
-            Storage::Disk(self.data.clone())
+            Storage::Disk(self.data_dir())
         }
+    }
+
+    /// The --data directory.
+    fn data_dir(&self) -> PathBuf {
+        self.data.clone().unwrap_or_else(|| "chat-data".into())
     }
 }
 
@@ -567,6 +569,7 @@ mod tests {
         let (memory, off) = (Storage::Memory, Storage::Off);
         let x = Storage::Disk("x".into());
         assert_eq!(config(&["--ephemeral"]), (memory.clone(), memory.clone()));
+        assert_eq!(config(&["--no-history"]), (off.clone(), memory.clone()));
         assert_eq!(
             config(&["--no-history", "--data", "x"]),
             (off.clone(), x.clone())
