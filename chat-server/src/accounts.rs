@@ -419,6 +419,7 @@ impl Accounts {
 
     /// How many password hashes have been computed: registrations and
     /// login checks, the dummy one for unknown names included.
+    #[cfg(test)]
     pub(crate) fn hashes(&self) -> u64 {
         self.inner.hashes.load(Ordering::Relaxed)
     }

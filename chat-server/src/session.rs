@@ -37,7 +37,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::futures::Notified;
 use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::accounts::{Accounts, AuthError};
 use crate::config::Config;
@@ -957,15 +957,26 @@ impl<T: Transport> Session<T> {
                 subject,
                 detail,
             } => {
-                debug!(peer = %self.addr, %code, "login refused: {detail}");
                 self.shared.metrics.auth_failure(login::reason(code));
+                // The store's own error names its file: for the log only.
+                let detail = if code == Refusal::Unavailable {
+                    warn!(peer = %self.addr, "login failed: {detail}");
+                    "the account store is unavailable: try again later".to_owned()
+                } else {
+                    debug!(peer = %self.addr, %code, "login refused: {detail}");
+                    detail
+                };
                 client
                     .refused(hub, code, &subject, &detail)
                     .map_err(closed)?;
             }
             Outcome::LoggedOut(Ok(())) => return Err(Close::Exit),
             Outcome::LoggedOut(Err(e)) => {
-                return Err(Close::Refuse(format!("logout failed: {e}")));
+                warn!(peer = %self.addr, "logout failed: {e}");
+                return Err(Close::Refuse(
+                    "logout failed: the account store is unavailable; the token may still work"
+                        .into(),
+                ));
             }
         }
         self.held = false;
