@@ -1151,8 +1151,9 @@ fn ctrl_c_leaves_gracefully() {
 }
 
 /// Every command, in the form help shows it.
-const COMMANDS: [&str; 11] = [
+const COMMANDS: [&str; 12] = [
     "send:TEXT",
+    "/logout",
     "/history",
     "exit;",
     "/quit",
@@ -1226,4 +1227,74 @@ fn help_lists_every_command() {
             "/help lists {first:?}, not a command"
         );
     }
+}
+
+/// `--register` with the password from the environment keeps the token in
+/// `--token-file`; the next run logs in with it alone; a guest cannot take
+/// the name; `/logout` revokes the token and removes the file.
+#[test]
+fn register_then_log_in_by_the_saved_token_then_log_out() {
+    let server = InProcess::start(Config::default());
+    let addr = server.addr.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    let token_arg = token.to_str().unwrap();
+
+    let mut cmd = Command::new(CLIENT);
+    cmd.args([
+        &addr,
+        "--register",
+        "--name",
+        "艾丽斯",
+        "--token-file",
+        token_arg,
+    ])
+    .env("CHAT_PASSWORD", "correct horse battery");
+    let mut a = Proc::spawn("a", cmd);
+    a.expect(&format!("* connected to {addr} as 艾丽斯"));
+    a.expect(&in_room("lobby", &[]));
+    a.leave();
+    let saved = std::fs::read_to_string(&token).unwrap();
+    assert!(saved.trim().len() > 40, "{saved:?}");
+
+    // A guest asking for the name gets another.
+    let mut guest = Proc::spawn("guest", {
+        let mut cmd = Command::new(CLIENT);
+        cmd.args([&addr, "--name", "艾丽斯"]);
+        cmd
+    });
+    let line = guest.line();
+    assert!(
+        line.starts_with(&format!("* connected to {addr} as guest-")),
+        "{line}"
+    );
+    guest.expect(
+        "! name registered to an account: 艾丽斯 (艾丽斯 is a registered name: log in to use it)",
+    );
+    guest.leave();
+
+    // The token alone logs in; /logout revokes it.
+    let mut cmd = Command::new(CLIENT);
+    cmd.args([&addr, "--token-file", token_arg]);
+    let mut b = Proc::spawn("b", cmd);
+    b.expect(&format!("* connected to {addr} as 艾丽斯"));
+    b.expect(&in_room("lobby", &[]));
+    b.type_line("/logout");
+    b.expect("* left the chat");
+    assert!(b.finish().success());
+    assert!(!token.exists(), "the token file is removed on /logout");
+
+    // The revoked token, saved again by hand, is refused: status 1, one line.
+    std::fs::write(&token, saved).unwrap();
+    let out = Command::new(CLIENT)
+        .args([&addr, "--token-file", token_arg])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.starts_with("login refused: login failed: "),
+        "{stderr}"
+    );
+    server.stop();
 }
