@@ -26,7 +26,7 @@ async fn refused_before_hello(bytes: &[u8], reason: &str) {
 async fn garbage_bytes() {
     refused_before_hello(
         b"\x13\x37\xde\xad\xbe\xef garbage",
-        "invalid frame: frame of 322428589 bytes exceeds the 65516-byte limit",
+        "invalid frame: frame of 322428589 bytes exceeds the 1024-byte limit",
     )
     .await;
 }
@@ -44,7 +44,7 @@ async fn http_request() {
 async fn four_gib_length_prefix() {
     refused_before_hello(
         &[0xff, 0xff, 0xff, 0xff, 1, 2, 3],
-        "invalid frame: frame of 4294967295 bytes exceeds the 65516-byte limit",
+        "invalid frame: frame of 4294967295 bytes exceeds the 1024-byte limit",
     )
     .await;
 }
