@@ -189,6 +189,7 @@ mod room;
 mod roster;
 mod session;
 pub mod store;
+mod tls;
 mod transport;
 mod writer;
 
@@ -207,6 +208,7 @@ pub use journal::{Journal, JournalConfig, Sink, SubmitError};
 pub use store::{
     MemoryStore, NewRecord, Page, Record, RedbStore, Retention, Store, StoreError, TRIM_MAX, Topic,
 };
+pub use tls::{Tls, TlsError};
 
 use session::Shared;
 
@@ -214,6 +216,9 @@ use session::Shared;
 pub struct Server {
     listener: TcpListener,
     addr: SocketAddr,
+    /// The TLS listener beside the plaintext one, its address and what it
+    /// serves.
+    tls: Option<(TcpListener, SocketAddr, Tls)>,
     config: Config,
     store: Option<Arc<dyn Store>>,
 }
@@ -222,6 +227,7 @@ impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
             .field("addr", &self.addr)
+            .field("tls", &self.tls.as_ref().map(|(_, addr, tls)| (addr, tls)))
             .field("config", &self.config)
             .field("history", &self.store.is_some())
             .finish_non_exhaustive()
@@ -251,14 +257,57 @@ impl Server {
         Ok(Server {
             listener,
             addr,
+            tls: None,
             config,
             store,
         })
     }
 
-    /// The address the server listens on.
+    /// Adds a TLS listener on `addr`, beside the plaintext one, serving
+    /// `tls`'s certificate; its clients are the same server's, under the
+    /// same limits ([`Config::max_clients`] counts both). A client's TLS
+    /// handshake must end within [`Config::handshake_timeout`], which then
+    /// starts again for the chat handshake. A plaintext chat client on this
+    /// port is told `Error { reason: "this port speaks TLS: connect with
+    /// TLS" }` and closed. Calling it again replaces the TLS listener.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Bind`] if the address cannot be resolved or bound.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use chat_server::{Config, Server, Tls};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let tls = Tls::self_signed(&[])?;
+    /// let server = Server::bind("127.0.0.1:0", Config::default())
+    ///     .await?
+    ///     .tls("127.0.0.1:0", tls.clone())
+    ///     .await?;
+    /// println!("TLS on {:?}, fingerprint {}", server.tls_addr(), tls.fingerprint());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn tls(mut self, addr: impl ToSocketAddrs, tls: Tls) -> Result<Server, Error> {
+        let listener = listener::bind(addr, self.config.listen_backlog())
+            .await
+            .map_err(Error::Bind)?;
+        let addr = listener.local_addr().map_err(Error::Bind)?;
+        self.tls = Some((listener, addr, tls));
+        Ok(self)
+    }
+
+    /// The address the server listens on (plaintext).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of the TLS listener, if [`tls`](Server::tls) added one.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().map(|(_, addr, _)| *addr)
     }
 
     /// Serves clients until `shutdown` completes, then shuts down gracefully
@@ -273,21 +322,30 @@ impl Server {
         let Server {
             listener,
             addr,
+            tls,
             config,
             store,
         } = self;
+        let tls_addr = tls.as_ref().map(|(_, addr, _)| *addr);
+        let listeners = listener::Listeners {
+            plain: listener,
+            tls: tls.map(|(listener, _, tls)| (listener, tls.acceptor())),
+        };
         let grace = config.shutdown_grace.max(config.close_timeout);
         let token = CancellationToken::new();
         let shared = Arc::new(Shared::new(config, store, token.clone())?);
         let tracker = TaskTracker::new();
         info!(%addr, "listening");
+        if let Some(tls) = tls_addr {
+            info!(%tls, "listening (TLS)");
+        }
         tokio::select! {
             () = shutdown => {}
-            () = listener::accept(&listener, &shared, &tracker) => {}
+            () = listener::accept(&listeners, &shared, &tracker) => {}
             () = shared.hub.pace_presence() => {}
         }
         info!("shutting down");
-        drop(listener);
+        drop(listeners);
         // What was read before the stop is stored and delivered before the
         // sessions take their final drain.
         if shared.history.is_some() {

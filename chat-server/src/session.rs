@@ -461,6 +461,11 @@ impl<T: Transport> Session<T> {
                     return Poll::Ready(Wake::Evicted);
                 }
                 if self.out.is_empty() {
+                    // What a TLS stream still holds goes out too; if it
+                    // cannot yet, the transport's readiness wakes us.
+                    if let Poll::Ready(Err(e)) = self.io.poll_flush(cx) {
+                        return Poll::Ready(Wake::Gone(e));
+                    }
                     self.out.release();
                     self.coalescing = false;
                     busy = false;

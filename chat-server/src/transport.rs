@@ -37,6 +37,12 @@ pub(crate) trait Transport: Send + Unpin {
     fn poll_write(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>])
     -> Poll<io::Result<usize>>;
 
+    /// Writes out what the transport itself still holds of what it took
+    /// (a TLS stream's encrypted records); TCP holds nothing.
+    fn poll_flush(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
     /// Flushes and closes the sending direction; reading goes on.
     fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
 }
@@ -97,7 +103,6 @@ impl Transport for TcpStream {
 /// there; it is taken from the session's input buffer and given back when
 /// the read finds nothing, so an idle session still holds none.
 #[derive(Debug)]
-#[cfg_attr(not(test), allow(dead_code))] // For the TLS and WebSocket issues.
 pub(crate) struct Stream<S>(pub(crate) S);
 
 impl<S> Transport for Stream<S>
@@ -129,6 +134,10 @@ where
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
     }
 
     fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
