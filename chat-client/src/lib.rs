@@ -155,9 +155,11 @@ mod driver;
 mod error;
 mod event;
 mod history;
+mod transport;
 
 pub use chat_proto::{Conversation, Entry, Member, Refusal, RoomInfo};
 pub use client::{Client, Events, Options, Sender, Session};
-pub use error::Error;
+pub use error::{Error, TlsFailure};
 pub use event::Event;
 pub use history::Marks;
+pub use transport::{BadFingerprint, Fingerprint, TlsOptions};
