@@ -460,7 +460,11 @@ fn failed(e: io::Error, shown: &str, host: &str) -> Error {
         // Not a TLS record at all: a plaintext chat server's `Error` frame.
         rustls::Error::InvalidMessage(_) => return Error::NotTls { addr },
         rustls::Error::InvalidCertificate(cert) => match cert {
-            CertificateError::UnknownIssuer => TlsFailure::UnknownIssuer,
+            // Or signed by another key than that of the trusted CA of the
+            // same name.
+            CertificateError::UnknownIssuer | CertificateError::BadSignature => {
+                TlsFailure::UnknownIssuer
+            }
             CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
                 TlsFailure::Expired
             }
