@@ -132,6 +132,13 @@ impl TlsOptions {
         self
     }
 
+    /// The rustls configuration these options make, for a caller that
+    /// drives rustls itself (chat-bench). Not a stable API.
+    #[doc(hidden)]
+    pub fn rustls_config(&self) -> Arc<rustls::ClientConfig> {
+        self.config.clone()
+    }
+
     fn ca(pem: &[u8], path: &Path) -> Result<TlsOptions, Error> {
         let bad = |reason: String| Error::Ca {
             path: path.to_owned(),
