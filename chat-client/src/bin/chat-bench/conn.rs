@@ -314,10 +314,8 @@ impl Client {
     pub(crate) fn write(&mut self) -> Result<bool, Error> {
         if let Some(tls) = &mut self.tls {
             loop {
-                if self.out.is_empty() {
-                    if let Some(bytes) = self.conn.transmit() {
-                        self.out = bytes;
-                    }
+                if let Some(bytes) = self.out.is_empty().then(|| self.conn.transmit()).flatten() {
+                    self.out = bytes;
                 }
                 match tls::write(&self.stream, tls, &mut self.out) {
                     Ok(true) if self.conn.wants_write() => {}
