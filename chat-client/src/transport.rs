@@ -222,10 +222,16 @@ impl FromStr for Fingerprint {
 
 /// The *ring* provider, the only one linked. rustls deprecated it for
 /// lacking post-quantum key exchange; the other, aws-lc-rs, needs a C build,
-/// and two providers in one process make rustls panic at first use.
+/// and two providers in one process make rustls panic at first use. X25519
+/// first, as the server has it: rustls now lists P-384 first, which costs
+/// *ring* about ten times as much per handshake.
 #[allow(deprecated)]
 fn provider() -> CryptoProvider {
-    rustls::crypto::ring::default_provider()
+    use rustls::crypto::ring::kx_group::{SECP256R1, SECP384R1, X25519};
+    CryptoProvider {
+        kx_groups: vec![X25519, SECP256R1, SECP384R1],
+        ..rustls::crypto::ring::default_provider()
+    }
 }
 
 fn builder(

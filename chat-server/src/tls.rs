@@ -212,9 +212,15 @@ impl Tls {
 /// The *ring* provider. rustls deprecated it for lacking post-quantum key
 /// exchange; the only other, aws-lc-rs, needs a C build, and two providers
 /// in one process make rustls panic at first use (rustls issue 2148).
+/// X25519 first: rustls now lists P-384 first, which costs *ring* about
+/// ten times as much per handshake.
 #[allow(deprecated)]
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    use rustls::crypto::ring::kx_group::{SECP256R1, SECP384R1, X25519};
+    Arc::new(rustls::crypto::CryptoProvider {
+        kx_groups: vec![X25519, SECP256R1, SECP384R1],
+        ..rustls::crypto::ring::default_provider()
+    })
 }
 
 /// `SHA256:` and the hex digest of `cert`'s DER.
