@@ -259,7 +259,10 @@ pub(crate) async fn run(
     let started = tokio::select! {
         biased;
         () = shared.shutdown.cancelled() => return,
-        started = timeout(config.handshake_timeout, start(stream, acceptor)) => started,
+        // Boxed: the handshake's state is larger than a serving session's,
+        // and this task's future would otherwise keep room for it while the
+        // client is served.
+        started = Box::pin(timeout(config.handshake_timeout, start(stream, acceptor))) => started,
     };
     match started {
         Ok(Ok(Start::Tls(tls))) => {
