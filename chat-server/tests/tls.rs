@@ -426,3 +426,127 @@ async fn a_full_server_says_so_over_tls() {
     );
     first.exit().await.unwrap();
 }
+
+/// The binary with `--tls-self-signed`: three lines on stdout, the TLS
+/// port serving clients that trust the fingerprint printed, the plaintext
+/// port beside it, a clean stop on SIGTERM.
+#[tokio::test]
+async fn the_binary_serves_tls_with_a_self_signed_certificate() {
+    use tokio::io::AsyncBufReadExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chat-server"))
+        .current_dir(dir.path())
+        .args(["--bind", "127.0.0.1:0", "--ephemeral"])
+        .args(["--tls-bind", "127.0.0.1:0", "--tls-self-signed"])
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut line = async || {
+        timeout(T, stdout.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+    };
+    let plain: SocketAddr = line()
+        .await
+        .strip_prefix("listening on ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let tls: SocketAddr = line()
+        .await
+        .strip_prefix("tls listening on ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let pin: Fingerprint = line()
+        .await
+        .strip_prefix("tls fingerprint ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_ne!(plain, tls);
+
+    let client = Client::connect_with(tls, options("alice", Some(TlsOptions::fingerprint(pin))))
+        .await
+        .unwrap();
+    assert_eq!(client.session().name.as_deref(), Some("alice"));
+    let err = refused(tls, options("bob", None)).await;
+    assert!(matches!(&err, Error::Rejected { .. }), "{err}");
+    let err = refused(plain, options("bob", Some(TlsOptions::fingerprint(pin)))).await;
+    assert!(matches!(&err, Error::NotTls { .. }), "{err}");
+    client.exit().await.unwrap();
+
+    let pid = child.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = timeout(T, child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+/// A certificate the binary cannot use stops it at once, naming the file.
+#[tokio::test]
+async fn the_binary_names_a_bad_certificate_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("cert.pem");
+    std::fs::write(&cert, "not a certificate").unwrap();
+    let key = dir.path().join("missing-key.pem");
+    let out = timeout(
+        T,
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_chat-server"))
+            .current_dir(dir.path())
+            .args([
+                "--bind",
+                "127.0.0.1:0",
+                "--ephemeral",
+                "--tls-bind",
+                "127.0.0.1:0",
+            ])
+            .arg("--tls-cert")
+            .arg(&cert)
+            .arg("--tls-key")
+            .arg(&key)
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "nothing bound, nothing printed");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("missing-key.pem"), "{stderr}");
+    // With the key there, the certificate file is the one named.
+    std::fs::write(&key, Ca::new("test CA").issue(&["localhost"], 2020, 4000).1).unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_chat-server"))
+        .current_dir(dir.path())
+        .args([
+            "--bind",
+            "127.0.0.1:0",
+            "--ephemeral",
+            "--tls-bind",
+            "127.0.0.1:0",
+        ])
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cert.pem: no CERTIFICATE in it"),
+        "{stderr}"
+    );
+}
