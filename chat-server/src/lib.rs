@@ -152,6 +152,9 @@
 //! - `transport.rs`: the byte stream a session is served over (TCP, or any
 //!   `AsyncRead + AsyncWrite`); `writer.rs`: the queue of shared buffers
 //!   being written, and the frame half written.
+//! - `tls.rs`: [`Tls`] (a certificate and key, loaded or self-signed) and the
+//!   TLS listener's accept path; `tls/io.rs`: a TLS connection as a
+//!   transport, on rustls's unbuffered API (an idle client holds no buffer).
 //! - `hub.rs`: rooms by name (the lobby always), renames, the pacing of
 //!   notices; `room.rs`: one room's members in order (the `Membership`
 //!   guard) and its fan-out, one shared buffer per kind of member;

@@ -12,7 +12,7 @@
 //! than left to fail on a TLS alert it cannot.
 
 use std::fmt;
-use std::io;
+use std::io as stdio;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,7 +29,8 @@ use tracing::{debug, info, warn};
 use crate::admission;
 use crate::config::Config;
 use crate::session::{self, Shared};
-use crate::transport::Stream;
+
+mod io;
 
 /// What a plaintext chat client on the TLS port is told.
 pub(crate) const PLAIN_ON_TLS: &str = "this port speaks TLS: connect with TLS";
@@ -73,7 +74,7 @@ pub enum TlsError {
         path: PathBuf,
         /// Why.
         #[source]
-        source: io::Error,
+        source: stdio::Error,
     },
     /// The PEM text is malformed, or holds no item of the kind needed (a
     /// `CERTIFICATE`; a `PRIVATE KEY`, `RSA PRIVATE KEY` or `EC PRIVATE
@@ -236,7 +237,7 @@ fn fingerprint(cert: &[u8]) -> String {
 
 /// How the start of a connection to the TLS port went.
 enum Start {
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    Tls(Box<io::Tls>),
     /// The client spoke first, and not TLS.
     Plain(TcpStream),
     /// It closed before saying anything.
@@ -266,7 +267,7 @@ pub(crate) async fn run(
     };
     match started {
         Ok(Ok(Start::Tls(tls))) => {
-            session::serve(shared, Stream(tls), addr, Some(permit)).await;
+            session::serve(shared, *tls, addr, Some(permit)).await;
         }
         Ok(Ok(Start::Plain(stream))) => {
             info!(peer = %addr, "plaintext client on the TLS port: refusing it");
@@ -320,7 +321,7 @@ fn refusal(config: &Config, reason: &str) -> Vec<u8> {
 
 /// Waits for the client's first byte, then takes the TLS handshake if it
 /// starts one.
-async fn start(stream: TcpStream, acceptor: TlsAcceptor) -> io::Result<Start> {
+async fn start(stream: TcpStream, acceptor: TlsAcceptor) -> stdio::Result<Start> {
     let mut first = [0u8; 1];
     if stream.peek(&mut first).await? == 0 {
         return Ok(Start::Gone);
@@ -328,7 +329,7 @@ async fn start(stream: TcpStream, acceptor: TlsAcceptor) -> io::Result<Start> {
     if first[0] != HANDSHAKE_RECORD {
         return Ok(Start::Plain(stream));
     }
-    let tls = acceptor.accept(stream).await?;
+    let tls = io::Tls::accept(stream, acceptor.config().clone()).await?;
     Ok(Start::Tls(Box::new(tls)))
 }
 

@@ -103,6 +103,7 @@ impl Transport for TcpStream {
 /// there; it is taken from the session's input buffer and given back when
 /// the read finds nothing, so an idle session still holds none.
 #[derive(Debug)]
+#[cfg_attr(not(test), allow(dead_code))] // For the WebSocket issue.
 pub(crate) struct Stream<S>(pub(crate) S);
 
 impl<S> Transport for Stream<S>
