@@ -550,3 +550,27 @@ async fn the_binary_names_a_bad_certificate_file() {
         "{stderr}"
     );
 }
+
+/// A server shutting down says goodbye over TLS too: the client gets its
+/// `Exit`, then a clean end (the server's `close_notify`).
+#[tokio::test]
+async fn shutdown_reaches_tls_clients() {
+    let ca = Ca::new("test CA");
+    let server = server(ca.good(), Config::default()).await;
+    let alice = Client::connect_with(server.tls, options("alice", Some(ca.trust())))
+        .await
+        .unwrap();
+    let (_tx, mut events) = alice.split();
+    drop(server);
+    loop {
+        match timeout(T, events.next_event()).await.unwrap() {
+            Ok(Some(Event::ServerExit)) => break,
+            Ok(Some(_)) => {}
+            other => panic!("expected the server's Exit, got {other:?}"),
+        }
+    }
+    assert!(matches!(
+        timeout(T, events.next_event()).await.unwrap(),
+        Ok(None)
+    ));
+}
