@@ -4,11 +4,14 @@
 //! TLS client holds no buffer at all (rustls's buffered connection keeps a
 //! 4 KiB read buffer for the connection's life).
 //!
-//! rustls's state machine is driven by [`Tls::step`]: decrypted records go
+//! rustls's state machine is driven by `Tls::step`: decrypted records go
 //! to the plaintext the session reads next, handshake and alert records it
 //! encodes (session tickets after the handshake, a `close_notify`) go to
 //! the ciphertext to write, which the session's flush writes out.
+//! Application data is encrypted into a scratch buffer of the thread's and
+//! written from there; only what the socket does not take at once is kept.
 
+use std::cell::RefCell;
 use std::io::{self, IoSlice};
 use std::task::{Context, Poll, ready};
 
@@ -211,8 +214,9 @@ impl Tls {
         Poll::Ready(Ok(()))
     }
 
-    /// Encrypts `data` as application data records at the end of `tx`.
-    fn encrypt(&mut self, data: &[u8]) -> io::Result<()> {
+    /// Encrypts `data` as application data records into `out` from `at`
+    /// (growing it as needed); returns where they end.
+    fn encrypt(&mut self, data: &[u8], out: &mut Vec<u8>, at: usize) -> io::Result<usize> {
         let ConnectionState::WriteTraffic(mut write) = ({
             // Nothing but handshake records can precede: they were
             // settled when the session last read or wrote.
@@ -225,24 +229,78 @@ impl Tls {
                 "the TLS connection is not open for writing",
             ));
         };
-        let start = self.tx.len();
-        // Records add a header, the content type and a tag to each 16 KiB.
-        let mut want = data.len() + (data.len() / RECORD + 1) * 64;
         loop {
-            self.tx.resize(start + want, 0);
-            match write.encrypt(data, &mut self.tx[start..]) {
-                Ok(n) => {
-                    self.tx.truncate(start + n);
-                    return Ok(());
-                }
-                Err(EncryptError::InsufficientSize(s)) => want = s.required_size,
-                Err(e) => {
-                    self.tx.truncate(start);
-                    return Err(io::Error::other(e.to_string()));
-                }
+            match write.encrypt(data, &mut out[at..]) {
+                Ok(n) => return Ok(at + n),
+                // Grown once and kept: a scratch buffer is zeroed only
+                // when it grows.
+                Err(EncryptError::InsufficientSize(s)) => out.resize(at + s.required_size, 0),
+                Err(e) => return Err(io::Error::other(e.to_string())),
             }
         }
     }
+}
+
+impl Tls {
+    /// Encrypts up to [`WRITE_MAX`] bytes of `bufs` into `out`, small ones
+    /// gathered into records of up to [`RECORD`] bytes, writes what the
+    /// socket takes at once and keeps the rest in `tx`; returns how many
+    /// bytes of `bufs` were taken.
+    fn seal(
+        &mut self,
+        bufs: &[IoSlice<'_>],
+        out: &mut Vec<u8>,
+        gather: &mut Vec<u8>,
+    ) -> io::Result<usize> {
+        let mut end = 0;
+        let mut taken = 0;
+        gather.clear();
+        for buf in bufs {
+            if taken >= WRITE_MAX {
+                break;
+            }
+            let buf = &buf[..buf.len().min(WRITE_MAX - taken)];
+            if buf.len() >= RECORD {
+                if !gather.is_empty() {
+                    end = self.encrypt(gather, out, end)?;
+                    gather.clear();
+                }
+                end = self.encrypt(buf, out, end)?;
+            } else {
+                if gather.len() + buf.len() > RECORD {
+                    end = self.encrypt(gather, out, end)?;
+                    gather.clear();
+                }
+                gather.extend_from_slice(buf);
+            }
+            taken += buf.len();
+        }
+        if !gather.is_empty() {
+            end = self.encrypt(gather, out, end)?;
+            gather.clear();
+        }
+        // `tx` is empty here (written before anything new is sealed).
+        let mut written = 0;
+        while written < end {
+            match self.tcp.try_write(&out[written..end]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.tx.extend_from_slice(&out[written..end]);
+        Ok(taken)
+    }
+}
+
+thread_local! {
+    /// Records are encrypted here and written from here: what the socket
+    /// takes at once never touches a buffer of the connection's own.
+    static SEALED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// Small writes gathered into one record.
+    static GATHER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 impl Transport for Tls {
@@ -292,33 +350,10 @@ impl Transport for Tls {
         // What is already encrypted goes first, and bounds what waits.
         ready!(self.poll_send(cx))?;
         self.settle()?;
-        let mut taken = 0;
-        let mut gather: Vec<u8> = Vec::new();
-        for buf in bufs {
-            if taken >= WRITE_MAX {
-                break;
-            }
-            let buf = &buf[..buf.len().min(WRITE_MAX - taken)];
-            if buf.len() >= RECORD {
-                if !gather.is_empty() {
-                    self.encrypt(&gather)?;
-                    gather.clear();
-                }
-                self.encrypt(buf)?;
-            } else {
-                if gather.len() + buf.len() > RECORD {
-                    self.encrypt(&gather)?;
-                    gather.clear();
-                }
-                gather.extend_from_slice(buf);
-            }
-            taken += buf.len();
-        }
-        if !gather.is_empty() {
-            self.encrypt(&gather)?;
-        }
-        // Taken whether or not it is all written yet: the rest goes out on
-        // the next write or flush.
+        let taken = SEALED
+            .with_borrow_mut(|out| GATHER.with_borrow_mut(|gather| self.seal(bufs, out, gather)))?;
+        // What the socket did not take: written once it can (this
+        // registers for its readiness).
         if let Poll::Ready(Err(e)) = self.poll_send(cx) {
             return Poll::Ready(Err(e));
         }
