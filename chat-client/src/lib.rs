@@ -162,4 +162,6 @@ pub use client::{Client, Events, Options, Sender, Session};
 pub use error::{Error, TlsFailure};
 pub use event::Event;
 pub use history::Marks;
+#[doc(hidden)]
+pub use transport::handshake_error;
 pub use transport::{BadFingerprint, Fingerprint, TlsOptions};

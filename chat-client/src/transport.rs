@@ -456,6 +456,14 @@ fn host(shown: &str) -> &str {
     }
 }
 
+/// The caller's error for a TLS handshake with `addr` (checked against
+/// `host`) that failed with `e`, for a caller that drives rustls itself
+/// (chat-bench). Not a stable API.
+#[doc(hidden)]
+pub fn handshake_error(e: io::Error, addr: &str, host: &str) -> Error {
+    failed(e, addr, host)
+}
+
 /// The caller's error for a failed TLS handshake.
 fn failed(e: io::Error, shown: &str, host: &str) -> Error {
     let addr = shown.to_owned();

@@ -46,7 +46,10 @@ pub(crate) async fn start(
         return Ok((tcp, None));
     };
     let name = ServerName::IpAddress(server.ip().into());
-    let tls = connector.connect(name, tcp).await?;
+    let tls = connector.connect(name, tcp).await.map_err(|e| {
+        let (addr, host) = (server.to_string(), server.ip().to_string());
+        io::Error::other(chat_client::handshake_error(e, &addr, &host).to_string())
+    })?;
     let (tcp, conn) = tls.into_inner();
     Ok((tcp, Some(Box::new(conn))))
 }
