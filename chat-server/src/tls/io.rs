@@ -87,7 +87,14 @@ impl Tls {
             shut: false,
         };
         loop {
-            if matches!(tls.settle()?, Step::Idle) && !tls.conn.is_handshaking() {
+            let settled = match tls.settle() {
+                Ok(step) => step,
+                Err(e) => {
+                    tls.last_words();
+                    return Err(e);
+                }
+            };
+            if matches!(settled, Step::Idle) && !tls.conn.is_handshaking() {
                 break;
             }
             if tls.eof {
@@ -165,6 +172,28 @@ impl Tls {
             self.rx = BytesMut::new();
         }
         Ok(step)
+    }
+
+    /// After a failed handshake: sends the alert rustls queued saying why
+    /// (a client that offers only TLS 1.1 is told `protocol_version`), if
+    /// the socket takes it at once.
+    fn last_words(&mut self) {
+        while let UnbufferedStatus {
+            state: Ok(ConnectionState::EncodeTlsData(mut encode)),
+            ..
+        } = self.conn.process_tls_records(&mut [])
+        {
+            let start = self.tx.len();
+            self.tx.resize(start + 64, 0);
+            match encode.encode(&mut self.tx[start..]) {
+                Ok(n) => self.tx.truncate(start + n),
+                Err(_) => {
+                    self.tx.truncate(start);
+                    break;
+                }
+            }
+        }
+        let _ = self.tcp.try_write(&self.tx[self.sent..]);
     }
 
     /// Steps until the state machine waits for more ciphertext.
