@@ -574,3 +574,44 @@ async fn shutdown_reaches_tls_clients() {
         Ok(None)
     ));
 }
+
+/// A TLS client that stops reading is evicted as a slow consumer, as a
+/// plaintext one is: what the socket does not take waits, bounded, and
+/// the outbox behind it fills.
+#[tokio::test]
+async fn a_tls_client_that_stops_reading_is_evicted() {
+    let (logs, _guard) = Logs::capture();
+    let tls = Tls::self_signed(&[]).unwrap();
+    let pin: Fingerprint = tls.fingerprint().parse().unwrap();
+    let config = Config {
+        outbox_bytes: 256 * 1024,
+        rate: 0,
+        presence: false,
+        ..Config::default()
+    };
+    let server = server(tls, config).await;
+    // A version 1 client over TLS that says Hello and never reads.
+    let tcp = TcpStream::connect(server.tls).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(TlsOptions::fingerprint(pin).rustls_config());
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut stalled = connector.connect(name, tcp).await.unwrap();
+    let mut conn = Connection::client(ClientConfig::default());
+    stalled.write_all(&conn.transmit().unwrap()).await.unwrap();
+    stalled.flush().await.unwrap();
+    logs.line("client connected").await;
+
+    let mut sender = Options::default();
+    sender.rooms = false;
+    let sender = Client::connect_with(server.plain, sender).await.unwrap();
+    let text = "x".repeat(60_000);
+    let mut sent = 0;
+    while !logs.text.lock().unwrap().contains("slow consumer evicted") {
+        assert!(sent < 1000, "not evicted after {sent} messages of 60 kB");
+        timeout(T, sender.send(text.as_str()))
+            .await
+            .unwrap()
+            .unwrap();
+        sent += 1;
+    }
+    drop(stalled);
+}
