@@ -333,6 +333,8 @@ thread_local! {
 }
 
 impl Transport for Tls {
+    const SECURE: bool = true;
+
     fn poll_read(
         &mut self,
         cx: &mut Context<'_>,
