@@ -75,6 +75,16 @@ workload idle-10k env env --max-clients 20000 --no-presence -- idle -k 10000 --n
 # Named idle clients in 3 rooms (the lobby and 2 rooms of 10), and in 4.
 workload idle-rooms3 env env --max-clients 20000 -- idle -k 5000 --rooms 3
 workload idle-rooms4 env env --max-clients 20000 -- idle -k 5000 --rooms 4
+# TLS (a self-signed certificate, clients pinning its fingerprint): the
+# saturated fan-out beside `fanout` in the same run, idle TLS clients beside
+# idle-quiet (memory per connection; target 8 KiB), and full TLS handshakes
+# a second (idle's connect rate; the server's CPU per connection). A
+# workload whose server flags have --tls-bind drives its TLS port.
+tls="--tls-bind 127.0.0.1:0 --tls-self-signed"
+# shellcheck disable=SC2086
+workload fanout-tls env env --threads 1 --rate 0 $tls -- fanout
+# shellcheck disable=SC2086
+workload idle-tls env env --max-clients 20000 --no-presence $tls -- idle -k 5000 --no-presence
 # History on (every message stored before it is delivered): the saturated
 # one-room fan-out with the store on disk (fsync per batch) and in memory,
 # beside `fanout` above, which has history off.
@@ -97,8 +107,12 @@ for i in $(seq 1 "$runs"); do
         # shellcheck disable=SC2086 # the flags are words
         start "$sprefix" "$bin/chat-server" $sflags
         echo "== $name, run $i/$runs: $sprefix chat-server $sflags ; $bprefix chat-bench $bargs" >&2
+        target=(--server "$addr")
+        if [ -n "$tls_addr" ]; then
+            target=(--server "$tls_addr" --tls --fingerprint "$tls_fingerprint")
+        fi
         # shellcheck disable=SC2086
-        if ! $bprefix "$bin/chat-bench" --server "$addr" --server-pid "$server_pid" --json $bargs >"$out/$name-$i.json"; then
+        if ! $bprefix "$bin/chat-bench" "${target[@]}" --server-pid "$server_pid" --json $bargs >"$out/$name-$i.json"; then
             failed+=("$name run $i")
         fi
         stop
@@ -131,7 +145,7 @@ print(f"medians of {runs} runs")
 # the run measured the load generator, not the server).
 cores = lambda r: r.get("load_cpu_seconds", float("nan")) / max(r["seconds"], 1e-9)
 print(f"{'workload':<18} {'deliveries/s':>13} {'cpu us/deliv':>13} {'p50 us':>8} {'p99 us':>8} {'p99.9 us':>9} {'lost':>5} {'peak rss KiB':>13} {'bench cores':>11}")
-for name in ["fanout", "fanout-10k", "stalled", "paced", "rooms-1x50", "rooms-200x10", "rooms-20x100", "rooms-200x10-run1", "rooms-paced", "dm-ref", "fanout-history", "fanout-ephemeral"]:
+for name in ["fanout", "fanout-tls", "fanout-10k", "stalled", "paced", "rooms-1x50", "rooms-200x10", "rooms-20x100", "rooms-200x10-run1", "rooms-paced", "dm-ref", "fanout-history", "fanout-ephemeral"]:
     rs = list(load(name).values())
     if not rs: continue
     print(f"{name:<18} {med([r['rate'] for r in rs]):>13.0f} {med([r['server']['cpu_us_per_unit'] for r in rs]):>13.4f} "
@@ -140,7 +154,7 @@ for name in ["fanout", "fanout-10k", "stalled", "paced", "rooms-1x50", "rooms-20
           f"{med([r['server']['peak_rss_kib'] for r in rs]):>13.0f} {med([cores(r) for r in rs]):>11.2f}"
           + (f"   evicted {min(r['stalled_evicted'] for r in rs)}/{rs[0]['stalled']}" if rs[0]['stalled'] else "")
           + (f"   misdirected {max(r['misdirected'] for r in rs)}, receivers off {max(r['mismatched'] for r in rs)}" if rs[0].get('rooms') else ""))
-for a, b in [("stalled", "fanout-10k"), ("rooms-1x50", "fanout"), ("rooms-200x10", "fanout"), ("rooms-20x100", "fanout"), ("rooms-200x10-run1", "rooms-200x10"), ("fanout-history", "fanout"), ("fanout-ephemeral", "fanout")]:
+for a, b in [("fanout-tls", "fanout"), ("stalled", "fanout-10k"), ("rooms-1x50", "fanout"), ("rooms-200x10", "fanout"), ("rooms-20x100", "fanout"), ("rooms-200x10-run1", "rooms-200x10"), ("fanout-history", "fanout"), ("fanout-ephemeral", "fanout")]:
     for label, f in [("deliveries/s", lambda r: r["rate"]), ("cpu/delivery", lambda r: r["server"]["cpu_us_per_unit"])]:
         x = ratio(a, b, f)
         if x: print(f"{a}/{b} {label} ratio: {x}")
@@ -155,15 +169,20 @@ if rs:
               f"{med([r['latency_us']['p99'] for r in rs]):>8.0f} {med([r['latency_us']['p999'] for r in rs]):>9.0f} "
               f"{med([r['server']['cpu_us_per_unit'] for r in rs]):>10.2f} {med([r['cpu_us_per_round_trip'] for r in rs]):>10.2f} "
               f"{max(r['losses'] for r in rs):>5}")
-idles = ["idle", "idle-quiet", "idle-10k", "idle-rooms3", "idle-rooms4"]
+idles = ["idle", "idle-quiet", "idle-tls", "idle-10k", "idle-rooms3", "idle-rooms4"]
 if any(load(n) for n in idles):
     print()
-    print(f"{'workload':<18} {'connections':>11} {'rooms':>5} {'rss/conn B':>11} {'peak rss KiB':>13} {'connect s':>10}")
+    print(f"{'workload':<18} {'connections':>11} {'rooms':>5} {'rss/conn B':>11} {'peak rss KiB':>13} {'connect s':>10} {'handshakes/s':>12} {'cpu us/conn':>11}")
 for name in idles:
     rs = list(load(name).values())
     if not rs: continue
     print(f"{name:<18} {rs[0]['connections']:>11} {rs[0].get('rooms', 0):>5} {med([r['rss_per_connection'] for r in rs]):>11.0f} "
-          f"{med([r['server']['peak_rss_kib'] for r in rs]):>13.0f} {med([r['connect_seconds'] for r in rs]):>10.2f}")
+          f"{med([r['server']['peak_rss_kib'] for r in rs]):>13.0f} {med([r['connect_seconds'] for r in rs]):>10.2f} "
+          f"{med([r['connections'] / max(r['connect_seconds'], 1e-9) for r in rs]):>12.0f} {med([r['server']['cpu_us_per_unit'] for r in rs]):>11.1f}")
+for a, b in [("idle-tls", "idle-quiet")]:
+    for label, f in [("rss per connection", lambda r: r["rss_per_connection"]), ("handshakes/s", lambda r: r["connections"] / max(r["connect_seconds"], 1e-9)), ("server cpu per connection", lambda r: r["server"]["cpu_us_per_unit"])]:
+        x = ratio(a, b, f)
+        if x: print(f"{a}/{b} {label} ratio: {x}")
 for a in ["idle-rooms3", "idle-rooms4"]:
     x = ratio(a, "idle", lambda r: r["rss_per_connection"])
     if x: print(f"{a}/idle rss per connection ratio: {x}")

@@ -30,7 +30,18 @@ start() {
     done
     $prefix "$binary" --bind 127.0.0.1:0 $history "${cap[@]}" "${flags[@]}" >"$fifo" 2>/dev/null &
     server_pid=$!
-    read -r -t 10 line <"$fifo" || { echo "$(basename "$0"): the server did not start" >&2; exit 1; }
-    rm -f "$fifo"
+    local fd
+    exec {fd}<"$fifo"
+    read -r -t 10 line <&"$fd" || { echo "$(basename "$0"): the server did not start" >&2; exit 1; }
     addr=${line#listening on }
+    # With --tls-bind two more lines follow: read them too (a server
+    # writing to a pipe nobody reads would fail), and set $tls_addr and
+    # $tls_fingerprint.
+    tls_addr= tls_fingerprint=
+    if [[ " $* " == *" --tls-bind "* ]]; then
+        read -r -t 10 line <&"$fd" && tls_addr=${line#tls listening on }
+        read -r -t 10 line <&"$fd" && tls_fingerprint=${line#tls fingerprint }
+    fi
+    exec {fd}<&-
+    rm -f "$fifo"
 }

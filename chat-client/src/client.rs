@@ -5,15 +5,16 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use chat_proto::{ClientConfig, Connection, Conversation, Message, features};
-use tokio::net::{TcpStream, ToSocketAddrs, lookup_host};
+use tokio::net::ToSocketAddrs;
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::{Instant, timeout, timeout_at};
+use tokio::time::{Instant, timeout_at};
 
 use crate::driver::{Command, Driver, named, welcome};
 use crate::error::Error;
 use crate::event::{Event, Inbox, Shared};
 use crate::history::{History, Marks};
 use crate::login::{Account, Login, may_send_secret};
+use crate::transport::{TlsOptions, dial};
 
 /// How many commands may wait for the driver before `send` waits too.
 const COMMAND_QUEUE: usize = 64;
@@ -75,6 +76,9 @@ pub struct Options {
     pub handshake_timeout: Duration,
     /// Longest wait for the server to acknowledge our `Exit`.
     pub exit_timeout: Duration,
+    /// Connect with TLS, trusting what this says; `None` (the default):
+    /// plaintext. The TLS handshake must end within `handshake_timeout`.
+    pub tls: Option<TlsOptions>,
     /// Most entries held for `Roster` and `Rooms` answers still coming in
     /// several frames (one answer, or several at once, together); a server
     /// that sends more ends the session with [`Error::TooMany`]. Default
@@ -95,6 +99,7 @@ impl Default for Options {
             handshake_timeout: Duration::from_secs(10),
             exit_timeout: Duration::from_secs(5),
             max_listed: 1_000_000,
+            tls: None,
         }
     }
 }
@@ -198,6 +203,10 @@ impl Client {
     /// [`Error::Timeout`], [`Error::ServerClosed`], [`Error::Decode`],
     /// [`Error::Protocol`] or [`Error::Io`] if the handshake went wrong;
     /// [`Error::TooLong`] if [`Options::name`] is too long to send at all.
+    /// With [`Options::tls`]: [`Error::Tls`] if the TLS handshake failed
+    /// (an untrusted, expired or wrongly named certificate, ...),
+    /// [`Error::NotTls`] if the server answered in plaintext. A plaintext
+    /// client on a TLS port gets [`Error::Rejected`] saying so.
     /// A name the server refuses is not an error (see [`Options::name`]).
     pub async fn connect<A>(addr: A) -> Result<Client, Error>
     where
@@ -216,13 +225,16 @@ impl Client {
         A: ToSocketAddrs + fmt::Display,
     {
         let shown = addr.to_string();
-        let mut stream = dial(addr, &shown, options.connect_timeout).await?;
+        let tls = options.tls.as_ref();
+        let waits = (options.connect_timeout, options.handshake_timeout);
+        let mut stream = dial(addr, &shown, waits.0, tls, waits.1).await?;
         let server = stream.peer_addr()?;
-        // The machine keeps whatever arrives right behind the Welcome (or
-        // Named) in its input buffer, and goes on to the driver with it.
-        if options.login.is_some() && !may_send_secret(server, false) {
+        // Before the Hello: nothing is sent to a server a secret may not go to.
+        if options.login.is_some() && !may_send_secret(server, options.tls.is_some()) {
             return Err(Error::Insecure { addr: server });
         }
+        // The machine keeps whatever arrives right behind the Welcome (or
+        // Named) in its input buffer, and goes on to the driver with it.
         let mut config = ClientConfig::default();
         if options.rooms || options.login.is_some() {
             config.features = features::ROOMS;
@@ -785,41 +797,4 @@ impl Events {
     pub fn marks(&self) -> &Marks {
         &self.marks
     }
-}
-
-/// Resolves `addr` and connects to the first address that accepts.
-async fn dial<A: ToSocketAddrs>(addr: A, shown: &str, wait: Duration) -> Result<TcpStream, Error> {
-    let resolve = |source| Error::Resolve {
-        addr: shown.to_owned(),
-        source,
-    };
-    let candidates = lookup_host(addr).await.map_err(resolve)?;
-    let mut last = None;
-    for candidate in candidates {
-        match timeout(wait, TcpStream::connect(candidate)).await {
-            Ok(Ok(stream)) => {
-                // Chat lines are small and interactive: send them at once.
-                stream.set_nodelay(true)?;
-                return Ok(stream);
-            }
-            Ok(Err(e)) => {
-                tracing::debug!(%candidate, error = %e, "connect failed");
-                last = Some(e);
-            }
-            Err(_) => last = Some(std::io::ErrorKind::TimedOut.into()),
-        }
-    }
-    Err(match last {
-        None => resolve(std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            "no addresses found",
-        )),
-        Some(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Error::Refused {
-            addr: shown.to_owned(),
-        },
-        Some(source) => Error::Connect {
-            addr: shown.to_owned(),
-            source,
-        },
-    })
 }

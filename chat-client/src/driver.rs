@@ -3,7 +3,7 @@
 //! Every rule of the conversation (the handshake, answering `Ping`,
 //! skipping message kinds a newer server may send, the `Exit` sequence, the
 //! frame limits) lives in [`chat_proto::Connection`]; this file only moves
-//! bytes between it and the [`TcpStream`], and hands the messages it lets
+//! bytes between it and the [`Stream`] (TCP or TLS), and hands the messages it lets
 //! through to the [`Inbox`], which makes [`Event`]s of them for the caller.
 //!
 //! [`welcome`] runs first, inside [`Client::connect`](crate::Client::connect),
@@ -25,7 +25,9 @@
 //!   that pings without reading can grow the output buffer.
 
 use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::io;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -33,12 +35,12 @@ use chat_proto::{
     Connection, EncodeError, Message, Negotiated, ProtocolError, Refusal, Secret, SendError,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep_until, timeout};
 
 use crate::error::Error;
 use crate::event::{Event, Inbox};
+use crate::transport::Stream;
 
 /// Bytes waiting to be written above which the driver stops taking commands
 /// and reading: one maximal frame fits below it, a few small ones batch.
@@ -86,7 +88,7 @@ const EARLY_EVENTS: usize = 64;
 /// if it hung up, [`Error::Decode`]/[`Error::Protocol`] if it broke the
 /// protocol (the server is told why), [`Error::Io`].
 pub(crate) async fn welcome(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     conn: &mut Connection,
 ) -> Result<Negotiated, Error> {
     loop {
@@ -118,7 +120,7 @@ pub(crate) async fn welcome(
 /// our `Nick`); [`Error::Protocol`] if the server sends more than a few
 /// messages before `Named`.
 pub(crate) async fn named(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     conn: &mut Connection,
     inbox: &mut Inbox,
     first: &Message,
@@ -194,7 +196,7 @@ pub(crate) struct LoggedIn {
 
 /// Reads what the server sent into the machine; the end of the stream is
 /// [`Error::ServerClosed`] (or a truncated frame).
-async fn read(stream: &mut TcpStream, conn: &mut Connection) -> Result<(), Error> {
+async fn read(stream: &mut Stream, conn: &mut Connection) -> Result<(), Error> {
     reserve(conn);
     if stream.read_buf(conn.input()).await? == 0 {
         conn.eof()?;
@@ -205,7 +207,7 @@ async fn read(stream: &mut TcpStream, conn: &mut Connection) -> Result<(), Error
 
 /// Writes what the machine queued to tell the server why we leave
 /// (bounded), and returns `err`.
-async fn last_words(stream: &mut TcpStream, conn: &mut Connection, err: Error) -> Error {
+async fn last_words(stream: &mut Stream, conn: &mut Connection, err: Error) -> Error {
     if let Some(bytes) = conn.transmit() {
         let _ = timeout(CLOSE_TIMEOUT, stream.write_all(&bytes)).await;
     }
@@ -264,10 +266,44 @@ fn reserve(conn: &mut Connection) {
     }
 }
 
+/// What the socket did.
+enum Io {
+    Read(usize),
+    Wrote(usize),
+    Failed(io::Error),
+}
+
+/// Writes what waits in `out` (or what TLS still holds), else reads into
+/// the machine's input if `reading`; whichever can go first.
+fn poll_io(
+    cx: &mut Context<'_>,
+    stream: &mut Stream,
+    conn: &mut Connection,
+    out: &[u8],
+    reading: bool,
+) -> Poll<Io> {
+    if !out.is_empty() || stream.unflushed() {
+        match stream.poll_send(cx, out) {
+            Poll::Ready(Ok(n)) => return Poll::Ready(Io::Wrote(n)),
+            Poll::Ready(Err(e)) => return Poll::Ready(Io::Failed(e)),
+            Poll::Pending => {}
+        }
+    }
+    if reading {
+        reserve(conn);
+        match stream.poll_read_buf(cx, conn.input()) {
+            Poll::Ready(Ok(n)) => return Poll::Ready(Io::Read(n)),
+            Poll::Ready(Err(e)) => return Poll::Ready(Io::Failed(e)),
+            Poll::Pending => {}
+        }
+    }
+    Poll::Pending
+}
+
 /// The session after the handshake; see the module docs.
 #[derive(Debug)]
 pub(crate) struct Driver {
-    stream: TcpStream,
+    stream: Stream,
     conn: Connection,
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<Result<Event, Error>>,
@@ -288,7 +324,7 @@ pub(crate) struct Driver {
 
 impl Driver {
     pub(crate) fn new(
-        (stream, conn): (TcpStream, Connection),
+        (stream, conn): (Stream, Connection),
         inbox: Inbox,
         commands: mpsc::Receiver<Command>,
         events: mpsc::Sender<Result<Event, Error>>,
@@ -413,6 +449,8 @@ impl Driver {
             }
             self.take_output();
             let room = self.out.len() < HIGH_WATER;
+            let reading = !has_events && !server_error && room;
+            let writing = !self.out.is_empty() || self.stream.unflushed();
             tokio::select! {
                 cmd = self.commands.recv(), if commands_open && room => match cmd {
                     None => commands_open = false,
@@ -431,11 +469,11 @@ impl Driver {
                         permit.send(Ok(event));
                     }
                 }
-                ready = self.stream.readable(), if !has_events && !server_error && room => {
-                    ready?;
-                    reserve(&mut self.conn);
-                    match self.stream.try_read_buf(self.conn.input()) {
-                        Ok(0) => {
+                io = poll_fn(|cx| poll_io(cx, &mut self.stream, &mut self.conn, &self.out, reading)),
+                    if reading || writing =>
+                {
+                    match io {
+                        Io::Read(0) => {
                             self.conn.eof()?;
                             // Closing instead of acknowledging our Exit still means we are out.
                             return if deadline.is_some() {
@@ -444,17 +482,9 @@ impl Driver {
                                 Err(Error::ServerClosed)
                             };
                         }
-                        Ok(_) => {}
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                ready = self.stream.writable(), if !self.out.is_empty() => {
-                    ready?;
-                    match self.stream.try_write(&self.out) {
-                        Ok(n) => self.wrote(n),
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(e) => return Err(e.into()),
+                        Io::Read(_) => {}
+                        Io::Wrote(n) => self.wrote(n),
+                        Io::Failed(e) => return Err(e.into()),
                     }
                 }
                 () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {

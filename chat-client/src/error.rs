@@ -1,9 +1,12 @@
 //! The client's errors, one variant per thing a caller may want to tell apart.
 
 use std::io;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use chat_proto::{DecodeError, ProtocolError};
+
+use crate::transport::Fingerprint;
 
 /// Everything that can go wrong talking to a chat server.
 ///
@@ -40,6 +43,30 @@ pub enum Error {
         /// The underlying failure.
         #[source]
         source: io::Error,
+    },
+    /// The TLS handshake failed: the server's certificate is not trusted,
+    /// or the server refused or broke off the handshake.
+    #[error("TLS with {addr} failed: {failure}")]
+    Tls {
+        /// The address as given.
+        addr: String,
+        /// What went wrong.
+        failure: TlsFailure,
+    },
+    /// TLS was asked for, but the server answered in plaintext: this port
+    /// serves plaintext chat (its TLS port, if any, is another).
+    #[error("the server at {addr} does not speak TLS on this port")]
+    NotTls {
+        /// The address as given.
+        addr: String,
+    },
+    /// The CA file given for TLS cannot be used.
+    #[error("cannot use CA file {}: {reason}", path.display())]
+    Ca {
+        /// The file.
+        path: PathBuf,
+        /// Why: unreadable, not PEM, no certificate.
+        reason: String,
     },
     /// The server answered the handshake with `Error` (for example "server full").
     #[error("the server rejected the connection: {reason}")]
@@ -181,6 +208,15 @@ impl Error {
                 addr: addr.clone(),
                 source: copy_io(source),
             },
+            Error::Tls { addr, failure } => Error::Tls {
+                addr: addr.clone(),
+                failure: failure.clone(),
+            },
+            Error::NotTls { addr } => Error::NotTls { addr: addr.clone() },
+            Error::Ca { path, reason } => Error::Ca {
+                path: path.clone(),
+                reason: reason.clone(),
+            },
             Error::Rejected { reason } => Error::Rejected {
                 reason: reason.clone(),
             },
@@ -210,6 +246,70 @@ impl Error {
             Error::NoAccount { request, why } => Error::NoAccount { request, why },
             Error::Disconnected => Error::Disconnected,
             Error::Io(e) => Error::Io(copy_io(e)),
+        }
+    }
+}
+
+/// Why a TLS handshake failed, in the terms a user can act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TlsFailure {
+    /// The server's certificate is not issued by a trusted CA (another CA,
+    /// or self-signed: trust its fingerprint instead).
+    UnknownIssuer,
+    /// The server's certificate has expired.
+    Expired,
+    /// The server's certificate is not valid yet.
+    NotYetValid,
+    /// The server's certificate does not name the host dialed.
+    WrongName {
+        /// The name checked.
+        name: String,
+    },
+    /// The name to check is neither a DNS name nor an IP address.
+    BadName {
+        /// The name.
+        name: String,
+    },
+    /// The server's certificate is not the one whose fingerprint is trusted.
+    Fingerprint {
+        /// The fingerprint of the certificate the server presented.
+        got: Fingerprint,
+    },
+    /// The server sent a TLS alert: it refused the handshake.
+    Alert(String),
+    /// The server closed the connection during the handshake.
+    Closed,
+    /// Anything else, in rustls's words.
+    Other(String),
+}
+
+impl std::fmt::Display for TlsFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TlsFailure::UnknownIssuer => {
+                f.write_str("the server's certificate is not issued by a trusted CA")
+            }
+            TlsFailure::Expired => f.write_str("the server's certificate has expired"),
+            TlsFailure::NotYetValid => f.write_str("the server's certificate is not valid yet"),
+            TlsFailure::WrongName { name } => {
+                write!(f, "the server's certificate is not valid for {name}")
+            }
+            TlsFailure::BadName { name } => {
+                write!(
+                    f,
+                    "{name:?} is not a DNS name or IP address to check a certificate against"
+                )
+            }
+            TlsFailure::Fingerprint { got } => write!(
+                f,
+                "the server's certificate has fingerprint {got}, not the one trusted"
+            ),
+            TlsFailure::Alert(alert) => write!(f, "the server refused the handshake ({alert})"),
+            TlsFailure::Closed => {
+                f.write_str("the server closed the connection during the handshake")
+            }
+            TlsFailure::Other(reason) => f.write_str(reason),
         }
     }
 }

@@ -156,10 +156,14 @@ mod error;
 mod event;
 mod history;
 mod login;
+mod transport;
 
 pub use chat_proto::{Conversation, Entry, Member, Refusal, RoomInfo, Secret};
 pub use client::{Client, Events, Options, Sender, Session};
-pub use error::Error;
+pub use error::{Error, TlsFailure};
 pub use event::Event;
 pub use history::Marks;
 pub use login::{Account, Login};
+#[doc(hidden)]
+pub use transport::handshake_error;
+pub use transport::{BadFingerprint, Fingerprint, TlsOptions};

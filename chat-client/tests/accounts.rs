@@ -2,7 +2,6 @@
 //! logging in by password and by the token it gave, refusals as errors,
 //! and logging out (PROTOCOL.md section 10).
 
-#[allow(dead_code)] // Helpers shared by several test files.
 mod common;
 
 use chat_client::{Client, Error, Login, Options, Refusal, Secret};
@@ -130,8 +129,10 @@ async fn refusals_are_errors_that_say_why() {
 
 #[tokio::test]
 async fn a_server_without_accounts_says_so() {
-    let mut config = Config::default();
-    config.accounts = chat_server::Storage::Off;
+    let config = Config {
+        accounts: chat_server::Storage::Off,
+        ..Config::default()
+    };
     let server = start(config).await;
     let got = within(Client::connect_with(
         server.addr,
@@ -153,8 +154,10 @@ async fn a_server_without_accounts_says_so() {
 
 #[tokio::test]
 async fn a_server_without_guests_refuses_a_guest_with_a_reason() {
-    let mut config = Config::default();
-    config.guests = false;
+    let config = Config {
+        guests: false,
+        ..Config::default()
+    };
     let server = start(config).await;
     let got = within(Client::connect(server.addr)).await;
     match got {

@@ -1203,3 +1203,68 @@ async fn history_with_broken_links_fails_the_run() {
         "{r}"
     );
 }
+
+/// `--tls`: fanout, rooms and idle over TLS, pinning the server's
+/// fingerprint, as checked as over plaintext; a wrong pin is a clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workloads_over_tls() {
+    let tls = chat_server::Tls::self_signed(&[]).unwrap();
+    let pin = tls.fingerprint().to_owned();
+    let server = chat_server::Server::bind("127.0.0.1:0", load_config())
+        .await
+        .unwrap()
+        .tls("127.0.0.1:0", tls)
+        .await
+        .unwrap();
+    let addr = server.tls_addr().unwrap();
+    tokio::spawn(server.run(std::future::pending()));
+    let over_tls = ["--tls", "--fingerprint", pin.as_str(), "--json"];
+    let run = bench(
+        addr,
+        &[&over_tls[..], &["fanout", "-n", "10", "-m", "200"]].concat(),
+    )
+    .await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let r = run.json();
+    assert_clean(&r);
+    assert_eq!(r["tls"], true);
+    assert_eq!(r["deliveries"], 10 * 9 * 200);
+    let rooms = [
+        "rooms",
+        "-n",
+        "20",
+        "--room-size",
+        "5",
+        "-k",
+        "2",
+        "-m",
+        "50",
+    ];
+    let run = bench(addr, &[&over_tls[..], &rooms].concat()).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_clean(&run.json());
+    let run = bench(
+        addr,
+        &[&over_tls[..], &["idle", "-k", "50", "--hold", "0"]].concat(),
+    )
+    .await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let r = run.json();
+    assert_eq!(r["tls"], true);
+    assert!(r["handshakes_per_second"].as_f64().unwrap() > 0.0, "{r}");
+
+    let other = chat_server::Tls::self_signed(&[]).unwrap();
+    let wrong = [
+        "--tls",
+        "--fingerprint",
+        other.fingerprint(),
+        "fanout",
+        "-n",
+        "2",
+        "-m",
+        "1",
+    ];
+    let run = bench(addr, &wrong).await;
+    assert_eq!(run.code, Some(2), "{}", run.stdout);
+    assert!(run.stderr.contains("not the one trusted"), "{}", run.stderr);
+}

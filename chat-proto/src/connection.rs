@@ -555,6 +555,14 @@ impl Connection {
             {
                 return Err(self.violation(ProtocolError::Http));
             }
+            // A TLS handshake record (type 22, version 3.x): no chat frame
+            // claims 369 MB, so this is never a valid frame either.
+            if self.role == Role::Server
+                && self.state == State::Handshake
+                && self.rx.starts_with(&[0x16, 0x03])
+            {
+                return Err(self.violation(ProtocolError::Tls));
+            }
             // A client nobody knows yet gets the stricter limit; the switch
             // happens between frames, as frames are decoded one by one.
             let decoded = if self.guarded() {

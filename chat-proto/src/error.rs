@@ -124,6 +124,9 @@ pub enum ProtocolError {
     /// A server was sent an HTTP request.
     #[error("this is a chat server, not an HTTP server")]
     Http,
+    /// A server's plaintext port was sent a TLS handshake.
+    #[error("this port speaks plaintext chat, not TLS")]
+    Tls,
     /// A version this end cannot speak: 0 in `Hello`, or one in `Welcome`
     /// that the client did not offer.
     #[error(

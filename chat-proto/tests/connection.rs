@@ -319,6 +319,20 @@ fn refuse_queues_the_reason_and_closes() {
 }
 
 #[test]
+fn a_tls_handshake_is_recognised() {
+    // The start of a ClientHello: a handshake record of TLS 1.0 to 1.3.
+    for version in [0x01, 0x03] {
+        let mut server = Connection::server(ServerConfig::default());
+        server.receive(&[0x16]);
+        assert_eq!(server.poll(), Ok(None), "one byte is not enough");
+        server.receive(&[0x03, version, 0x01, 0x00]);
+        let got = events(&mut server);
+        assert!(matches!(got, Err((_, ProtocolError::Tls))), "{got:?}");
+        assert_violation(&mut server, got);
+    }
+}
+
+#[test]
 fn http_requests_are_recognised() {
     for request in [
         "GET / HTTP/1.1\r\n",

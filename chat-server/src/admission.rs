@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chat_proto::{Connection, ServerConfig};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::timeout;
@@ -39,7 +39,7 @@ use crate::config::{Config, Storage};
 /// What a client is told when every client slot is taken.
 pub(crate) const FULL: &str = "server full";
 /// Longest a refused client is given to take its "server full" and close.
-const REFUSE_WAIT_MAX: Duration = Duration::from_secs(1);
+pub(crate) const REFUSE_WAIT_MAX: Duration = Duration::from_secs(1);
 /// Input a refused client may send that is read and dropped before the
 /// socket is closed anyway.
 const REFUSE_DRAIN_MAX: usize = 64 * 1024;
@@ -274,7 +274,10 @@ pub(crate) async fn refuse(
 /// Writes `bytes`, half-closes, and waits for the peer to close its end,
 /// dropping what it sends: closing with unread input would reset the
 /// connection and could destroy the refusal in flight.
-async fn goodbye(mut stream: TcpStream, bytes: &[u8]) -> io::Result<()> {
+pub(crate) async fn goodbye<S>(mut stream: S, bytes: &[u8]) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     stream.write_all(bytes).await?;
     stream.shutdown().await?;
     let mut scratch = [0u8; 1024];

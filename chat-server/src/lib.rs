@@ -172,6 +172,9 @@
 //! - `transport.rs`: the byte stream a session is served over (TCP, or any
 //!   `AsyncRead + AsyncWrite`); `writer.rs`: the queue of shared buffers
 //!   being written, and the frame half written.
+//! - `tls.rs`: [`Tls`] (a certificate and key, loaded or self-signed) and the
+//!   TLS listener's accept path; `tls/io.rs`: a TLS connection as a
+//!   transport, on rustls's unbuffered API (an idle client holds no buffer).
 //! - `hub.rs`: rooms by name (the lobby always), renames, the pacing of
 //!   notices; `room.rs`: one room's members in order (the `Membership`
 //!   guard) and its fan-out, one shared buffer per kind of member;
@@ -220,6 +223,7 @@ mod room;
 mod roster;
 mod session;
 pub mod store;
+mod tls;
 mod transport;
 mod writer;
 
@@ -238,6 +242,7 @@ pub use journal::{Journal, JournalConfig, Sink, SubmitError};
 pub use store::{
     MemoryStore, NewRecord, Page, Record, RedbStore, Retention, Store, StoreError, TRIM_MAX, Topic,
 };
+pub use tls::{Tls, TlsError};
 
 use accounts::Accounts;
 use session::Shared;
@@ -246,6 +251,9 @@ use session::Shared;
 pub struct Server {
     listener: TcpListener,
     addr: SocketAddr,
+    /// The TLS listener beside the plaintext one, its address and what it
+    /// serves.
+    tls: Option<(TcpListener, SocketAddr, Tls)>,
     config: Config,
     store: Option<Arc<dyn Store>>,
     accounts: Option<Accounts>,
@@ -257,6 +265,7 @@ impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
             .field("addr", &self.addr)
+            .field("tls", &self.tls.as_ref().map(|(_, addr, tls)| (addr, tls)))
             .field("config", &self.config)
             .field("history", &self.store.is_some())
             .field("accounts", &self.accounts.is_some())
@@ -301,6 +310,7 @@ impl Server {
         Ok(Server {
             listener,
             addr,
+            tls: None,
             config,
             store,
             accounts,
@@ -308,7 +318,44 @@ impl Server {
         })
     }
 
-    /// The address the server listens on.
+    /// Adds a TLS listener on `addr`, beside the plaintext one, serving
+    /// `tls`'s certificate; its clients are the same server's, under the
+    /// same limits ([`Config::max_clients`] counts both). A client's TLS
+    /// handshake must end within [`Config::handshake_timeout`], which then
+    /// starts again for the chat handshake. A plaintext chat client on this
+    /// port is told `Error { reason: "this port speaks TLS: connect with
+    /// TLS" }` and closed. Calling it again replaces the TLS listener.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Bind`] if the address cannot be resolved or bound.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use chat_server::{Config, Server, Tls};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let tls = Tls::self_signed(&[])?;
+    /// let server = Server::bind("127.0.0.1:0", Config::default())
+    ///     .await?
+    ///     .tls("127.0.0.1:0", tls.clone())
+    ///     .await?;
+    /// println!("TLS on {:?}, fingerprint {}", server.tls_addr(), tls.fingerprint());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn tls(mut self, addr: impl ToSocketAddrs, tls: Tls) -> Result<Server, Error> {
+        let listener = listener::bind(addr, self.config.listen_backlog())
+            .await
+            .map_err(Error::Bind)?;
+        let addr = listener.local_addr().map_err(Error::Bind)?;
+        self.tls = Some((listener, addr, tls));
+        Ok(self)
+    }
+
+    /// The address the server listens on (plaintext).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
     }
@@ -317,6 +364,11 @@ impl Server {
     /// `/health`), if [`Config::admin`] asked for one.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin.as_ref().map(|(_, addr)| *addr)
+    }
+
+    /// The address of the TLS listener, if [`tls`](Server::tls) added one.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().map(|(_, addr, _)| *addr)
     }
 
     /// Serves clients until `shutdown` completes, then shuts down gracefully
@@ -331,11 +383,17 @@ impl Server {
         let Server {
             listener,
             addr,
+            tls,
             config,
             store,
             accounts,
             admin,
         } = self;
+        let tls_addr = tls.as_ref().map(|(_, addr, _)| *addr);
+        let listeners = listener::Listeners {
+            plain: listener,
+            tls: tls.map(|(listener, _, tls)| (listener, tls.acceptor())),
+        };
         let grace = config.shutdown_grace.max(config.close_timeout);
         let token = CancellationToken::new();
         match &config.accounts {
@@ -355,16 +413,19 @@ impl Server {
             }
             admin::Admin::start(listener, shared.clone())
         });
+        if let Some(tls) = tls_addr {
+            info!(%tls, "listening (TLS)");
+        }
         tokio::select! {
             () = shutdown => {}
-            () = listener::accept(&listener, &shared, &tracker) => {}
+            () = listener::accept(&listeners, &shared, &tracker) => {}
             () = shared.hub.pace_presence() => {}
         }
         info!("shutting down");
         if let Some(admin) = &admin {
             admin.stopping();
         }
-        drop(listener);
+        drop(listeners);
         // What was read before the stop is stored and delivered before the
         // sessions take their final drain.
         if shared.history.is_some() {

@@ -12,13 +12,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpSocket, ToSocketAddrs, lookup_host};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, ToSocketAddrs, lookup_host};
 use tokio::time::sleep;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error};
 
 use crate::admission::{self, Admission, Slot};
 use crate::session::{self, Shared};
+use crate::tls;
 
 /// Binds a listening socket with a listen queue of `backlog`, trying each
 /// address `addr` resolves to, as `TcpListener::bind` does (which would
@@ -52,9 +54,34 @@ fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     socket.listen(backlog)
 }
 
+/// The listening sockets: plaintext, and TLS beside it if configured.
+pub(crate) struct Listeners {
+    pub(crate) plain: TcpListener,
+    pub(crate) tls: Option<(TcpListener, TlsAcceptor)>,
+}
+
+impl Listeners {
+    /// The next connection on either socket, with the TLS acceptor for it
+    /// if it came to the TLS one.
+    async fn accept(&self) -> io::Result<(TcpStream, SocketAddr, Option<TlsAcceptor>)> {
+        let Some((tls, acceptor)) = &self.tls else {
+            let (stream, addr) = self.plain.accept().await?;
+            return Ok((stream, addr, None));
+        };
+        tokio::select! {
+            accepted = self.plain.accept() => accepted.map(|(stream, addr)| (stream, addr, None)),
+            accepted = tls.accept() => {
+                accepted.map(|(stream, addr)| (stream, addr, Some(acceptor.clone())))
+            }
+        }
+    }
+}
+
 /// Accepts until the server's shutdown token is cancelled. Every task it
-/// starts is registered in `tracker`, so shutdown can wait for them.
-pub(crate) async fn accept(listener: &TcpListener, shared: &Arc<Shared>, tracker: &TaskTracker) {
+/// starts is registered in `tracker`, so shutdown can wait for them. One
+/// loop serves both sockets: slots are taken before `accept`, and two loops
+/// would each hold one while waiting.
+pub(crate) async fn accept(listeners: &Listeners, shared: &Arc<Shared>, tracker: &TaskTracker) {
     let admission = Admission::new(&shared.config);
     let mut backoff = Backoff::default();
     loop {
@@ -67,21 +94,27 @@ pub(crate) async fn accept(listener: &TcpListener, shared: &Arc<Shared>, tracker
         let accepted = tokio::select! {
             biased;
             () = shared.shutdown.cancelled() => return,
-            accepted = listener.accept() => accepted,
+            accepted = listeners.accept() => accepted,
         };
         match accepted {
-            Ok((stream, addr)) => {
+            Ok((stream, addr, tls)) => {
                 backoff.reset();
                 let closed = admission.on_close();
                 let (permit, refusal) = match admission.upgrade(slot) {
                     Slot::Client(permit) => match admission.admit(&shared.config, addr) {
                         Ok(ip) => {
-                            debug!(peer = %addr, "accepted");
+                            debug!(peer = %addr, tls = tls.is_some(), "accepted");
                             let shared = shared.clone();
-                            tracker.spawn(async move {
-                                let (_closed, _ip) = (closed, ip);
-                                session::run(shared, stream, addr, permit).await;
-                            });
+                            match tls {
+                                None => tracker.spawn(async move {
+                                    let (_closed, _ip) = (closed, ip);
+                                    session::run(shared, stream, addr, permit).await;
+                                }),
+                                Some(acceptor) => tracker.spawn(async move {
+                                    let (_closed, _ip) = (closed, ip);
+                                    tls::run(shared, stream, addr, permit, acceptor).await;
+                                }),
+                            };
                             continue;
                         }
                         // Its client slot is given back at once: such
@@ -100,7 +133,15 @@ pub(crate) async fn accept(listener: &TcpListener, shared: &Arc<Shared>, tracker
                 let shared = shared.clone();
                 tracker.spawn(async move {
                     let _closed = closed;
-                    admission::refuse(stream, addr, &shared.config, permit, &refusal).await;
+                    match tls {
+                        None => {
+                            admission::refuse(stream, addr, &shared.config, permit, &refusal).await;
+                        }
+                        Some(acceptor) => {
+                            tls::refuse(stream, addr, &shared.config, permit, acceptor, &refusal)
+                                .await;
+                        }
+                    }
                 });
             }
             // The client gave up before we accepted it: nothing to do.

@@ -59,7 +59,6 @@ pub(crate) enum Transport {
     /// Plain TCP.
     Tcp,
     /// TLS over TCP.
-    #[allow(dead_code)] // Until the TLS listener is merged.
     Tls,
 }
 

@@ -551,6 +551,11 @@ impl<T: Transport> Session<T> {
                     }
                 }
                 if self.out.is_empty() {
+                    // What a TLS stream still holds goes out too; if it
+                    // cannot yet, the transport's readiness wakes us.
+                    if let Poll::Ready(Err(e)) = self.io.poll_flush(cx) {
+                        return Poll::Ready(Wake::Gone(e));
+                    }
                     self.out.release();
                     self.coalescing = false;
                     busy = false;
@@ -860,7 +865,7 @@ impl<T: Transport> Session<T> {
         };
         let subject = name.clone().unwrap_or_default();
         let subject = subject.as_str();
-        if !login::secure(self.addr.ip(), self.io.encrypted()) {
+        if !login::secure(self.addr.ip(), T::SECURE) {
             let detail = "passwords and tokens travel only over TLS or from this machine: \
                           reconnect with TLS";
             return refuse(Refusal::Insecure, subject, detail);

@@ -23,6 +23,10 @@ use tokio::net::TcpStream;
 /// Every method follows the `poll` contract: `Poll::Pending` registers the
 /// waker in `cx` and the session is woken when progress is possible.
 pub(crate) trait Transport: Send + Unpin {
+    /// Whether what goes over it is encrypted (TLS): a password or token
+    /// may come over it from afar.
+    const SECURE: bool = false;
+
     /// Appends what can be read now to `buf`, at most about `max` bytes.
     /// `Ready(Ok(0))` is the end of the stream. Leaves no spare capacity
     /// behind in an empty `buf` when nothing could be read.
@@ -37,13 +41,14 @@ pub(crate) trait Transport: Send + Unpin {
     fn poll_write(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>])
     -> Poll<io::Result<usize>>;
 
+    /// Writes out what the transport itself still holds of what it took
+    /// (a TLS stream's encrypted records); TCP holds nothing.
+    fn poll_flush(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
     /// Flushes and closes the sending direction; reading goes on.
     fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
-
-    /// Whether what passes is encrypted (TLS): then a password may.
-    fn encrypted(&self) -> bool {
-        false
-    }
 }
 
 impl Transport for TcpStream {
@@ -102,7 +107,7 @@ impl Transport for TcpStream {
 /// there; it is taken from the session's input buffer and given back when
 /// the read finds nothing, so an idle session still holds none.
 #[derive(Debug)]
-#[cfg_attr(not(test), allow(dead_code))] // For the TLS and WebSocket issues.
+#[cfg_attr(not(test), allow(dead_code))] // For the WebSocket issue.
 pub(crate) struct Stream<S>(pub(crate) S);
 
 impl<S> Transport for Stream<S>
@@ -134,6 +139,10 @@ where
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
     }
 
     fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

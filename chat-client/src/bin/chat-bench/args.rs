@@ -62,8 +62,35 @@ pub(crate) struct Cli {
     /// Worker threads for the clients (default: one per core).
     #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub(crate) threads: Option<u16>,
+    /// Connect to the chat server with TLS (its --tls-bind port), trusting
+    /// --fingerprint or --ca; every connection a full handshake.
+    #[arg(long, global = true)]
+    pub(crate) tls: bool,
+    /// With --tls: trust exactly the certificate with this SHA-256
+    /// fingerprint (as `chat-server --tls-self-signed` prints it).
+    #[arg(long, global = true, value_name = "SHA256:HEX")]
+    pub(crate) fingerprint: Option<chat_client::Fingerprint>,
+    /// With --tls: trust the CAs in this PEM file (the certificate must
+    /// name the server's IP address).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub(crate) ca: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub(crate) cmd: Cmd,
+}
+
+impl Cli {
+    /// TLS as the flags ask for it (`None`: plaintext).
+    pub(crate) fn tls(&self) -> anyhow::Result<Option<chat_client::TlsOptions>> {
+        use chat_client::TlsOptions;
+        match (self.tls, &self.ca, self.fingerprint) {
+            (false, None, None) => Ok(None),
+            (false, _, _) => anyhow::bail!("--ca and --fingerprint go with --tls"),
+            (true, Some(_), Some(_)) => anyhow::bail!("give --ca or --fingerprint, not both"),
+            (true, Some(ca), None) => Ok(Some(TlsOptions::ca_file(ca)?)),
+            (true, None, Some(pin)) => Ok(Some(TlsOptions::fingerprint(pin))),
+            (true, None, None) => anyhow::bail!("needs --fingerprint SHA256:HEX or --ca FILE"),
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]

@@ -1,5 +1,5 @@
-//! One bench client: a TCP stream and the `chat_proto::Connection` (client
-//! role) that speaks the protocol over it.
+//! One bench client: a TCP stream (TLS over it with `--tls`) and the
+//! `chat_proto::Connection` (client role) that speaks the protocol over it.
 //!
 //! A client is either a version 1 one (no capability: `Send` and `Relay` in
 //! the one room) or a named one (the ROOMS capability: `Nick`, then `Join`
@@ -27,6 +27,7 @@ use tokio_util::sync::WaitForCancellationFuture;
 use crate::error::Error;
 use crate::socket::read_into;
 use crate::system::Peer;
+use crate::tls;
 
 /// The room every client starts in.
 pub(crate) const LOBBY: &str = "lobby";
@@ -68,6 +69,8 @@ pub(crate) struct Client {
     pub(crate) rooms: Vec<String>,
     /// Output taken from the machine and not yet written.
     out: Bytes,
+    /// With `--tls`: the TLS connection over `stream`.
+    tls: Option<Box<rustls::ClientConnection>>,
 }
 
 impl Client {
@@ -189,6 +192,7 @@ impl Client {
         }
         let stream = socket.connect(server).await.map_err(failed)?;
         stream.set_nodelay(true).map_err(failed)?;
+        let (stream, tls) = tls::start(stream, server).await.map_err(failed)?;
         let mut config = ClientConfig::default();
         config.features = features;
         let mut client = Client {
@@ -199,6 +203,7 @@ impl Client {
             name: String::new(),
             rooms: Vec::new(),
             out: Bytes::new(),
+            tls,
         };
         match client.next_event().await? {
             Event::Welcome(session) if session.has(features) => {
@@ -282,15 +287,20 @@ impl Client {
 
     /// Whether output is waiting to be written.
     pub(crate) fn sending(&self) -> bool {
-        !self.out.is_empty() || self.conn.wants_write()
+        !self.out.is_empty()
+            || self.conn.wants_write()
+            || self.tls.as_ref().is_some_and(|t| t.wants_write())
     }
 
     /// Reads once, without waiting, into the machine's input: `Some(0)` is
     /// the end of the stream (already told to the machine), `None` means
     /// nothing was there.
     pub(crate) fn read(&mut self) -> Result<Option<usize>, Error> {
-        let got =
-            read_into(&self.stream, self.conn.input()).map_err(|e| self.lost(e.to_string()))?;
+        let got = match &mut self.tls {
+            None => read_into(&self.stream, self.conn.input()),
+            Some(tls) => tls::read(&self.stream, tls, self.conn.input()),
+        }
+        .map_err(|e| self.lost(e.to_string()))?;
         if got == Some(0) {
             self.conn
                 .eof()
@@ -302,6 +312,18 @@ impl Client {
     /// Writes what it can of the pending output without waiting; `true` once
     /// everything is written.
     pub(crate) fn write(&mut self) -> Result<bool, Error> {
+        if let Some(tls) = &mut self.tls {
+            loop {
+                if let Some(bytes) = self.out.is_empty().then(|| self.conn.transmit()).flatten() {
+                    self.out = bytes;
+                }
+                match tls::write(&self.stream, tls, &mut self.out) {
+                    Ok(true) if self.conn.wants_write() => {}
+                    Ok(done) => return Ok(done),
+                    Err(e) => return Err(self.lost(e.to_string())),
+                }
+            }
+        }
         loop {
             if self.out.is_empty() {
                 match self.conn.transmit() {

@@ -114,6 +114,8 @@ pub(crate) struct Options {
 pub(crate) struct Report {
     /// Which system the server is.
     pub(crate) system: System,
+    /// Whether the clients spoke TLS (`--tls`).
+    pub(crate) tls: bool,
     /// Clients that received (all of them) and sent (`senders` of them).
     pub(crate) clients: usize,
     /// Clients that sent.
@@ -546,6 +548,7 @@ async fn measure<P: Peer>(
     let plan = &opts.plan;
     Ok(Report {
         system: opts.system,
+        tls: crate::tls::on(),
         clients: n,
         senders: plan.senders(),
         rooms: plan.named().then(|| Shape {

@@ -69,8 +69,13 @@ pub(crate) struct Report {
     /// Lobby notices (`Joined`, or `Entered` for named clients) the
     /// clients received, over all of them.
     pub(crate) joined_notices: u64,
+    /// Whether they are TLS connections (`--tls`).
+    pub(crate) tls: bool,
     /// Seconds to open them all.
     pub(crate) connect_seconds: f64,
+    /// Connections opened per second, each a TCP connect and the chat
+    /// handshake (and a full TLS handshake with `--tls`).
+    pub(crate) handshakes_per_second: f64,
     /// Seconds until every join notice had arrived.
     pub(crate) settle_seconds: f64,
     /// Server RSS before, KiB.
@@ -283,7 +288,9 @@ pub(crate) async fn run(opts: &Options, server: Option<Proc>) -> Result<Report, 
         connections: k,
         rooms: opts.rooms,
         joined_notices: notices.load(Ordering::Relaxed),
+        tls: crate::tls::on(),
         connect_seconds,
+        handshakes_per_second: k as f64 / connect_seconds.max(1e-9),
         settle_seconds,
         rss_before_kib: rss_before,
         rss_after_kib: after,

@@ -16,7 +16,8 @@
 //! clients in their rooms), `dm`, `history`, `stalled` (clients that never read),
 //! `idle`, `soak`, `procfs` (the server's CPU, memory and descriptors),
 //! `report` (human output), `error`, `system` (the protocol adapter per
-//! system `fanout` and `rooms` drive: `chat`, `nats`, `redis`).
+//! system `fanout` and `rooms` drive: `chat`, `nats`, `redis`), `tls` (the
+//! chat clients' TLS, `--tls`).
 #![forbid(unsafe_code)]
 
 mod args;
@@ -38,6 +39,7 @@ mod soak;
 mod socket;
 mod stalled;
 mod system;
+mod tls;
 
 use std::process::ExitCode;
 
@@ -76,6 +78,11 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             .with_context(|| format!("cannot read /proc/{} (is the server running?)", p.0))?;
     }
     let json = cli.json;
+    let tls = cli.tls().context("--tls")?;
+    if tls.is_some() && cli.system != System::Chat {
+        anyhow::bail!("--tls drives only the chat server");
+    }
+    tls::init(tls);
     rt.block_on(async {
         match cli.cmd {
             Cmd::Fanout(args) => {

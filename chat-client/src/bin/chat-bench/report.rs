@@ -86,6 +86,7 @@ fn result(f: &mut fmt::Formatter<'_>, passed: bool) -> fmt::Result {
 /// What follows the title of a run against an anchor.
 fn anchor(system: System) -> &'static str {
     match system {
+        System::Chat if crate::tls::on() => " (TLS)",
         System::Chat => "",
         System::Nats => " (NATS)",
         System::Redis => " (Redis)",
@@ -245,16 +246,21 @@ impl fmt::Display for dm::Report {
 
 impl fmt::Display for idle::Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let tls = if self.tls { " (TLS)" } else { "" };
         match self.rooms {
-            0 => writeln!(f, "idle: {} connections", self.connections)?,
+            0 => writeln!(f, "idle: {} connections{tls}", self.connections)?,
             r => writeln!(
                 f,
-                "idle: {} named connections, each in {r} rooms (the lobby included)",
+                "idle: {} named connections, each in {r} rooms (the lobby included){tls}",
                 self.connections
             )?,
         }
         writeln!(f, "  join notices      {}", self.joined_notices)?;
-        writeln!(f, "  connect seconds   {:.3}", self.connect_seconds)?;
+        writeln!(
+            f,
+            "  connect seconds   {:.3} ({:.0} handshakes/s)",
+            self.connect_seconds, self.handshakes_per_second
+        )?;
         writeln!(f, "  settle seconds    {:.3}", self.settle_seconds)?;
         if let (Some(b), Some(a)) = (self.rss_before_kib, self.rss_after_kib) {
             writeln!(

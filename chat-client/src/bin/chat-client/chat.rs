@@ -107,10 +107,10 @@ impl Chat {
         if let Some(account) = &session.account {
             // Reconnect with the token, never the password again.
             self.options.login = Some(Login::Token(account.token.clone()));
-            if let Some(file) = &self.token_file {
-                if let Err(e) = crate::account::save_token(file, &account.token) {
-                    self.out.error(e).await;
-                }
+            if let Some(file) = &self.token_file
+                && let Err(e) = crate::account::save_token(file, &account.token)
+            {
+                self.out.error(e).await;
             }
         }
         let (rejoin, part_lobby) =

@@ -23,9 +23,10 @@ mod state;
 mod ui;
 
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use chat_client::{Client, Options};
+use chat_client::{Client, Fingerprint, Options, TlsOptions};
 use clap::Parser;
 use tokio::sync::mpsc;
 
@@ -96,6 +97,32 @@ struct Args {
     /// When the connection is lost, end (status 1) instead of reconnecting
     #[arg(long)]
     no_reconnect: bool,
+
+    /// Connect with TLS (to the server's --tls-bind port), trusting --ca or
+    /// --fingerprint
+    #[arg(long, requires = "trust")]
+    tls: bool,
+
+    /// With --tls: trust the certificate authorities in this PEM file; the
+    /// server's certificate must name the host connected to
+    #[arg(long, value_name = "FILE", requires = "tls", group = "trust")]
+    ca: Option<PathBuf>,
+
+    /// With --tls: trust exactly the certificate with this SHA-256
+    /// fingerprint, as `chat-server --tls-self-signed` prints it
+    #[arg(long, value_name = "SHA256:HEX", requires = "tls", group = "trust")]
+    fingerprint: Option<Fingerprint>,
+}
+
+impl Args {
+    /// TLS as the flags ask for it.
+    fn tls(&self) -> Result<Option<TlsOptions>, chat_client::Error> {
+        match (&self.ca, self.fingerprint) {
+            (Some(ca), _) => TlsOptions::ca_file(ca).map(Some),
+            (None, Some(fingerprint)) => Ok(Some(TlsOptions::fingerprint(fingerprint))),
+            (None, None) => Ok(None),
+        }
+    }
 }
 
 const AFTER_HELP: &str = concat!(
@@ -175,6 +202,13 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> ExitCode {
+    let tls = match args.tls() {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let server = args
         .address
         .or(args.server)
@@ -198,6 +232,7 @@ async fn run(args: Args) -> ExitCode {
     options.history = !args.no_history;
     // Each room's latest messages on joining it, when there is history.
     options.recent = chat::RECENT;
+    options.tls = tls;
     let client = match Client::connect_with(server.as_str(), options.clone()).await {
         Ok(client) => client,
         Err(e) => {

@@ -2,10 +2,11 @@
 //!
 //! Every field of [`Config`] has a flag. Once bound it prints exactly one
 //! line to stdout, `listening on ADDR`, so that scripts started with
-//! `--bind 127.0.0.1:0` can learn the port (and, with `--admin`, a second
-//! one, `admin on ADDR`). Logs go to stderr. A limit the
-//! library refuses is reported with the flag's name, not the field's.
-//! `--config FILE` reads the same flags from a TOML file (see `file.rs`).
+//! `--bind 127.0.0.1:0` can learn the port; with `--tls-bind`, two more
+//! follow, `tls listening on ADDR` and `tls fingerprint SHA256:HEX`, and
+//! with `--admin`, `admin on ADDR`. Logs go to stderr. A limit the library
+//! refuses is reported with the flag's name, not the field's. `--config
+//! FILE` reads the same flags from a TOML file (see `file.rs`).
 
 mod file;
 
@@ -15,7 +16,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use chat_server::{Config, Server, Storage};
+use chat_server::{Config, Server, Storage, Tls};
 use clap::{CommandFactory, Parser};
 use tracing_subscriber::EnvFilter;
 
@@ -204,6 +205,25 @@ struct Args {
     /// non-loopback address is logged as a warning.
     #[arg(long, value_name = "ADDR")]
     admin: Option<SocketAddr>,
+    /// Also serve TLS clients on this address, beside the plaintext --bind
+    /// (needs --tls-cert and --tls-key, or --tls-self-signed).
+    #[arg(long, value_name = "ADDR", requires = "tls_source")]
+    tls_bind: Option<String>,
+    /// The TLS certificate chain, PEM (the server's certificate first).
+    #[arg(long, value_name = "FILE", requires_all = ["tls_key", "tls_bind"], group = "tls_source")]
+    tls_cert: Option<PathBuf>,
+    /// The TLS certificate's private key, PEM.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Generate a self-signed certificate for a trial; its fingerprint is
+    /// printed for clients to trust (chat-client --tls --fingerprint ...).
+    #[arg(
+        long,
+        requires = "tls_bind",
+        group = "tls_source",
+        conflicts_with = "tls_key"
+    )]
+    tls_self_signed: bool,
     /// Worker threads (default: half the cores, at least one). A delivery
     /// costs less on fewer threads (no wake-up crosses to another core), and
     /// the kernel's share of each write lands on the writing thread anyway.
@@ -293,6 +313,21 @@ impl Args {
     /// The --data directory.
     fn data_dir(&self) -> PathBuf {
         self.data.clone().unwrap_or_else(|| "chat-data".into())
+    }
+}
+
+impl Args {
+    /// The TLS listener's address and certificate, if asked for: loaded
+    /// before anything is bound, so a bad file stops the start at once.
+    fn tls(&self) -> anyhow::Result<Option<(&str, Tls)>> {
+        let Some(addr) = &self.tls_bind else {
+            return Ok(None);
+        };
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Tls::from_pem_files(cert, key)?,
+            _ => Tls::self_signed(&[])?,
+        };
+        Ok(Some((addr, tls)))
     }
 }
 
@@ -460,6 +495,7 @@ fn init_logs(verbose: u8) {
 /// a config file, so that a value the library refuses is traced to its line.
 async fn serve(args: Args, merged: &file::Merged) -> anyhow::Result<()> {
     let config = args.config();
+    let tls = args.tls()?;
     let stop = signals()?;
     let server = match Server::bind(args.bind.as_str(), config).await {
         Ok(server) => server,
@@ -473,8 +509,19 @@ async fn serve(args: Args, merged: &file::Merged) -> anyhow::Result<()> {
         }
         Err(e) => return Err(e.into()),
     };
+    let server = match &tls {
+        Some((addr, tls)) => match server.tls(*addr, tls.clone()).await {
+            Ok(server) => server,
+            Err(e) => anyhow::bail!("cannot bind {addr} (--tls-bind): {e}"),
+        },
+        None => server,
+    };
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "listening on {}", server.local_addr())?;
+    if let (Some(addr), Some((_, tls))) = (server.tls_addr(), &tls) {
+        writeln!(stdout, "tls listening on {addr}")?;
+        writeln!(stdout, "tls fingerprint {}", tls.fingerprint())?;
+    }
     if let Some(admin) = server.admin_addr() {
         writeln!(stdout, "admin on {admin}")?;
     }
