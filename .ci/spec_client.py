@@ -19,6 +19,7 @@ Section numbers in messages refer to PROTOCOL.md.
 """
 
 import ipaddress
+import json
 import os
 import random
 import re
@@ -41,6 +42,7 @@ READ_TIMEOUT = 5.0
 VERBOSE = bool(os.environ.get("VERBOSE"))  # print every check  # default for one awaited message
 ROOMS = 0x1
 HISTORY = 0x2
+AUTH = 0x4
 MIN_FRAME_LEN = 64
 MAX_FRAME_LEN_CEILING = 16 * 1024 * 1024
 RELAY_OVERHEAD = 20
@@ -213,14 +215,21 @@ SCHEMA = [
     ("Resume", [("conversation", "conv"), ("after", "u64"), ("limit", "u32")], "C"),
     ("Recent", [("conversation", "conv"), ("count", "u32")], "C"),
     ("Page", [("conversation", "conv"), ("entries", "vec:entry"), ("missing", "bool"), ("more", "bool")], "S"),
+    ("Register", [("name", "str"), ("password", "str")], "C"),
+    ("Login", [("name", "str"), ("password", "str")], "C"),
+    ("LoginToken", [("token", "str")], "C"),
+    ("LoggedIn", [("name", "str"), ("token", "str"), ("expires", "u64")], "S"),
+    ("Logout", [], "C"),
 ]
 TAG = {s[0]: i for i, s in enumerate(SCHEMA)}
 ROOMS_TAGS = range(10, 26)
 HISTORY_TAGS = range(26, 33)
+AUTH_TAGS = range(33, 38)
 REFUSAL = {
     1: "NameTaken", 2: "NameInvalid", 3: "RoomInvalid", 4: "NotInRoom", 5: "NoSuchRoom",
     6: "NoSuchName", 7: "TooManyRooms", 8: "RoomFull", 9: "CannotReceive", 10: "RateLimited",
-    11: "Unavailable",
+    11: "Unavailable", 12: "AuthFailed", 13: "AuthRequired", 14: "NameReserved", 15: "Insecure",
+    16: "Throttled", 17: "BadPassword",
 }
 CODE = {v: k for k, v in REFUSAL.items()}
 
@@ -510,11 +519,19 @@ def check_golden(spec):
     missing = [s[0] for s in SCHEMA if s[0] not in kinds]
     R.check(not missing, "every message type has a golden vector", f"none for {missing}")
     names = list(vectors)
+    if "register-chinese" in names:
+        auth_vectors = names[names.index("register-chinese"):]
+        R.eq(len(auth_vectors), 6, "section 7: AUTH added the 6 vectors from register-chinese on")
+        R.check(all(TAG[vectors[n][0].kind] in AUTH_TAGS for n in auth_vectors),
+                "the AUTH vectors are of tags 33-37")
+    else:
+        R.check(False, "section 10: the AUTH vectors (from register-chinese on) are in section 4")
     if "nick-chinese" in names:
         rooms_vectors = names[names.index("nick-chinese"):]
         if "posted-chinese" in names:
             rooms_vectors = names[names.index("nick-chinese"):names.index("posted-chinese")]
-            history_vectors = names[names.index("posted-chinese"):]
+            history_vectors = names[names.index("posted-chinese"):names.index("register-chinese")
+                                    if "register-chinese" in names else None]
             R.eq(len(history_vectors), 11, "section 7: HISTORY added the 11 vectors from posted-chinese on")
             R.check(all(TAG[vectors[n][0].kind] in HISTORY_TAGS for n in history_vectors),
                     "the HISTORY vectors are of tags 26-32")
@@ -538,7 +555,60 @@ def check_golden(spec):
         except Exception as e:  # noqa: BLE001
             R.note(f"byte-by-byte block {m.group(1)}: its heading uses a shorthand, not the table's notation"
                    f" ({shown!r}); its bytes were checked")
+    check_golden_json(vectors)
     return vectors
+
+
+def from_json(kind, fields):
+    """A message of chat-proto/tests/golden.json (serde's JSON of `Message`) to a Msg."""
+    def conv(t, v):
+        if t == "ip":
+            return ipaddress.ip_address(v)
+        if t == "member":
+            return Member(v["name"], ipaddress.ip_address(v["ip"]), v["port"])
+        if t == "roominfo":
+            return RoomInfo(v["name"], v["members"])
+        if t == "entry":
+            return Entry(v["id"], v["prev"], v["at"], conv("member", v["from"]), v["text"])
+        if t == "conv":
+            (tag, name), = v.items()
+            return Conv(CONV_TAGS.index(tag), name)
+        if t.startswith("vec:"):
+            return [conv(t[4:], x) for x in v]
+        if isinstance(v, dict):  # a Refusal code written by name or as Other(n)
+            (k, n), = v.items()
+            return n
+        if t in ("u16",) and isinstance(v, str):
+            return CODE[v]
+        return v
+    return Msg(kind, *[conv(t, fields[n]) for n, t in SCHEMA[TAG[kind]][1]])
+
+
+def check_golden_json(vectors):
+    """chat-proto/tests/golden.json (the crate's own vectors) against section 4 and this codec."""
+    path = os.path.join(os.path.dirname(SPEC), "tests", "golden.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            rows = json.load(f)
+    except (OSError, ValueError) as e:
+        R.check(False, "chat-proto/tests/golden.json reads", str(e))
+        return
+    R.eq([r["name"] for r in rows], list(vectors), "golden.json holds the section 4 vectors, in order")
+    for r in rows:
+        name, want = r["name"], bytes.fromhex(r["hex"])
+        if name in vectors:
+            R.eq(want.hex(), vectors[name][1].hex(), f"golden.json {name}: the same bytes as section 4")
+        try:
+            m = r["message"]
+            msg = Msg(m, *[]) if isinstance(m, str) else from_json(*next(iter(m.items())))
+        except Exception as e:  # noqa: BLE001 - reported
+            R.check(False, f"golden.json {name}: its message reads", f"{r['message']!r}: {e}")
+            continue
+        R.check(frame(msg) == want, f"golden.json {name}: encode", f"got {frame(msg).hex()}, want {want.hex()}")
+        try:
+            R.check(decode(want[4:]) == msg, f"golden.json {name}: decode", repr(decode(want[4:])))
+        except DecodeError as e:
+            R.check(False, f"golden.json {name}: decode", str(e))
 
 
 def size_range(t):
@@ -585,7 +655,7 @@ def check_tables(spec):
     R.check(len(encode(said)) <= 65516 + ROOMS_OVERHEAD, "section 8.10: it fits max_frame + 300")
 
 
-def check_decoder():
+def check_decoder(spec):
     """The decoding errors section 6 names, on the spec's own examples."""
     R.section = "decoder (sections 3, 6, 8.1)"
     print(f"== {R.section}", flush=True)
@@ -598,7 +668,14 @@ def check_decoder():
             R.eq(e.kind, kind, what)
 
     err(b"", "EmptyFrame", "empty payload")
-    err(b"\x21", "UnknownVariant", "tag 33")
+    err(b"\x26", "UnknownVariant", "tag 38")
+    err(b"\x25\x00", "TrailingBytes", "Logout with a trailing byte")
+    err(b"\x24\x00\x00", "Malformed", "LoggedIn cut short before expires")
+    err(b"\x21\x01a\x02\xc3\x28", "InvalidUtf8", "Register with a password that is not UTF-8")
+    m = re.search(r"^\| `UnknownVariant` \| Message tag ≥ (\d+)\. \"unknown message variant (\d+)\"", spec, re.M)
+    R.check(m and int(m.group(1)) == int(m.group(2)) == len(SCHEMA),
+            f"section 6: UnknownVariant is a tag ≥ {len(SCHEMA)} (section 3.4: tags 0-{len(SCHEMA) - 1} are known)",
+            f"section 6 says {m.group(0)[2:] if m else 'nothing found'}")
     err(b"\x1e\x02\x00\x00\x00", "Malformed", "Conversation tag 2")
     err(b"\xfd" + b"\x00" * 8, "Malformed", "tag with the fd marker")
     err(b"\x01\x00", "TrailingBytes", "Exit with a trailing byte")
@@ -725,6 +802,10 @@ class Client:
             R.check(False, f"{self.label}: no ROOMS message to a session without ROOMS (section 7)", repr(m))
         if TAG[m.kind] in HISTORY_TAGS and not (self.welcome and self.welcome["features"] & HISTORY):
             R.check(False, f"{self.label}: no HISTORY message to a session without HISTORY (section 9.3)", repr(m))
+        if TAG[m.kind] in AUTH_TAGS and not (self.welcome and self.welcome["features"] & AUTH):
+            R.check(False, f"{self.label}: no AUTH message to a session without AUTH (section 10.2)", repr(m))
+        if m.kind == "LoggedIn" and self.name is not None:
+            R.check(False, f"{self.label}: LoggedIn only answers an attempt before Named (10.3)", repr(m))
         if self.welcome is None and m.kind not in ("Welcome", "Error"):
             R.check(False, f"{self.label}: nothing but Welcome/Error before Welcome (section 5.1)", repr(m))
         if not self.history():
@@ -868,6 +949,8 @@ def hello(srv, label, features=0, version=1):
     R.check(MIN_FRAME_LEN <= w["max_frame"] <= MAX_FRAME_LEN_CEILING, f"{label}: max_frame in 64..=16 MiB", w["max_frame"])
     R.eq((w["ip"], w["port"]), c.addr, f"{label}: Welcome ip:port = the client's address")
     c.rooms = bool(w["features"] & ROOMS)
+    if w["features"] & AUTH:
+        R.check(c.rooms, f"{label}: AUTH is granted only with ROOMS (10.1)", hex(w["features"]))
     overhead = HISTORY_OVERHEAD if w["features"] & HISTORY else ROOMS_OVERHEAD if c.rooms else RELAY_OVERHEAD
     c.limit = min(w["max_frame"] + overhead, MAX_FRAME_LEN_CEILING)
     return c
@@ -987,7 +1070,8 @@ def t_handshake(srv):
     bye(c)
 
     c = hello(srv, "hello-all-bits", 2**64 - 1)
-    R.eq(c.welcome["features"], ROOMS | HISTORY, "features = asked AND server's: unknown bits dropped, ROOMS and HISTORY kept (sections 7, 9.1)")
+    R.eq(c.welcome["features"], ROOMS | HISTORY | AUTH,
+         "features = asked AND server's: unknown bits dropped, ROOMS, HISTORY and AUTH kept (sections 7, 9.1, 10.1)")
     bye(c)  # Exit is allowed before Nick (section 8.3)
 
     c = hello(srv, "oversize")
@@ -1037,7 +1121,7 @@ def t_handshake(srv):
     bye(c)
 
     # Frames that do not decode (section 6): the server SHOULD answer Error, then close (5.6).
-    for label, payload in (("empty frame", b""), ("tag 33", b"\x21"), ("fe marker", b"\x08\xfe"),
+    for label, payload in (("empty frame", b""), ("tag 38", b"\x26"), ("fe marker", b"\x08\xfe"),
                            ("invalid UTF-8", b"\x00\x01\xff"), ("trailing byte", b"\x01\x00"),
                            ("IpAddr tag 2", b"\x05\x01\x41\x00")):
         c = hello(srv, f"bad-{label}")
@@ -1507,12 +1591,20 @@ def th_negotiation(srv, st):
     c.expect_close("close after Recent without HISTORY")
     c.close()
 
-    c = hello(srv, "h-features-7", 7)
-    R.eq(c.welcome["features"], ROOMS | HISTORY, "features 7: ROOMS and HISTORY granted, the unknown bit dropped (9.1)")
+    c = hello(srv, "h-features-11", 0x8 | ROOMS | HISTORY)
+    R.eq(c.welcome["features"], ROOMS | HISTORY, "features 11: ROOMS and HISTORY granted, the unknown bit dropped (9.1)")
     c.send(Msg("Resume", Conv(0, "lobby"), 0, 0))
     reason_is(c.next_msg("Error for Resume before Nick"), "expected Nick first, got Resume",
               "Resume before Nick (9.3, 8.3)")
     c.expect_close("close after Resume before Nick")
+    c.close()
+
+    c = hello(srv, "h-features-7", ROOMS | HISTORY | AUTH)
+    R.eq(c.welcome["features"], ROOMS | HISTORY | AUTH, "features 7: ROOMS, HISTORY and AUTH granted (9.1, 10.1)")
+    c.send(Msg("Resume", Conv(0, "lobby"), 0, 0))
+    reason_is(c.next_msg("Error for Resume before the name"), "expected Nick, Register, Login or LoginToken first, got Resume",
+              "Resume before the name with AUTH (9.3, 10.3 item 1)")
+    c.expect_close("close after Resume before the name")
     c.close()
 
 
@@ -2272,7 +2364,7 @@ def main():
         if sys.argv[1] not in ("--timers", "--presence-race"):  # the main run checks these
             check_golden(spec)
             check_tables(spec)
-            check_decoder()
+            check_decoder(spec)
         if sys.argv[1] == "--presence-race":
             run_presence_race(Server(parse_addr(sys.argv[2])))
         elif sys.argv[1] == "--timers":
