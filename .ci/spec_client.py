@@ -10,6 +10,9 @@ conformance run of a server against that document.
         --room-members ROOM_MEMBERS whose process id is PID: the run ends it with SIGTERM
     python3 .ci/spec_client.py --presence-race HOST:PORT
         rounds of 481 clients named at once: each must learn every other (Roster or Entered)
+    python3 .ci/spec_client.py --no-guests HOST:PORT IP_LIMIT
+        a server started with --no-guests --login-rate-ip IP_LIMIT: no client without AUTH,
+        AuthRequired, and the limit on failed login attempts per address (section 10)
 
 Python 3 standard library only. Connects only to loopback addresses. Every read has a
 timeout and the whole run is bounded (RUN_SECONDS); nothing sleeps blindly: a check that
@@ -2305,6 +2308,293 @@ def run_presence_race(srv, rounds=6, n=481):
             break
 
 
+# ---------------------------------------------------------------------------
+# Accounts (section 10)
+# ---------------------------------------------------------------------------
+
+HANDSHAKE_FRAME = 1024  # the reference server's H (section 2.1, 10.3 item 4)
+PRINTABLE = re.compile(r"^[\x21-\x7e]{1,128}$")
+
+
+def ahello(srv, label, features=ROOMS | AUTH):
+    """Hello/Welcome with AUTH granted (section 10.1)."""
+    c = hello(srv, label, features)
+    if not c.welcome["features"] & AUTH:
+        raise Fail(f"{label}: the server did not grant AUTH (Welcome.features {c.welcome['features']:#x})")
+    return c
+
+
+def attempt(c, m):
+    """One naming attempt (10.3 item 2): its answer, a Refused or a LoggedIn (or Named for a Nick)."""
+    c.send(m)
+    return c.expect(lambda x: x.kind in ("Refused", "LoggedIn", "Named"), f"answer to {m.kind}")
+
+
+def refused(m, code, subject, what):
+    return R.eq((m.kind, m.f.get("code"), m.f.get("subject")), ("Refused", CODE[code], subject), what)
+
+
+def be_named(c, want, what):
+    """Named (want: a name, or GUEST) then the lobby Roster with the client last (10.3, 8.3)."""
+    m = c.expect(lambda x: x.kind in ("Named", "Refused", "LoggedIn"), f"Named after {what}")
+    if m.kind != "Named":
+        raise Fail(f"{c.label}: after {what}: {m!r}, want Named")
+    ok = GUEST.match(m["name"]) if want is GUEST else m["name"] == want
+    R.check(ok, f"{c.label}: {what}: then Named {want if want is not GUEST else 'guest-N'} (10.3)", repr(m))
+    c.name = m["name"]
+    roster, _ = assemble(c, "Roster", "lobby", f"the lobby Roster after {what}")
+    R.check(roster and roster[-1] == c.member(), f"{c.label}: {what}: itself last in the lobby Roster (10.3, 8.3)")
+    return c.name
+
+
+def logged_in(c, m, name, what, token=None, expires=None):
+    """A LoggedIn for name (10.2, 10.3), then Named and the Roster. token None: a new token."""
+    if m.kind != "LoggedIn":
+        raise Fail(f"{c.label}: {what}: got {m!r}, want LoggedIn")
+    R.eq(m["name"], name, f"{what}: LoggedIn with the account's name")
+    if token is None:
+        R.check(PRINTABLE.match(m["token"]), f"{what}: a new token, 1 to 128 bytes of printable ASCII (10.3)",
+                repr(m["token"]))
+        R.check(m["expires"] > time.time() + 60, f"{what}: expires is in the future (seconds since the epoch)",
+                m["expires"])
+    else:
+        R.eq(m["token"], token, f"{what}: the token field is empty after LoginToken (10.3)")
+    if expires is not None:
+        R.eq(m["expires"], expires, f"{what}: expires is that token's expiry (10.3)")
+    be_named(c, name, what)
+    return m
+
+
+def fatal(c, m, reason, what):
+    """Send m; the server must answer Error { reason } and close."""
+    c.send(m)
+    reason_is(c.expect(lambda x: x.kind == "Error", f"Error for {m.kind}"), reason, what)
+    c.expect_close(f"close after {what}")
+    c.close()
+
+
+def ta_negotiation(srv, st):
+    """Section 10.1: AUTH only with ROOMS; its messages only in a session that got it."""
+    c = hello(srv, "a-features-4", AUTH)
+    R.eq(c.welcome["features"], 0, "AUTH asked without ROOMS: not granted (10.1)")
+    fatal(c, Msg("Register", "x", "password"),
+          "protocol violation: Register belongs to a capability not negotiated in the handshake",
+          "Register in a version 1 session (8.10, 10.2)")
+    c = hello(srv, "a-features-3", ROOMS | HISTORY)
+    R.eq(c.welcome["features"], ROOMS | HISTORY, "AUTH not asked: not granted")
+    fatal(c, Msg("LoginToken", "x"),
+          "protocol violation: LoginToken belongs to a capability not negotiated in the handshake",
+          "LoginToken in a session without AUTH (8.10, 10.2)")
+    c = ahello(srv, "a-features-5")
+    R.eq(c.welcome["features"], ROOMS | AUTH, "features 5: ROOMS and AUTH granted (10.1)")
+    c.send(Msg("Ping", 5))
+    c.expect(is_("Pong", nonce=5), "Pong before the name (10.3 item 1)")
+    fatal(c, Msg("Join", "lobby"), "expected Nick, Register, Login or LoginToken first, got Join",
+          "Join before the name with AUTH: Error and close (10.3 item 1)")
+    c = ahello(srv, "a-logout-first")
+    fatal(c, Msg("Logout"), "expected Nick, Register, Login or LoginToken first, got Logout",
+          "Logout before the name: Error and close (10.3 item 1)")
+
+
+def ta_accounts(srv, st):
+    """Sections 10.3 and 10.5: register, log in by password and by token, names kept by accounts,
+    log out. At most 3 password attempts on the account (the per-account limit)."""
+    tag = srv.tag
+    sent, name, pw = "Rene\u0301" + tag, "Ren\u00e9" + tag, "密码 correct horse"
+    a = ahello(srv, "register")
+    m = attempt(a, Msg("Register", sent, pw))
+    tok1 = logged_in(a, m, name, "Register (a name sent in NFD)")
+    tok1, exp1 = tok1["token"], tok1["expires"]
+
+    b = ahello(srv, "register-again")
+    m = attempt(b, Msg("Register", name.upper(), "another password"))
+    refused(m, "NameTaken", name.upper(), "Register of a registered name (other case): NameTaken, subject as sent (10.3)")
+    m = attempt(b, Msg("Login", name, pw))  # password attempt 1 on the account
+    refused(m, "NameTaken", name, "Login to an account in use by another connection: NameTaken (10.3)")
+    m = attempt(b, Msg("Nick", name.lower()))
+    refused(m, "NameReserved", name.lower(), "a guest's first Nick of a registered name: NameReserved (10.3)")
+    be_named(b, GUEST, "NameReserved")
+    b.send(Msg("Nick", name))
+    m = b.expect(lambda x: x.kind in ("Refused", "Renamed"), "answer to a guest's rename to a registered name")
+    refused(m, "NameReserved", name, "a guest may not rename to a registered name: NameReserved (10.5)")
+    a.expect(is_("Entered", room="lobby", member=b.member()), "Entered of the guest to the logged-in client")
+
+    a.send(Msg("Nick", "other" + tag))
+    m = a.expect(lambda x: x.kind in ("Refused", "Renamed"), "answer to a logged-in client's rename")
+    refused(m, "NameReserved", "other" + tag, "a logged-in client's rename to another name: NameReserved (10.5)")
+    a.send(Msg("Nick", name))
+    R.eq(a.expect(is_("Renamed"), "Renamed for its own name"), Msg("Renamed", name, a.member()),
+         "a logged-in client's Nick of its own name: Renamed old == new (10.5, 8.5)")
+
+    r, ref, _ = named(srv, "rooms-guest", name.upper())
+    R.check(ref is not None and ref["code"] == CODE["NameReserved"] and ref["subject"] == name.upper(),
+            "a ROOMS client without AUTH: a first Nick of a registered name is NameReserved (10.3)", repr(ref))
+    R.check(GUEST.match(r.name or ""), "... then Named guest-N", r.name)
+    bye(r)
+    fatal(b, Msg("Login", "nobody" + tag, pw), "protocol violation: Login after the client was named",
+          "Login after the name: Error and close (10.3 item 5)")
+    g = ahello(srv, "guest-logout")
+    m = attempt(g, Msg("Nick", ""))
+    R.check(m.kind == "Named", "an AUTH client's empty Nick: Named guest-N, as in 8.3", repr(m))
+    g.name = m.f.get("name")
+    assemble(g, "Roster", "lobby")
+    g.send(Msg("Logout"))
+    g.expect(is_("Exit"), "Exit answering a guest's Logout")
+    R.check(g.expect_close("close after a guest's Logout"), "a guest's Logout is an Exit (10.5)")
+
+    bye(a)
+    c = ahello(srv, "login")
+    m = attempt(c, Msg("Login", name.upper(), pw))  # attempt 2
+    tok2 = logged_in(c, m, name, "Login by password, the name in another case (the name as registered)")["token"]
+    R.check(tok2 != tok1, "each login gives a new token (10.3)")
+
+    c.send(Msg("Logout"))
+    c.expect(is_("Exit"), "Exit answering Logout")
+    c.expect_close("close after Logout (10.5)")
+
+    w = ahello(srv, "wrong")
+    t0 = time.monotonic()
+    wrong = attempt(w, Msg("Login", name, pw + "!"))  # attempt 3
+    t1 = time.monotonic()
+    unknown = attempt(w, Msg("Login", "nobody" + tag, pw))
+    t2 = time.monotonic()
+    refused(wrong, "AuthFailed", name, "Login with a wrong password: AuthFailed (10.3)")
+    refused(unknown, "AuthFailed", "nobody" + tag, "Login of a name without account: AuthFailed (10.3)")
+    R.eq(wrong.f.get("detail"), unknown.f.get("detail"),
+         "wrong password and unknown name: the same detail (the answer never tells which names exist, 10.3)")
+    R.note(f"AuthFailed took {1000 * (t1 - t0):.0f} ms for a wrong password, {1000 * (t2 - t1):.0f} ms for an unknown name")
+    refused(attempt(w, Msg("LoginToken", "0" * 32 + ".bogus")), "AuthFailed", "",
+            "an unknown token: AuthFailed, subject empty (10.3)")
+    refused(attempt(w, Msg("LoginToken", tok2)), "AuthFailed", "", "the token of a session that logged out: AuthFailed (10.5)")
+    m = attempt(w, Msg("LoginToken", tok1))
+    logged_in(w, m, name, "LoginToken with another token of the account, still valid after the Logout (10.5)",
+              token="", expires=exp1)
+    bye(w)
+
+
+def ta_rules(srv, st):
+    """Section 10.3's Register rules (BadPassword, NameInvalid, NameTaken) and the limits before the name."""
+    tag = srv.tag
+    p = ahello(srv, "rules")
+    for pw, what in (("1234567", "7 bytes"), ("", "0 bytes"), ("p" * 257, "257 bytes"), ("密码", "2 characters, 6 bytes")):
+        refused(attempt(p, Msg("Register", "pw" + tag, pw)), "BadPassword", "pw" + tag,
+                f"Register with a password of {what}: BadPassword (10.3)")
+    for bad in ("bad name!", "", "名" * 33):
+        refused(attempt(p, Msg("Register", bad, "password")), "NameInvalid", bad,
+                f"Register of the invalid name {bad[:12]!r}: NameInvalid (10.3, 8.4)")
+    q, _, _ = named(srv, "in-use", "inuse" + tag)
+    refused(attempt(p, Msg("Register", "INUSE" + tag, "password")), "NameTaken", "INUSE" + tag,
+            "Register of a name a guest is using: NameTaken (10.3)")
+    bye(q)
+    gname = f"guest-{90000 + int(tag)}"
+    m = attempt(p, Msg("Register", gname, "password"))
+    R.check(m.kind == "LoggedIn", f"Register of {gname}: a guest-N name is an ordinary name (8.4 item 6, 10.3)", repr(m))
+    if m.kind == "LoggedIn":
+        be_named(p, gname, f"Register {gname}")
+    else:
+        R.note(f"Register {gname} answered {m!r}")
+        m = attempt(p, Msg("Register", "五个字" + tag, "密码密码密"))
+        logged_in(p, m, "五个字" + tag, "Register with a password of 5 characters, 15 bytes (counted in bytes, 10.3)")
+    bye(p)
+
+    # Section 2.1 and 10.3 item 4: until Named, frames within H; after, the full limit.
+    h = HANDSHAKE_FRAME
+    c = Client("h-before-hello", srv.addr)
+    c.raw(struct.pack(">I", h + 1))
+    reason_is(c.next_msg("Error for a first frame over H"),
+              f"invalid frame: frame of {h + 1} bytes exceeds the {h}-byte limit",
+              f"before Hello, a frame of {h + 1} bytes: Error from the header (2.1, H = {h})")
+    c.expect_close("close after a frame over H")
+    c.close()
+    for label, features in (("h-auth", ROOMS | AUTH), ("h-rooms", ROOMS)):
+        c = hello(srv, label, features)
+        c.raw(struct.pack(">I", h + 1))
+        reason_is(c.next_msg("Error for a frame over H"),
+                  f"invalid frame: frame of {h + 1} bytes exceeds the {h}-byte limit",
+                  f"{label}: before Named, a frame of {h + 1} bytes: Error from the header (2.1, 10.3 item 4)")
+        c.expect_close("close after a frame over H")
+        c.close()
+    c = ahello(srv, "h-fits")
+    name = "lim" + tag
+    n = h - 5 - len(name)  # tag, name length, the name, a 3-byte password length
+    reg = Msg("Register", name, "p" * n)
+    R.eq(len(encode(reg)), h, "the Register built is H bytes")
+    refused(attempt(c, reg), "BadPassword", name, f"before Named, a frame of exactly {h} bytes is read (2.1)")
+    m = attempt(c, Msg("Nick", ""))
+    R.eq(m.kind, "Named", "Named after a refused Register")
+    c.name = m.f.get("name")
+    assemble(c, "Roster", "lobby")
+    say = Msg("Say", "lobby", "字" * 1000)
+    c.send(say)
+    c.sync()
+    R.check(not c.eof, f"after Named, a Say of {len(encode(say))} bytes (over H) is taken (2.1)")
+    bye(c)
+
+
+def ta_throttle(srv, st):
+    """Section 10.3, throttling: 3 password attempts per account per minute (the reference server),
+    on an account of its own; the 4th is Throttled at once, even with the right password."""
+    tag = srv.tag
+    name, pw = "throttle" + tag, "right password"
+    t = ahello(srv, "throttle")
+    logged_in(t, attempt(t, Msg("Register", name, pw)), name, "Register of the throttled account")
+    bye(t)
+    u = ahello(srv, "throttle-2")
+    got = [attempt(u, Msg("Login", name, f"wrong {i}")) for i in range(3)]
+    R.eq([(m.kind, m.f.get("code")) for m in got], [("Refused", CODE["AuthFailed"])] * 3,
+         "3 wrong passwords in a row: AuthFailed each (10.3)")
+    t0 = time.monotonic()
+    m = attempt(u, Msg("Login", name, pw))
+    took = time.monotonic() - t0
+    refused(m, "Throttled", name, "the 4th password attempt on an account within a minute: Throttled (10.3)")
+    R.check(re.search(r"\d", m.f.get("detail", "")), "Throttled: detail says when to try again", repr(m.f.get("detail")))
+    R.note(f"Throttled answered in {1000 * took:.0f} ms: {m.f.get('detail')!r}")
+    m = attempt(u, Msg("Nick", ""))
+    R.eq(m.kind, "Named", "after Throttled the client is still unnamed and may go on (10.3 item 2)")
+    u.name = m.f.get("name")
+    assemble(u, "Roster", "lobby")
+    bye(u)
+
+
+NO_GUESTS = "this server requires an account: connect with a client that can log in (the AUTH capability)"
+
+
+def run_no_guests(srv, ip_limit):
+    """Against a server started with --no-guests --login-rate-ip IP_LIMIT: section 10.1's refusal of
+    clients without AUTH, AuthRequired, and the per-address limit on failed attempts (10.3)."""
+    R.section = "no guests (10.1, 10.3)"
+    print(f"== {R.section}", flush=True)
+    tag = srv.tag
+    for label, features in (("ng-v1", 0), ("ng-rooms", ROOMS), ("ng-history", ROOMS | HISTORY), ("ng-auth-only", AUTH)):
+        c = Client(label, srv.addr)
+        c.send(Msg("Hello", 1, features))
+        reason_is(c.next_msg("Error instead of Welcome"), NO_GUESTS,
+                  f"Hello with features {features}: Error instead of Welcome, no guests (10.1)")
+        c.expect_close("close after the no-guests Error")
+        c.close()
+    a = ahello(srv, "ng-auth", ROOMS | HISTORY | AUTH)
+    refused(attempt(a, Msg("Nick", "bob" + tag)), "AuthRequired", "bob" + tag, "a guest Nick: AuthRequired (10.3)")
+    refused(attempt(a, Msg("Nick", "")), "AuthRequired", "", "an empty Nick: AuthRequired (10.3)")
+    m = attempt(a, Msg("Register", "bob" + tag, "bob's password"))
+    tok = logged_in(a, m, "bob" + tag, "Register after AuthRequired")["token"]
+    bye(a)
+
+    R.section = f"failed attempts per address (10.3, --login-rate-ip {ip_limit})"
+    print(f"== {R.section}", flush=True)
+    b = ahello(srv, "ng-token")
+    logged_in(b, attempt(b, Msg("LoginToken", tok)), "bob" + tag, "LoginToken", token="")
+    bye(b)
+    c = ahello(srv, "ng-ip")
+    got = [attempt(c, Msg("LoginToken", f"bad-{i}")) for i in range(ip_limit)]
+    R.eq([(m.kind, m.f.get("code")) for m in got], [("Refused", CODE["AuthFailed"])] * ip_limit,
+         f"{ip_limit} failed attempts from one address after a successful one: AuthFailed each "
+         "(the limit counts failed attempts, 10.3)")
+    refused(attempt(c, Msg("LoginToken", tok)), "Throttled", "", "one more from that address, a good token: Throttled (10.3)")
+    refused(attempt(c, Msg("Login", "carol" + tag, "a password")), "Throttled", "carol" + tag,
+            "a password Login from that address, another account: Throttled (10.3)")
+    c.close()
+
+
 def run_live(srv):
     st = {}
     for name, fn in (("version 1 chat", t_v1_chat), ("handshake", t_handshake), ("names", t_names),
@@ -2312,7 +2602,10 @@ def run_live(srv):
                      ("history: negotiation (9.1, 9.3)", th_negotiation),
                      ("history: numbering and delivery (9.4-9.6, 9.9)", th_delivery),
                      ("history: pages (9.7)", th_pages), ("history: pages joined to live (9.8)", th_seam),
-                     ("history: leaving", th_done), ("long answers (8.9)", t_long)):
+                     ("history: leaving", th_done),
+                     ("accounts: negotiation (10.1)", ta_negotiation), ("accounts: naming (10.3, 10.5)", ta_accounts),
+                     ("accounts: rules and limits (10.3, 2.1)", ta_rules), ("accounts: throttling (10.3)", ta_throttle),
+                     ("long answers (8.9)", t_long)):
         R.section = name
         print(f"== {name}", flush=True)
         if time.monotonic() > DEADLINE:
@@ -2350,7 +2643,8 @@ def parse_addr(s):
 
 def main():
     if len(sys.argv) != 2 and not (sys.argv[1:2] == ["--timers"] and len(sys.argv) == 8) and not (
-            sys.argv[1:2] == ["--presence-race"] and len(sys.argv) == 3):
+            sys.argv[1:2] == ["--presence-race"] and len(sys.argv) == 3) and not (
+            sys.argv[1:2] == ["--no-guests"] and len(sys.argv) == 4):
         sys.exit(__doc__)
 
     def out_of_time(*_):
@@ -2361,12 +2655,14 @@ def main():
     with open(SPEC, encoding="utf-8") as f:
         spec = f.read()
     try:
-        if sys.argv[1] not in ("--timers", "--presence-race"):  # the main run checks these
+        if sys.argv[1] not in ("--timers", "--presence-race", "--no-guests"):  # the main run checks these
             check_golden(spec)
             check_tables(spec)
             check_decoder(spec)
         if sys.argv[1] == "--presence-race":
             run_presence_race(Server(parse_addr(sys.argv[2])))
+        elif sys.argv[1] == "--no-guests":
+            run_no_guests(Server(parse_addr(sys.argv[2])), int(sys.argv[3]))
         elif sys.argv[1] == "--timers":
             run_timers(Server(parse_addr(sys.argv[2])), int(sys.argv[3]), *map(float, sys.argv[4:8]))
         elif sys.argv[1] != "--golden":
