@@ -10,9 +10,10 @@ conformance run of a server against that document.
         --room-members ROOM_MEMBERS whose process id is PID: the run ends it with SIGTERM
     python3 .ci/spec_client.py --presence-race HOST:PORT
         rounds of 481 clients named at once: each must learn every other (Roster or Entered)
-    python3 .ci/spec_client.py --no-guests HOST:PORT IP_LIMIT
-        a server started with --no-guests --login-rate-ip IP_LIMIT: no client without AUTH,
-        AuthRequired, and the limit on failed login attempts per address (section 10)
+    python3 .ci/spec_client.py --no-guests HOST:PORT IP_LIMIT REG_LIMIT
+        a server started with --no-guests --login-rate-ip IP_LIMIT --register-rate REG_LIMIT:
+        no client without AUTH, AuthRequired, and the limits on failed login attempts and on
+        registrations per address (section 10)
 
 Python 3 standard library only. Connects only to loopback addresses. Every read has a
 timeout and the whole run is bounded (RUN_SECONDS); nothing sleeps blindly: a check that
@@ -2182,6 +2183,9 @@ def run_timers(srv, pid, hs, idle, frame_to, room_members):
     print(f"== {R.section}", flush=True)
     silent = Client("silent", srv.addr)
     nonick = hello(srv, "no-nick", ROOMS)
+    unnamed = ahello(srv, "auth-unnamed")
+    refused(attempt(unnamed, Msg("Register", "late" + srv.tag, "short")), "BadPassword", "late" + srv.tag,
+            "a refused Register leaves the client unnamed")
     ok, seen, t = closed_within(silent, hs + 3, "a client that never says Hello is closed (5.1 MAY)")
     if ok:
         R.check(t <= hs + 3, "closed around the handshake timeout", f"{t:.1f}s")
@@ -2189,6 +2193,9 @@ def run_timers(srv, pid, hs, idle, frame_to, room_members):
     ok, seen, t = closed_within(nonick, hs + 3, "the handshake timeout covers the wait for Nick (8.3)")
     if ok:
         R.note(f"client without Nick closed after {t:.1f}s with {seen or 'no message'}")
+    ok, seen, t = closed_within(unnamed, hs + 3, "the handshake deadline covers the whole time until Named (10.3 item 3)")
+    if ok:
+        R.eq(seen, [Msg("Error", "handshake timeout")], "an AUTH client still unnamed: Error \"handshake timeout\" (10.3 item 3)")
 
     # A frame once begun must be finished, however slowly bytes trickle in.
     tr = hello(srv, "trickle")
@@ -2548,6 +2555,7 @@ def ta_throttle(srv, st):
     took = time.monotonic() - t0
     refused(m, "Throttled", name, "the 4th password attempt on an account within a minute: Throttled (10.3)")
     R.check(re.search(r"\d", m.f.get("detail", "")), "Throttled: detail says when to try again", repr(m.f.get("detail")))
+    R.check(took < 1.0, "Throttled is answered at once (10.3)", f"{took:.2f}s")
     R.note(f"Throttled answered in {1000 * took:.0f} ms: {m.f.get('detail')!r}")
     m = attempt(u, Msg("Nick", ""))
     R.eq(m.kind, "Named", "after Throttled the client is still unnamed and may go on (10.3 item 2)")
@@ -2559,9 +2567,10 @@ def ta_throttle(srv, st):
 NO_GUESTS = "this server requires an account: connect with a client that can log in (the AUTH capability)"
 
 
-def run_no_guests(srv, ip_limit):
-    """Against a server started with --no-guests --login-rate-ip IP_LIMIT: section 10.1's refusal of
-    clients without AUTH, AuthRequired, and the per-address limit on failed attempts (10.3)."""
+def run_no_guests(srv, ip_limit, reg_limit):
+    """Against a server started with --no-guests --login-rate-ip IP_LIMIT --register-rate REG_LIMIT:
+    section 10.1's refusal of clients without AUTH, AuthRequired, and the per-address limits on
+    failed login attempts and on registrations (10.3)."""
     R.section = "no guests (10.1, 10.3)"
     print(f"== {R.section}", flush=True)
     tag = srv.tag
@@ -2578,6 +2587,18 @@ def run_no_guests(srv, ip_limit):
     m = attempt(a, Msg("Register", "bob" + tag, "bob's password"))
     tok = logged_in(a, m, "bob" + tag, "Register after AuthRequired")["token"]
     bye(a)
+
+    R.section = f"registrations per address (10.3, --register-rate {reg_limit})"
+    print(f"== {R.section}", flush=True)
+    for i in range(1, reg_limit):  # bob's was the first
+        c = ahello(srv, f"ng-reg-{i}")
+        logged_in(c, attempt(c, Msg("Register", f"reg{i}-{tag}", "a password")), f"reg{i}-{tag}",
+                  f"registration {i + 1} of {reg_limit} from one address")
+        bye(c)
+    c = ahello(srv, "ng-reg-over")
+    refused(attempt(c, Msg("Register", f"reg0-{tag}", "a password")), "Throttled", f"reg0-{tag}",
+            f"registration {reg_limit + 1} from one address within the hour: Throttled (10.3)")
+    c.close()
 
     R.section = f"failed attempts per address (10.3, --login-rate-ip {ip_limit})"
     print(f"== {R.section}", flush=True)
@@ -2644,7 +2665,7 @@ def parse_addr(s):
 def main():
     if len(sys.argv) != 2 and not (sys.argv[1:2] == ["--timers"] and len(sys.argv) == 8) and not (
             sys.argv[1:2] == ["--presence-race"] and len(sys.argv) == 3) and not (
-            sys.argv[1:2] == ["--no-guests"] and len(sys.argv) == 4):
+            sys.argv[1:2] == ["--no-guests"] and len(sys.argv) == 5):
         sys.exit(__doc__)
 
     def out_of_time(*_):
@@ -2662,7 +2683,7 @@ def main():
         if sys.argv[1] == "--presence-race":
             run_presence_race(Server(parse_addr(sys.argv[2])))
         elif sys.argv[1] == "--no-guests":
-            run_no_guests(Server(parse_addr(sys.argv[2])), int(sys.argv[3]))
+            run_no_guests(Server(parse_addr(sys.argv[2])), int(sys.argv[3]), int(sys.argv[4]))
         elif sys.argv[1] == "--timers":
             run_timers(Server(parse_addr(sys.argv[2])), int(sys.argv[3]), *map(float, sys.argv[4:8]))
         elif sys.argv[1] != "--golden":

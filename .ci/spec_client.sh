@@ -3,9 +3,9 @@
 # .ci/spec_client.py (a client written from the document alone). Builds nothing.
 #   .ci/spec_client.sh target/debug/chat-server
 # Four runs, each against a fresh server: the main checks (default settings, but no cap on
-# connections per IP and no limit on login attempts per IP: every client comes from 127.0.0.1;
-# the per-account limit stays); a server taking no guests, with a low limit on failed login
-# attempts per IP (the one place that limit is tested); rounds of
+# connections per IP and no limit on login attempts or registrations per IP: every client comes
+# from 127.0.0.1; the per-account limit stays); a server taking no guests, with low limits on
+# login attempts and registrations per IP (the one place those are tested); rounds of
 # 481 clients named at once, each of which must learn every other (frames read together
 # with a Roster are still parsed); flood control, a room limit, retention, the timers and the
 # shutdown, against a server with short timers, --room-members 2 and --history-size 5 (the script
@@ -50,13 +50,13 @@ stop() {
 
 # The first two runs connect 481 clients at once, all from 127.0.0.1: no cap per IP.
 status=0
-start --max-per-ip 0 --login-rate-ip 0
+start --max-per-ip 0 --login-rate-ip 0 --register-rate 0
 timeout 70 python3 "$here/spec_client.py" "$addr" || status=1
 stop
 
-ip_limit=5
-start --no-guests --login-rate-ip "$ip_limit"
-timeout 30 python3 "$here/spec_client.py" --no-guests "$addr" "$ip_limit" || status=1
+ip_limit=5 reg_limit=3
+start --no-guests --login-rate-ip "$ip_limit" --register-rate "$reg_limit"
+timeout 30 python3 "$here/spec_client.py" --no-guests "$addr" "$ip_limit" "$reg_limit" || status=1
 stop
 
 start --max-per-ip 0
