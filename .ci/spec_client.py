@@ -2432,6 +2432,12 @@ def ta_accounts(srv, st):
     a.send(Msg("Nick", name))
     R.eq(a.expect(is_("Renamed"), "Renamed for its own name"), Msg("Renamed", name, a.member()),
          "a logged-in client's Nick of its own name: Renamed old == new (10.5, 8.5)")
+    a.send(Msg("Nick", name.upper()))
+    a.name = name.upper()
+    R.eq(a.expect(lambda x: x.kind in ("Refused", "Renamed"), "answer to a case change"), Msg("Renamed", name, a.member()),
+         "a logged-in client's Nick of its own name in another case: a rename as in 8.5 (10.5)")
+    R.eq(b.expect(is_("Renamed"), "Renamed of the logged-in client"), Msg("Renamed", name, a.member()),
+         "the case change reaches the lobby as a Renamed")
 
     r, ref, _ = named(srv, "rooms-guest", name.upper())
     R.check(ref is not None and ref["code"] == CODE["NameReserved"] and ref["subject"] == name.upper(),
@@ -2476,6 +2482,12 @@ def ta_accounts(srv, st):
     m = attempt(w, Msg("LoginToken", tok1))
     logged_in(w, m, name, "LoginToken with another token of the account, still valid after the Logout (10.5)",
               token="", expires=exp1)
+    x = ahello(srv, "token-in-use")
+    m = attempt(x, Msg("LoginToken", tok1))
+    R.check(m.kind == "Refused" and m["code"] in (CODE["NameTaken"], CODE["AuthFailed"]),
+            "LoginToken to an account in use by another connection: refused (10.3)", repr(m))
+    R.eq(m.f.get("subject"), "", "a LoginToken's refusal has an empty subject (10.3)")
+    x.close()
     bye(w)
 
 
