@@ -10,6 +10,10 @@ conformance run of a server against that document.
         --room-members ROOM_MEMBERS whose process id is PID: the run ends it with SIGTERM
     python3 .ci/spec_client.py --presence-race HOST:PORT
         rounds of 481 clients named at once: each must learn every other (Roster or Entered)
+    python3 .ci/spec_client.py --no-guests HOST:PORT IP_LIMIT REG_LIMIT
+        a server started with --no-guests --login-rate-ip IP_LIMIT --register-rate REG_LIMIT:
+        no client without AUTH, AuthRequired, and the limits on failed login attempts and on
+        registrations per address (section 10)
 
 Python 3 standard library only. Connects only to loopback addresses. Every read has a
 timeout and the whole run is bounded (RUN_SECONDS); nothing sleeps blindly: a check that
@@ -19,6 +23,7 @@ Section numbers in messages refer to PROTOCOL.md.
 """
 
 import ipaddress
+import json
 import os
 import random
 import re
@@ -41,6 +46,7 @@ READ_TIMEOUT = 5.0
 VERBOSE = bool(os.environ.get("VERBOSE"))  # print every check  # default for one awaited message
 ROOMS = 0x1
 HISTORY = 0x2
+AUTH = 0x4
 MIN_FRAME_LEN = 64
 MAX_FRAME_LEN_CEILING = 16 * 1024 * 1024
 RELAY_OVERHEAD = 20
@@ -213,14 +219,21 @@ SCHEMA = [
     ("Resume", [("conversation", "conv"), ("after", "u64"), ("limit", "u32")], "C"),
     ("Recent", [("conversation", "conv"), ("count", "u32")], "C"),
     ("Page", [("conversation", "conv"), ("entries", "vec:entry"), ("missing", "bool"), ("more", "bool")], "S"),
+    ("Register", [("name", "str"), ("password", "str")], "C"),
+    ("Login", [("name", "str"), ("password", "str")], "C"),
+    ("LoginToken", [("token", "str")], "C"),
+    ("LoggedIn", [("name", "str"), ("token", "str"), ("expires", "u64")], "S"),
+    ("Logout", [], "C"),
 ]
 TAG = {s[0]: i for i, s in enumerate(SCHEMA)}
 ROOMS_TAGS = range(10, 26)
 HISTORY_TAGS = range(26, 33)
+AUTH_TAGS = range(33, 38)
 REFUSAL = {
     1: "NameTaken", 2: "NameInvalid", 3: "RoomInvalid", 4: "NotInRoom", 5: "NoSuchRoom",
     6: "NoSuchName", 7: "TooManyRooms", 8: "RoomFull", 9: "CannotReceive", 10: "RateLimited",
-    11: "Unavailable",
+    11: "Unavailable", 12: "AuthFailed", 13: "AuthRequired", 14: "NameReserved", 15: "Insecure",
+    16: "Throttled", 17: "BadPassword",
 }
 CODE = {v: k for k, v in REFUSAL.items()}
 
@@ -510,11 +523,19 @@ def check_golden(spec):
     missing = [s[0] for s in SCHEMA if s[0] not in kinds]
     R.check(not missing, "every message type has a golden vector", f"none for {missing}")
     names = list(vectors)
+    if "register-chinese" in names:
+        auth_vectors = names[names.index("register-chinese"):]
+        R.eq(len(auth_vectors), 6, "section 7: AUTH added the 6 vectors from register-chinese on")
+        R.check(all(TAG[vectors[n][0].kind] in AUTH_TAGS for n in auth_vectors),
+                "the AUTH vectors are of tags 33-37")
+    else:
+        R.check(False, "section 10: the AUTH vectors (from register-chinese on) are in section 4")
     if "nick-chinese" in names:
         rooms_vectors = names[names.index("nick-chinese"):]
         if "posted-chinese" in names:
             rooms_vectors = names[names.index("nick-chinese"):names.index("posted-chinese")]
-            history_vectors = names[names.index("posted-chinese"):]
+            history_vectors = names[names.index("posted-chinese"):names.index("register-chinese")
+                                    if "register-chinese" in names else None]
             R.eq(len(history_vectors), 11, "section 7: HISTORY added the 11 vectors from posted-chinese on")
             R.check(all(TAG[vectors[n][0].kind] in HISTORY_TAGS for n in history_vectors),
                     "the HISTORY vectors are of tags 26-32")
@@ -538,7 +559,60 @@ def check_golden(spec):
         except Exception as e:  # noqa: BLE001
             R.note(f"byte-by-byte block {m.group(1)}: its heading uses a shorthand, not the table's notation"
                    f" ({shown!r}); its bytes were checked")
+    check_golden_json(vectors)
     return vectors
+
+
+def from_json(kind, fields):
+    """A message of chat-proto/tests/golden.json (serde's JSON of `Message`) to a Msg."""
+    def conv(t, v):
+        if t == "ip":
+            return ipaddress.ip_address(v)
+        if t == "member":
+            return Member(v["name"], ipaddress.ip_address(v["ip"]), v["port"])
+        if t == "roominfo":
+            return RoomInfo(v["name"], v["members"])
+        if t == "entry":
+            return Entry(v["id"], v["prev"], v["at"], conv("member", v["from"]), v["text"])
+        if t == "conv":
+            (tag, name), = v.items()
+            return Conv(CONV_TAGS.index(tag), name)
+        if t.startswith("vec:"):
+            return [conv(t[4:], x) for x in v]
+        if isinstance(v, dict):  # a Refusal code written by name or as Other(n)
+            (k, n), = v.items()
+            return n
+        if t in ("u16",) and isinstance(v, str):
+            return CODE[v]
+        return v
+    return Msg(kind, *[conv(t, fields[n]) for n, t in SCHEMA[TAG[kind]][1]])
+
+
+def check_golden_json(vectors):
+    """chat-proto/tests/golden.json (the crate's own vectors) against section 4 and this codec."""
+    path = os.path.join(os.path.dirname(SPEC), "tests", "golden.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            rows = json.load(f)
+    except (OSError, ValueError) as e:
+        R.check(False, "chat-proto/tests/golden.json reads", str(e))
+        return
+    R.eq([r["name"] for r in rows], list(vectors), "golden.json holds the section 4 vectors, in order")
+    for r in rows:
+        name, want = r["name"], bytes.fromhex(r["hex"])
+        if name in vectors:
+            R.eq(want.hex(), vectors[name][1].hex(), f"golden.json {name}: the same bytes as section 4")
+        try:
+            m = r["message"]
+            msg = Msg(m, *[]) if isinstance(m, str) else from_json(*next(iter(m.items())))
+        except Exception as e:  # noqa: BLE001 - reported
+            R.check(False, f"golden.json {name}: its message reads", f"{r['message']!r}: {e}")
+            continue
+        R.check(frame(msg) == want, f"golden.json {name}: encode", f"got {frame(msg).hex()}, want {want.hex()}")
+        try:
+            R.check(decode(want[4:]) == msg, f"golden.json {name}: decode", repr(decode(want[4:])))
+        except DecodeError as e:
+            R.check(False, f"golden.json {name}: decode", str(e))
 
 
 def size_range(t):
@@ -585,7 +659,7 @@ def check_tables(spec):
     R.check(len(encode(said)) <= 65516 + ROOMS_OVERHEAD, "section 8.10: it fits max_frame + 300")
 
 
-def check_decoder():
+def check_decoder(spec):
     """The decoding errors section 6 names, on the spec's own examples."""
     R.section = "decoder (sections 3, 6, 8.1)"
     print(f"== {R.section}", flush=True)
@@ -598,7 +672,14 @@ def check_decoder():
             R.eq(e.kind, kind, what)
 
     err(b"", "EmptyFrame", "empty payload")
-    err(b"\x21", "UnknownVariant", "tag 33")
+    err(b"\x26", "UnknownVariant", "tag 38")
+    err(b"\x25\x00", "TrailingBytes", "Logout with a trailing byte")
+    err(b"\x24\x00\x00", "Malformed", "LoggedIn cut short before expires")
+    err(b"\x21\x01a\x02\xc3\x28", "InvalidUtf8", "Register with a password that is not UTF-8")
+    m = re.search(r"^\| `UnknownVariant` \| Message tag ≥ (\d+)\. \"unknown message variant (\d+)\"", spec, re.M)
+    R.check(m and int(m.group(1)) == int(m.group(2)) == len(SCHEMA),
+            f"section 6: UnknownVariant is a tag ≥ {len(SCHEMA)} (section 3.4: tags 0-{len(SCHEMA) - 1} are known)",
+            f"section 6 says {m.group(0)[2:] if m else 'nothing found'}")
     err(b"\x1e\x02\x00\x00\x00", "Malformed", "Conversation tag 2")
     err(b"\xfd" + b"\x00" * 8, "Malformed", "tag with the fd marker")
     err(b"\x01\x00", "TrailingBytes", "Exit with a trailing byte")
@@ -725,6 +806,10 @@ class Client:
             R.check(False, f"{self.label}: no ROOMS message to a session without ROOMS (section 7)", repr(m))
         if TAG[m.kind] in HISTORY_TAGS and not (self.welcome and self.welcome["features"] & HISTORY):
             R.check(False, f"{self.label}: no HISTORY message to a session without HISTORY (section 9.3)", repr(m))
+        if TAG[m.kind] in AUTH_TAGS and not (self.welcome and self.welcome["features"] & AUTH):
+            R.check(False, f"{self.label}: no AUTH message to a session without AUTH (section 10.2)", repr(m))
+        if m.kind == "LoggedIn" and self.name is not None:
+            R.check(False, f"{self.label}: LoggedIn only answers an attempt before Named (10.3)", repr(m))
         if self.welcome is None and m.kind not in ("Welcome", "Error"):
             R.check(False, f"{self.label}: nothing but Welcome/Error before Welcome (section 5.1)", repr(m))
         if not self.history():
@@ -868,6 +953,8 @@ def hello(srv, label, features=0, version=1):
     R.check(MIN_FRAME_LEN <= w["max_frame"] <= MAX_FRAME_LEN_CEILING, f"{label}: max_frame in 64..=16 MiB", w["max_frame"])
     R.eq((w["ip"], w["port"]), c.addr, f"{label}: Welcome ip:port = the client's address")
     c.rooms = bool(w["features"] & ROOMS)
+    if w["features"] & AUTH:
+        R.check(c.rooms, f"{label}: AUTH is granted only with ROOMS (10.1)", hex(w["features"]))
     overhead = HISTORY_OVERHEAD if w["features"] & HISTORY else ROOMS_OVERHEAD if c.rooms else RELAY_OVERHEAD
     c.limit = min(w["max_frame"] + overhead, MAX_FRAME_LEN_CEILING)
     return c
@@ -987,7 +1074,8 @@ def t_handshake(srv):
     bye(c)
 
     c = hello(srv, "hello-all-bits", 2**64 - 1)
-    R.eq(c.welcome["features"], ROOMS | HISTORY, "features = asked AND server's: unknown bits dropped, ROOMS and HISTORY kept (sections 7, 9.1)")
+    R.eq(c.welcome["features"], ROOMS | HISTORY | AUTH,
+         "features = asked AND server's: unknown bits dropped, ROOMS, HISTORY and AUTH kept (sections 7, 9.1, 10.1)")
     bye(c)  # Exit is allowed before Nick (section 8.3)
 
     c = hello(srv, "oversize")
@@ -1037,7 +1125,7 @@ def t_handshake(srv):
     bye(c)
 
     # Frames that do not decode (section 6): the server SHOULD answer Error, then close (5.6).
-    for label, payload in (("empty frame", b""), ("tag 33", b"\x21"), ("fe marker", b"\x08\xfe"),
+    for label, payload in (("empty frame", b""), ("tag 38", b"\x26"), ("fe marker", b"\x08\xfe"),
                            ("invalid UTF-8", b"\x00\x01\xff"), ("trailing byte", b"\x01\x00"),
                            ("IpAddr tag 2", b"\x05\x01\x41\x00")):
         c = hello(srv, f"bad-{label}")
@@ -1507,12 +1595,20 @@ def th_negotiation(srv, st):
     c.expect_close("close after Recent without HISTORY")
     c.close()
 
-    c = hello(srv, "h-features-7", 7)
-    R.eq(c.welcome["features"], ROOMS | HISTORY, "features 7: ROOMS and HISTORY granted, the unknown bit dropped (9.1)")
+    c = hello(srv, "h-features-11", 0x8 | ROOMS | HISTORY)
+    R.eq(c.welcome["features"], ROOMS | HISTORY, "features 11: ROOMS and HISTORY granted, the unknown bit dropped (9.1)")
     c.send(Msg("Resume", Conv(0, "lobby"), 0, 0))
     reason_is(c.next_msg("Error for Resume before Nick"), "expected Nick first, got Resume",
               "Resume before Nick (9.3, 8.3)")
     c.expect_close("close after Resume before Nick")
+    c.close()
+
+    c = hello(srv, "h-features-7", ROOMS | HISTORY | AUTH)
+    R.eq(c.welcome["features"], ROOMS | HISTORY | AUTH, "features 7: ROOMS, HISTORY and AUTH granted (9.1, 10.1)")
+    c.send(Msg("Resume", Conv(0, "lobby"), 0, 0))
+    reason_is(c.next_msg("Error for Resume before the name"), "expected Nick, Register, Login or LoginToken first, got Resume",
+              "Resume before the name with AUTH (9.3, 10.3 item 1)")
+    c.expect_close("close after Resume before the name")
     c.close()
 
 
@@ -2087,6 +2183,9 @@ def run_timers(srv, pid, hs, idle, frame_to, room_members):
     print(f"== {R.section}", flush=True)
     silent = Client("silent", srv.addr)
     nonick = hello(srv, "no-nick", ROOMS)
+    unnamed = ahello(srv, "auth-unnamed")
+    refused(attempt(unnamed, Msg("Register", "late" + srv.tag, "short")), "BadPassword", "late" + srv.tag,
+            "a refused Register leaves the client unnamed")
     ok, seen, t = closed_within(silent, hs + 3, "a client that never says Hello is closed (5.1 MAY)")
     if ok:
         R.check(t <= hs + 3, "closed around the handshake timeout", f"{t:.1f}s")
@@ -2094,6 +2193,9 @@ def run_timers(srv, pid, hs, idle, frame_to, room_members):
     ok, seen, t = closed_within(nonick, hs + 3, "the handshake timeout covers the wait for Nick (8.3)")
     if ok:
         R.note(f"client without Nick closed after {t:.1f}s with {seen or 'no message'}")
+    ok, seen, t = closed_within(unnamed, hs + 3, "the handshake deadline covers the whole time until Named (10.3 item 3)")
+    if ok:
+        R.eq(seen, [Msg("Error", "handshake timeout")], "an AUTH client still unnamed: Error \"handshake timeout\" (10.3 item 3)")
 
     # A frame once begun must be finished, however slowly bytes trickle in.
     tr = hello(srv, "trickle")
@@ -2213,6 +2315,319 @@ def run_presence_race(srv, rounds=6, n=481):
             break
 
 
+# ---------------------------------------------------------------------------
+# Accounts (section 10)
+# ---------------------------------------------------------------------------
+
+HANDSHAKE_FRAME = 1024  # the reference server's H (section 2.1, 10.3 item 4)
+PRINTABLE = re.compile(r"^[\x21-\x7e]{1,128}$")
+
+
+def ahello(srv, label, features=ROOMS | AUTH):
+    """Hello/Welcome with AUTH granted (section 10.1)."""
+    c = hello(srv, label, features)
+    if not c.welcome["features"] & AUTH:
+        raise Fail(f"{label}: the server did not grant AUTH (Welcome.features {c.welcome['features']:#x})")
+    return c
+
+
+def attempt(c, m):
+    """One naming attempt (10.3 item 2): its answer, a Refused or a LoggedIn (or Named for a Nick)."""
+    c.send(m)
+    return c.expect(lambda x: x.kind in ("Refused", "LoggedIn", "Named"), f"answer to {m.kind}")
+
+
+def refused(m, code, subject, what):
+    return R.eq((m.kind, m.f.get("code"), m.f.get("subject")), ("Refused", CODE[code], subject), what)
+
+
+def be_named(c, want, what):
+    """Named (want: a name, or GUEST) then the lobby Roster with the client last (10.3, 8.3)."""
+    m = c.expect(lambda x: x.kind in ("Named", "Refused", "LoggedIn"), f"Named after {what}")
+    if m.kind != "Named":
+        raise Fail(f"{c.label}: after {what}: {m!r}, want Named")
+    ok = GUEST.match(m["name"]) if want is GUEST else m["name"] == want
+    R.check(ok, f"{c.label}: {what}: then Named {want if want is not GUEST else 'guest-N'} (10.3)", repr(m))
+    c.name = m["name"]
+    roster, _ = assemble(c, "Roster", "lobby", f"the lobby Roster after {what}")
+    R.check(roster and roster[-1] == c.member(), f"{c.label}: {what}: itself last in the lobby Roster (10.3, 8.3)")
+    return c.name
+
+
+def logged_in(c, m, name, what, token=None, expires=None):
+    """A LoggedIn for name (10.2, 10.3), then Named and the Roster. token None: a new token."""
+    if m.kind != "LoggedIn":
+        raise Fail(f"{c.label}: {what}: got {m!r}, want LoggedIn")
+    R.eq(m["name"], name, f"{what}: LoggedIn with the account's name")
+    if token is None:
+        R.check(PRINTABLE.match(m["token"]), f"{what}: a new token, 1 to 128 bytes of printable ASCII (10.3)",
+                repr(m["token"]))
+        R.check(m["expires"] > time.time() + 60, f"{what}: expires is in the future (seconds since the epoch)",
+                m["expires"])
+    else:
+        R.eq(m["token"], token, f"{what}: the token field is empty after LoginToken (10.3)")
+    if expires is not None:
+        R.eq(m["expires"], expires, f"{what}: expires is that token's expiry (10.3)")
+    be_named(c, name, what)
+    return m
+
+
+def fatal(c, m, reason, what):
+    """Send m; the server must answer Error { reason } and close."""
+    c.send(m)
+    reason_is(c.expect(lambda x: x.kind == "Error", f"Error for {m.kind}"), reason, what)
+    c.expect_close(f"close after {what}")
+    c.close()
+
+
+def ta_negotiation(srv, st):
+    """Section 10.1: AUTH only with ROOMS; its messages only in a session that got it."""
+    c = hello(srv, "a-features-4", AUTH)
+    R.eq(c.welcome["features"], 0, "AUTH asked without ROOMS: not granted (10.1)")
+    fatal(c, Msg("Register", "x", "password"),
+          "protocol violation: Register belongs to a capability not negotiated in the handshake",
+          "Register in a version 1 session (8.10, 10.2)")
+    c = hello(srv, "a-features-3", ROOMS | HISTORY)
+    R.eq(c.welcome["features"], ROOMS | HISTORY, "AUTH not asked: not granted")
+    fatal(c, Msg("LoginToken", "x"),
+          "protocol violation: LoginToken belongs to a capability not negotiated in the handshake",
+          "LoginToken in a session without AUTH (8.10, 10.2)")
+    c = ahello(srv, "a-features-5")
+    R.eq(c.welcome["features"], ROOMS | AUTH, "features 5: ROOMS and AUTH granted (10.1)")
+    c.send(Msg("Ping", 5))
+    c.expect(is_("Pong", nonce=5), "Pong before the name (10.3 item 1)")
+    fatal(c, Msg("Join", "lobby"), "expected Nick, Register, Login or LoginToken first, got Join",
+          "Join before the name with AUTH: Error and close (10.3 item 1)")
+    c = ahello(srv, "a-logout-first")
+    fatal(c, Msg("Logout"), "expected Nick, Register, Login or LoginToken first, got Logout",
+          "Logout before the name: Error and close (10.3 item 1)")
+
+
+def ta_accounts(srv, st):
+    """Sections 10.3 and 10.5: register, log in by password and by token, names kept by accounts,
+    log out. At most 3 password attempts on the account (the per-account limit)."""
+    tag = srv.tag
+    sent, name, pw = "Rene\u0301" + tag, "Ren\u00e9" + tag, "密码 correct horse"
+    a = ahello(srv, "register")
+    m = attempt(a, Msg("Register", sent, pw))
+    tok1 = logged_in(a, m, name, "Register (a name sent in NFD)")
+    tok1, exp1 = tok1["token"], tok1["expires"]
+
+    b = ahello(srv, "register-again")
+    m = attempt(b, Msg("Register", name.upper(), "another password"))
+    refused(m, "NameTaken", name.upper(), "Register of a registered name (other case): NameTaken, subject as sent (10.3)")
+    m = attempt(b, Msg("Login", name, pw))  # password attempt 1 on the account
+    refused(m, "NameTaken", name, "Login to an account in use by another connection: NameTaken (10.3)")
+    m = attempt(b, Msg("Nick", name.lower()))
+    refused(m, "NameReserved", name.lower(), "a guest's first Nick of a registered name: NameReserved (10.3)")
+    be_named(b, GUEST, "NameReserved")
+    b.send(Msg("Nick", name))
+    m = b.expect(lambda x: x.kind in ("Refused", "Renamed"), "answer to a guest's rename to a registered name")
+    refused(m, "NameReserved", name, "a guest may not rename to a registered name: NameReserved (10.5)")
+    a.expect(is_("Entered", room="lobby", member=b.member()), "Entered of the guest to the logged-in client")
+
+    a.send(Msg("Nick", "other" + tag))
+    m = a.expect(lambda x: x.kind in ("Refused", "Renamed"), "answer to a logged-in client's rename")
+    refused(m, "NameReserved", "other" + tag, "a logged-in client's rename to another name: NameReserved (10.5)")
+    a.send(Msg("Nick", name))
+    R.eq(a.expect(is_("Renamed"), "Renamed for its own name"), Msg("Renamed", name, a.member()),
+         "a logged-in client's Nick of its own name: Renamed old == new (10.5, 8.5)")
+    a.send(Msg("Nick", name.upper()))
+    a.name = name.upper()
+    R.eq(a.expect(lambda x: x.kind in ("Refused", "Renamed"), "answer to a case change"), Msg("Renamed", name, a.member()),
+         "a logged-in client's Nick of its own name in another case: a rename as in 8.5 (10.5)")
+    R.eq(b.expect(is_("Renamed"), "Renamed of the logged-in client"), Msg("Renamed", name, a.member()),
+         "the case change reaches the lobby as a Renamed")
+
+    r, ref, _ = named(srv, "rooms-guest", name.upper())
+    R.check(ref is not None and ref["code"] == CODE["NameReserved"] and ref["subject"] == name.upper(),
+            "a ROOMS client without AUTH: a first Nick of a registered name is NameReserved (10.3)", repr(ref))
+    R.check(GUEST.match(r.name or ""), "... then Named guest-N", r.name)
+    bye(r)
+    fatal(b, Msg("Login", "nobody" + tag, pw), "protocol violation: Login after the client was named",
+          "Login after the name: Error and close (10.3 item 5)")
+    g = ahello(srv, "guest-logout")
+    m = attempt(g, Msg("Nick", ""))
+    R.check(m.kind == "Named", "an AUTH client's empty Nick: Named guest-N, as in 8.3", repr(m))
+    g.name = m.f.get("name")
+    assemble(g, "Roster", "lobby")
+    g.send(Msg("Logout"))
+    g.expect(is_("Exit"), "Exit answering a guest's Logout")
+    R.check(g.expect_close("close after a guest's Logout"), "a guest's Logout is an Exit (10.5)")
+
+    bye(a)
+    c = ahello(srv, "login")
+    m = attempt(c, Msg("Login", name.upper(), pw))  # attempt 2
+    tok2 = logged_in(c, m, name, "Login by password, the name in another case (the name as registered)")["token"]
+    R.check(tok2 != tok1, "each login gives a new token (10.3)")
+
+    c.send(Msg("Logout"))
+    c.expect(is_("Exit"), "Exit answering Logout")
+    c.expect_close("close after Logout (10.5)")
+
+    w = ahello(srv, "wrong")
+    t0 = time.monotonic()
+    wrong = attempt(w, Msg("Login", name, pw + "!"))  # attempt 3
+    t1 = time.monotonic()
+    unknown = attempt(w, Msg("Login", "nobody" + tag, pw))
+    t2 = time.monotonic()
+    refused(wrong, "AuthFailed", name, "Login with a wrong password: AuthFailed (10.3)")
+    refused(unknown, "AuthFailed", "nobody" + tag, "Login of a name without account: AuthFailed (10.3)")
+    R.eq(wrong.f.get("detail"), unknown.f.get("detail"),
+         "wrong password and unknown name: the same detail (the answer never tells which names exist, 10.3)")
+    R.note(f"AuthFailed took {1000 * (t1 - t0):.0f} ms for a wrong password, {1000 * (t2 - t1):.0f} ms for an unknown name")
+    refused(attempt(w, Msg("LoginToken", "0" * 32 + ".bogus")), "AuthFailed", "",
+            "an unknown token: AuthFailed, subject empty (10.3)")
+    refused(attempt(w, Msg("LoginToken", tok2)), "AuthFailed", "", "the token of a session that logged out: AuthFailed (10.5)")
+    m = attempt(w, Msg("LoginToken", tok1))
+    logged_in(w, m, name, "LoginToken with another token of the account, still valid after the Logout (10.5)",
+              token="", expires=exp1)
+    x = ahello(srv, "token-in-use")
+    m = attempt(x, Msg("LoginToken", tok1))
+    R.check(m.kind == "Refused" and m["code"] in (CODE["NameTaken"], CODE["AuthFailed"]),
+            "LoginToken to an account in use by another connection: refused (10.3)", repr(m))
+    R.eq(m.f.get("subject"), "", "a LoginToken's refusal has an empty subject (10.3)")
+    x.close()
+    bye(w)
+
+
+def ta_rules(srv, st):
+    """Section 10.3's Register rules (BadPassword, NameInvalid, NameTaken) and the limits before the name."""
+    tag = srv.tag
+    p = ahello(srv, "rules")
+    for pw, what in (("1234567", "7 bytes"), ("", "0 bytes"), ("p" * 257, "257 bytes"), ("密码", "2 characters, 6 bytes")):
+        refused(attempt(p, Msg("Register", "pw" + tag, pw)), "BadPassword", "pw" + tag,
+                f"Register with a password of {what}: BadPassword (10.3)")
+    for bad in ("bad name!", "", "名" * 33):
+        refused(attempt(p, Msg("Register", bad, "password")), "NameInvalid", bad,
+                f"Register of the invalid name {bad[:12]!r}: NameInvalid (10.3, 8.4)")
+    q, _, _ = named(srv, "in-use", "inuse" + tag)
+    refused(attempt(p, Msg("Register", "INUSE" + tag, "password")), "NameTaken", "INUSE" + tag,
+            "Register of a name a guest is using: NameTaken (10.3)")
+    bye(q)
+    gname = f"guest-{90000 + int(tag)}"
+    m = attempt(p, Msg("Register", gname, "password"))
+    R.check(m.kind == "LoggedIn", f"Register of {gname}: a guest-N name is an ordinary name (8.4 item 6, 10.3)", repr(m))
+    if m.kind == "LoggedIn":
+        be_named(p, gname, f"Register {gname}")
+    else:
+        R.note(f"Register {gname} answered {m!r}")
+        m = attempt(p, Msg("Register", "五个字" + tag, "密码密码密"))
+        logged_in(p, m, "五个字" + tag, "Register with a password of 5 characters, 15 bytes (counted in bytes, 10.3)")
+    bye(p)
+
+    # Section 2.1 and 10.3 item 4: until Named, frames within H; after, the full limit.
+    h = HANDSHAKE_FRAME
+    c = Client("h-before-hello", srv.addr)
+    c.raw(struct.pack(">I", h + 1))
+    reason_is(c.next_msg("Error for a first frame over H"),
+              f"invalid frame: frame of {h + 1} bytes exceeds the {h}-byte limit",
+              f"before Hello, a frame of {h + 1} bytes: Error from the header (2.1, H = {h})")
+    c.expect_close("close after a frame over H")
+    c.close()
+    for label, features in (("h-auth", ROOMS | AUTH), ("h-rooms", ROOMS)):
+        c = hello(srv, label, features)
+        c.raw(struct.pack(">I", h + 1))
+        reason_is(c.next_msg("Error for a frame over H"),
+                  f"invalid frame: frame of {h + 1} bytes exceeds the {h}-byte limit",
+                  f"{label}: before Named, a frame of {h + 1} bytes: Error from the header (2.1, 10.3 item 4)")
+        c.expect_close("close after a frame over H")
+        c.close()
+    c = ahello(srv, "h-fits")
+    name = "lim" + tag
+    n = h - 5 - len(name)  # tag, name length, the name, a 3-byte password length
+    reg = Msg("Register", name, "p" * n)
+    R.eq(len(encode(reg)), h, "the Register built is H bytes")
+    refused(attempt(c, reg), "BadPassword", name, f"before Named, a frame of exactly {h} bytes is read (2.1)")
+    m = attempt(c, Msg("Nick", ""))
+    R.eq(m.kind, "Named", "Named after a refused Register")
+    c.name = m.f.get("name")
+    assemble(c, "Roster", "lobby")
+    say = Msg("Say", "lobby", "字" * 1000)
+    c.send(say)
+    c.sync()
+    R.check(not c.eof, f"after Named, a Say of {len(encode(say))} bytes (over H) is taken (2.1)")
+    bye(c)
+
+
+def ta_throttle(srv, st):
+    """Section 10.3, throttling: 3 password attempts per account per minute (the reference server),
+    on an account of its own; the 4th is Throttled at once, even with the right password."""
+    tag = srv.tag
+    name, pw = "throttle" + tag, "right password"
+    t = ahello(srv, "throttle")
+    logged_in(t, attempt(t, Msg("Register", name, pw)), name, "Register of the throttled account")
+    bye(t)
+    u = ahello(srv, "throttle-2")
+    got = [attempt(u, Msg("Login", name, f"wrong {i}")) for i in range(3)]
+    R.eq([(m.kind, m.f.get("code")) for m in got], [("Refused", CODE["AuthFailed"])] * 3,
+         "3 wrong passwords in a row: AuthFailed each (10.3)")
+    t0 = time.monotonic()
+    m = attempt(u, Msg("Login", name, pw))
+    took = time.monotonic() - t0
+    refused(m, "Throttled", name, "the 4th password attempt on an account within a minute: Throttled (10.3)")
+    R.check(re.search(r"\d", m.f.get("detail", "")), "Throttled: detail says when to try again", repr(m.f.get("detail")))
+    R.check(took < 1.0, "Throttled is answered at once (10.3)", f"{took:.2f}s")
+    R.note(f"Throttled answered in {1000 * took:.0f} ms: {m.f.get('detail')!r}")
+    m = attempt(u, Msg("Nick", ""))
+    R.eq(m.kind, "Named", "after Throttled the client is still unnamed and may go on (10.3 item 2)")
+    u.name = m.f.get("name")
+    assemble(u, "Roster", "lobby")
+    bye(u)
+
+
+NO_GUESTS = "this server requires an account: connect with a client that can log in (the AUTH capability)"
+
+
+def run_no_guests(srv, ip_limit, reg_limit):
+    """Against a server started with --no-guests --login-rate-ip IP_LIMIT --register-rate REG_LIMIT:
+    section 10.1's refusal of clients without AUTH, AuthRequired, and the per-address limits on
+    failed login attempts and on registrations (10.3)."""
+    R.section = "no guests (10.1, 10.3)"
+    print(f"== {R.section}", flush=True)
+    tag = srv.tag
+    for label, features in (("ng-v1", 0), ("ng-rooms", ROOMS), ("ng-history", ROOMS | HISTORY), ("ng-auth-only", AUTH)):
+        c = Client(label, srv.addr)
+        c.send(Msg("Hello", 1, features))
+        reason_is(c.next_msg("Error instead of Welcome"), NO_GUESTS,
+                  f"Hello with features {features}: Error instead of Welcome, no guests (10.1)")
+        c.expect_close("close after the no-guests Error")
+        c.close()
+    a = ahello(srv, "ng-auth", ROOMS | HISTORY | AUTH)
+    refused(attempt(a, Msg("Nick", "bob" + tag)), "AuthRequired", "bob" + tag, "a guest Nick: AuthRequired (10.3)")
+    refused(attempt(a, Msg("Nick", "")), "AuthRequired", "", "an empty Nick: AuthRequired (10.3)")
+    m = attempt(a, Msg("Register", "bob" + tag, "bob's password"))
+    tok = logged_in(a, m, "bob" + tag, "Register after AuthRequired")["token"]
+    bye(a)
+
+    R.section = f"registrations per address (10.3, --register-rate {reg_limit})"
+    print(f"== {R.section}", flush=True)
+    for i in range(1, reg_limit):  # bob's was the first
+        c = ahello(srv, f"ng-reg-{i}")
+        logged_in(c, attempt(c, Msg("Register", f"reg{i}-{tag}", "a password")), f"reg{i}-{tag}",
+                  f"registration {i + 1} of {reg_limit} from one address")
+        bye(c)
+    c = ahello(srv, "ng-reg-over")
+    refused(attempt(c, Msg("Register", f"reg0-{tag}", "a password")), "Throttled", f"reg0-{tag}",
+            f"registration {reg_limit + 1} from one address within the hour: Throttled (10.3)")
+    c.close()
+
+    R.section = f"failed attempts per address (10.3, --login-rate-ip {ip_limit})"
+    print(f"== {R.section}", flush=True)
+    b = ahello(srv, "ng-token")
+    logged_in(b, attempt(b, Msg("LoginToken", tok)), "bob" + tag, "LoginToken", token="")
+    bye(b)
+    c = ahello(srv, "ng-ip")
+    got = [attempt(c, Msg("LoginToken", f"bad-{i}")) for i in range(ip_limit)]
+    R.eq([(m.kind, m.f.get("code")) for m in got], [("Refused", CODE["AuthFailed"])] * ip_limit,
+         f"{ip_limit} failed attempts from one address after a successful one: AuthFailed each "
+         "(the limit counts failed attempts, 10.3)")
+    refused(attempt(c, Msg("LoginToken", tok)), "Throttled", "", "one more from that address, a good token: Throttled (10.3)")
+    refused(attempt(c, Msg("Login", "carol" + tag, "a password")), "Throttled", "carol" + tag,
+            "a password Login from that address, another account: Throttled (10.3)")
+    c.close()
+
+
 def run_live(srv):
     st = {}
     for name, fn in (("version 1 chat", t_v1_chat), ("handshake", t_handshake), ("names", t_names),
@@ -2220,7 +2635,10 @@ def run_live(srv):
                      ("history: negotiation (9.1, 9.3)", th_negotiation),
                      ("history: numbering and delivery (9.4-9.6, 9.9)", th_delivery),
                      ("history: pages (9.7)", th_pages), ("history: pages joined to live (9.8)", th_seam),
-                     ("history: leaving", th_done), ("long answers (8.9)", t_long)):
+                     ("history: leaving", th_done),
+                     ("accounts: negotiation (10.1)", ta_negotiation), ("accounts: naming (10.3, 10.5)", ta_accounts),
+                     ("accounts: rules and limits (10.3, 2.1)", ta_rules), ("accounts: throttling (10.3)", ta_throttle),
+                     ("long answers (8.9)", t_long)):
         R.section = name
         print(f"== {name}", flush=True)
         if time.monotonic() > DEADLINE:
@@ -2258,7 +2676,8 @@ def parse_addr(s):
 
 def main():
     if len(sys.argv) != 2 and not (sys.argv[1:2] == ["--timers"] and len(sys.argv) == 8) and not (
-            sys.argv[1:2] == ["--presence-race"] and len(sys.argv) == 3):
+            sys.argv[1:2] == ["--presence-race"] and len(sys.argv) == 3) and not (
+            sys.argv[1:2] == ["--no-guests"] and len(sys.argv) == 5):
         sys.exit(__doc__)
 
     def out_of_time(*_):
@@ -2269,12 +2688,14 @@ def main():
     with open(SPEC, encoding="utf-8") as f:
         spec = f.read()
     try:
-        if sys.argv[1] not in ("--timers", "--presence-race"):  # the main run checks these
+        if sys.argv[1] not in ("--timers", "--presence-race", "--no-guests"):  # the main run checks these
             check_golden(spec)
             check_tables(spec)
-            check_decoder()
+            check_decoder(spec)
         if sys.argv[1] == "--presence-race":
             run_presence_race(Server(parse_addr(sys.argv[2])))
+        elif sys.argv[1] == "--no-guests":
+            run_no_guests(Server(parse_addr(sys.argv[2])), int(sys.argv[3]), int(sys.argv[4]))
         elif sys.argv[1] == "--timers":
             run_timers(Server(parse_addr(sys.argv[2])), int(sys.argv[3]), *map(float, sys.argv[4:8]))
         elif sys.argv[1] != "--golden":

@@ -2,28 +2,32 @@
 # Conformance of an already-built chat-server against chat-proto/PROTOCOL.md, through
 # .ci/spec_client.py (a client written from the document alone). Builds nothing.
 #   .ci/spec_client.sh target/debug/chat-server
-# Three runs, each against a fresh server: the main checks (default settings, but no cap on
-# connections per IP: every client comes from 127.0.0.1); rounds of
+# Four runs, each against a fresh server: the main checks (default settings, but no cap on
+# connections per IP and no limit on login attempts or registrations per IP: every client comes
+# from 127.0.0.1; the per-account limit stays); a server taking no guests, with low limits on
+# login attempts and registrations per IP (the one place those are tested); rounds of
 # 481 clients named at once, each of which must learn every other (frames read together
 # with a Roster are still parsed); flood control, a room limit, retention, the timers and the
 # shutdown, against a server with short timers, --room-members 2 and --history-size 5 (the script
 # ends it with SIGTERM).
-# Exit status: 0 if all three pass, 1 otherwise. About 40 s.
+# Exit status: 0 if all four pass, 1 otherwise. About 40 s.
 set -u
 bin=${1:?usage: $0 path/to/chat-server}
 here=$(cd "$(dirname "$0")" && pwd)
 tmp=$(mktemp -d)
 pid=
+runs=0
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$tmp"; }
 trap cleanup EXIT
 
 # start ARGS...: the server on a free loopback port; sets pid and addr.
 start() {
-  mkfifo "$tmp/out.$$.$#"
+  runs=$((runs + 1))
+  mkfifo "$tmp/out.$runs"
   # Each server keeps its history in a directory of its own.
-  "$bin" --bind 127.0.0.1:0 --data "$tmp/data.$RANDOM$RANDOM" "$@" >"$tmp/out.$$.$#" 2>>"$tmp/server.log" &
+  "$bin" --bind 127.0.0.1:0 --data "$tmp/data.$RANDOM$RANDOM" "$@" >"$tmp/out.$runs" 2>>"$tmp/server.log" &
   pid=$!
-  exec 3<"$tmp/out.$$.$#"
+  exec 3<"$tmp/out.$runs"
   addr=
   local line
   while read -t 15 -r line <&3; do
@@ -46,8 +50,13 @@ stop() {
 
 # The first two runs connect 481 clients at once, all from 127.0.0.1: no cap per IP.
 status=0
-start --max-per-ip 0
+start --max-per-ip 0 --login-rate-ip 0 --register-rate 0
 timeout 70 python3 "$here/spec_client.py" "$addr" || status=1
+stop
+
+ip_limit=5 reg_limit=3
+start --no-guests --login-rate-ip "$ip_limit" --register-rate "$reg_limit"
+timeout 30 python3 "$here/spec_client.py" --no-guests "$addr" "$ip_limit" "$reg_limit" || status=1
 stop
 
 start --max-per-ip 0
