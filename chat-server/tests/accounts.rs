@@ -337,3 +337,75 @@ async fn a_brute_force_is_refused_without_hashing() {
     attacker.expect_refused(Refusal::Throttled, "victim").await;
     server.stop().await;
 }
+
+/// Hundreds of guesses from one address are refused at once, while from
+/// another address (::1, over TLS) a user logs in to another account with
+/// its password, and the owner of an account under attack with its token.
+#[tokio::test]
+async fn a_brute_force_does_not_lock_out_others() {
+    use chat_client::{Fingerprint, Login, Options, TlsOptions};
+    use chat_server::{Server, Tls};
+
+    let tls = Tls::self_signed(&["localhost".into()]).unwrap();
+    let pin: Fingerprint = tls.fingerprint().parse().unwrap();
+    let server = Server::bind("127.0.0.1:0", config())
+        .await
+        .unwrap()
+        .tls("[::1]:0", tls)
+        .await
+        .unwrap();
+    let (plain, secure) = (server.local_addr(), server.tls_addr().unwrap());
+    let server = TestServer::running(server);
+    let (mut owner, _) = registered(plain, "alice").await;
+    leave(&mut owner).await;
+    let (mut victim, token) = registered(plain, "victim").await;
+    leave(&mut victim).await;
+
+    // The attacker, from 127.0.0.1: several accounts, hundreds of guesses.
+    let mut attacker = unnamed(plain).await;
+    let mut throttled = 0;
+    for i in 0..400 {
+        let target = ["victim", "root"][i % 2];
+        attacker.send(login(target, &format!("guess {i}"))).await;
+        match attacker.recv().await {
+            Message::Refused {
+                code: Refusal::Throttled,
+                ..
+            } => throttled += 1,
+            Message::Refused {
+                code: Refusal::AuthFailed,
+                ..
+            } => {}
+            other => panic!("expected Refused, got {other:?}"),
+        }
+    }
+    // 30 attempts a minute from one address, a few more as the limit
+    // refills while the first ones are hashed.
+    assert!(throttled >= 360, "only {throttled} of 400 throttled");
+
+    // From ::1 over TLS: alice with her password, the victim's owner with
+    // a token (its password attempts are spent for the minute).
+    let logins = [
+        Login::Password {
+            name: "alice".into(),
+            password: PASSWORD.into(),
+        },
+        Login::Token(token),
+    ];
+    for (login, name) in logins.into_iter().zip(["alice", "victim"]) {
+        let mut options = Options::default();
+        options.tls = Some(TlsOptions::fingerprint(pin));
+        options.login = Some(login);
+        let client = tokio::time::timeout(T, chat_client::Client::connect_with(secure, options))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(client.session().account.as_ref().unwrap().name, name);
+        assert!(client.session().me.ip().is_ipv6());
+        tokio::time::timeout(T, client.exit())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    server.stop().await;
+}
