@@ -1268,3 +1268,47 @@ async fn workloads_over_tls() {
     assert_eq!(run.code, Some(2), "{}", run.stdout);
     assert!(run.stderr.contains("not the one trusted"), "{}", run.stderr);
 }
+
+/// `login` logs in by password and by token as many times as asked, and
+/// every one of them through; a server that throttles makes it fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_by_password_and_by_token() {
+    let server = start(Config {
+        login_rate: 0,
+        login_rate_ip: 0,
+        ..load_config()
+    })
+    .await;
+    for by in ["password", "token"] {
+        let run = bench(
+            server.addr,
+            &[
+                "--json",
+                "login",
+                "--clients",
+                "4",
+                "--logins",
+                "20",
+                "--by",
+                by,
+            ],
+        )
+        .await;
+        assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
+        let r = run.json();
+        assert_eq!(r["logins"], 20, "{r}");
+        assert_eq!(r["failed"], 0, "{r}");
+        assert_eq!(r["by"], by, "{r}");
+    }
+    server.stop().await;
+    // Throttled: 3 password attempts per account a minute.
+    let server = start(load_config()).await;
+    let run = bench(
+        server.addr,
+        &["--json", "login", "--clients", "1", "--logins", "6"],
+    )
+    .await;
+    assert_eq!(run.code, Some(1), "{}{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("too many attempts"), "{}", run.stderr);
+    server.stop().await;
+}

@@ -95,6 +95,13 @@ impl Cli {
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum Cmd {
+    /// Logins a second and the time from connecting to being named: an
+    /// account per client is registered, then --clients tasks log in to
+    /// theirs and leave,
+    /// --logins times in all, by password (an Argon2id hash on the server
+    /// each time) or by token. Start the server with --login-rate 0
+    /// --login-rate-ip 0 --register-rate 0, or throttling refuses most.
+    Login(LoginArgs),
     /// N clients each send M messages; each checks it got everyone else's.
     Fanout(FanoutArgs),
     /// N named clients in rooms of S, each in K rooms, say M messages each
@@ -597,4 +604,17 @@ impl SoakArgs {
             timeout: Duration::from_secs(self.timeout.max(1)),
         })
     }
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct LoginArgs {
+    /// Clients logging in at once.
+    #[arg(long, default_value = "8")]
+    pub(crate) clients: usize,
+    /// Logins in all.
+    #[arg(long, default_value = "400")]
+    pub(crate) logins: u64,
+    /// Log in by password or by token.
+    #[arg(long, value_enum, default_value = "password")]
+    pub(crate) by: crate::login::By,
 }

@@ -2,7 +2,8 @@
 //!
 //! Workloads: `fanout` (delivery, throughput, latency in one room),
 //! `rooms` (the same in named rooms), `dm` (direct-message round trips),
-//! `history` (send-to-ack latency and resume, with history on), `idle` (what an idle connection costs) and `soak` (whether memory comes
+//! `history` (send-to-ack latency and resume, with history on), `login`
+//! (logins a second, by password or token), `idle` (what an idle connection costs) and `soak` (whether memory comes
 //! back after rounds of stalled clients). Every client is a TCP stream
 //! driven by `chat_proto::Connection`, owned by one task. `fanout` and
 //! `rooms` also drive NATS and Redis (`--system`), the anchors they are
@@ -29,6 +30,7 @@ mod fanout;
 mod history;
 mod idle;
 mod latency;
+mod login;
 mod pace;
 mod payload;
 mod plan;
@@ -82,7 +84,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
     if tls.is_some() && cli.system != System::Chat {
         anyhow::bail!("--tls drives only the chat server");
     }
-    tls::init(tls);
+    tls::init(tls.clone());
     rt.block_on(async {
         match cli.cmd {
             Cmd::Fanout(args) => {
@@ -134,6 +136,18 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                     .await
                 }
             },
+            Cmd::Login(args) => {
+                let plan = login::Plan {
+                    server: cli.server,
+                    clients: args.clients,
+                    logins: args.logins,
+                    by: args.by,
+                    tls,
+                };
+                let r = login::run(&plan, server).await?;
+                show(&r, json)?;
+                Ok(r.passed())
+            }
             Cmd::Idle(args) => {
                 show(&idle::run(&args.options(cli.server), server).await?, json)?;
                 Ok(true)
