@@ -85,6 +85,16 @@ tls="--tls-bind 127.0.0.1:0 --tls-self-signed"
 workload fanout-tls env env --threads 1 --rate 0 $tls -- fanout
 # shellcheck disable=SC2086
 workload idle-tls env env --max-clients 20000 --no-presence $tls -- idle -k 5000 --no-presence
+# Logins a second (throttling off): by password, each an Argon2id hash
+# (two at once, --hash-workers 2), in plaintext and over TLS; by token (no
+# hash). 8 clients, each logging in to its own account and leaving, 400 times.
+logins="--rate 0 --login-rate 0 --login-rate-ip 0 --register-rate 0 --ephemeral"
+# shellcheck disable=SC2086
+workload login-password env env $logins -- login --clients 8 --logins 400 --by password
+# shellcheck disable=SC2086
+workload login-password-tls env env $logins $tls -- login --clients 8 --logins 400 --by password
+# shellcheck disable=SC2086
+workload login-token env env $logins -- login --clients 8 --logins 2000 --by token
 # History on (every message stored before it is delivered): the saturated
 # one-room fan-out with the store on disk (fsync per batch) and in memory,
 # beside `fanout` above, which has history off.
@@ -186,6 +196,16 @@ for a, b in [("idle-tls", "idle-quiet")]:
 for a in ["idle-rooms3", "idle-rooms4"]:
     x = ratio(a, "idle", lambda r: r["rss_per_connection"])
     if x: print(f"{a}/idle rss per connection ratio: {x}")
+logins = ["login-password", "login-password-tls", "login-token"]
+if any(load(n) for n in logins):
+    print()
+    print(f"{'workload':<18} {'logins/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'cpu us/login':>13} {'failed':>6}")
+for name in logins:
+    rs = list(load(name).values())
+    if not rs: continue
+    print(f"{name:<18} {med([r['logins_per_second'] for r in rs]):>9.1f} {med([r['latency']['p50'] for r in rs]) / 1000:>8.2f} "
+          f"{med([r['latency']['p99'] for r in rs]) / 1000:>8.2f} {med([r['server']['cpu_us_per_unit'] for r in rs]):>13.0f} "
+          f"{max(r['failed'] for r in rs):>6}")
 x = ratio("dm", "dm-ref", lambda r: r["server"]["cpu_us_per_unit"])
 if x: print(f"dm/dm-ref server cpu per message ratio: {x}")
 rs = [r for n in ["history-ack", "history-ack-mem"] for r in load(n).values()]
