@@ -167,8 +167,10 @@
 //!   (protected mode, the cap per IP).
 //! - `session.rs`: one task per client, the only owner of its transport and
 //!   its protocol machine; flood control, timers; `session/goodbye.rs`: how
-//!   it ends. `dispatch.rs`: what each request does (the client's name,
-//!   rooms, direct messages, refusals), and relays gathered per room.
+//!   it ends; `session/auth.rs`: its login attempts and logout, which
+//!   `login.rs` runs off the session's task against `accounts.rs`.
+//!   `dispatch.rs`: what each request does (the client's name, rooms,
+//!   direct messages, refusals), and relays gathered per room.
 //! - `transport.rs`: the byte stream a session is served over (TCP, or any
 //!   `AsyncRead + AsyncWrite`); `writer.rs`: the queue of shared buffers
 //!   being written, and the frame half written.
