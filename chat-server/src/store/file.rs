@@ -58,7 +58,9 @@ pub(crate) struct Layout {
 /// can run out of room.
 #[derive(Clone)]
 pub(crate) enum Opener {
+    /// The file itself.
     File,
+    /// The file, failing to grow while the switch is on.
     #[cfg(test)]
     Full(Arc<AtomicBool>),
 }
