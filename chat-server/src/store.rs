@@ -35,6 +35,7 @@ use chat_proto::Member;
 use serde::{Deserialize, Serialize};
 
 mod codec;
+pub(crate) mod file;
 mod memory;
 mod redb;
 #[cfg(test)]
@@ -42,8 +43,6 @@ mod tests;
 
 pub use self::memory::MemoryStore;
 pub use self::redb::RedbStore;
-/// redb's errors as [`StoreError`]s, for the accounts store too.
-pub(crate) use self::redb::{At, map as redb_error};
 
 /// A conversation: a room, or the direct messages between two names.
 ///
