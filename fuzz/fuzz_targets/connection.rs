@@ -98,7 +98,8 @@ fn reads(seed: u8, len: usize) -> Vec<usize> {
 struct Seen {
     /// The server's configuration, for the relay limits of each session.
     config: ServerConfig,
-    /// Server role with ROOMS: no request has come yet, so it must be `Nick`.
+    /// Server role with ROOMS: not named yet, so the request must be `Nick`
+    /// (or with AUTH, `Register`, `Login`, `LoginToken`).
     naming: bool,
     /// Server role with HISTORY: the number of the last numbered request.
     seq: u64,
@@ -237,13 +238,23 @@ fn handle(conn: &mut Connection, event: Event, seen: &mut Seen) -> bool {
                         "{} not numbered",
                         msg.name()
                     );
+                    let login = matches!(
+                        msg,
+                        Message::Register { .. } | Message::Login { .. } | Message::LoginToken { .. }
+                    );
                     if !matches!(msg, Message::Pong { .. }) {
                         if seen.naming {
+                            // With AUTH a login may name the client too.
+                            let auth = agreed & features::AUTH != 0;
                             assert!(
-                                matches!(msg, Message::Nick { .. }),
-                                "{} before Nick",
+                                matches!(msg, Message::Nick { .. }) || (auth && login),
+                                "{} before the client is named",
                                 msg.name()
                             );
+                            // As a server does once it has named the client.
+                            conn.named();
+                        } else {
+                            assert!(!login, "{} after the client was named", msg.name());
                         }
                         seen.naming = false;
                     }
