@@ -43,8 +43,9 @@ pub struct Options {
     /// `rooms` is off, and when `login` is set (the account names us).
     pub name: Option<String>,
     /// Log in to an account (or register one) instead of connecting as a
-    /// guest: asks for the AUTH capability (with `rooms`, which it needs).
-    /// Default: none, a guest. If the server refuses, connecting fails with
+    /// guest (turns `rooms` on, which accounts need). Default: none, a
+    /// guest; a server that takes no guests then refuses with
+    /// [`Error::Login`] and `Refusal::AuthRequired`. If the server refuses, connecting fails with
     /// [`Error::Login`]; if it keeps no accounts, with
     /// [`Error::NoAccount`]. On success [`Session::account`] holds the
     /// token to log in with next time.
@@ -237,12 +238,12 @@ impl Client {
         // Named) in its input buffer, and goes on to the driver with it.
         let mut config = ClientConfig::default();
         if options.rooms || options.login.is_some() {
-            config.features = features::ROOMS;
+            // AUTH even for a guest: a server that takes no guests then says
+            // so with a refusal a caller can act on (`Error::Login` with
+            // `AuthRequired`), not a closed connection.
+            config.features = features::ROOMS | features::AUTH;
             if options.history {
                 config.features |= features::HISTORY;
-            }
-            if options.login.is_some() {
-                config.features |= features::AUTH;
             }
         }
         let mut conn = Connection::client(config);

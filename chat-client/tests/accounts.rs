@@ -159,7 +159,22 @@ async fn a_server_without_guests_refuses_a_guest_with_a_reason() {
         ..Config::default()
     };
     let server = start(config).await;
+    // A guest: told, with a code it can act on.
     let got = within(Client::connect(server.addr)).await;
+    assert!(
+        matches!(
+            got,
+            Err(Error::Login {
+                code: Refusal::AuthRequired,
+                ..
+            })
+        ),
+        "{got:?}"
+    );
+    // A version 1 client cannot log in: refused at the handshake.
+    let mut v1 = Options::default();
+    v1.rooms = false;
+    let got = within(Client::connect_with(server.addr, v1)).await;
     match got {
         Err(Error::Rejected { reason }) => {
             assert!(reason.contains("requires an account"), "{reason}")

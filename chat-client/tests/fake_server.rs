@@ -51,7 +51,7 @@ impl Fake {
             self.next().await,
             Some(chat_proto::Event::Hello {
                 version: VERSION,
-                features: features::ROOMS | features::HISTORY
+                features: features::ROOMS | features::HISTORY | features::AUTH
             })
         );
     }
@@ -402,7 +402,7 @@ async fn garbage_is_a_decode_error() {
             fake.raw_recv().await,
             Some(Message::Hello {
                 version: VERSION,
-                features: features::ROOMS | features::HISTORY
+                features: features::ROOMS | features::HISTORY | features::AUTH
             })
         );
         assert_eq!(

@@ -32,12 +32,14 @@ impl Fake {
             fake.next().await,
             Some(chat_proto::Event::Hello {
                 version: VERSION,
-                features: features::ROOMS | features::HISTORY
+                features: features::ROOMS | features::HISTORY | features::AUTH
             })
         );
         fake.conn.accept(fake.me).unwrap();
         fake.flush().await;
         assert!(matches!(fake.recv().await, Message::Nick { .. }));
+        // With AUTH granted, a server says when the client is named.
+        fake.conn.named();
         fake.send(Message::Named { name: name.into() }).await;
         fake.roster("lobby", name).await;
         fake

@@ -235,6 +235,15 @@ async fn run(args: Args) -> ExitCode {
     options.tls = tls;
     let client = match Client::connect_with(server.as_str(), options.clone()).await {
         Ok(client) => client,
+        Err(
+            e @ chat_client::Error::Login {
+                code: chat_client::Refusal::AuthRequired,
+                ..
+            },
+        ) => {
+            eprintln!("{e} (chat-client --register or --login, with --name NAME)");
+            return ExitCode::FAILURE;
+        }
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::FAILURE;
