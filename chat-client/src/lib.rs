@@ -128,10 +128,39 @@
 //! # }
 //! ```
 //!
+//! # Accounts and TLS
+//!
+//! [`Options::login`] logs in (or registers) instead of connecting as a
+//! guest; [`Session::account`] then holds the token to log in with next
+//! time, and [`Sender::logout`] revokes it. [`Options::tls`] connects with
+//! TLS, trusting a CA or one pinned certificate. A password or token is
+//! never sent in plaintext to anything but a loopback address
+//! ([`Error::Insecure`], before anything is sent).
+//!
+//! ```no_run
+//! use chat_client::{Client, Fingerprint, Login, Options, TlsOptions};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let pin: Fingerprint = "SHA256:5e0b3c7a0000000000000000000000000000000000000000000000000000000f".parse()?;
+//! let mut options = Options::default();
+//! options.tls = Some(TlsOptions::fingerprint(pin));
+//! options.login = Some(Login::Password {
+//!     name: "alice".into(),
+//!     password: "correct horse battery".into(),
+//! });
+//! let client = Client::connect_with("chat.example.org:8443", options.clone()).await?;
+//! let account = client.session().account.clone().expect("logged in");
+//! // Next time, no password: the token.
+//! options.login = Some(Login::Token(account.token));
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Layout
 //!
 //! - `client`: connecting, [`Client`], [`Sender`], [`Events`], [`Session`],
-//!   [`Options`].
+//!   [`Options`]. `login`: [`Login`], [`Account`]. `transport`: dialling,
+//!   plain or TLS ([`TlsOptions`]).
 //! - `driver`: the handshake, and the task that owns the socket and moves
 //!   bytes between it and the protocol machine; every protocol rule is the
 //!   machine's.
