@@ -201,9 +201,10 @@ struct Args {
     #[arg(long, value_name = "N", default_value = "16384")]
     history_queue: usize,
     /// Serve /metrics (Prometheus text) and /health over HTTP on this address, e.g.
-    /// 127.0.0.1:9090. Off by default; anyone who can reach it reads the metrics, so a
-    /// non-loopback address is logged as a warning.
-    #[arg(long, value_name = "ADDR")]
+    /// 127.0.0.1:9090, or on 127.0.0.1 at a port alone (9090). Off by default; anyone
+    /// who can reach it reads the metrics, so a non-loopback address is logged as a
+    /// warning.
+    #[arg(long, value_name = "ADDR", value_parser = admin_addr)]
     admin: Option<SocketAddr>,
     /// Also serve TLS clients on this address, beside the plaintext --bind
     /// (needs --tls-cert and --tls-key, or --tls-self-signed).
@@ -426,6 +427,16 @@ fn size(s: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("`{s}` is too large"))
 }
 
+/// Parses the admin listener's address: `IP:PORT`, or a port alone, which
+/// means loopback (`127.0.0.1:PORT`): metrics are for the operator.
+fn admin_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    s.parse()
+        .map_err(|_| format!("expected IP:PORT or a port, got {s:?}"))
+}
+
 /// Parses `1.5s`, `500ms`, `2m`, `1h`, `1d`, or a plain number of seconds.
 fn duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -560,6 +571,18 @@ fn signals() -> anyhow::Result<impl std::future::Future<Output = ()>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_admin_port_alone_means_loopback() {
+        assert_eq!(admin_addr("9090"), Ok("127.0.0.1:9090".parse().unwrap()));
+        assert_eq!(admin_addr("[::1]:9090"), Ok("[::1]:9090".parse().unwrap()));
+        assert_eq!(admin_addr("0.0.0.0:80"), Ok("0.0.0.0:80".parse().unwrap()));
+        assert!(
+            admin_addr("localhost")
+                .unwrap_err()
+                .contains("IP:PORT or a port")
+        );
+    }
 
     #[test]
     fn durations() {
