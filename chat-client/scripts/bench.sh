@@ -85,6 +85,9 @@ tls="--tls-bind 127.0.0.1:0 --tls-self-signed"
 workload fanout-tls env env --threads 1 --rate 0 $tls -- fanout
 # shellcheck disable=SC2086
 workload idle-tls env env --max-clients 20000 --no-presence $tls -- idle -k 5000 --no-presence
+# The realistic paced load over TLS, beside `paced` (50 clients x 100 msgs/s, pinned).
+# shellcheck disable=SC2086
+workload paced-tls "taskset -c 0" "taskset -c 1" --threads 1 --rate 0 $tls -- --threads 1 fanout --rate 100 -m 500
 # Logins a second (throttling off): by password, each an Argon2id hash
 # (two at once, --hash-workers 2), in plaintext and over TLS; by token (no
 # hash). 8 clients, each logging in to its own account and leaving, 400 times.
@@ -155,7 +158,7 @@ print(f"medians of {runs} runs")
 # the run measured the load generator, not the server).
 cores = lambda r: r.get("load_cpu_seconds", float("nan")) / max(r["seconds"], 1e-9)
 print(f"{'workload':<18} {'deliveries/s':>13} {'cpu us/deliv':>13} {'p50 us':>8} {'p99 us':>8} {'p99.9 us':>9} {'lost':>5} {'peak rss KiB':>13} {'bench cores':>11}")
-for name in ["fanout", "fanout-tls", "fanout-10k", "stalled", "paced", "rooms-1x50", "rooms-200x10", "rooms-20x100", "rooms-200x10-run1", "rooms-paced", "dm-ref", "fanout-history", "fanout-ephemeral"]:
+for name in ["fanout", "fanout-tls", "fanout-10k", "stalled", "paced", "paced-tls", "rooms-1x50", "rooms-200x10", "rooms-20x100", "rooms-200x10-run1", "rooms-paced", "dm-ref", "fanout-history", "fanout-ephemeral"]:
     rs = list(load(name).values())
     if not rs: continue
     print(f"{name:<18} {med([r['rate'] for r in rs]):>13.0f} {med([r['server']['cpu_us_per_unit'] for r in rs]):>13.4f} "
@@ -164,7 +167,7 @@ for name in ["fanout", "fanout-tls", "fanout-10k", "stalled", "paced", "rooms-1x
           f"{med([r['server']['peak_rss_kib'] for r in rs]):>13.0f} {med([cores(r) for r in rs]):>11.2f}"
           + (f"   evicted {min(r['stalled_evicted'] for r in rs)}/{rs[0]['stalled']}" if rs[0]['stalled'] else "")
           + (f"   misdirected {max(r['misdirected'] for r in rs)}, receivers off {max(r['mismatched'] for r in rs)}" if rs[0].get('rooms') else ""))
-for a, b in [("fanout-tls", "fanout"), ("stalled", "fanout-10k"), ("rooms-1x50", "fanout"), ("rooms-200x10", "fanout"), ("rooms-20x100", "fanout"), ("rooms-200x10-run1", "rooms-200x10"), ("fanout-history", "fanout"), ("fanout-ephemeral", "fanout")]:
+for a, b in [("fanout-tls", "fanout"), ("paced-tls", "paced"), ("stalled", "fanout-10k"), ("rooms-1x50", "fanout"), ("rooms-200x10", "fanout"), ("rooms-20x100", "fanout"), ("rooms-200x10-run1", "rooms-200x10"), ("fanout-history", "fanout"), ("fanout-ephemeral", "fanout")]:
     for label, f in [("deliveries/s", lambda r: r["rate"]), ("cpu/delivery", lambda r: r["server"]["cpu_us_per_unit"])]:
         x = ratio(a, b, f)
         if x: print(f"{a}/{b} {label} ratio: {x}")
