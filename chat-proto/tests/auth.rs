@@ -3,37 +3,16 @@
 //! stricter frame limit before a client is named, and secrets kept out of
 //! `Debug` (PROTOCOL.md section 10).
 
-#[allow(dead_code)] // Helpers shared by several test files.
 mod common;
 
-use common::{ADDR, addr, events, frame, pump};
+use common::{ADDR, addr, events, frame, pair, pump};
 
 use chat_proto::{
-    ClientConfig, Connection, DecodeError, Event, HANDSHAKE_FRAME_LEN, HANDSHAKE_FRAME_MIN,
-    Message, ProtocolError, Secret, SendError, ServerConfig, State, features,
+    Connection, DecodeError, Event, HANDSHAKE_FRAME_LEN, HANDSHAKE_FRAME_MIN, Message,
+    ProtocolError, Secret, SendError, ServerConfig, State, features,
 };
 
 const AUTH: u64 = features::ROOMS | features::AUTH;
-
-/// A client and a server with the handshake done; the client asked for
-/// `asked`, the server offered `offered`.
-fn pair(offered: u64, asked: u64) -> (Connection, Connection) {
-    let mut server_config = ServerConfig::default();
-    server_config.features = offered;
-    let mut client_config = ClientConfig::default();
-    client_config.features = asked;
-    let mut client = Connection::client(client_config);
-    let mut server = Connection::server(server_config);
-    pump(&mut client, &mut server);
-    assert!(matches!(
-        events(&mut server).unwrap()[..],
-        [Event::Hello { .. }]
-    ));
-    let negotiated = server.accept(addr(ADDR)).unwrap();
-    pump(&mut server, &mut client);
-    assert_eq!(events(&mut client).unwrap(), [Event::Welcome(negotiated)]);
-    (client, server)
-}
 
 fn login() -> Message {
     Message::Login {

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{ADDR, WIDE, addr, events, frame, pump, sent};
+use common::{ADDR, WIDE, addr, events, frame, pair, pump, sent};
 
 use chat_proto::{
     ClientConfig, Connection, Conversation, Entry, Event, HEADER_LEN, HISTORY_OVERHEAD,
@@ -14,26 +14,6 @@ use chat_proto::{
 };
 
 const BOTH: u64 = features::ROOMS | features::HISTORY;
-
-/// A client and a server with the handshake done and nothing queued; the
-/// client asked for `asked`, the server offered `offered`.
-fn pair(offered: u64, asked: u64) -> (Connection, Connection) {
-    let mut server_config = ServerConfig::default();
-    server_config.features = offered;
-    let mut client_config = ClientConfig::default();
-    client_config.features = asked;
-    let mut client = Connection::client(client_config);
-    let mut server = Connection::server(server_config);
-    pump(&mut client, &mut server);
-    assert!(matches!(
-        events(&mut server).unwrap()[..],
-        [Event::Hello { .. }]
-    ));
-    let negotiated = server.accept(addr(ADDR)).unwrap();
-    pump(&mut server, &mut client);
-    assert_eq!(events(&mut client).unwrap(), [Event::Welcome(negotiated)]);
-    (client, server)
-}
 
 /// A pair with `offered` and `asked` whose client has sent its Nick and the
 /// server taken it.

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{ADDR, Polled, WIDE, addr, events, frame, pump, sent};
+use common::{ADDR, Polled, WIDE, addr, events, frame, pair, pump, sent};
 use std::net::IpAddr;
 
 use bytes::BufMut;
@@ -31,30 +31,6 @@ fn rooms_client() -> ClientConfig {
     let mut config = ClientConfig::default();
     config.features = features::ROOMS;
     config
-}
-
-/// A client and a server with the handshake done and nothing queued;
-/// the client asked for `asked`, the server offered `offered`.
-fn pair(offered: u64, asked: u64) -> (Connection, Connection) {
-    let mut server_config = ServerConfig::default();
-    server_config.features = offered;
-    let mut client_config = ClientConfig::default();
-    client_config.features = asked;
-    let mut client = Connection::client(client_config);
-    let mut server = Connection::server(server_config);
-    pump(&mut client, &mut server);
-    assert_eq!(
-        events(&mut server).unwrap(),
-        [Event::Hello {
-            version: 1,
-            features: asked
-        }]
-    );
-    let negotiated = server.accept(addr(ADDR)).unwrap();
-    assert_eq!(negotiated.features, offered & asked);
-    pump(&mut server, &mut client);
-    assert_eq!(events(&mut client).unwrap(), [Event::Welcome(negotiated)]);
-    (client, server)
 }
 
 /// A ROOMS pair, before the client's Nick.

@@ -1,10 +1,14 @@
 //! What the socket-free machine tests share: addresses, a codec that reads
 //! anything, and moving bytes between two machines.
+#![allow(dead_code)] // Each test file uses some of these.
 
 use std::net::SocketAddr;
 
 use bytes::BytesMut;
-use chat_proto::{ChatCodec, Connection, Event, MAX_FRAME_LEN_CEILING, Message, ProtocolError};
+use chat_proto::{
+    ChatCodec, ClientConfig, Connection, Event, MAX_FRAME_LEN_CEILING, Message, ProtocolError,
+    ServerConfig, features,
+};
 
 /// How the server sees the client in most tests.
 pub(crate) const ADDR: &str = "127.0.0.1:3075";
@@ -61,4 +65,29 @@ pub(crate) fn pump(from: &mut Connection, to: &mut Connection) {
     if let Some(bytes) = from.transmit() {
         to.receive(&bytes);
     }
+}
+
+/// A client and a server with the handshake done and nothing queued; the
+/// client asked for `asked`, the server offered `offered`, and both agree
+/// on [`features::agree`] of them.
+pub(crate) fn pair(offered: u64, asked: u64) -> (Connection, Connection) {
+    let mut server_config = ServerConfig::default();
+    server_config.features = offered;
+    let mut client_config = ClientConfig::default();
+    client_config.features = asked;
+    let mut client = Connection::client(client_config);
+    let mut server = Connection::server(server_config);
+    pump(&mut client, &mut server);
+    assert_eq!(
+        events(&mut server).unwrap(),
+        [Event::Hello {
+            version: 1,
+            features: asked
+        }]
+    );
+    let negotiated = server.accept(addr(ADDR)).unwrap();
+    assert_eq!(negotiated.features, features::agree(asked, offered));
+    pump(&mut server, &mut client);
+    assert_eq!(events(&mut client).unwrap(), [Event::Welcome(negotiated)]);
+    (client, server)
 }
