@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chat_proto::{DecodeError, ProtocolError};
 
-use crate::transport::Fingerprint;
+use crate::fingerprint::Fingerprint;
 
 /// Everything that can go wrong talking to a chat server.
 ///

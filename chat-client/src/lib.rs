@@ -160,7 +160,7 @@
 //!
 //! - `client`: connecting, [`Client`], [`Sender`], [`Events`], [`Session`],
 //!   [`Options`]. `login`: [`Login`], [`Account`]. `transport`: dialling,
-//!   plain or TLS ([`TlsOptions`]).
+//!   plain or TLS ([`TlsOptions`]); `fingerprint`: [`Fingerprint`].
 //! - `driver`: the handshake, and the task that owns the socket and moves
 //!   bytes between it and the protocol machine; every protocol rule is the
 //!   machine's.
@@ -183,6 +183,7 @@ mod client;
 mod driver;
 mod error;
 mod event;
+mod fingerprint;
 mod history;
 mod login;
 mod transport;
@@ -191,8 +192,9 @@ pub use chat_proto::{Conversation, Entry, Member, Refusal, RoomInfo, Secret};
 pub use client::{Client, Events, Options, Sender, Session};
 pub use error::{Error, TlsFailure};
 pub use event::Event;
+pub use fingerprint::{BadFingerprint, Fingerprint};
 pub use history::Marks;
 pub use login::{Account, Login};
+pub use transport::TlsOptions;
 #[doc(hidden)]
 pub use transport::handshake_error;
-pub use transport::{BadFingerprint, Fingerprint, TlsOptions};
