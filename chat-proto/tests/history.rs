@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{ADDR, WIDE, addr, events, frame, pair, pump, sent};
+use common::{ADDR, WIDE, addr, events, frame, named, pair, pump, sent};
 
 use chat_proto::{
     ClientConfig, Connection, Conversation, Entry, Event, HEADER_LEN, HISTORY_OVERHEAD,
@@ -14,19 +14,6 @@ use chat_proto::{
 };
 
 const BOTH: u64 = features::ROOMS | features::HISTORY;
-
-/// A pair with `offered` and `asked` whose client has sent its Nick and the
-/// server taken it.
-fn named(offered: u64, asked: u64) -> (Connection, Connection) {
-    let (mut client, mut server) = pair(offered, asked);
-    let nick = Message::Nick {
-        name: "张三".into(),
-    };
-    client.send(&nick).unwrap();
-    pump(&mut client, &mut server);
-    assert_eq!(events(&mut server).unwrap(), [Event::Message(nick)]);
-    (client, server)
-}
 
 /// A named HISTORY pair.
 fn history() -> (Connection, Connection) {

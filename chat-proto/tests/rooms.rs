@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{ADDR, Polled, WIDE, addr, events, frame, pair, pump, sent};
+use common::{ADDR, Polled, WIDE, addr, events, frame, named, pair, pump, sent};
 use std::net::IpAddr;
 
 use bytes::BufMut;
@@ -40,14 +40,7 @@ fn rooms_pair() -> (Connection, Connection) {
 
 /// A ROOMS pair whose client has sent its Nick and the server taken it.
 fn named_pair() -> (Connection, Connection) {
-    let (mut client, mut server) = rooms_pair();
-    let nick = Message::Nick {
-        name: "张三".into(),
-    };
-    client.send(&nick).unwrap();
-    pump(&mut client, &mut server);
-    assert_eq!(events(&mut server).unwrap(), [Event::Message(nick)]);
-    (client, server)
+    named(features::ALL, features::ROOMS)
 }
 
 fn member(name: &str, at: &str) -> Member {

@@ -91,3 +91,15 @@ pub(crate) fn pair(offered: u64, asked: u64) -> (Connection, Connection) {
     assert_eq!(events(&mut client).unwrap(), [Event::Welcome(negotiated)]);
     (client, server)
 }
+
+/// A [`pair`] whose client has sent its `Nick` and the server taken it.
+pub(crate) fn named(offered: u64, asked: u64) -> (Connection, Connection) {
+    let (mut client, mut server) = pair(offered, asked);
+    let nick = Message::Nick {
+        name: "张三".into(),
+    };
+    client.send(&nick).unwrap();
+    pump(&mut client, &mut server);
+    assert_eq!(events(&mut server).unwrap(), [Event::Message(nick)]);
+    (client, server)
+}
