@@ -22,14 +22,15 @@
 //! no reject slot free it is closed without a word.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use bytes::Bytes;
 use chat_proto::{Connection, ServerConfig};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::timeout;
 use tracing::{debug, info, warn};
@@ -243,32 +244,42 @@ impl Drop for IpGuard {
     }
 }
 
-/// Tells `stream` why it is refused (`"server full"`, or what
-/// [`Admission::admit`] said) and closes it, within
-/// `min(close_timeout, 1 s)`. `_slot` is held until then.
-pub(crate) async fn refuse(
-    stream: TcpStream,
+/// Tells a client why it is refused (`"server full"`, or what
+/// [`Admission::admit`] said) and closes its connection, within
+/// `min(close_timeout, 1 s)`. `open` gives the stream to say it on: the
+/// socket itself, or the TLS session taken on it (a plaintext answer on the
+/// TLS port would read as a server that does not speak TLS), and runs
+/// within the same bound. `_slot` is held until then.
+pub(crate) async fn refuse<S>(
+    open: impl Future<Output = io::Result<S>>,
     addr: SocketAddr,
     config: &Config,
     _slot: OwnedSemaphorePermit,
     reason: &str,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     if reason == FULL {
         warn!(peer = %addr, "server full: refusing client");
     } else {
         // A scanner could flood the log at warn.
         info!(peer = %addr, "refusing client: {reason}");
     }
-    let server = ServerConfig::with_max_frame_len(config.max_frame_len).unwrap_or_default();
-    let mut conn = Connection::server(server);
-    conn.refuse(reason);
-    let bytes = conn.transmit().unwrap_or_default();
+    let bytes = refusal(config, reason);
     let bound = config.close_timeout.min(REFUSE_WAIT_MAX);
-    match timeout(bound, goodbye(stream, &bytes)).await {
+    match timeout(bound, async { goodbye(open.await?, &bytes).await }).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => debug!(peer = %addr, "refusal not delivered: {e}"),
         Err(_) => debug!(peer = %addr, "refused client still open after {bound:?}"),
     }
+}
+
+/// The `Error { reason }` frame a refused client is sent.
+pub(crate) fn refusal(config: &Config, reason: &str) -> Bytes {
+    let server = ServerConfig::with_max_frame_len(config.max_frame_len).unwrap_or_default();
+    let mut conn = Connection::server(server);
+    conn.refuse(reason);
+    conn.transmit().unwrap_or_default()
 }
 
 /// Writes `bytes`, half-closes, and waits for the peer to close its end,
@@ -295,6 +306,8 @@ where
 mod tests {
     use std::cell::Cell;
     use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use tokio::net::TcpStream;
 
     use super::*;
 

@@ -133,13 +133,15 @@ pub(crate) async fn accept(listeners: &Listeners, shared: &Arc<Shared>, tracker:
                 let shared = shared.clone();
                 tracker.spawn(async move {
                     let _closed = closed;
+                    let config = &shared.config;
                     match tls {
                         None => {
-                            admission::refuse(stream, addr, &shared.config, permit, &refusal).await;
+                            let open = std::future::ready(Ok(stream));
+                            admission::refuse(open, addr, config, permit, &refusal).await;
                         }
                         Some(acceptor) => {
-                            tls::refuse(stream, addr, &shared.config, permit, acceptor, &refusal)
-                                .await;
+                            let open = acceptor.accept(stream);
+                            admission::refuse(open, addr, config, permit, &refusal).await;
                         }
                     }
                 });

@@ -17,17 +17,15 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use chat_proto::{Connection, ServerConfig};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::admission;
-use crate::config::Config;
 use crate::metrics;
 use crate::session::{self, Shared};
 
@@ -272,7 +270,7 @@ pub(crate) async fn run(
         }
         Ok(Ok(Start::Plain(stream))) => {
             info!(peer = %addr, "plaintext client on the TLS port: refusing it");
-            let bytes = refusal(config, PLAIN_ON_TLS);
+            let bytes = admission::refusal(config, PLAIN_ON_TLS);
             let bound = config.close_timeout.min(admission::REFUSE_WAIT_MAX);
             drop(permit);
             if timeout(bound, admission::goodbye(stream, &bytes))
@@ -286,44 +284,6 @@ pub(crate) async fn run(
         Ok(Err(e)) => info!(peer = %addr, "TLS handshake failed: {e}"),
         Err(_) => info!(peer = %addr, "TLS handshake timeout"),
     }
-}
-
-/// Tells a client of the TLS port that the server is full, over TLS (a
-/// plaintext answer would read as a server that does not speak TLS), all
-/// within the refusal's bound. `_slot` is held until then.
-pub(crate) async fn refuse(
-    stream: TcpStream,
-    addr: SocketAddr,
-    config: &Config,
-    _slot: OwnedSemaphorePermit,
-    acceptor: TlsAcceptor,
-    reason: &str,
-) {
-    if reason == admission::FULL {
-        warn!(peer = %addr, "server full: refusing TLS client");
-    } else {
-        // A scanner could flood the log at warn.
-        info!(peer = %addr, "refusing TLS client: {reason}");
-    }
-    let bytes = refusal(config, reason);
-    let bound = config.close_timeout.min(admission::REFUSE_WAIT_MAX);
-    let said = timeout(bound, async {
-        let tls = acceptor.accept(stream).await?;
-        admission::goodbye(tls, &bytes).await
-    });
-    match said.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => debug!(peer = %addr, "refusal not delivered: {e}"),
-        Err(_) => debug!(peer = %addr, "refused client still open after {bound:?}"),
-    }
-}
-
-/// A chat `Error { reason }` frame, as the server would send it.
-fn refusal(config: &Config, reason: &str) -> Vec<u8> {
-    let server = ServerConfig::with_max_frame_len(config.max_frame_len).unwrap_or_default();
-    let mut conn = Connection::server(server);
-    conn.refuse(reason);
-    conn.transmit().map(|b| b.to_vec()).unwrap_or_default()
 }
 
 /// Waits for the client's first byte, then takes the TLS handshake if it
