@@ -4,7 +4,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use chat_proto::{ClientConfig, Connection, Conversation, Message, features};
+use chat_proto::{ClientConfig, Connection, Conversation, Message, features, secret_may_travel};
 use tokio::net::ToSocketAddrs;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, timeout_at};
@@ -13,7 +13,7 @@ use crate::driver::{Command, Driver, named, welcome};
 use crate::error::Error;
 use crate::event::{Event, Inbox, Shared};
 use crate::history::{History, Marks};
-use crate::login::{Account, Login, may_send_secret};
+use crate::login::{Account, Login};
 use crate::transport::{TlsOptions, dial};
 
 /// How many commands may wait for the driver before `send` waits too.
@@ -231,7 +231,7 @@ impl Client {
         let mut stream = dial(addr, &shown, waits.0, tls, waits.1).await?;
         let server = stream.peer_addr()?;
         // Before the Hello: nothing is sent to a server a secret may not go to.
-        if options.login.is_some() && !may_send_secret(server, options.tls.is_some()) {
+        if options.login.is_some() && !secret_may_travel(server.ip(), options.tls.is_some()) {
             return Err(Error::Insecure { addr: server });
         }
         // The machine keeps whatever arrives right behind the Welcome (or

@@ -1,8 +1,6 @@
 //! Logging in: how a client asks to be named with an account (the AUTH
 //! capability, PROTOCOL.md section 10), and what it got.
 
-use std::net::SocketAddr;
-
 use chat_proto::{Message, Secret};
 
 /// How [`Options::login`](crate::Options::login) names the client: with an
@@ -73,31 +71,9 @@ pub struct Account {
     pub expires: u64,
 }
 
-/// Whether a secret may be sent to `server` over this connection: over TLS
-/// always, in plaintext only to a loopback address.
-pub(crate) fn may_send_secret(server: SocketAddr, tls: bool) -> bool {
-    tls || server.ip().to_canonical().is_loopback()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn secrets_go_in_plaintext_only_to_loopback() {
-        for (addr, ok) in [
-            ("127.0.0.1:1", true),
-            ("127.8.9.1:1", true),
-            ("[::1]:1", true),
-            ("[::ffff:127.0.0.1]:1", true),
-            ("192.168.1.2:1", false),
-            ("[2001:db8::1]:1", false),
-        ] {
-            let addr: SocketAddr = addr.parse().unwrap();
-            assert_eq!(may_send_secret(addr, false), ok, "{addr}");
-            assert!(may_send_secret(addr, true), "{addr}");
-        }
-    }
 
     #[test]
     fn a_login_shows_no_secret() {

@@ -255,4 +255,4 @@ pub use error::{
     ClientError, DecodeError, EncodeError, LimitError, ProtocolError, SendError, StreamError,
 };
 pub use message::{Conversation, Entry, Member, Message, Refusal, RoomInfo, VERSION, features};
-pub use secret::Secret;
+pub use secret::{Secret, secret_may_travel};

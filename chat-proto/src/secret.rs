@@ -1,6 +1,7 @@
 //! [`Secret`]: a password or token that never shows in `Debug` output.
 
 use std::fmt;
+use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
@@ -44,6 +45,22 @@ impl Secret {
     }
 }
 
+/// Whether a password or token may pass between this end and `peer` (the
+/// other end's address) over this connection (PROTOCOL.md section 10.3):
+/// over TLS always, in plaintext only when `peer` is a loopback address
+/// (an IPv4-mapped one included). A server refuses a secret that breaks
+/// this rule (`Insecure`); a client does not send it.
+///
+/// ```
+/// use chat_proto::secret_may_travel;
+/// assert!(secret_may_travel("127.0.0.1".parse().unwrap(), false));
+/// assert!(!secret_may_travel("192.0.2.7".parse().unwrap(), false));
+/// assert!(secret_may_travel("192.0.2.7".parse().unwrap(), true));
+/// ```
+pub fn secret_may_travel(peer: IpAddr, encrypted: bool) -> bool {
+    encrypted || peer.to_canonical().is_loopback()
+}
+
 impl From<String> for Secret {
     fn from(s: String) -> Self {
         Secret(s)
@@ -59,5 +76,29 @@ impl From<&str> for Secret {
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(***)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_travel_in_plaintext_only_over_loopback() {
+        for (ip, local) in [
+            ("127.0.0.1", true),
+            ("127.3.2.1", true),
+            ("127.8.9.1", true),
+            ("::1", true),
+            ("::ffff:127.0.0.1", true),
+            ("10.0.0.1", false),
+            ("192.168.1.2", false),
+            ("::ffff:10.0.0.1", false),
+            ("2001:db8::1", false),
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(secret_may_travel(ip, false), local, "{ip}");
+            assert!(secret_may_travel(ip, true), "{ip} over TLS");
+        }
     }
 }

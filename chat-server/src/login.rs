@@ -118,32 +118,9 @@ pub(crate) fn reason(code: Refusal) -> &'static str {
     }
 }
 
-/// Whether a client at `ip` may send a secret over this connection: over
-/// TLS always, in plaintext only from loopback.
-pub(crate) fn secure(ip: IpAddr, tls: bool) -> bool {
-    tls || ip.to_canonical().is_loopback()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn secrets_come_in_plaintext_only_from_loopback() {
-        for (ip, local) in [
-            ("127.0.0.1", true),
-            ("127.3.2.1", true),
-            ("::1", true),
-            ("::ffff:127.0.0.1", true),
-            ("10.0.0.1", false),
-            ("::ffff:10.0.0.1", false),
-            ("2001:db8::1", false),
-        ] {
-            let ip: IpAddr = ip.parse().unwrap();
-            assert_eq!(secure(ip, false), local, "{ip}");
-            assert!(secure(ip, true), "{ip} over TLS");
-        }
-    }
 
     #[test]
     fn every_failure_has_its_code_and_label() {

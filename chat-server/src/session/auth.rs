@@ -2,7 +2,7 @@
 //! client's `Register`, `Login` and `LoginToken`, checked and started here,
 //! run by `login.rs` off the session's task, and their outcome; `Logout`.
 
-use chat_proto::{Message, Refusal};
+use chat_proto::{Message, Refusal, secret_may_travel};
 use tracing::{debug, info, warn};
 
 use super::{Close, Session, Waiting, closed};
@@ -34,7 +34,7 @@ impl<T: Transport> Session<T> {
         };
         let subject = name.clone().unwrap_or_default();
         let subject = subject.as_str();
-        if !login::secure(self.addr.ip(), T::SECURE) {
+        if !secret_may_travel(self.addr.ip(), T::SECURE) {
             let detail = "passwords and tokens travel only over TLS or from this machine: \
                           reconnect with TLS";
             return refuse(Refusal::Insecure, subject, detail);
