@@ -180,17 +180,6 @@ impl Client {
         Ok(true)
     }
 
-    /// Tells a client refused by a login attempt why; it stays unnamed.
-    pub(crate) fn refused(
-        &self,
-        hub: &Hub,
-        code: Refusal,
-        subject: &str,
-        detail: &str,
-    ) -> Result<(), Stop> {
-        self.refuse(hub, code, subject, detail)
-    }
-
     /// Adds the tokens its direct messages earned since the last refill.
     pub(crate) fn refill(&mut self, config: &Config, now: Instant) {
         self.tells.refill(config.tell_rate, config.tell_burst, now);
@@ -680,7 +669,15 @@ impl Client {
         }
     }
 
-    fn refuse(&self, hub: &Hub, code: Refusal, subject: &str, detail: &str) -> Result<(), Stop> {
+    /// Tells the client a request was not carried out (`Refused`), in its
+    /// place among the rest; the connection stays open.
+    pub(crate) fn refuse(
+        &self,
+        hub: &Hub,
+        code: Refusal,
+        subject: &str,
+        detail: &str,
+    ) -> Result<(), Stop> {
         self.settle();
         debug!(peer = %self.peer.addr, %code, subject, "refused: {detail}");
         let refused = Message::Refused {

@@ -835,11 +835,18 @@ impl<T: Transport> Session<T> {
             .handle(&self.shared.scope(), msg, seq, batch)
             .map_err(closed)?;
         if self.named_by.is_some() && !client.naming() {
-            self.named_by = None;
-            self.conn.named();
-            self.opened();
+            self.named();
         }
         Ok(())
+    }
+
+    /// The client is named (by its first `Nick`, or a login): no naming
+    /// deadline any more, its machine lifts the rules and the limit of the
+    /// unnamed, and it counts as open.
+    pub(super) fn named(&mut self) {
+        self.named_by = None;
+        self.conn.named();
+        self.opened();
     }
 
     /// Whether `event` changes what others are told of this client (a

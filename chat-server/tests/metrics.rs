@@ -438,3 +438,46 @@ async fn the_admin_listener_is_off_by_default_and_bind_errors_name_it() {
     );
     assert!(err.to_string().contains("admin listener"), "{err}");
 }
+
+/// A client named by a login is open like one named by its `Nick`, leaves
+/// without counting as a failed handshake, and a refused login is counted
+/// by its reason.
+#[tokio::test]
+async fn logins_are_counted() {
+    use chat_proto::{ClientConfig, Refusal, features};
+
+    let (server, admin) = start(config()).await;
+    let mut auth = ClientConfig::default();
+    auth.features = features::ROOMS | features::AUTH;
+    let mut c = connect_with(server.addr, auth).await;
+    c.hello().await;
+    c.welcomed().await;
+    c.send(Message::Login {
+        name: "nobody".into(),
+        password: "a wrong password".into(),
+    })
+    .await;
+    c.expect_refused(Refusal::AuthFailed, "nobody").await;
+    wait_for(admin, "chat_auth_failures_total{reason=\"failed\"}", 1.0).await;
+    assert_eq!(scrape(admin, HANDSHAKE).await, 1.0, "still unnamed");
+    c.send(Message::Register {
+        name: "alice".into(),
+        password: "correct horse battery".into(),
+    })
+    .await;
+    assert!(matches!(c.recv().await, Message::LoggedIn { .. }));
+    c.expect_named().await;
+    wait_for(admin, OPEN, 1.0).await;
+    assert_eq!(scrape(admin, HANDSHAKE).await, 0.0);
+    // It hangs up: the end of an open session, not a failed handshake.
+    drop(c);
+    wait_for(admin, OPEN, 0.0).await;
+    let body = get(admin, "/metrics").await.body;
+    let failures: Vec<&str> = body
+        .lines()
+        .filter(|l| l.starts_with("chat_handshake_failures_total{"))
+        .collect();
+    assert!(!failures.is_empty(), "{body}");
+    assert!(failures.iter().all(|l| l.ends_with(" 0")), "{failures:?}");
+    server.stop().await;
+}

@@ -22,7 +22,7 @@ impl<T: Transport> Session<T> {
         let (hub, metrics) = (&self.shared.hub, &self.shared.metrics);
         let refuse = |code, subject: &str, detail: &str| {
             metrics.auth_failure(login::reason(code));
-            client.refused(hub, code, subject, detail).map_err(closed)
+            client.refuse(hub, code, subject, detail).map_err(closed)
         };
         let register = matches!(msg, Message::Register { .. });
         let (name, secret) = match msg {
@@ -114,8 +114,7 @@ impl<T: Transport> Session<T> {
         match outcome {
             Outcome::LoggedIn(login) => {
                 if client.logged_in(hub, &login).map_err(closed)? {
-                    self.named_by = None;
-                    self.conn.named();
+                    self.named();
                     info!(peer = %self.addr, name = %login.name, "logged in");
                 } else if let Some(accounts) = &self.shared.accounts {
                     // Taken meanwhile: the token given for it is of no use.
@@ -141,7 +140,7 @@ impl<T: Transport> Session<T> {
                     detail
                 };
                 client
-                    .refused(hub, code, &subject, &detail)
+                    .refuse(hub, code, &subject, &detail)
                     .map_err(closed)?;
             }
             Outcome::LoggedOut(Ok(())) => return Err(Close::Exit),
