@@ -48,12 +48,13 @@ pub(crate) enum Outcome {
 /// A pending [`Outcome`].
 pub(crate) type Pending = oneshot::Receiver<Outcome>;
 
-/// Starts `attempt` for a client at `ip`.
-pub(crate) fn start(accounts: &Accounts, attempt: Attempt, ip: IpAddr) -> Pending {
+/// Starts `attempt` for a client at `ip`; a refusal names `subject` (the
+/// name as the client sent it, or nothing for a token).
+pub(crate) fn start(accounts: &Accounts, attempt: Attempt, subject: &str, ip: IpAddr) -> Pending {
     let (tx, rx) = oneshot::channel();
     let accounts = accounts.clone();
+    let subject = subject.to_owned();
     tokio::spawn(async move {
-        let subject = attempt.subject();
         let result = match attempt {
             Attempt::Register { name, password } => {
                 accounts.register(&name, password.expose(), ip).await
@@ -79,18 +80,6 @@ pub(crate) fn start(accounts: &Accounts, attempt: Attempt, ip: IpAddr) -> Pendin
         let _ = tx.send(outcome);
     });
     rx
-}
-
-impl Attempt {
-    /// What a refusal of it names: the name sent, or nothing for a token.
-    fn subject(&self) -> String {
-        match self {
-            Attempt::Register { name, .. } | Attempt::Password { name, .. } => {
-                name.as_str().to_owned()
-            }
-            Attempt::Token(_) | Attempt::Logout(_) => String::new(),
-        }
-    }
 }
 
 /// The refusal code for a failed attempt.

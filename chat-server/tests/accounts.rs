@@ -134,6 +134,9 @@ async fn a_wrong_password_and_an_unknown_name_get_the_same_answer_and_the_client
     b.send(login("nobody", PASSWORD)).await;
     let unknown = b.expect_refused(Refusal::AuthFailed, "nobody").await;
     assert_eq!(wrong, unknown);
+    // The subject is the name as sent, not its NFC form.
+    b.send(login("Zoe\u{308}", PASSWORD)).await;
+    b.expect_refused(Refusal::AuthFailed, "Zoe\u{308}").await;
     b.send(by_token(&"00ff.bm9wZQ".into())).await;
     b.expect_refused(Refusal::AuthFailed, "").await;
     b.send(login("alice", PASSWORD)).await;

@@ -77,7 +77,7 @@ impl<T: Transport> Session<T> {
                 }
             }
         };
-        let pending = login::start(accounts, attempt, self.addr.ip());
+        let pending = login::start(accounts, attempt, subject, self.addr.ip());
         self.waiting = Some(Box::new(Waiting::Attempt(pending)));
         Ok(())
     }
@@ -88,7 +88,7 @@ impl<T: Transport> Session<T> {
         let token = self.client.as_ref().and_then(Client::token);
         match (token, &self.shared.accounts) {
             (Some(id), Some(accounts)) => {
-                let pending = login::start(accounts, Attempt::Logout(id), self.addr.ip());
+                let pending = login::start(accounts, Attempt::Logout(id), "", self.addr.ip());
                 self.waiting = Some(Box::new(Waiting::Attempt(pending)));
                 Ok(())
             }
@@ -118,11 +118,8 @@ impl<T: Transport> Session<T> {
                     info!(peer = %self.addr, name = %login.name, "logged in");
                 } else if let Some(accounts) = &self.shared.accounts {
                     // Taken meanwhile: the token given for it is of no use.
-                    drop(login::start(
-                        accounts,
-                        Attempt::Logout(login.token_id),
-                        self.addr.ip(),
-                    ));
+                    let revoke = Attempt::Logout(login.token_id);
+                    drop(login::start(accounts, revoke, "", self.addr.ip()));
                 }
             }
             Outcome::Refused {
