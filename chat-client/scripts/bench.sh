@@ -54,6 +54,11 @@ workload paced "taskset -c 0" "taskset -c 1" --threads 1 --rate 0 -- --threads 1
 workload rooms-1x50 env env --threads 1 --rate 0 -- rooms -n 50 --room-size 50 -k 1 -m 2000
 workload rooms-200x10 env env --threads 1 --rate 0 --max-clients 20000 -- rooms -n 1000 --room-size 10 -k 2 -m 544
 workload rooms-20x100 env env --threads 1 --rate 0 --max-clients 20000 -- rooms -n 1000 --room-size 100 -k 2 -m 50
+# The same 1,000 clients all in one room (5 messages each, 4.995 M
+# deliveries): what the rooms of 10 and of 100 are compared with, so that
+# the clients, their connections and the deliveries are the same and only
+# the rooms differ.
+workload rooms-1x1000 env env --threads 1 --rate 0 --max-clients 20000 -- rooms -n 1000 --room-size 1000 -k 1 -m 5
 # The server batches the relays of one room that arrive together: a sender
 # that changes rooms at every message makes one buffer per message per
 # recipient, so the window must be small enough for 18 senders' messages to
@@ -158,7 +163,7 @@ print(f"medians of {runs} runs")
 # the run measured the load generator, not the server).
 cores = lambda r: r.get("load_cpu_seconds", float("nan")) / max(r["seconds"], 1e-9)
 print(f"{'workload':<18} {'deliveries/s':>13} {'cpu us/deliv':>13} {'p50 us':>8} {'p99 us':>8} {'p99.9 us':>9} {'lost':>5} {'peak rss KiB':>13} {'bench cores':>11}")
-for name in ["fanout", "fanout-tls", "fanout-10k", "stalled", "paced", "paced-tls", "rooms-1x50", "rooms-200x10", "rooms-20x100", "rooms-200x10-run1", "rooms-paced", "dm-ref", "fanout-history", "fanout-ephemeral"]:
+for name in ["fanout", "fanout-tls", "fanout-10k", "stalled", "paced", "paced-tls", "rooms-1x50", "rooms-200x10", "rooms-20x100", "rooms-1x1000", "rooms-200x10-run1", "rooms-paced", "dm-ref", "fanout-history", "fanout-ephemeral"]:
     rs = list(load(name).values())
     if not rs: continue
     print(f"{name:<18} {med([r['rate'] for r in rs]):>13.0f} {med([r['server']['cpu_us_per_unit'] for r in rs]):>13.4f} "
@@ -167,7 +172,7 @@ for name in ["fanout", "fanout-tls", "fanout-10k", "stalled", "paced", "paced-tl
           f"{med([r['server']['peak_rss_kib'] for r in rs]):>13.0f} {med([cores(r) for r in rs]):>11.2f}"
           + (f"   evicted {min(r['stalled_evicted'] for r in rs)}/{rs[0]['stalled']}" if rs[0]['stalled'] else "")
           + (f"   misdirected {max(r['misdirected'] for r in rs)}, receivers off {max(r['mismatched'] for r in rs)}" if rs[0].get('rooms') else ""))
-for a, b in [("fanout-tls", "fanout"), ("paced-tls", "paced"), ("stalled", "fanout-10k"), ("rooms-1x50", "fanout"), ("rooms-200x10", "fanout"), ("rooms-20x100", "fanout"), ("rooms-200x10-run1", "rooms-200x10"), ("fanout-history", "fanout"), ("fanout-ephemeral", "fanout")]:
+for a, b in [("fanout-tls", "fanout"), ("paced-tls", "paced"), ("stalled", "fanout-10k"), ("rooms-1x50", "fanout"), ("rooms-200x10", "fanout"), ("rooms-20x100", "fanout"), ("rooms-200x10", "rooms-1x50"), ("rooms-20x100", "rooms-1x50"), ("rooms-200x10", "rooms-1x1000"), ("rooms-20x100", "rooms-1x1000"), ("rooms-200x10-run1", "rooms-200x10"), ("fanout-history", "fanout"), ("fanout-ephemeral", "fanout")]:
     for label, f in [("deliveries/s", lambda r: r["rate"]), ("cpu/delivery", lambda r: r["server"]["cpu_us_per_unit"])]:
         x = ratio(a, b, f)
         if x: print(f"{a}/{b} {label} ratio: {x}")

@@ -59,6 +59,12 @@ workload fanout-t2 env env --rate 0 -- fanout
 workload paced-t1 env env --threads 1 --rate 0 -- fanout --rate 100 -m 500
 workload paced-t2 env env --rate 0 -- fanout --rate 100 -m 500
 workload idle env env --max-clients 20000 -- idle -k 5000
+# Named rooms, as bench.sh runs them: one room of 50, 1,000 clients in 200
+# rooms of 10 and in 20 rooms of 100 (each in 2), and the same 1,000 in one.
+workload rooms-1x50 env env --threads 1 --rate 0 -- rooms -n 50 --room-size 50 -k 1 -m 2000
+workload rooms-200x10 env env --threads 1 --rate 0 --max-clients 20000 -- rooms -n 1000 --room-size 10 -k 2 -m 544
+workload rooms-20x100 env env --threads 1 --rate 0 --max-clients 20000 -- rooms -n 1000 --room-size 100 -k 2 -m 50
+workload rooms-1x1000 env env --threads 1 --rate 0 --max-clients 20000 -- rooms -n 1000 --room-size 1000 -k 1 -m 5
 
 python3 - "$out" "$runs" "$sha" <<'PY'
 import json, os, statistics, sys
@@ -81,15 +87,15 @@ rows = [
     ("p50 latency us", lambda r: r["latency_us"]["p50"], "{:.0f}"),
     ("p99 latency us", lambda r: r["latency_us"]["p99"], "{:.0f}"),
 ]
-for name in ["fanout-t1", "fanout-t2", "paced-t1", "paced-t2"]:
+for name in ["fanout-t1", "fanout-t2", "paced-t1", "paced-t2", "rooms-1x50", "rooms-200x10", "rooms-20x100", "rooms-1x1000"]:
     o, n = load(name, "old"), load(name, "new")
     if not o or not n:
         continue
     for label, f, fmt in rows:
         a, b = med(o, f), med(n, f)
-        print(f"{name:<10} {label:<24} {fmt.format(a):>12} {fmt.format(b):>12} {b / a if a else float('nan'):>7.3f}")
+        print(f"{name:<12} {label:<24} {fmt.format(a):>12} {fmt.format(b):>12} {b / a if a else float('nan'):>7.3f}")
 o, n = load("idle", "old"), load("idle", "new")
 if o and n:
     a, b = med(o, lambda r: r["rss_per_connection"]), med(n, lambda r: r["rss_per_connection"])
-    print(f"{'idle':<10} {'RSS bytes/connection':<24} {a:>12.0f} {b:>12.0f} {b / a:>7.3f}")
+    print(f"{'idle':<12} {'RSS bytes/connection':<24} {a:>12.0f} {b:>12.0f} {b / a:>7.3f}")
 PY

@@ -85,6 +85,10 @@ pub(crate) struct Relays {
     relay: BytesMut,
     /// `Said` frames, for rooms members (if the room has any).
     said: BytesMut,
+    /// The `Said` each relay of the buffer is, but for its text: one room,
+    /// one sender, whose name cannot change meanwhile (a rename is a
+    /// request of its own, which hands the buffer over first).
+    template: Option<Message>,
     want_relay: bool,
     want_said: bool,
 }
@@ -311,6 +315,15 @@ impl Client {
             // member that arrives meanwhile arrived after these relays.
             (relays.want_relay, relays.want_said) = room.kinds();
             relays.room = Some(room.clone());
+            relays.template = relays.want_said.then(|| Message::Said {
+                room: room.name.to_string(),
+                from: Member {
+                    name: self.peer.name().to_string(),
+                    ip: self.peer.addr.ip(),
+                    port: self.peer.addr.port(),
+                },
+                text: String::new(),
+            });
             let hint = relays.hint;
             for (want, buf) in [
                 (relays.want_relay, &mut relays.relay),
@@ -323,23 +336,14 @@ impl Client {
         }
         let codecs = hub.codecs();
         let mut text = text;
-        if relays.want_said {
-            let said = Message::Said {
-                room: room.name.to_string(),
-                from: Member {
-                    name: self.peer.name().to_string(),
-                    ip: self.peer.addr.ip(),
-                    port: self.peer.addr.port(),
-                },
-                text,
-            };
-            if let Err(e) = codecs.rooms.encode(&said, &mut relays.said) {
+        if let Some(said) = &mut relays.template {
+            // Lend the text to the template rather than build a `Said`
+            // (two more strings) per relay.
+            swap_text(said, &mut text);
+            if let Err(e) = codecs.rooms.encode(said, &mut relays.said) {
                 debug!(peer = %self.peer.addr, "Said not relayed: {e}");
             }
-            text = match said {
-                Message::Said { text, .. } => text,
-                _ => String::new(),
-            };
+            swap_text(said, &mut text);
         }
         if relays.want_relay {
             let relay = Message::relay(self.peer.addr, text);
@@ -729,6 +733,13 @@ impl Drop for Client {
         }
         self.directory.release(&self.peer);
         self.peer.outbox.close();
+    }
+}
+
+/// Swaps `text` with the text of `said`, a `Said`.
+fn swap_text(said: &mut Message, text: &mut String) {
+    if let Message::Said { text: slot, .. } = said {
+        std::mem::swap(slot, text);
     }
 }
 

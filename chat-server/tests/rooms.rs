@@ -12,6 +12,7 @@ mod common;
 use std::time::Duration;
 
 use chat_proto::{Member, Message, Refusal};
+use chat_server::Config;
 use common::{
     Client, LOBBY, TestServer, config, crowd, departed, entered, info, join, joined, left, named,
     renamed, said, told, welcomed_rooms,
@@ -660,6 +661,57 @@ async fn a_version_1_client_and_a_rooms_client_chat_in_the_lobby() {
     r.leave(LOBBY).await;
     v1_expect(&mut v1, left(r.addr)).await;
     drop((v1, r));
+    server.stop().await;
+}
+
+/// Says before and after a rename, written at once (so that the server
+/// reads them together and, history off, encodes their relays in one go):
+/// each `Said` carries the name the sender had when it was said.
+#[tokio::test]
+async fn says_around_a_rename_carry_the_name_of_their_time() {
+    let off = Config {
+        storage: chat_server::Storage::Off,
+        ..config()
+    };
+    for config in [off, config()] {
+        says_around_a_rename(config).await;
+    }
+}
+
+async fn says_around_a_rename(config: Config) {
+    let server = TestServer::start(config).await;
+    let (mut a, _) = named(server.addr, "Ann").await;
+    let (mut b, _) = named(server.addr, "Ben").await;
+    a.expect(entered(LOBBY, &b.me())).await;
+    let before = a.me();
+    for msg in [
+        Message::Say {
+            room: LOBBY.into(),
+            text: "one".into(),
+        },
+        Message::Say {
+            room: LOBBY.into(),
+            text: "two".into(),
+        },
+        Message::Nick {
+            name: "Annabel".into(),
+        },
+        Message::Say {
+            room: LOBBY.into(),
+            text: "三".into(),
+        },
+    ] {
+        a.feed(msg).await;
+    }
+    a.flush().await;
+    a.name = "Annabel".into();
+    let after = a.me();
+    b.expect(said(LOBBY, &before, "one")).await;
+    b.expect(said(LOBBY, &before, "two")).await;
+    b.expect(renamed("Ann", &after)).await;
+    b.expect(said(LOBBY, &after, "三")).await;
+    a.expect(renamed("Ann", &after)).await;
+    drop((a, b));
     server.stop().await;
 }
 
