@@ -132,6 +132,35 @@ impl Admission {
     }
 }
 
+/// What an admitted client's task holds: its client slot, given back as
+/// soon as the client leaves, and, until the task ends, its place in its
+/// IP's count and the accept loop's wake-up. One value, kept inside the
+/// session: a task that wrapped the session to hold them would keep room
+/// for its own arguments beside the session's for as long as the client
+/// stays (128 bytes more per client, in tokio's allocation steps).
+#[derive(Debug)]
+pub(crate) struct Admitted {
+    slot: Option<OwnedSemaphorePermit>,
+    _ip: IpGuard,
+    _closed: OnClose,
+}
+
+impl Admitted {
+    pub(crate) fn new(slot: OwnedSemaphorePermit, ip: IpGuard, closed: OnClose) -> Self {
+        Admitted {
+            slot: Some(slot),
+            _ip: ip,
+            _closed: closed,
+        }
+    }
+
+    /// The client has left: its slot is free for another, before its
+    /// goodbye is over.
+    pub(crate) fn leave(&mut self) {
+        self.slot = None;
+    }
+}
+
 /// Wakes the accept loop when dropped; see [`Admission::on_close`].
 #[derive(Debug)]
 pub(crate) struct OnClose(Arc<Notify>);

@@ -18,7 +18,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error};
 
-use crate::admission::{self, Admission, Slot};
+use crate::admission::{self, Admission, Admitted, Slot};
 use crate::session::{self, Shared};
 use crate::tls;
 
@@ -105,15 +105,12 @@ pub(crate) async fn accept(listeners: &Listeners, shared: &Arc<Shared>, tracker:
                         Ok(ip) => {
                             debug!(peer = %addr, tls = tls.is_some(), "accepted");
                             let shared = shared.clone();
+                            let admitted = Admitted::new(permit, ip, closed);
+                            // The session's own future, not one around it.
                             match tls {
-                                None => tracker.spawn(async move {
-                                    let (_closed, _ip) = (closed, ip);
-                                    session::run(shared, stream, addr, permit).await;
-                                }),
-                                Some(acceptor) => tracker.spawn(async move {
-                                    let (_closed, _ip) = (closed, ip);
-                                    tls::run(shared, stream, addr, permit, acceptor).await;
-                                }),
+                                None => tracker.spawn(session::run(shared, stream, addr, admitted)),
+                                Some(acceptor) => tracker
+                                    .spawn(tls::run(shared, stream, addr, admitted, acceptor)),
                             };
                             continue;
                         }

@@ -31,13 +31,13 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use chat_proto::{Connection, Event, HEADER_LEN, Message, ProtocolError, ServerConfig, features};
 use tokio::net::TcpStream;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::futures::Notified;
 use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tracing::{debug, info};
 
 use crate::accounts::Accounts;
+use crate::admission::Admitted;
 use crate::config::Config;
 use crate::dispatch::{Client, Relays, Scope, Stop};
 use crate::flood::Bucket;
@@ -199,13 +199,19 @@ pub(crate) fn run(
     shared: Arc<Shared>,
     stream: TcpStream,
     addr: SocketAddr,
-    permit: OwnedSemaphorePermit,
+    admitted: Admitted,
 ) -> impl Future<Output = ()> + Send + 'static {
     // Relays must go out at once; batching is done by the writer.
     if let Err(e) = stream.set_nodelay(true) {
         debug!(peer = %addr, "cannot set TCP_NODELAY: {e}");
     }
-    serve(shared, stream, addr, Some(permit), metrics::Transport::Tcp)
+    serve(
+        shared,
+        stream,
+        addr,
+        Some(admitted),
+        metrics::Transport::Tcp,
+    )
 }
 
 /// Serves one client over any transport until it leaves: handshake,
@@ -214,12 +220,12 @@ pub(crate) fn serve<T: Transport + 'static>(
     shared: Arc<Shared>,
     io: T,
     addr: SocketAddr,
-    permit: Option<OwnedSemaphorePermit>,
+    admitted: Option<Admitted>,
     via: metrics::Transport,
 ) -> impl Future<Output = ()> + Send + 'static {
     // The block captures the session and keeps it in place: an `async fn`
     // taking it would keep it twice (as its argument and as a local).
-    let mut session = Session::new(shared, io, addr, permit, via);
+    let mut session = Session::new(shared, io, addr, admitted, via);
     async move {
         // Not a `match`: its scrutinee, the handshake's result, would be
         // kept, taking room, for as long as the client is served.
@@ -284,8 +290,9 @@ struct Session<T> {
     addr: SocketAddr,
     conn: Connection,
     out: Writer,
-    /// Present while the client counts against `max_clients`.
-    permit: Option<OwnedSemaphorePermit>,
+    /// Its slot (while it counts against `max_clients`) and guards; none
+    /// in unit tests.
+    admitted: Option<Admitted>,
     /// Set once welcomed: the client's name and rooms.
     client: Option<Client>,
     /// A rooms client must have sent its first `Nick` by then.
@@ -336,7 +343,7 @@ impl<T: Transport> Session<T> {
         shared: Arc<Shared>,
         io: T,
         addr: SocketAddr,
-        permit: Option<OwnedSemaphorePermit>,
+        admitted: Option<Admitted>,
         via: metrics::Transport,
     ) -> Self {
         shared.metrics.connected(via);
@@ -352,7 +359,7 @@ impl<T: Transport> Session<T> {
             io,
             addr,
             out: Writer::default(),
-            permit,
+            admitted,
             client: None,
             named_by: None,
             last_rx: now,

@@ -20,12 +20,11 @@ use std::sync::Arc;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpStream;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info};
 
-use crate::admission;
+use crate::admission::{self, Admitted};
 use crate::metrics;
 use crate::session::{self, Shared};
 
@@ -249,7 +248,7 @@ pub(crate) async fn run(
     shared: Arc<Shared>,
     stream: TcpStream,
     addr: SocketAddr,
-    permit: OwnedSemaphorePermit,
+    mut admitted: Admitted,
     acceptor: TlsAcceptor,
 ) {
     if let Err(e) = stream.set_nodelay(true) {
@@ -266,13 +265,13 @@ pub(crate) async fn run(
     };
     match started {
         Ok(Ok(Start::Tls(tls))) => {
-            session::serve(shared, *tls, addr, Some(permit), metrics::Transport::Tls).await;
+            session::serve(shared, *tls, addr, Some(admitted), metrics::Transport::Tls).await;
         }
         Ok(Ok(Start::Plain(stream))) => {
             info!(peer = %addr, "plaintext client on the TLS port: refusing it");
             let bytes = admission::refusal(config, PLAIN_ON_TLS);
             let bound = config.close_timeout.min(admission::REFUSE_WAIT_MAX);
-            drop(permit);
+            admitted.leave();
             if timeout(bound, admission::goodbye(stream, &bytes))
                 .await
                 .is_err()

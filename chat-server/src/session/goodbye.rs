@@ -78,7 +78,9 @@ impl<T: Transport> Session<T> {
         let peer = self.client.take().map(Client::leave);
         let outbox = peer.as_ref().map(|peer| &peer.outbox);
         // A leaving client no longer counts against the limit.
-        self.permit.take();
+        if let Some(admitted) = &mut self.admitted {
+            admitted.leave();
+        }
         let config = &self.shared.config;
         let budget = match close {
             Close::Eof => {
