@@ -64,6 +64,12 @@ workload rooms-1x1000 env env --threads 1 --rate 0 --max-clients 20000 -- rooms 
 # recipient, so the window must be small enough for 18 senders' messages to
 # fit a reader's outbox (1,024 buffers).
 workload rooms-200x10-run1 env env --threads 1 --rate 0 --max-clients 20000 -- rooms -n 1000 --room-size 10 -k 2 -m 544 --run 1 --window 40
+# Readers behind many senders' short runs: 1,000 clients in rooms of 100
+# saying 6 messages per room before moving on, 200 messages ahead of their
+# slowest reader. Each reader's queue holds one short buffer per sender and
+# run; the server used to evict readers as slow consumers at 1,024 buffers
+# (about 100 KB of an 8 MiB limit).
+workload rooms-20x100-deep env env --threads 1 --rate 0 --max-clients 20000 -- rooms -n 1000 --room-size 100 -k 2 -m 200 --run 6 --window 200
 # The same 1,000 clients in rooms of 10 at 10 messages/s each (90,000 deliveries/s).
 workload rooms-paced env env --threads 1 --rate 0 --max-clients 20000 -- rooms -n 1000 --room-size 10 -k 2 -m 50 --rate 10
 # Direct-message round trips, 1,000 a second over 100 pairs (2,000 Tells a
@@ -163,7 +169,7 @@ print(f"medians of {runs} runs")
 # the run measured the load generator, not the server).
 cores = lambda r: r.get("load_cpu_seconds", float("nan")) / max(r["seconds"], 1e-9)
 print(f"{'workload':<18} {'deliveries/s':>13} {'cpu us/deliv':>13} {'p50 us':>8} {'p99 us':>8} {'p99.9 us':>9} {'lost':>5} {'peak rss KiB':>13} {'bench cores':>11}")
-for name in ["fanout", "fanout-tls", "fanout-10k", "stalled", "paced", "paced-tls", "rooms-1x50", "rooms-200x10", "rooms-20x100", "rooms-1x1000", "rooms-200x10-run1", "rooms-paced", "dm-ref", "fanout-history", "fanout-ephemeral"]:
+for name in ["fanout", "fanout-tls", "fanout-10k", "stalled", "paced", "paced-tls", "rooms-1x50", "rooms-200x10", "rooms-20x100", "rooms-1x1000", "rooms-20x100-deep", "rooms-200x10-run1", "rooms-paced", "dm-ref", "fanout-history", "fanout-ephemeral"]:
     rs = list(load(name).values())
     if not rs: continue
     print(f"{name:<18} {med([r['rate'] for r in rs]):>13.0f} {med([r['server']['cpu_us_per_unit'] for r in rs]):>13.4f} "

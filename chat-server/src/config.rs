@@ -58,9 +58,13 @@ pub struct Config {
     pub max_frame_len: usize,
     /// Depth of each client's outgoing queue, in queued buffers (a buffer is
     /// one frame, or the relays of several `Send`s that arrived together from
-    /// one sender). A client whose queue is full is a slow consumer: it gets
-    /// `Error { reason: "slow consumer" }` (best effort) and is disconnected.
-    /// At least [`Config::MIN_OUTBOX_DEPTH`]. Default: 1024.
+    /// one sender, shared with the other recipients). Once a quarter of it is
+    /// in use, frames of up to 1 KiB are copied into one buffer of the
+    /// client's own instead, so that many senders' small relays are held to
+    /// `outbox_bytes` rather than to the depth. A client whose queue is full
+    /// is a slow consumer: it gets `Error { reason: "slow consumer" }` (best
+    /// effort) and is disconnected. At least [`Config::MIN_OUTBOX_DEPTH`].
+    /// Default: 1024.
     pub outbox_depth: usize,
     /// Most bytes queued for one client; a client whose queue would grow past
     /// it is a slow consumer too. Together with `outbox_depth` this bounds the
