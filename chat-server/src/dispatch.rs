@@ -87,10 +87,10 @@ pub(crate) struct Relays {
     said: BytesMut,
     /// The `Said` each relay of the buffer is, but for its text: one room,
     /// one sender, whose name cannot change meanwhile (a rename is a
-    /// request of its own, which hands the buffer over first).
+    /// request of its own, which hands the buffer over first). Present
+    /// only if the room has rooms members.
     template: Option<Message>,
     want_relay: bool,
-    want_said: bool,
 }
 
 impl Relays {
@@ -313,9 +313,10 @@ impl Client {
             self.flush(relays);
             // Which kinds to encode for is decided once per buffer: a
             // member that arrives meanwhile arrived after these relays.
-            (relays.want_relay, relays.want_said) = room.kinds();
+            let (want_relay, want_said) = room.kinds();
+            relays.want_relay = want_relay;
             relays.room = Some(room.clone());
-            relays.template = relays.want_said.then(|| Message::Said {
+            relays.template = want_said.then(|| Message::Said {
                 room: room.name.to_string(),
                 from: Member {
                     name: self.peer.name().to_string(),
@@ -327,7 +328,7 @@ impl Client {
             let hint = relays.hint;
             for (want, buf) in [
                 (relays.want_relay, &mut relays.relay),
-                (relays.want_said, &mut relays.said),
+                (want_said, &mut relays.said),
             ] {
                 if want && buf.capacity() == 0 {
                     buf.reserve(hint);
