@@ -97,6 +97,20 @@ pub(crate) struct Login {
     pub(crate) token_id: TokenId,
 }
 
+impl Login {
+    /// A login handing the client `fresh`, the token stored as `grant`
+    /// (whose key is the account's).
+    fn granted(name: String, fresh: token::Fresh, grant: Grant) -> Login {
+        Login {
+            name,
+            key: grant.key,
+            token: Some(fresh.text),
+            expires: grant.expires,
+            token_id: fresh.id,
+        }
+    }
+}
+
 impl fmt::Debug for Login {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Login")
@@ -266,13 +280,7 @@ impl Accounts {
                 if !inner.backend.create(&key, &account, fresh.id, &grant)? {
                     return Err(AuthError::Taken);
                 }
-                Ok(Login {
-                    name: account.name,
-                    key,
-                    token: Some(fresh.text),
-                    expires: grant.expires,
-                    token_id: fresh.id,
-                })
+                Ok(Login::granted(account.name, fresh, grant))
             })
             .await?;
         self.inner
@@ -317,13 +325,7 @@ impl Accounts {
             let now = inner.clock.now();
             let (fresh, grant) = inner.token(&key, now)?;
             inner.backend.grant(fresh.id, &grant, now)?;
-            Ok(Login {
-                name: account.name,
-                key,
-                token: Some(fresh.text),
-                expires: grant.expires,
-                token_id: fresh.id,
-            })
+            Ok(Login::granted(account.name, fresh, grant))
         })
         .await
     }
