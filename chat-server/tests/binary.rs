@@ -5,7 +5,7 @@ mod common;
 use std::process::Stdio;
 
 use chat_proto::Message;
-use common::{T, join};
+use common::{T, join, listening_on};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::time::timeout;
@@ -357,19 +357,6 @@ async fn help_lists_every_flag_and_the_load_test_setting() {
     assert!(help.contains("--rate 0"), "{help}");
 }
 
-/// The `listening on` address of a starting server.
-async fn listening(child: &mut Child) -> std::net::SocketAddr {
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    timeout(T, stdout.read_line(&mut line))
-        .await
-        .expect("listening line in time")
-        .unwrap();
-    let addr = line.trim_end().strip_prefix("listening on ");
-    let addr = addr.unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-    addr.parse().unwrap()
-}
-
 /// `text` as a config file of its own.
 fn config_file(text: &str) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
@@ -388,7 +375,7 @@ async fn a_config_file_sets_flags_and_the_command_line_overrides_it() {
          rate = 0\nhandshake-timeout = \"5s\"\npublic = true\n",
     );
     let mut child = server(&["--config", &path, "--max-per-ip", "2"]);
-    let addr = listening(&mut child).await;
+    let addr = listening_on(&mut child).await;
     assert!(addr.ip().is_loopback());
     let a = join(addr).await;
     let b = join(addr).await;
@@ -410,7 +397,7 @@ async fn a_config_file_sets_flags_and_the_command_line_overrides_it() {
 async fn the_example_config_starts_the_binary() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/chat.example.toml");
     let mut child = server(&["--config", example, "--bind", "127.0.0.1:0", "--ephemeral"]);
-    let addr = listening(&mut child).await;
+    let addr = listening_on(&mut child).await;
     drop(join(addr).await);
     signal(&child, "TERM");
     let status = timeout(T, child.wait()).await.unwrap().unwrap();

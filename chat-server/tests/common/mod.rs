@@ -673,7 +673,6 @@ pub async fn historian(server: SocketAddr, name: &str) -> Client {
 pub async fn listening(
     mut command: tokio::process::Command,
 ) -> (tokio::process::Child, SocketAddr) {
-    use tokio::io::AsyncBufReadExt;
     let mut child = command
         .env_remove("RUST_LOG")
         .stdin(std::process::Stdio::null())
@@ -682,17 +681,23 @@ pub async fn listening(
         .kill_on_drop(true)
         .spawn()
         .expect("start the server");
+    let addr = listening_on(&mut child).await;
+    (child, addr)
+}
+
+/// The address in the `listening on ADDR` line a started server prints
+/// first (its stdout is taken).
+pub async fn listening_on(child: &mut tokio::process::Child) -> SocketAddr {
+    use tokio::io::AsyncBufReadExt;
     let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     timeout(T, stdout.read_line(&mut line))
         .await
         .expect("listening line in time")
         .unwrap();
-    let addr = line
-        .trim_end()
+    line.trim_end()
         .strip_prefix("listening on ")
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .parse()
-        .unwrap();
-    (child, addr)
+        .unwrap()
 }
